@@ -1,0 +1,329 @@
+package blockstore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// repackThreshold is the fraction of dead bytes at which a pack is rewritten.
+const repackThreshold = 0.25
+
+// PruneOptions control Prune.
+type PruneOptions struct {
+	// DryRun reports what would be deleted and changes nothing.
+	DryRun bool
+}
+
+// PruneReport says what Prune did (or, in a dry run, would do).
+type PruneReport struct {
+	PointsKept    int     `json:"points_kept"`
+	PointsDeleted int     `json:"points_deleted"`
+	Deleted       []Point `json:"deleted"`
+	BlocksDeleted int64   `json:"blocks_deleted"`
+	PagesDeleted  int64   `json:"pages_deleted"`
+	PacksDeleted  int     `json:"packs_deleted"`
+	PacksRepacked int     `json:"packs_repacked"`
+	BytesBefore   int64   `json:"bytes_before"`
+	BytesAfter    int64   `json:"bytes_after"`
+}
+
+// Prune deletes the points r does not keep, then collects garbage: blocks and
+// map pages no kept point references are dropped from the index, packs with
+// no live block are deleted and packs with at least a quarter dead bytes are
+// rewritten, so that disk space is really reclaimed. It waits for writers'
+// leases and keeps new ones out while it runs.
+//
+// Crash safety: point records go first (one synced write); live blocks are
+// copied and synced before the index points at the copies; pack files are
+// removed only after the index no longer names them.
+func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneReport, error) {
+	var rep PruneReport
+	if err := r.Validate(); err != nil {
+		return rep, err
+	}
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	// Seal the current pack so that nothing is appended to a pack being
+	// examined.
+	s.mu.Lock()
+	err := s.writableLocked()
+	if err == nil {
+		err = s.flushLocked()
+	}
+	if err == nil && s.pack != nil {
+		s.pack.f.Close()
+		s.pack, s.dirty = nil, nil
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return rep, err
+	}
+	rep.BytesBefore = s.packBytes()
+	pts, err := s.Points(ctx, "")
+	if err != nil {
+		return rep, err
+	}
+	keep := r.keep(pts, s.now())
+	liveBlocks, livePages := map[ID]struct{}{}, map[ID]struct{}{}
+	var dropPoints []Point
+	for i, p := range pts {
+		if !keep[i] {
+			dropPoints = append(dropPoints, p)
+			continue
+		}
+		rep.PointsKept++
+		for _, v := range p.Volumes {
+			if err := s.mark(ctx, v, liveBlocks, livePages); err != nil {
+				return rep, fmt.Errorf("prune: point %s volume %s: %w", p.ID, v.Name, err)
+			}
+		}
+	}
+	rep.PointsDeleted, rep.Deleted = len(dropPoints), dropPoints
+	if !o.DryRun && len(dropPoints) > 0 {
+		b := s.db.NewBatch()
+		for _, p := range dropPoints {
+			b.Delete(pointKey(p.Time, p.ID), nil)
+		}
+		err := b.Commit(pebble.Sync)
+		b.Close()
+		if err != nil {
+			return rep, fmt.Errorf("prune: delete points: %w", err)
+		}
+	}
+	// Sweep: account live and dead bytes per pack.
+	type usage struct{ live, dead int64 }
+	packs := map[uint32]*usage{}
+	for _, id := range s.committedPacks() {
+		packs[id] = &usage{}
+	}
+	var deadBlocks []ID
+	err = s.scanIndex(ctx, func(id ID, loc location) error {
+		u := packs[loc.pack]
+		if u == nil {
+			u = &usage{}
+			packs[loc.pack] = u
+		}
+		if _, ok := liveBlocks[id]; ok {
+			u.live += int64(loc.plainLen)
+		} else {
+			u.dead += int64(loc.plainLen)
+			deadBlocks = append(deadBlocks, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	deadPages, err := s.deadPages(livePages)
+	if err != nil {
+		return rep, err
+	}
+	rep.BlocksDeleted, rep.PagesDeleted = int64(len(deadBlocks)), int64(len(deadPages))
+	var drop, repack []uint32
+	for id, u := range packs {
+		switch {
+		case u.live == 0:
+			drop = append(drop, id)
+		case float64(u.dead) >= repackThreshold*float64(u.live+u.dead):
+			repack = append(repack, id)
+		}
+	}
+	slices.Sort(drop)
+	slices.Sort(repack)
+	rep.PacksDeleted, rep.PacksRepacked = len(drop), len(repack)
+	if o.DryRun {
+		rep.BytesAfter = rep.BytesBefore
+		return rep, nil
+	}
+	if err := s.repack(ctx, repack, liveBlocks); err != nil {
+		return rep, err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, id := range deadBlocks {
+		b.Delete(blockKey(id), nil)
+	}
+	for _, id := range deadPages {
+		b.Delete(pageKey(id), nil)
+	}
+	gone := append(drop, repack...)
+	for _, id := range gone {
+		b.Delete(packKey(id), nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return rep, fmt.Errorf("prune: update index: %w", err)
+	}
+	pdir := filepath.Join(s.dir, packsDir)
+	for _, id := range gone {
+		s.dropReader(id)
+		if err := os.Remove(filepath.Join(pdir, packName(id))); err != nil && !os.IsNotExist(err) {
+			return rep, fmt.Errorf("prune: %w", err)
+		}
+	}
+	if err := syncDir(pdir); err != nil {
+		return rep, err
+	}
+	rep.BytesAfter = s.packBytes()
+	return rep, nil
+}
+
+// mark adds the pages and blocks of v to the live sets, skipping subtrees
+// already marked.
+func (s *Store) mark(ctx context.Context, v VolumeState, blocks, pages map[ID]struct{}) error {
+	g := v.Geometry()
+	if g.Blocks() == 0 {
+		return nil
+	}
+	var walk func(id ID, level int, index int64) error
+	walk = func(id ID, level int, index int64) error {
+		if id.IsZero() {
+			return nil
+		}
+		if _, ok := pages[id]; ok {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ids, err := s.loadPage(id, level, childCount(g.Blocks(), level, index))
+		if err != nil {
+			return err
+		}
+		pages[id] = struct{}{}
+		for i, c := range ids {
+			if level == 0 {
+				if !c.IsZero() {
+					blocks[c] = struct{}{}
+				}
+				continue
+			}
+			if err := walk(c, level-1, index*fanout+int64(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(v.Root, g.rootLevel(), 0)
+}
+
+func (s *Store) deadPages(live map[ID]struct{}) ([]ID, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPage}, UpperBound: []byte{prefixPage + 1}})
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	defer it.Close()
+	var dead []ID
+	for it.First(); it.Valid(); it.Next() {
+		var id ID
+		copy(id[:], it.Key()[1:])
+		if _, ok := live[id]; !ok {
+			dead = append(dead, id)
+		}
+	}
+	return dead, it.Error()
+}
+
+// committedPacks returns the packs with a committed length.
+func (s *Store) committedPacks() []uint32 {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPack}, UpperBound: []byte{prefixPack + 1}})
+	if err != nil {
+		return nil
+	}
+	defer it.Close()
+	var out []uint32
+	for it.First(); it.Valid(); it.Next() {
+		if k := it.Key(); len(k) == 5 {
+			out = append(out, uint32(k[1])<<24|uint32(k[2])<<16|uint32(k[3])<<8|uint32(k[4]))
+		}
+	}
+	return out
+}
+
+func (s *Store) packBytes() int64 {
+	var n int64
+	entries, _ := os.ReadDir(filepath.Join(s.dir, packsDir))
+	for _, e := range entries {
+		if _, ok := parsePackName(e.Name()); ok {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+	}
+	return n
+}
+
+// repack copies the live blocks of the given packs into new packs and makes
+// the index point at the copies.
+func (s *Store) repack(ctx context.Context, packs []uint32, live map[ID]struct{}) error {
+	if len(packs) == 0 {
+		return nil
+	}
+	want := map[uint32]bool{}
+	for _, p := range packs {
+		want[p] = true
+	}
+	type item struct {
+		id  ID
+		loc location
+	}
+	var items []item
+	err := s.scanIndex(ctx, func(id ID, loc location) error {
+		if _, ok := live[id]; ok && want[loc.pack] {
+			items = append(items, item{id, loc})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	slices.SortFunc(items, func(a, b item) int {
+		if a.loc.pack != b.loc.pack {
+			return int(a.loc.pack) - int(b.loc.pack)
+		}
+		if a.loc.offset != b.loc.offset {
+			if a.loc.offset < b.loc.offset {
+				return -1
+			}
+			return 1
+		}
+		return int(a.loc.slot) - int(b.loc.slot)
+	})
+	r := blockReader{s: s}
+	var blocks [][]byte
+	var ids []ID
+	var want2 []int
+	var size int
+	put := func() error {
+		if len(blocks) == 0 {
+			return nil
+		}
+		if err := s.writeNew(blocks, ids, want2); err != nil {
+			return fmt.Errorf("prune: repack: %w", err)
+		}
+		blocks, ids, want2, size = blocks[:0], ids[:0], want2[:0], 0
+		return nil
+	}
+	for _, it := range items {
+		b, err := r.get(it.id)
+		if err != nil {
+			return fmt.Errorf("prune: repack: %w", err)
+		}
+		want2 = append(want2, len(blocks))
+		blocks = append(blocks, append([]byte(nil), b...))
+		ids = append(ids, it.id)
+		if size += len(b); size >= 4<<20 {
+			if err := put(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := put(); err != nil {
+		return err
+	}
+	return s.Flush(ctx)
+}

@@ -1,0 +1,106 @@
+package blockstore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// RestoreOptions control Restore.
+type RestoreOptions struct {
+	// WriteZeros writes holes as zeros. Leave it false for a new or
+	// truncated regular file (holes stay sparse); set it for devices and
+	// for files that held other data.
+	WriteZeros bool
+	// Progress, if set, is called with bytes done so far and the total.
+	Progress func(done, total int64)
+}
+
+// Restore writes volume state v to w, block by block, on all cores. The
+// caller sizes w beforehand (truncate) and syncs it afterwards.
+func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o RestoreOptions) error {
+	g := v.Geometry()
+	if err := g.Validate(); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	type job struct {
+		first int64
+		ids   []ID
+	}
+	workers := runtime.GOMAXPROCS(0)
+	jobs := make(chan job, 2*workers)
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		defer close(jobs)
+		return s.WalkLeaves(ctx, v, func(first int64, ids []ID) error {
+			select {
+			case jobs <- job{first, ids}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	})
+	var done atomic.Int64
+	bs := int64(g.BlockSize)
+	for range workers {
+		eg.Go(func() error {
+			r := blockReader{s: s}
+			buf := make([]byte, fanout*bs)
+			for j := range jobs {
+				// Write each run of consecutive blocks with one call.
+				runStart := -1
+				flush := func(end int) error {
+					if runStart < 0 {
+						return nil
+					}
+					off := (j.first + int64(runStart)) * bs
+					n := min(int64(end-runStart)*bs, g.Size-off)
+					if _, err := w.WriteAt(buf[int64(runStart)*bs:int64(runStart)*bs+n], off); err != nil {
+						return fmt.Errorf("restore: write at offset %d: %w", off, err)
+					}
+					runStart = -1
+					return nil
+				}
+				for i, id := range j.ids {
+					if id.IsZero() && !o.WriteZeros {
+						if err := flush(i); err != nil {
+							return err
+						}
+						continue
+					}
+					blk := j.first + int64(i)
+					dst := buf[int64(i)*bs : int64(i)*bs+int64(g.BlockLen(blk))]
+					if id.IsZero() {
+						clear(dst)
+					} else {
+						b, err := r.get(id)
+						if err != nil {
+							return fmt.Errorf("restore block %d: %w", blk, err)
+						}
+						if len(b) != len(dst) {
+							return fmt.Errorf("restore block %d: stored block is %d bytes, volume wants %d", blk, len(b), len(dst))
+						}
+						copy(dst, b)
+					}
+					if runStart < 0 {
+						runStart = i
+					}
+				}
+				if err := flush(len(j.ids)); err != nil {
+					return err
+				}
+				n := done.Add(int64(len(j.ids)) * bs)
+				if o.Progress != nil {
+					o.Progress(min(n, g.Size), g.Size)
+				}
+			}
+			return nil
+		})
+	}
+	return eg.Wait()
+}

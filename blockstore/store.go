@@ -1,0 +1,852 @@
+package blockstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Store file and directory names inside a store directory.
+const (
+	configName = "lifeboat-store.json"
+	keyName    = "key"
+	lockName   = "lock"
+	indexDir   = "index"
+	packsDir   = "packs"
+
+	storeFormat  = "lifeboat-store"
+	storeVersion = 1
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrNotStore means the directory holds no lifeboat store.
+	ErrNotStore = errors.New("not a lifeboat store")
+	// ErrLocked means another process has the store open.
+	ErrLocked = errors.New("store is in use by another process")
+	// ErrNotFound means a block, page, point or volume does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrClosed means the store was closed.
+	ErrClosed = errors.New("store is closed")
+)
+
+// CorruptError reports damaged on-disk data. Hint tells the operator what to do.
+type CorruptError struct {
+	Path   string
+	Offset int64
+	Block  ID
+	Hint   string
+	Err    error
+}
+
+func (e *CorruptError) Error() string {
+	s := e.Path
+	if e.Offset >= 0 {
+		s += fmt.Sprintf("@%d", e.Offset)
+	}
+	if !e.Block.IsZero() {
+		s += ": block " + e.Block.String()
+	}
+	return s + ": " + e.Err.Error()
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Options tune a store. The zero value is the default.
+type Options struct {
+	// Logger receives progress and recovery messages; nil means slog.Default().
+	Logger *slog.Logger
+	// CacheSize is the index cache in bytes; 0 means 64 MiB.
+	CacheSize int64
+	// FlushEntries is how many new blocks are buffered before the packs are
+	// synced and the index written; 0 means 65536. It bounds ingest memory.
+	FlushEntries int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// InitOptions configure a new store.
+type InitOptions struct {
+	// Key is the dedup key. Nil means a new random key.
+	Key *Key
+}
+
+// Store is a deduplicating, compressing block store with point-in-time
+// volume maps. It is safe for concurrent use by one process; a lock file keeps
+// other processes out.
+type Store struct {
+	dir     string
+	db      *pebble.DB
+	h       *hasher
+	enc     *zstd.Encoder
+	dec     *zstd.Decoder
+	lock    *os.File
+	log     *slog.Logger
+	now     func() time.Time
+	flushAt int
+
+	// gcMu keeps prune out while writers hold a lease (see Lease).
+	gcMu sync.RWMutex
+
+	readMu  sync.RWMutex
+	readers map[uint32]*os.File
+
+	// mu guards the write path.
+	mu       sync.Mutex
+	pack     *packFile
+	nextPack uint32
+	dirty    []*packFile // written since the last flush
+	newFiles bool        // a pack file was created since the last dir sync
+	pending  map[ID]location
+	err      error // sticky write error
+	closed   bool
+
+	damage []error // found on open; reported by Verify
+}
+
+// storeConfig is the JSON file that marks a store directory.
+type storeConfig struct {
+	Format  string    `json:"format"`
+	Version int       `json:"version"`
+	Created time.Time `json:"created"`
+}
+
+// Init creates a new, empty store in dir, which must not exist or be empty.
+func Init(dir string, o InitOptions) error {
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		if _, err := os.Stat(filepath.Join(dir, configName)); err == nil {
+			return fmt.Errorf("init store %s: a store already exists there", dir)
+		}
+		return fmt.Errorf("init store %s: directory is not empty", dir)
+	}
+	key := o.Key
+	if key == nil {
+		k, err := NewKey()
+		if err != nil {
+			return err
+		}
+		key = &k
+	}
+	if err := os.MkdirAll(filepath.Join(dir, packsDir), 0o700); err != nil {
+		return fmt.Errorf("init store: %w", err)
+	}
+	if err := writeFileDurable(filepath.Join(dir, keyName), encodeKeyFile(*key), 0o600); err != nil {
+		return fmt.Errorf("init store: %w", err)
+	}
+	db, err := pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(Options{}, false))
+	if err != nil {
+		return fmt.Errorf("init store index: %w", err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("init store index: %w", err)
+	}
+	cfg, _ := json.MarshalIndent(storeConfig{Format: storeFormat, Version: storeVersion, Created: time.Now().UTC()}, "", "  ")
+	// The config file is written last: its presence marks a complete store.
+	if err := writeFileDurable(filepath.Join(dir, configName), append(cfg, '\n'), 0o600); err != nil {
+		return fmt.Errorf("init store: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func pebbleOptions(o Options, mustExist bool) *pebble.Options {
+	po := &pebble.Options{
+		CacheSize:          o.CacheSize,
+		MemTableSize:       32 << 20,
+		ErrorIfNotExists:   mustExist,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             quietLogger{},
+	}
+	if po.CacheSize == 0 {
+		po.CacheSize = 512 << 20
+	}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	return po
+}
+
+// quietLogger drops pebble's informational chatter; errors reach us as
+// returned errors.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+// Open opens the store in dir, recovering from any crash: pack tails past the
+// last committed length are truncated, and packs that no index entry
+// references (written but never committed) are removed.
+func Open(dir string, o Options) (*Store, error) {
+	cfgBytes, err := os.ReadFile(filepath.Join(dir, configName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open %s: %w (create one with `lifeboat store init --store %s`)", dir, ErrNotStore, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	var cfg storeConfig
+	if err := json.Unmarshal(cfgBytes, &cfg); err != nil || cfg.Format != storeFormat {
+		return nil, fmt.Errorf("open %s: %w: bad %s", dir, ErrNotStore, configName)
+	}
+	if cfg.Version != storeVersion {
+		return nil, fmt.Errorf("open %s: store format version %d, this lifeboat reads version %d", dir, cfg.Version, storeVersion)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open %s: %w", dir, ErrLocked)
+	}
+	s, err := open(dir, o, lock)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func open(dir string, o Options, lock *os.File) (*Store, error) {
+	key, err := ReadKeyFile(filepath.Join(dir, keyName))
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	h, err := newHasher(key)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(false),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithWindowSize(1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxFramePlain))
+	if err != nil {
+		return nil, fmt.Errorf("zstd decoder: %w", err)
+	}
+	db, err := pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(o, true))
+	if err != nil {
+		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, indexDir), err)
+	}
+	s := &Store{
+		dir: dir, db: db, h: h, enc: enc, dec: dec, lock: lock,
+		log: o.Logger, now: o.Now, flushAt: o.FlushEntries,
+		readers: map[uint32]*os.File{},
+		pending: map[ID]location{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.flushAt == 0 {
+		s.flushAt = 1 << 16
+	}
+	if err := s.recoverPacks(); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// recoverPacks reconciles the pack directory with the committed pack lengths.
+func (s *Store) recoverPacks() error {
+	committed := map[uint32]int64{}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPack}, UpperBound: []byte{prefixPack + 1}})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != 5 || len(v) != 8 {
+			it.Close()
+			return fmt.Errorf("open store: %w: pack record %x", errCorrupt, k)
+		}
+		committed[binary.BigEndian.Uint32(k[1:])] = int64(binary.LittleEndian.Uint64(v))
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	pdir := filepath.Join(s.dir, packsDir)
+	entries, err := os.ReadDir(pdir)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	seen := map[uint32]bool{}
+	changed := false
+	for _, e := range entries {
+		id, ok := parsePackName(e.Name())
+		if !ok {
+			if filepath.Ext(e.Name()) == ".tmp" {
+				os.Remove(filepath.Join(pdir, e.Name()))
+			}
+			continue
+		}
+		seen[id] = true
+		if id >= s.nextPack {
+			s.nextPack = id + 1
+		}
+		path := filepath.Join(pdir, e.Name())
+		want, ok := committed[id]
+		if !ok {
+			// Written after the last commit, so nothing acknowledged is in it.
+			s.log.Warn("removing uncommitted pack left by a crash", "pack", path)
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("open store: remove uncommitted pack: %w", err)
+			}
+			changed = true
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return fmt.Errorf("open store: %w", err)
+		}
+		switch {
+		case fi.Size() > want:
+			s.log.Warn("truncating pack tail written after the last commit", "pack", path, "size", fi.Size(), "committed", want)
+			if err := truncateDurable(path, want); err != nil {
+				return fmt.Errorf("open store: %w", err)
+			}
+		case fi.Size() < want:
+			s.damage = append(s.damage, &CorruptError{Path: path, Offset: fi.Size(), Err: fmt.Errorf("%w: pack is %d bytes, %d were committed", errCorrupt, fi.Size(), want),
+				Hint: "the disk lost data after it was synced; restore this pack from another site or run prune to drop points that need it"})
+		}
+	}
+	for id := range committed {
+		if id >= s.nextPack {
+			s.nextPack = id + 1
+		}
+		if !seen[id] {
+			path := filepath.Join(pdir, packName(id))
+			s.damage = append(s.damage, &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: committed pack is missing", errCorrupt),
+				Hint: "restore the pack file from a backup or another site"})
+		}
+	}
+	for _, d := range s.damage {
+		s.log.Error("store damage found on open", "err", d)
+	}
+	if changed {
+		return syncDir(pdir)
+	}
+	return nil
+}
+
+// Dir returns the store directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close flushes buffered blocks and closes the store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	err := s.flushLocked()
+	s.closed = true
+	if s.pack != nil {
+		s.pack.f.Close()
+	}
+	s.mu.Unlock()
+	s.readMu.Lock()
+	for _, f := range s.readers {
+		f.Close()
+	}
+	s.readers = nil
+	s.readMu.Unlock()
+	err = errors.Join(err, s.db.Close())
+	s.enc.Close()
+	s.dec.Close()
+	syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
+	s.lock.Close()
+	return err
+}
+
+// Put stores blocks and returns their IDs, in order. Blocks already in the
+// store are not written again; all-zero blocks get ZeroID and are not stored.
+// A block must be 1 byte to MaxBlockSize long. Put is safe for concurrent use;
+// blocks become durable at the next Flush or CommitPoint.
+func (s *Store) Put(ctx context.Context, blocks [][]byte) ([]ID, error) {
+	ids := make([]ID, len(blocks))
+	for i, b := range blocks {
+		if len(b) == 0 || len(b) > MaxBlockSize {
+			return nil, fmt.Errorf("put block %d: length %d, want 1..%d", i, len(b), MaxBlockSize)
+		}
+		if !isZero(b) {
+			ids[i] = s.h.sum(b)
+		}
+	}
+	return ids, s.putHashed(ctx, blocks, ids)
+}
+
+// putHashed stores the blocks whose IDs are not yet in the store. ids[i] is
+// the ID of blocks[i]; ZeroID entries are skipped.
+func (s *Store) putHashed(ctx context.Context, blocks [][]byte, ids []ID) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Pick the blocks the store lacks, each once.
+	var want []int
+	seen := make(map[ID]struct{}, len(ids))
+	for i, id := range ids {
+		if id.IsZero() {
+			continue
+		}
+		if _, dup := seen[id]; dup {
+			continue
+		}
+		seen[id] = struct{}{}
+		has, err := s.has(id)
+		if err != nil {
+			return err
+		}
+		if !has {
+			want = append(want, i)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	return s.writeNew(blocks, ids, want)
+}
+
+// writeNew compresses blocks[i] for i in want into frames and appends them
+// to the current pack; their locations become pending until the next flush.
+func (s *Store) writeNew(blocks [][]byte, ids []ID, want []int) error {
+	// Group into frames and compress outside the lock.
+	var recs [][]byte
+	var recIDs [][]frameEntry
+	for start := 0; start < len(want); {
+		end, plain := start, 0
+		for end < len(want) && (end == start || plain+len(blocks[want[end]]) <= frameTarget) && end-start < maxFrameBlocks {
+			plain += len(blocks[want[end]])
+			end++
+		}
+		entries := make([]frameEntry, 0, end-start)
+		buf := make([]byte, 0, plain)
+		for _, i := range want[start:end] {
+			entries = append(entries, frameEntry{id: ids[i], len: uint32(len(blocks[i]))})
+			buf = append(buf, blocks[i]...)
+		}
+		codec, payload := byte(codecRaw), buf
+		if c := s.enc.EncodeAll(buf, make([]byte, 0, len(buf))); len(c) <= len(buf)-len(buf)/8 {
+			codec, payload = codecZstd, c
+		}
+		recs = append(recs, encodeFrame(make([]byte, 0, frameHeaderSize+len(entries)*frameEntrySize+len(payload)+frameTrailerSize), codec, entries, uint32(plain), payload))
+		recIDs = append(recIDs, entries)
+		start = end
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writableLocked(); err != nil {
+		return err
+	}
+	for r, rec := range recs {
+		if s.pack == nil || s.pack.size+int64(len(rec)) > maxPackSize {
+			if err := s.rotateLocked(); err != nil {
+				return err
+			}
+		}
+		off := s.pack.size
+		if err := s.pack.append(rec); err != nil {
+			s.err = err
+			return err
+		}
+		var plainOff uint32
+		for slot, e := range recIDs[r] {
+			if _, ok := s.pending[e.id]; !ok {
+				s.pending[e.id] = location{pack: s.pack.id, offset: uint64(off), recLen: uint32(len(rec)), slot: uint16(slot), plainOff: plainOff, plainLen: e.len}
+			}
+			plainOff += e.len
+		}
+	}
+	if len(s.pending) >= s.flushAt {
+		return s.flushLocked()
+	}
+	return nil
+}
+
+func (s *Store) writableLocked() error {
+	if s.closed {
+		return ErrClosed
+	}
+	if s.err != nil {
+		return fmt.Errorf("store refuses writes after an earlier error (reopen it): %w", s.err)
+	}
+	return nil
+}
+
+// rotateLocked starts a new pack.
+func (s *Store) rotateLocked() error {
+	p, err := createPack(filepath.Join(s.dir, packsDir), s.nextPack)
+	if err != nil {
+		s.err = err
+		return err
+	}
+	s.nextPack++
+	s.pack = p
+	s.dirty = append(s.dirty, p)
+	s.newFiles = true
+	return nil
+}
+
+// Lease keeps Prune from running until release is called. A writer that puts
+// blocks and later commits a point referencing them holds a lease from the
+// first Put to the CommitPoint, so that garbage collection cannot remove a
+// block between the two. Snapshot takes its own lease.
+func (s *Store) Lease() (release func()) {
+	s.gcMu.RLock()
+	return s.gcMu.RUnlock
+}
+
+// Flush makes every block put so far durable.
+func (s *Store) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writableLocked(); err != nil {
+		return err
+	}
+	return s.flushLocked()
+}
+
+// flushLocked syncs the packs, then records their blocks in the index: data
+// reaches the disk before anything points at it.
+func (s *Store) flushLocked() error {
+	if s.err != nil {
+		return s.err
+	}
+	if len(s.dirty) == 0 && len(s.pending) == 0 {
+		return nil
+	}
+	for _, p := range s.dirty {
+		if err := p.sync(); err != nil {
+			s.err = err
+			return err
+		}
+	}
+	if s.newFiles {
+		if err := syncDir(filepath.Join(s.dir, packsDir)); err != nil {
+			s.err = err
+			return err
+		}
+	}
+	b := s.db.NewBatchWithSize(len(s.pending)*(1+IDSize+locationSize+16) + 1024)
+	defer b.Close()
+	for id, loc := range s.pending {
+		b.Set(blockKey(id), encodeLocation(loc), nil)
+	}
+	for _, p := range s.dirty {
+		b.Set(packKey(p.id), binary.LittleEndian.AppendUint64(nil, uint64(p.size)), nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		s.err = fmt.Errorf("write index: %w", err)
+		return s.err
+	}
+	clear(s.pending)
+	for _, p := range s.dirty {
+		if p != s.pack {
+			p.f.Close()
+		}
+	}
+	s.dirty = s.dirty[:0]
+	if s.pack != nil {
+		s.dirty = append(s.dirty, s.pack)
+	}
+	s.newFiles = false
+	return nil
+}
+
+// has reports whether the store holds id (durably or pending).
+func (s *Store) has(id ID) (bool, error) {
+	s.mu.Lock()
+	_, ok := s.pending[id]
+	s.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	_, closer, err := s.db.Get(blockKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("index lookup: %w", err)
+	}
+	closer.Close()
+	return true, nil
+}
+
+// Missing returns the IDs of ids that the store does not hold, in order,
+// without duplicates. ZeroID is never missing.
+func (s *Store) Missing(ctx context.Context, ids []ID) ([]ID, error) {
+	var out []ID
+	seen := map[ID]bool{}
+	for _, id := range ids {
+		if id.IsZero() || seen[id] {
+			continue
+		}
+		seen[id] = true
+		ok, err := s.has(id)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			out = append(out, id)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Has reports whether the store holds the block id.
+func (s *Store) Has(ctx context.Context, id ID) (bool, error) {
+	if id.IsZero() {
+		return true, nil
+	}
+	return s.has(id)
+}
+
+// locate returns where the block id lives.
+func (s *Store) locate(id ID) (location, error) {
+	s.mu.Lock()
+	loc, ok := s.pending[id]
+	s.mu.Unlock()
+	if ok {
+		return loc, nil
+	}
+	v, closer, err := s.db.Get(blockKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return location{}, fmt.Errorf("block %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return location{}, fmt.Errorf("index lookup: %w", err)
+	}
+	defer closer.Close()
+	loc, err = decodeLocation(v)
+	if err != nil {
+		return location{}, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: id, Err: err, Hint: "run `lifeboat verify`"}
+	}
+	return loc, nil
+}
+
+// packReader returns a read handle for pack id.
+func (s *Store) packReader(id uint32) (*os.File, error) {
+	s.readMu.RLock()
+	f, ok := s.readers[id]
+	s.readMu.RUnlock()
+	if ok {
+		return f, nil
+	}
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	if s.readers == nil {
+		return nil, ErrClosed
+	}
+	if f, ok := s.readers[id]; ok {
+		return f, nil
+	}
+	f, err := os.Open(filepath.Join(s.dir, packsDir, packName(id)))
+	if err != nil {
+		return nil, fmt.Errorf("open pack: %w", err)
+	}
+	s.readers[id] = f
+	return f, nil
+}
+
+// dropReader forgets the read handle of a pack that is being deleted.
+func (s *Store) dropReader(id uint32) {
+	s.readMu.Lock()
+	if f, ok := s.readers[id]; ok {
+		f.Close()
+		delete(s.readers, id)
+	}
+	s.readMu.Unlock()
+}
+
+// Get returns the plaintext of block id. ZeroID has no length of its own and
+// is an error here; callers handle holes.
+func (s *Store) Get(ctx context.Context, id ID) ([]byte, error) {
+	var r blockReader
+	r.s = s
+	b, err := r.get(id)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), b...), nil
+}
+
+// blockReader reads blocks and keeps the last decoded frames, so that
+// sequential reads of blocks stored together decompress each frame once and
+// find the frame's other blocks without an index lookup. Not safe for
+// concurrent use.
+type blockReader struct {
+	s      *Store
+	frames [4]*cachedFrame // most recent first
+	recBuf []byte
+}
+
+type cachedFrame struct {
+	loc   location // of the block that loaded it; pack, offset, recLen matter
+	slots map[ID]int
+	offs  []uint32 // plaintext offset per slot
+	fr    frame
+	plain []byte
+}
+
+// get returns block id; the slice is valid until the next call.
+func (r *blockReader) get(id ID) ([]byte, error) {
+	if id.IsZero() {
+		return nil, fmt.Errorf("get block: zero block has no stored data")
+	}
+	for i, c := range r.frames {
+		if c == nil {
+			break
+		}
+		if slot, ok := c.slots[id]; ok {
+			if i > 0 {
+				copy(r.frames[1:i+1], r.frames[:i])
+				r.frames[0] = c
+			}
+			return c.plain[c.offs[slot] : c.offs[slot]+c.fr.entries[slot].len], nil
+		}
+	}
+	loc, err := r.s.locate(id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := r.load(loc)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(r.s.dir, packsDir, packName(loc.pack))
+	if int(loc.slot) >= len(c.fr.entries) || c.fr.entries[loc.slot].id != id {
+		return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Block: id, Err: fmt.Errorf("%w: frame does not hold the block at slot %d", errCorrupt, loc.slot), Hint: "run `lifeboat verify`"}
+	}
+	if c.offs[loc.slot] != loc.plainOff || c.fr.entries[loc.slot].len != loc.plainLen {
+		return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Block: id, Err: fmt.Errorf("%w: index entry disagrees with the frame", errCorrupt), Hint: "run `lifeboat verify`"}
+	}
+	return c.plain[loc.plainOff : loc.plainOff+loc.plainLen], nil
+}
+
+func (r *blockReader) load(loc location) (*cachedFrame, error) {
+	f, err := r.s.packReader(loc.pack)
+	if err != nil {
+		return nil, err
+	}
+	if cap(r.recBuf) < int(loc.recLen) {
+		r.recBuf = make([]byte, loc.recLen)
+	}
+	rec := r.recBuf[:loc.recLen]
+	path := filepath.Join(r.s.dir, packsDir, packName(loc.pack))
+	if _, err := f.ReadAt(rec, int64(loc.offset)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: record past the end of the pack", errCorrupt)
+		}
+		return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Err: err, Hint: "run `lifeboat verify`"}
+	}
+	fr, err := decodeFrame(rec)
+	if err != nil {
+		return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Err: err, Hint: "run `lifeboat verify`; the block may be restored from another site"}
+	}
+	// Reuse the least recent slot's buffers.
+	c := r.frames[len(r.frames)-1]
+	if c == nil {
+		c = &cachedFrame{slots: map[ID]int{}}
+	}
+	copy(r.frames[1:], r.frames[:len(r.frames)-1])
+	r.frames[0] = c
+	clear(c.slots)
+	c.loc, c.fr = loc, fr
+	if fr.codec == codecZstd {
+		plain, err := r.s.dec.DecodeAll(fr.payload, c.plain[:0])
+		if err != nil || len(plain) != int(fr.plain) {
+			if err == nil {
+				err = fmt.Errorf("decompressed %d bytes, want %d", len(plain), fr.plain)
+			}
+			r.frames[0] = nil
+			copy(r.frames[:], r.frames[1:])
+			r.frames[len(r.frames)-1] = nil
+			return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Err: fmt.Errorf("%w: %v", errCorrupt, err), Hint: "run `lifeboat verify`"}
+		}
+		c.plain = plain
+	} else {
+		c.plain = append(c.plain[:0], fr.payload...)
+	}
+	// The frame aliases recBuf; keep our own copy of the entries only.
+	c.fr.payload = nil
+	c.offs = c.offs[:0]
+	var off uint32
+	for i, e := range fr.entries {
+		c.slots[e.id] = i
+		c.offs = append(c.offs, off)
+		off += e.len
+	}
+	return c, nil
+}
+
+// writeFileDurable writes a file the litestream/restic way: temp file, write,
+// fsync, close, rename, fsync dir; the temp is removed on any error.
+func writeFileDurable(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+func truncateDurable(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate %s: %w", path, err)
+	}
+	return f.Sync()
+}

@@ -1,0 +1,279 @@
+package blockstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// memSource is an in-memory Source.
+type memSource []byte
+
+func (m memSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+func (m memSource) Size() (int64, error) { return int64(len(m)), nil }
+
+// memImage is an io.WriterAt into a byte slice.
+type memImage []byte
+
+func (m memImage) WriteAt(p []byte, off int64) (int, error) { return copy(m[off:], p), nil }
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func newTestStore(t *testing.T) (*Store, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "store")
+	if err := Init(dir, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{Logger: testLogger(t), FlushEntries: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}
+
+// genImage returns size bytes of mixed content: holes, text-like runs,
+// random runs and copies of earlier 4 KiB pieces.
+func genImage(seed uint64, size int) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	b := make([]byte, size)
+	for off := 0; off < size; off += 4096 {
+		end := min(off+4096, size)
+		switch r.IntN(4) {
+		case 0: // hole
+		case 1:
+			for i := off; i < end; i++ {
+				b[i] = "lifeboat log line 0123456789\n"[r.IntN(29)]
+			}
+		case 2:
+			for i := off; i < end; i++ {
+				b[i] = byte(r.Uint32())
+			}
+		case 3:
+			if off >= 4096 {
+				src := r.IntN(off/4096) * 4096
+				copy(b[off:end], b[src:src+(end-off)])
+			}
+		}
+	}
+	return b
+}
+
+func restoreBytes(t *testing.T, s *Store, v VolumeState) []byte {
+	t.Helper()
+	out := make(memImage, v.Size)
+	if err := s.Restore(t.Context(), v, out, RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		size      int
+		blockSize int
+	}{
+		{"empty", 0, 4096},
+		{"one short block", 100, 4096},
+		{"4KiB blocks, partial leaf", 3<<20 + 512, 4096},
+		{"4KiB blocks, two levels", 300 * 4096 * 2, 4096},
+		{"64KiB blocks", 5 << 20, 65536},
+		{"1MiB blocks", 3<<20 + 1, 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := newTestStore(t)
+			img := genImage(1, tc.size)
+			p, st, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol", BlockSize: tc.blockSize})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, _ := p.Volume("vol")
+			if got := restoreBytes(t, s, v); !bytes.Equal(got, img) {
+				t.Fatalf("restored image differs")
+			}
+			// Unchanged second snapshot: no changed blocks, same root.
+			p2, st2, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v2, _ := p2.Volume("vol")
+			if st2.Changed != 0 || v2.Root != v.Root {
+				t.Errorf("second snapshot: changed %d (first had %d), roots %s %s", st2.Changed, st.Changed, v.Root.Short(), v2.Root.Short())
+			}
+			rep, err := s.Verify(t.Context(), VerifyOptions{})
+			if err != nil || len(rep.Damage) > 0 {
+				t.Fatalf("verify: %v %v", err, rep.Damage)
+			}
+		})
+	}
+}
+
+func TestDedupAndIncremental(t *testing.T) {
+	s, _ := newTestStore(t)
+	img := genImage(2, 8<<20)
+	p1, _, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st1, _ := s.Stats(t.Context())
+	// Change 10 blocks: only they are written.
+	img2 := bytes.Clone(img)
+	r := rand.New(rand.NewPCG(3, 3))
+	changed := map[int64]bool{}
+	for range 10 {
+		b := r.IntN(len(img) / 4096)
+		changed[int64(b)] = true
+		for i := range 4096 {
+			img2[b*4096+i] = byte(r.Uint32())
+		}
+	}
+	p2, st, err := s.Snapshot(t.Context(), memSource(img2), SnapshotOptions{Volume: "vol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Changed != int64(len(changed)) {
+		t.Errorf("changed blocks = %d, want %d", st.Changed, len(changed))
+	}
+	st2, _ := s.Stats(t.Context())
+	if d := st2.UniqueBytes - st1.UniqueBytes; d != int64(len(changed))*4096 {
+		t.Errorf("unique bytes grew by %d, want %d", d, len(changed)*4096)
+	}
+	v1, _ := p1.Volume("vol")
+	v2, _ := p2.Volume("vol")
+	got := map[int64]bool{}
+	if err := s.Diff(t.Context(), v1, v2, func(c Change) error { got[c.Block] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(changed) {
+		t.Errorf("diff found %d blocks, want %d", len(got), len(changed))
+	}
+	for b := range changed {
+		if !got[b] {
+			t.Errorf("diff missed block %d", b)
+		}
+	}
+	if !bytes.Equal(restoreBytes(t, s, v1), img) || !bytes.Equal(restoreBytes(t, s, v2), img2) {
+		t.Fatal("restore of a point differs")
+	}
+	// Identical content in a second volume costs no new blocks.
+	if _, _, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "copy", BlockSize: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	st3, _ := s.Stats(t.Context())
+	if st3.UniqueBytes != st2.UniqueBytes {
+		t.Errorf("a copy of a volume added %d unique bytes", st3.UniqueBytes-st2.UniqueBytes)
+	}
+}
+
+func TestDiffDifferentSizes(t *testing.T) {
+	s, _ := newTestStore(t)
+	small := genImage(4, 100*4096)
+	// Big enough for a map two levels deeper: mostly holes, data at the end.
+	big := append(bytes.Clone(small), make([]byte, 70000*4096)...)
+	copy(big[len(big)-300*4096:], genImage(5, 300*4096))
+	pa, _, err := s.Snapshot(t.Context(), memSource(small), SnapshotOptions{Volume: "a", BlockSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, _, err := s.Snapshot(t.Context(), memSource(big), SnapshotOptions{Volume: "b", BlockSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	va, _ := pa.Volume("a")
+	vb, _ := pb.Volume("b")
+	var want int
+	for b := 100; b < len(big)/4096; b++ {
+		if !isZero(big[b*4096 : (b+1)*4096]) {
+			want++
+		}
+	}
+	var got int
+	err = s.Diff(t.Context(), va, vb, func(c Change) error {
+		if c.Block < 100 {
+			t.Errorf("block %d reported but equal", c.Block)
+		}
+		got++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("diff of grown volume: %d changes, want %d", got, want)
+	}
+}
+
+func TestReopenAndLock(t *testing.T) {
+	s, dir := newTestStore(t)
+	img := genImage(6, 1<<20)
+	p, _, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
+		t.Errorf("second open: %v, want ErrLocked", err)
+	}
+	s.Close()
+	s2, err := Open(dir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	_, v, err := s2.Resolve(t.Context(), "vol", p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(restoreBytes(t, s2, v), img) {
+		t.Fatal("restore after reopen differs")
+	}
+	if _, _, err := s2.Resolve(t.Context(), "nope", ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("resolve unknown volume: %v", err)
+	}
+	if _, err := Open(filepath.Join(t.TempDir(), "x"), Options{}); !errors.Is(err, ErrNotStore) {
+		t.Errorf("open non-store: %v", err)
+	}
+}
+
+func TestSourceChangesSize(t *testing.T) {
+	s, _ := newTestStore(t)
+	src := &growing{memSource: memSource(genImage(7, 1<<20))}
+	if _, _, err := s.Snapshot(context.Background(), src, SnapshotOptions{Volume: "vol", BlockSize: 4096}); err == nil {
+		t.Fatal("snapshot of a source that changed size succeeded")
+	}
+	if pts, _ := s.Points(t.Context(), ""); len(pts) != 0 {
+		t.Errorf("%d points after a failed snapshot", len(pts))
+	}
+}
+
+type growing struct {
+	memSource
+	calls int
+}
+
+func (g *growing) Size() (int64, error) {
+	g.calls++
+	return int64(len(g.memSource) + g.calls*4096), nil
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}

@@ -1,0 +1,260 @@
+package blockstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// VerifyOptions control Verify.
+type VerifyOptions struct {
+	// Sample is the fraction of frames whose blocks are decompressed and
+	// re-hashed; 0 or 1 means all. Every frame's checksum is checked anyway.
+	Sample float64
+	// Progress, if set, is called with pack bytes checked and the total.
+	Progress func(done, total int64)
+}
+
+// VerifyReport says what Verify checked and what it found.
+type VerifyReport struct {
+	Packs  int64   `json:"packs"`
+	Frames int64   `json:"frames"`
+	Blocks int64   `json:"blocks"`
+	Hashed int64   `json:"blocks_hashed"`
+	Pages  int64   `json:"pages"`
+	Points int64   `json:"points"`
+	Damage []error `json:"-"`
+}
+
+// Verify checks the whole store: every pack record's checksum (and, for the
+// sampled share, every block's hash), that every index entry names a sound
+// record holding its block, and that every point's map is complete, hashes
+// right and references only stored blocks. Damage is reported in the report;
+// the error is for failures to run at all.
+func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
+	var rep VerifyReport
+	if err := s.Flush(ctx); err != nil {
+		return rep, err
+	}
+	rep.Damage = append(rep.Damage, s.damage...)
+	sample := o.Sample
+	if sample <= 0 || sample > 1 {
+		sample = 1
+	}
+	packs := s.committedPacks()
+	sort.Slice(packs, func(i, j int) bool { return packs[i] < packs[j] })
+	lengths := map[uint32]int64{}
+	var total int64
+	for _, p := range packs {
+		fi, err := os.Stat(filepath.Join(s.dir, packsDir, packName(p)))
+		if err == nil {
+			lengths[p] = fi.Size()
+			total += fi.Size()
+		}
+	}
+	// confirmed counts index entries that point at a sound record holding
+	// their block.
+	var confirmed int64
+	var done int64
+	for _, p := range packs {
+		size, ok := lengths[p]
+		if !ok {
+			continue // reported on open
+		}
+		rep.Packs++
+		n, err := s.verifyPack(ctx, p, size, sample, &rep, &confirmed)
+		if err != nil {
+			return rep, err
+		}
+		done += n
+		if o.Progress != nil {
+			o.Progress(done, total)
+		}
+	}
+	var indexed int64
+	if err := s.scanIndex(ctx, func(ID, location) error { indexed++; return nil }); err != nil {
+		rep.Damage = append(rep.Damage, err)
+	}
+	rep.Blocks = indexed
+	if confirmed != indexed {
+		// Some entries point at nothing sound: find them.
+		r := blockReader{s: s}
+		err := s.scanIndex(ctx, func(id ID, loc location) error {
+			if _, err := r.get(id); err != nil {
+				var ce *CorruptError
+				if !errors.As(err, &ce) {
+					err = &CorruptError{Path: filepath.Join(s.dir, packsDir, packName(loc.pack)), Offset: int64(loc.offset), Block: id, Err: err}
+				}
+				if ce != nil && ce.Block.IsZero() {
+					ce.Block = id
+				}
+				rep.Damage = append(rep.Damage, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return rep, err
+		}
+	}
+	// Points: maps complete and every block present.
+	pts, err := s.Points(ctx, "")
+	if err != nil {
+		rep.Damage = append(rep.Damage, err)
+		return rep, nil
+	}
+	pages := map[ID]struct{}{}
+	checked := map[ID]struct{}{}
+	for _, p := range pts {
+		rep.Points++
+		for _, v := range p.Volumes {
+			s.verifyMap(ctx, p, v, pages, checked, &rep)
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+		}
+	}
+	rep.Pages = int64(len(pages))
+	return rep, nil
+}
+
+// verifyPack reads pack p record by record up to size.
+func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample float64, rep *VerifyReport, confirmed *int64) (int64, error) {
+	path := filepath.Join(s.dir, packsDir, packName(p))
+	f, err := os.Open(path)
+	if err != nil {
+		rep.Damage = append(rep.Damage, &CorruptError{Path: path, Offset: -1, Err: err})
+		return 0, nil
+	}
+	defer f.Close()
+	damage := func(off int64, id ID, err error, hint string) {
+		rep.Damage = append(rep.Damage, &CorruptError{Path: path, Offset: off, Block: id, Err: err, Hint: hint})
+	}
+	hdr := make([]byte, packHeaderSize)
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		damage(0, ZeroID, fmt.Errorf("%w: pack header: %v", errCorrupt, err), "")
+		return size, nil
+	}
+	if id, err := decodePackHeader(hdr); err != nil || id != p {
+		if err == nil {
+			err = corruptf("pack header names pack %d", id)
+		}
+		damage(0, ZeroID, err, "")
+	}
+	rng := rand.New(rand.NewPCG(uint64(p), 1))
+	var rec, plainBuf []byte
+	off := int64(packHeaderSize)
+	for off < size {
+		if err := ctx.Err(); err != nil {
+			return off, err
+		}
+		h := make([]byte, frameHeaderSize)
+		if _, err := f.ReadAt(h, off); err != nil {
+			damage(off, ZeroID, fmt.Errorf("%w: frame header: %v", errCorrupt, err), "the rest of this pack cannot be read; blocks in it are reported below")
+			return size, nil
+		}
+		n, err := frameSizeFromHeader(h)
+		if err != nil || off+int64(n) > size {
+			if err == nil {
+				err = corruptf("frame of %d bytes runs past the end of the pack", n)
+			}
+			damage(off, ZeroID, err, "the rest of this pack cannot be read; blocks in it are reported below")
+			return size, nil
+		}
+		if cap(rec) < n {
+			rec = make([]byte, n)
+		}
+		rec = rec[:n]
+		if _, err := f.ReadAt(rec, off); err != nil {
+			damage(off, ZeroID, err, "")
+			return size, nil
+		}
+		rep.Frames++
+		fr, err := decodeFrame(rec)
+		if err != nil {
+			damage(off, ZeroID, err, "blocks in this frame are damaged; another site may hold them")
+			off += int64(n)
+			continue
+		}
+		var plain []byte
+		if rng.Float64() < sample {
+			plain = fr.payload
+			if fr.codec == codecZstd {
+				plain, err = s.dec.DecodeAll(fr.payload, plainBuf[:0])
+				if err != nil || len(plain) != int(fr.plain) {
+					damage(off, ZeroID, fmt.Errorf("%w: frame does not decompress", errCorrupt), "")
+					off += int64(n)
+					continue
+				}
+				plainBuf = plain
+			}
+		}
+		var po uint32
+		for slot, e := range fr.entries {
+			if plain != nil {
+				rep.Hashed++
+				if got := s.h.sum(plain[po : po+e.len]); got != e.id {
+					damage(off, e.id, fmt.Errorf("%w: block hashes to %s", errCorrupt, got.Short()), "")
+				}
+			}
+			loc, err := s.locate(e.id)
+			if err == nil && loc.pack == p && loc.offset == uint64(off) && int(loc.slot) == slot {
+				if loc.recLen != uint32(n) || loc.plainOff != po || loc.plainLen != e.len {
+					damage(off, e.id, corruptf("index entry disagrees with the frame"), "")
+				} else {
+					*confirmed++
+				}
+			}
+			po += e.len
+		}
+		off += int64(n)
+	}
+	return size, nil
+}
+
+// verifyMap walks a volume's map, checking pages and block presence.
+func (s *Store) verifyMap(ctx context.Context, p Point, v VolumeState, pages, checked map[ID]struct{}, rep *VerifyReport) {
+	g := v.Geometry()
+	if g.Blocks() == 0 {
+		return
+	}
+	var walk func(id ID, level int, index int64)
+	walk = func(id ID, level int, index int64) {
+		if id.IsZero() || ctx.Err() != nil {
+			return
+		}
+		if _, ok := pages[id]; ok {
+			return
+		}
+		ids, err := s.loadPage(id, level, childCount(g.Blocks(), level, index))
+		if err != nil {
+			rep.Damage = append(rep.Damage, fmt.Errorf("point %s volume %s: map page at level %d index %d: %w", p.ID, v.Name, level, index, err))
+			return
+		}
+		pages[id] = struct{}{}
+		for i, c := range ids {
+			child := index*fanout + int64(i)
+			if level > 0 {
+				walk(c, level-1, child)
+				continue
+			}
+			if c.IsZero() {
+				continue
+			}
+			if _, ok := checked[c]; ok {
+				continue
+			}
+			checked[c] = struct{}{}
+			if ok, err := s.has(c); err != nil || !ok {
+				rep.Damage = append(rep.Damage, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: c,
+					Err:  fmt.Errorf("%w: point %s volume %s block %d is not in the store", errCorrupt, p.ID, v.Name, child),
+					Hint: "restore the block from another site, or prune the points that need it"})
+			}
+		}
+	}
+	walk(v.Root, g.rootLevel(), 0)
+}
