@@ -382,3 +382,81 @@ func (s *Store) diff(ctx context.Context, a, b node, level int, index int64, fn 
 	}
 	return nil
 }
+
+// Update returns a new state of volume v in which the blocks named in changes
+// (sorted by block, each Block below the volume's block count) have the IDs
+// given in New. Only the pages on the paths to changed blocks are read and
+// written, so a point that changes a few blocks of a huge volume costs a few
+// pages. The blocks themselves must already be in the store. Used is
+// recomputed from the changes.
+func (s *Store) Update(ctx context.Context, v VolumeState, changes []Change) (VolumeState, error) {
+	g := v.Geometry()
+	for i, c := range changes {
+		if c.Block < 0 || c.Block >= g.Blocks() {
+			return v, fmt.Errorf("update volume %s: block %d outside 0..%d", v.Name, c.Block, g.Blocks()-1)
+		}
+		if i > 0 && changes[i-1].Block >= c.Block {
+			return v, fmt.Errorf("update volume %s: changes not sorted by block at %d", v.Name, i)
+		}
+	}
+	if len(changes) == 0 {
+		return v, nil
+	}
+	u := &mapWriter{s: s, geom: g, batch: s.db.NewBatch()}
+	defer u.batch.Close()
+	var used int64
+	root, err := s.update(ctx, u, v.Root, g.rootLevel(), 0, changes, &used)
+	if err != nil {
+		return v, fmt.Errorf("update volume %s: %w", v.Name, err)
+	}
+	if err := u.batch.Commit(pebble.NoSync); err != nil {
+		return v, fmt.Errorf("update volume %s: write map pages: %w", v.Name, err)
+	}
+	v.Root = root
+	v.Used += used
+	return v, nil
+}
+
+// update rewrites the page id at level and index with changes, all of which
+// fall inside it, and returns the new page ID. used counts the change in
+// non-zero blocks.
+func (s *Store) update(ctx context.Context, u *mapWriter, id ID, level int, index int64, changes []Change, used *int64) (ID, error) {
+	if err := ctx.Err(); err != nil {
+		return ZeroID, err
+	}
+	blocks := u.geom.Blocks()
+	ids, err := s.loadPage(id, level, childCount(blocks, level, index))
+	if err != nil {
+		return ZeroID, err
+	}
+	if level == 0 {
+		for _, c := range changes {
+			slot := c.Block - index*fanout
+			old := ids[slot]
+			switch {
+			case old.IsZero() && !c.New.IsZero():
+				*used++
+			case !old.IsZero() && c.New.IsZero():
+				*used--
+			}
+			ids[slot] = c.New
+		}
+		return u.writePage(0, ids)
+	}
+	per := coverage(level - 1)
+	for len(changes) > 0 {
+		child := changes[0].Block / per
+		n := 1
+		for n < len(changes) && changes[n].Block/per == child {
+			n++
+		}
+		slot := child - index*fanout
+		nid, err := s.update(ctx, u, ids[slot], level-1, child, changes[:n], used)
+		if err != nil {
+			return ZeroID, err
+		}
+		ids[slot] = nid
+		changes = changes[n:]
+	}
+	return u.writePage(level, ids)
+}

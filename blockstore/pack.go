@@ -24,7 +24,7 @@ const (
 	maxFramePlain    = 16 << 20
 	// frameTarget is how much plaintext the writer groups into one
 	// compressed frame: hash small, compress big (PLATFORM.md).
-	frameTarget = 64 << 10
+	frameTarget = 256 << 10
 	// maxPackSize is the size at which a pack is sealed and a new one begun.
 	maxPackSize = 128 << 20
 )
@@ -217,16 +217,5 @@ func (p *packFile) append(rec []byte) error {
 		return p.err
 	}
 	p.size += int64(n)
-	return nil
-}
-
-func (p *packFile) sync() error {
-	if p.err != nil {
-		return p.err
-	}
-	if err := p.f.Sync(); err != nil {
-		p.err = fmt.Errorf("sync pack %s: %w", packName(p.id), err)
-		return p.err
-	}
 	return nil
 }

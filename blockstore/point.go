@@ -171,16 +171,19 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 		return Point{}, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.writableLocked(); err != nil {
+	err := s.writableLocked()
+	s.mu.Unlock()
+	if err != nil {
 		return Point{}, err
 	}
-	if err := s.flushLocked(); err != nil {
+	if err := s.flush(); err != nil {
 		return Point{}, err
 	}
 	if err := s.db.Set(pointKey(p.Time, p.ID), rec, pebble.Sync); err != nil {
+		s.mu.Lock()
 		s.err = fmt.Errorf("write point: %w", err)
-		return Point{}, s.err
+		s.mu.Unlock()
+		return Point{}, fmt.Errorf("write point: %w", err)
 	}
 	return p, nil
 }

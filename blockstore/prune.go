@@ -50,10 +50,10 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	defer s.gcMu.Unlock()
 	// Seal the current pack so that nothing is appended to a pack being
 	// examined.
+	err := s.flush()
 	s.mu.Lock()
-	err := s.writableLocked()
 	if err == nil {
-		err = s.flushLocked()
+		err = s.writableLocked()
 	}
 	if err == nil && s.pack != nil {
 		s.pack.f.Close()

@@ -31,7 +31,9 @@ func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o Res
 		first int64
 		ids   []ID
 	}
-	workers := runtime.GOMAXPROCS(0)
+	// One more worker than cores: writes to one file serialize in the
+	// kernel, and a worker waiting there should not leave a core idle.
+	workers := runtime.GOMAXPROCS(0) + 1
 	jobs := make(chan job, 2*workers)
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error {

@@ -1,6 +1,7 @@
 package blockstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -112,8 +114,14 @@ type Store struct {
 	dirty    []*packFile // written since the last flush
 	newFiles bool        // a pack file was created since the last dir sync
 	pending  map[ID]location
-	err      error // sticky write error
-	closed   bool
+	flushing map[ID]location // being written to the index by flush
+	bgFlush  bool            // a background flush is running
+	flushed  *sync.Cond      // signalled when a background flush ends
+	err      error           // sticky write error
+
+	// flushMu serializes flushes; it is taken before mu.
+	flushMu sync.Mutex
+	closed  bool
 
 	damage []error // found on open; reported by Verify
 }
@@ -251,6 +259,7 @@ func open(dir string, o Options, lock *os.File) (*Store, error) {
 		readers: map[uint32]*os.File{},
 		pending: map[ID]location{},
 	}
+	s.flushed = sync.NewCond(&s.mu)
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -354,12 +363,12 @@ func (s *Store) Dir() string { return s.dir }
 
 // Close flushes buffered blocks and closes the store.
 func (s *Store) Close() error {
+	err := s.flush()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil
 	}
-	err := s.flushLocked()
 	s.closed = true
 	if s.pack != nil {
 		s.pack.f.Close()
@@ -440,19 +449,27 @@ func (s *Store) writeNew(blocks [][]byte, ids []ID, want []int) error {
 			end++
 		}
 		entries := make([]frameEntry, 0, end-start)
-		buf := make([]byte, 0, plain)
+		buf := getBuf(plain)
 		for _, i := range want[start:end] {
 			entries = append(entries, frameEntry{id: ids[i], len: uint32(len(blocks[i]))})
 			buf = append(buf, blocks[i]...)
 		}
+		comp := s.enc.EncodeAll(buf, getBuf(len(buf)))
 		codec, payload := byte(codecRaw), buf
-		if c := s.enc.EncodeAll(buf, make([]byte, 0, len(buf))); len(c) <= len(buf)-len(buf)/8 {
-			codec, payload = codecZstd, c
+		if len(comp) <= len(buf)-len(buf)/8 {
+			codec, payload = codecZstd, comp
 		}
-		recs = append(recs, encodeFrame(make([]byte, 0, frameHeaderSize+len(entries)*frameEntrySize+len(payload)+frameTrailerSize), codec, entries, uint32(plain), payload))
+		recs = append(recs, encodeFrame(getBuf(frameHeaderSize+len(entries)*frameEntrySize+len(payload)+frameTrailerSize), codec, entries, uint32(plain), payload))
+		putBuf(buf)
+		putBuf(comp)
 		recIDs = append(recIDs, entries)
 		start = end
 	}
+	defer func() {
+		for _, rec := range recs {
+			putBuf(rec)
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.writableLocked(); err != nil {
@@ -472,15 +489,32 @@ func (s *Store) writeNew(blocks [][]byte, ids []ID, want []int) error {
 		var plainOff uint32
 		for slot, e := range recIDs[r] {
 			if _, ok := s.pending[e.id]; !ok {
+				// A copy in s.flushing is superseded: both are sound.
 				s.pending[e.id] = location{pack: s.pack.id, offset: uint64(off), recLen: uint32(len(rec)), slot: uint16(slot), plainOff: plainOff, plainLen: e.len}
 			}
 			plainOff += e.len
 		}
 	}
-	if len(s.pending) >= s.flushAt {
-		return s.flushLocked()
+	if len(s.pending) >= s.flushAt && !s.bgFlush {
+		// Flush in the background so that hashing and compressing go on
+		// while the packs are synced.
+		s.bgFlush = true
+		go func() {
+			err := s.flush()
+			s.mu.Lock()
+			s.bgFlush = false
+			if err != nil && s.err == nil {
+				s.err = err
+			}
+			s.flushed.Broadcast()
+			s.mu.Unlock()
+		}()
 	}
-	return nil
+	// Back-pressure: bound memory when the disk is slower than ingest.
+	for len(s.pending) >= 4*s.flushAt && s.bgFlush && s.err == nil {
+		s.flushed.Wait()
+	}
+	return s.err
 }
 
 func (s *Store) writableLocked() error {
@@ -518,58 +552,87 @@ func (s *Store) Lease() (release func()) {
 
 // Flush makes every block put so far durable.
 func (s *Store) Flush(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.writableLocked(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.flushLocked()
+	return s.flush()
 }
 
-// flushLocked syncs the packs, then records their blocks in the index: data
-// reaches the disk before anything points at it.
-func (s *Store) flushLocked() error {
+// flush syncs the packs, then records their blocks in the index: data
+// reaches the disk before anything points at it. The I/O runs without s.mu,
+// so that puts go on meanwhile; flushes are serialized by flushMu.
+func (s *Store) flush() error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
 	if s.err != nil {
+		s.mu.Unlock()
 		return s.err
 	}
 	if len(s.dirty) == 0 && len(s.pending) == 0 {
+		s.mu.Unlock()
 		return nil
 	}
+	entries := s.pending
+	s.pending, s.flushing = make(map[ID]location, len(entries)), entries
+	type packState struct {
+		p    *packFile
+		size int64
+	}
+	var packs []packState
 	for _, p := range s.dirty {
-		if err := p.sync(); err != nil {
-			s.err = err
-			return err
-		}
-	}
-	if s.newFiles {
-		if err := syncDir(filepath.Join(s.dir, packsDir)); err != nil {
-			s.err = err
-			return err
-		}
-	}
-	b := s.db.NewBatchWithSize(len(s.pending)*(1+IDSize+locationSize+16) + 1024)
-	defer b.Close()
-	for id, loc := range s.pending {
-		b.Set(blockKey(id), encodeLocation(loc), nil)
-	}
-	for _, p := range s.dirty {
-		b.Set(packKey(p.id), binary.LittleEndian.AppendUint64(nil, uint64(p.size)), nil)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		s.err = fmt.Errorf("write index: %w", err)
-		return s.err
-	}
-	clear(s.pending)
-	for _, p := range s.dirty {
-		if p != s.pack {
-			p.f.Close()
-		}
+		packs = append(packs, packState{p, p.size})
 	}
 	s.dirty = s.dirty[:0]
 	if s.pack != nil {
 		s.dirty = append(s.dirty, s.pack)
 	}
+	newFiles := s.newFiles
 	s.newFiles = false
+	s.mu.Unlock()
+
+	err := func() error {
+		for _, ps := range packs {
+			if err := ps.p.f.Sync(); err != nil {
+				return fmt.Errorf("sync pack %s: %w", packName(ps.p.id), err)
+			}
+		}
+		if newFiles {
+			if err := syncDir(filepath.Join(s.dir, packsDir)); err != nil {
+				return err
+			}
+		}
+		b := s.db.NewBatchWithSize(len(entries)*(1+IDSize+locationSize+16) + 1024)
+		defer b.Close()
+		for id, loc := range entries {
+			b.Set(blockKey(id), encodeLocation(loc), nil)
+		}
+		for _, ps := range packs {
+			b.Set(packKey(ps.p.id), binary.LittleEndian.AppendUint64(nil, uint64(ps.size)), nil)
+		}
+		if err := b.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("write index: %w", err)
+		}
+		return nil
+	}()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.err = err
+		return err
+	}
+	s.flushing = nil
+	// Close sealed packs that no later flush needs.
+	for _, ps := range packs {
+		if ps.p != s.pack && !slices.Contains(s.dirty, ps.p) {
+			ps.p.f.Close()
+		}
+	}
 	return nil
 }
 
@@ -577,19 +640,25 @@ func (s *Store) flushLocked() error {
 func (s *Store) has(id ID) (bool, error) {
 	s.mu.Lock()
 	_, ok := s.pending[id]
+	if !ok {
+		_, ok = s.flushing[id]
+	}
 	s.mu.Unlock()
 	if ok {
 		return true, nil
 	}
-	_, closer, err := s.db.Get(blockKey(id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
+	// A prefix seek consults the bloom filters of every level, L6 included,
+	// which Get does not: most lookups during ingest are misses.
+	k := blockKey(id)
+	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
 		return false, fmt.Errorf("index lookup: %w", err)
 	}
-	closer.Close()
-	return true, nil
+	found := it.SeekPrefixGE(k) && bytes.Equal(it.Key(), k)
+	if err := it.Close(); err != nil {
+		return false, fmt.Errorf("index lookup: %w", err)
+	}
+	return found, nil
 }
 
 // Missing returns the IDs of ids that the store does not hold, in order,
@@ -628,6 +697,9 @@ func (s *Store) Has(ctx context.Context, id ID) (bool, error) {
 func (s *Store) locate(id ID) (location, error) {
 	s.mu.Lock()
 	loc, ok := s.pending[id]
+	if !ok {
+		loc, ok = s.flushing[id]
+	}
 	s.mu.Unlock()
 	if ok {
 		return loc, nil
@@ -849,4 +921,22 @@ func truncateDurable(path string, size int64) error {
 		return fmt.Errorf("truncate %s: %w", path, err)
 	}
 	return f.Sync()
+}
+
+// bufPool recycles frame-sized buffers: ingest would otherwise allocate
+// several times the data it stores.
+var bufPool sync.Pool
+
+// getBuf returns an empty buffer with room for n bytes.
+func getBuf(n int) []byte {
+	if b, ok := bufPool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, max(n, frameTarget+frameTarget/8+4096))
+}
+
+func putBuf(b []byte) {
+	if cap(b) <= 4*frameTarget {
+		bufPool.Put(&b)
+	}
 }

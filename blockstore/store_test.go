@@ -3,7 +3,9 @@ package blockstore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -60,12 +62,15 @@ func genImage(seed uint64, size int) []byte {
 		switch r.IntN(4) {
 		case 0: // hole
 		case 1:
-			for i := off; i < end; i++ {
-				b[i] = "lifeboat log line 0123456789\n"[r.IntN(29)]
+			line := fmt.Sprintf("%08d lifeboat log line level=info seq=%d\n", off, r.IntN(1000))
+			for i := off; i < end; i += len(line) {
+				copy(b[i:end], line)
 			}
 		case 2:
-			for i := off; i < end; i++ {
-				b[i] = byte(r.Uint32())
+			for i := off; i < end; i += 8 {
+				var w [8]byte
+				binary.LittleEndian.PutUint64(w[:], r.Uint64())
+				copy(b[i:end], w[:])
 			}
 		case 3:
 			if off >= 4096 {

@@ -64,7 +64,7 @@ func (c *cli) demo(ctx context.Context, keep string, size int64) error {
 	day0, day1 := filepath.Join(dir, "day0.img"), filepath.Join(dir, "day1.img")
 
 	start := time.Now()
-	if err := makeImage(day0, size, 1); err != nil {
+	if err := makeDemoImage(day0, size, 1); err != nil {
 		return err
 	}
 	say("generated %s image %s (holes, text, random data, copies) in %s", formatBytes(size), day0, formatDuration(time.Since(start)))
@@ -131,7 +131,7 @@ func (c *cli) demo(ctx context.Context, keep string, size int64) error {
 	return nil
 }
 
-func makeImage(path string, size, seed int64) error {
+func makeDemoImage(path string, size, seed int64) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)

@@ -431,3 +431,19 @@ func TestVerifyDamage(t *testing.T) {
 		t.Errorf("verify --json of a damaged store: exit %d, %+v", r.code, v)
 	}
 }
+
+// TestDemo runs the built-in demo end to end on a small image and keeps its
+// store, which must then pass verify.
+func TestDemo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	r := mustRun(t, "demo", "--size", "16MiB", "--keep", dir)
+	if !strings.Contains(r.stdout, "demo ok") {
+		t.Fatalf("demo stdout = %q, want a success line", r.stdout)
+	}
+	for _, want := range []string{"identical to day0.img", "identical to day1.img", "dedup"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("demo stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	mustRun(t, "verify", "--store", filepath.Join(dir, "store"))
+}

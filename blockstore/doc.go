@@ -1,0 +1,100 @@
+// Package blockstore is lifeboat's storage engine: a crash-safe,
+// deduplicating, compressing block store with point-in-time history of
+// volumes. Every site runs one. It knows nothing of networks and imports
+// nothing of lifeboat's.
+//
+// # Words
+//
+// A block is a fixed-size, aligned piece of a volume (block size a power of
+// two from 4 KiB to 1 MiB; the last block of a volume may be short). Its ID
+// is the keyed BLAKE3-256 of its plaintext under the store's dedup key, so
+// stores that share a key (a cluster) deduplicate against each other. The
+// all-zero ID stands for an all-zero block of any length and is never
+// stored. A volume's state at a point is its block map (block number to ID),
+// kept as a Merkle tree of pages. A point is a named, time-stamped
+// consistency point over one or more volumes of a group.
+//
+// # Invariants
+//
+//   - Data is synced before anything names it: pack bytes are fsynced before
+//     the index records their location, and index and map pages are durable
+//     before the point that references them is committed (one synced write).
+//   - A block is served only if its frame record passes its CRC32C and names
+//     the block's ID in the slot the index gives; verify re-hashes the
+//     plaintext against the ID.
+//   - Open repairs what a crash can leave: pack bytes past the committed
+//     length are truncated, and packs never committed are removed. Anything
+//     else (a pack shorter than committed, a bad checksum) is damage: it is
+//     logged on open, reported by Verify, and never silently served.
+//   - Prune never removes a block or page that a kept point references, and
+//     removes a pack file only after the index no longer names it.
+//
+// # Directory layout
+//
+//	lifeboat-store.json   {"format":"lifeboat-store","version":1,"created":...}; written last by init
+//	key                   the dedup key: 64 hex digits and a newline (mode 0600)
+//	lock                  flock(2)ed by the process that has the store open
+//	packs/XXXXXXXX.pack   append-only pack files, XXXXXXXX = pack number in hex
+//	index/                a Pebble database (github.com/cockroachdb/pebble/v2)
+//
+// # Pack file, version 1
+//
+// All integers are little endian. A pack is a header followed by frame
+// records. The writer starts a new pack at 128 MiB.
+//
+//	header (16 bytes):
+//	  0  8  magic "LBPACK\x00\x01"
+//	  8  4  pack number
+//	 12  4  CRC32C (Castagnoli) of bytes 0..11
+//
+//	frame record:
+//	  0  4  magic "LBF1"
+//	  4  1  codec: 0 raw, 1 zstd (one zstd frame)
+//	  5  1  reserved, 0
+//	  6  2  n: number of blocks, 1..1024
+//	  8  4  plaintext length, 1..16 MiB (= sum of the block lengths)
+//	 12  4  payload length (raw: equal to the plaintext length)
+//	 16  36*n  per block: ID (32 bytes), plaintext length (4)
+//	  .  payload
+//	  .  4  CRC32C of everything from offset 0 to the end of the payload
+//
+// A frame groups up to 64 KiB of new blocks written together (hash small,
+// compress big); it is stored raw when zstd saves less than 1/8.
+//
+// # Index keys (Pebble)
+//
+//	'b' ID(32)                   -> block location, 27 bytes:
+//	                                 0 version (1), 1 pack (4), 5 record offset (8),
+//	                                13 record length (4), 17 slot in frame (2),
+//	                                19 plaintext offset in frame (4), 23 block length (4)
+//	'm' ID(32)                   -> map page (below)
+//	'p' time(8, BE ns) pointID   -> point record, JSON: id, name, group, time,
+//	                                volumes [{name, root, size, block_size, used_blocks}]
+//	'k' pack(4, BE)              -> committed length of the pack (8 bytes)
+//
+// # Map page, version 1
+//
+// A volume of B blocks has ceil(B/256) leaves; each interior level holds up
+// to 256 child IDs; the root is the single page at the top level (a leaf
+// when B <= 256). A page's ID is the keyed BLAKE3-256 of its bytes; a page
+// whose IDs are all zero has the zero ID and is not stored. Pages are checked
+// against their ID when read.
+//
+//	0  4  magic "LBM1"
+//	4  1  kind: 0 leaf, 1 interior
+//	5  1  level: 0 for leaves
+//	6  2  count, 1..256
+//	8  32*count  IDs (block IDs in a leaf, page IDs above)
+//
+// # Point IDs
+//
+// A point's ID is 16 hex digits: the first 8 bytes of the keyed hash of its
+// JSON record without the ID.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use by one process. Put may be called from
+// many goroutines; new blocks are flushed to the index in the background.
+// Writers that Put blocks and later commit a point hold a Lease meanwhile so
+// that Prune cannot collect the blocks in between.
+package blockstore
