@@ -3,11 +3,8 @@ package blockstore
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"path/filepath"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // fanout is the number of IDs in a full map page, leaf or interior.
@@ -121,16 +118,14 @@ func (s *Store) loadPage(id ID, level, count int) ([]ID, error) {
 	if id.IsZero() {
 		return make([]ID, count), nil
 	}
-	v, closer, err := s.db.Get(pageKey(id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: id, Err: fmt.Errorf("map page: %w", ErrNotFound), Hint: "the volume map is incomplete; run `lifeboat verify`"}
-	}
+	r := s.pageReaders.Get().(*blockReader)
+	defer s.pageReaders.Put(r)
+	v, err := r.get(ref{kindPage, id})
 	if err != nil {
-		return nil, fmt.Errorf("read map page: %w", err)
+		return nil, fmt.Errorf("map page %s: %w", id.Short(), err)
 	}
-	defer closer.Close()
 	fail := func(err error) error {
-		return &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: id, Err: err, Hint: "run `lifeboat verify`"}
+		return &CorruptError{Path: filepath.Join(s.dir, packsDir), Offset: -1, Block: id, Err: err, Hint: "run `lifeboat verify`"}
 	}
 	if got := s.h.sum(v); got != id {
 		return nil, fail(fmt.Errorf("%w: map page hashes to %s", errCorrupt, got.Short()))
@@ -159,19 +154,24 @@ func childCount(blocks int64, level int, index int64) int {
 }
 
 // mapWriter builds a volume map from block IDs given in order. Pages that the
-// store already holds are not written again.
+// store already holds are not written again; new pages are written to packs
+// in frames like blocks.
 type mapWriter struct {
 	s      *Store
 	geom   Geometry
 	root   int
 	levels [][]ID // pending IDs per level
-	batch  *pebble.Batch
 	added  int64
+	// pages not yet handed to the store, and their IDs
+	pages   [][]byte
+	pageIDs []ID
+	size    int
+	seen    map[ID]bool
 }
 
 func (s *Store) newMapWriter(g Geometry) *mapWriter {
 	r := g.rootLevel()
-	return &mapWriter{s: s, geom: g, root: r, levels: make([][]ID, r+1), batch: s.db.NewBatch()}
+	return &mapWriter{s: s, geom: g, root: r, levels: make([][]ID, r+1), seen: map[ID]bool{}}
 }
 
 // add appends the ID of the next block.
@@ -211,30 +211,43 @@ func (w *mapWriter) writePage(level int, ids []ID) (ID, error) {
 	}
 	p := encodePage(level, ids)
 	id := w.s.h.sum(p)
-	_, closer, err := w.s.db.Get(pageKey(id))
-	if err == nil {
-		closer.Close()
+	if w.seen[id] {
 		return id, nil
 	}
-	if !errors.Is(err, pebble.ErrNotFound) {
-		return ZeroID, fmt.Errorf("read map page: %w", err)
+	has, err := w.s.has(ref{kindPage, id})
+	if err != nil {
+		return ZeroID, err
 	}
-	w.batch.Set(pageKey(id), p, nil)
-	if w.batch.Len() > 8<<20 {
-		// Written unsynced: the point that references these pages is
-		// committed later with a synced write, which makes them durable.
-		if err := w.batch.Commit(pebble.NoSync); err != nil {
-			return ZeroID, fmt.Errorf("write map pages: %w", err)
-		}
-		w.batch.Close()
-		w.batch = w.s.db.NewBatch()
+	w.seen[id] = true
+	if has {
+		return id, nil
+	}
+	w.pages, w.pageIDs, w.size = append(w.pages, p), append(w.pageIDs, id), w.size+len(p)
+	if w.size >= 4*frameTarget {
+		return id, w.flushPages()
 	}
 	return id, nil
 }
 
+// flushPages hands the buffered pages to the store.
+func (w *mapWriter) flushPages() error {
+	if len(w.pages) == 0 {
+		return nil
+	}
+	want := make([]int, len(w.pages))
+	for i := range want {
+		want[i] = i
+	}
+	if err := w.s.writeNew(kindPage, w.pages, w.pageIDs, want); err != nil {
+		return fmt.Errorf("write map pages: %w", err)
+	}
+	w.pages, w.pageIDs, w.size = w.pages[:0], w.pageIDs[:0], 0
+	clear(w.seen)
+	return nil
+}
+
 // finish writes the remaining pages and returns the root ID.
 func (w *mapWriter) finish() (ID, error) {
-	defer w.batch.Close()
 	if w.added != w.geom.Blocks() {
 		return ZeroID, fmt.Errorf("volume map: %d blocks added, geometry has %d", w.added, w.geom.Blocks())
 	}
@@ -252,10 +265,7 @@ func (w *mapWriter) finish() (ID, error) {
 	if err != nil {
 		return ZeroID, err
 	}
-	if err := w.batch.Commit(pebble.NoSync); err != nil {
-		return ZeroID, fmt.Errorf("write map pages: %w", err)
-	}
-	return root, nil
+	return root, w.flushPages()
 }
 
 // WalkLeaves calls fn for every leaf of the volume's map in order, with the
@@ -402,15 +412,14 @@ func (s *Store) Update(ctx context.Context, v VolumeState, changes []Change) (Vo
 	if len(changes) == 0 {
 		return v, nil
 	}
-	u := &mapWriter{s: s, geom: g, batch: s.db.NewBatch()}
-	defer u.batch.Close()
+	u := &mapWriter{s: s, geom: g, seen: map[ID]bool{}}
 	var used int64
 	root, err := s.update(ctx, u, v.Root, g.rootLevel(), 0, changes, &used)
 	if err != nil {
 		return v, fmt.Errorf("update volume %s: %w", v.Name, err)
 	}
-	if err := u.batch.Commit(pebble.NoSync); err != nil {
-		return v, fmt.Errorf("update volume %s: write map pages: %w", v.Name, err)
+	if err := u.flushPages(); err != nil {
+		return v, fmt.Errorf("update volume %s: %w", v.Name, err)
 	}
 	v.Root = root
 	v.Used += used

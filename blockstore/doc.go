@@ -50,7 +50,7 @@
 //	frame record:
 //	  0  4  magic "LBF1"
 //	  4  1  codec: 0 raw, 1 zstd (one zstd frame)
-//	  5  1  reserved, 0
+//	  5  1  kind: 0 volume blocks (indexed under 'b'), 1 map pages (under 'm')
 //	  6  2  n: number of blocks, 1..1024
 //	  8  4  plaintext length, 1..16 MiB (= sum of the block lengths)
 //	 12  4  payload length (raw: equal to the plaintext length)
@@ -58,8 +58,10 @@
 //	  .  payload
 //	  .  4  CRC32C of everything from offset 0 to the end of the payload
 //
-// A frame groups up to 64 KiB of new blocks written together (hash small,
-// compress big); it is stored raw when zstd saves less than 1/8.
+// A frame groups up to 256 KiB of new blocks (or map pages) written
+// together (hash small, compress big); it is stored raw when zstd saves less
+// than 1/8. A block of a frame is read by reading and checking the whole
+// record; readers keep recent frames, so sequential reads decode each once.
 //
 // # Index keys (Pebble)
 //
@@ -67,7 +69,7 @@
 //	                                 0 version (1), 1 pack (4), 5 record offset (8),
 //	                                13 record length (4), 17 slot in frame (2),
 //	                                19 plaintext offset in frame (4), 23 block length (4)
-//	'm' ID(32)                   -> map page (below)
+//	'm' ID(32)                   -> map page location, same 27 bytes
 //	'p' time(8, BE ns) pointID   -> point record, JSON: id, name, group, time,
 //	                                volumes [{name, root, size, block_size, used_blocks}]
 //	'k' pack(4, BE)              -> committed length of the pack (8 bytes)
@@ -77,8 +79,8 @@
 // A volume of B blocks has ceil(B/256) leaves; each interior level holds up
 // to 256 child IDs; the root is the single page at the top level (a leaf
 // when B <= 256). A page's ID is the keyed BLAKE3-256 of its bytes; a page
-// whose IDs are all zero has the zero ID and is not stored. Pages are checked
-// against their ID when read.
+// whose IDs are all zero has the zero ID and is not stored. Pages live in
+// packs, in frames of kind 1, and are checked against their ID when read.
 //
 //	0  4  magic "LBM1"
 //	4  1  kind: 0 leaf, 1 interior

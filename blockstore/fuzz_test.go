@@ -9,8 +9,8 @@ import (
 
 func FuzzDecodeFrame(f *testing.F) {
 	entries := []frameEntry{{id: ID{1}, len: 3}, {id: ID{2}, len: 2}}
-	f.Add(encodeFrame(nil, codecRaw, entries, 5, []byte("abcde")))
-	f.Add(encodeFrame(nil, codecZstd, entries[:1], 3, []byte{0x28, 0xb5, 0x2f, 0xfd}))
+	f.Add(encodeFrame(nil, kindBlock, codecRaw, entries, 5, []byte("abcde")))
+	f.Add(encodeFrame(nil, kindPage, codecZstd, entries[:1], 3, []byte{0x28, 0xb5, 0x2f, 0xfd}))
 	f.Add([]byte("LBF1"))
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		fr, err := decodeFrame(rec)
@@ -18,7 +18,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			return
 		}
 		// A record that decodes re-encodes to the same bytes.
-		if got := encodeFrame(nil, fr.codec, fr.entries, fr.plain, fr.payload); !bytes.Equal(got, rec) {
+		if got := encodeFrame(nil, fr.kind, fr.codec, fr.entries, fr.plain, fr.payload); !bytes.Equal(got, rec) {
 			t.Fatalf("round trip differs")
 		}
 	})

@@ -7,7 +7,7 @@ import (
 // Key prefixes in the index database (see doc.go).
 const (
 	prefixBlock = 'b' // 'b' ID -> location
-	prefixPage  = 'm' // 'm' ID -> map page
+	prefixPage  = 'm' // 'm' ID -> map page location
 	prefixPoint = 'p' // 'p' time(8, big endian ns) pointID(8) -> point record
 	prefixPack  = 'k' // 'k' pack(4, big endian) -> committed length
 	keyMeta     = "s/meta"
@@ -29,17 +29,14 @@ const (
 	locationSize    = 1 + 4 + 8 + 4 + 2 + 4 + 4
 )
 
-func blockKey(id ID) []byte {
+// key returns the index key of r.
+func (r ref) key() []byte {
 	k := make([]byte, 1+IDSize)
 	k[0] = prefixBlock
-	copy(k[1:], id[:])
-	return k
-}
-
-func pageKey(id ID) []byte {
-	k := make([]byte, 1+IDSize)
-	k[0] = prefixPage
-	copy(k[1:], id[:])
+	if r.kind == kindPage {
+		k[0] = prefixPage
+	}
+	copy(k[1:], r.id[:])
 	return k
 }
 

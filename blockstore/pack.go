@@ -54,8 +54,23 @@ type frameEntry struct {
 	len uint32
 }
 
+// kind says what a frame holds and which index keyspace names it.
+type kind byte
+
+const (
+	kindBlock kind = 0 // volume blocks, indexed under 'b'
+	kindPage  kind = 1 // block-map pages, indexed under 'm'
+)
+
+// ref names a stored object: a block or a map page.
+type ref struct {
+	kind kind
+	id   ID
+}
+
 // frame is a decoded frame record (without its plaintext).
 type frame struct {
+	kind    kind
 	codec   byte
 	plain   uint32 // total plaintext length
 	entries []frameEntry
@@ -63,11 +78,12 @@ type frame struct {
 }
 
 // encodeFrame appends a frame record to dst.
-func encodeFrame(dst []byte, codec byte, entries []frameEntry, plain uint32, payload []byte) []byte {
+func encodeFrame(dst []byte, k kind, codec byte, entries []frameEntry, plain uint32, payload []byte) []byte {
 	start := len(dst)
 	var h [frameHeaderSize]byte
 	copy(h[0:4], frameMagic[:])
 	h[4] = codec
+	h[5] = byte(k)
 	binary.LittleEndian.PutUint16(h[6:8], uint16(len(entries)))
 	binary.LittleEndian.PutUint32(h[8:12], plain)
 	binary.LittleEndian.PutUint32(h[12:16], uint32(len(payload)))
@@ -92,8 +108,8 @@ func frameSizeFromHeader(h []byte) (int, error) {
 	if h[4] != codecRaw && h[4] != codecZstd {
 		return 0, corruptf("frame codec %d", h[4])
 	}
-	if h[5] != 0 {
-		return 0, corruptf("frame reserved byte %d", h[5])
+	if kind(h[5]) != kindBlock && kind(h[5]) != kindPage {
+		return 0, corruptf("frame kind %d", h[5])
 	}
 	n := int(binary.LittleEndian.Uint16(h[6:8]))
 	if n == 0 || n > maxFrameBlocks {
@@ -126,7 +142,7 @@ func decodeFrame(rec []byte) (frame, error) {
 	if got, want := crc32.Checksum(body, castagnoli), binary.LittleEndian.Uint32(rec[size-frameTrailerSize:]); got != want {
 		return frame{}, corruptf("frame checksum %08x, want %08x", got, want)
 	}
-	f := frame{codec: rec[4], plain: binary.LittleEndian.Uint32(rec[8:12])}
+	f := frame{kind: kind(rec[5]), codec: rec[4], plain: binary.LittleEndian.Uint32(rec[8:12])}
 	n := int(binary.LittleEndian.Uint16(rec[6:8]))
 	f.entries = make([]frameEntry, n)
 	var sum uint64

@@ -101,29 +101,34 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	for _, id := range s.committedPacks() {
 		packs[id] = &usage{}
 	}
-	var deadBlocks []ID
-	err = s.scanIndex(ctx, func(id ID, loc location) error {
-		u := packs[loc.pack]
-		if u == nil {
-			u = &usage{}
-			packs[loc.pack] = u
+	var dead []ref
+	live := map[kind]map[ID]struct{}{kindBlock: liveBlocks, kindPage: livePages}
+	for _, k := range []kind{kindBlock, kindPage} {
+		err = s.scanIndex(ctx, k, func(id ID, loc location) error {
+			u := packs[loc.pack]
+			if u == nil {
+				u = &usage{}
+				packs[loc.pack] = u
+			}
+			if _, ok := live[k][id]; ok {
+				u.live += int64(loc.plainLen)
+			} else {
+				u.dead += int64(loc.plainLen)
+				dead = append(dead, ref{k, id})
+			}
+			return nil
+		})
+		if err != nil {
+			return rep, fmt.Errorf("prune: %w", err)
 		}
-		if _, ok := liveBlocks[id]; ok {
-			u.live += int64(loc.plainLen)
+	}
+	for _, r := range dead {
+		if r.kind == kindBlock {
+			rep.BlocksDeleted++
 		} else {
-			u.dead += int64(loc.plainLen)
-			deadBlocks = append(deadBlocks, id)
+			rep.PagesDeleted++
 		}
-		return nil
-	})
-	if err != nil {
-		return rep, fmt.Errorf("prune: %w", err)
 	}
-	deadPages, err := s.deadPages(livePages)
-	if err != nil {
-		return rep, err
-	}
-	rep.BlocksDeleted, rep.PagesDeleted = int64(len(deadBlocks)), int64(len(deadPages))
 	var drop, repack []uint32
 	for id, u := range packs {
 		switch {
@@ -140,16 +145,13 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 		rep.BytesAfter = rep.BytesBefore
 		return rep, nil
 	}
-	if err := s.repack(ctx, repack, liveBlocks); err != nil {
+	if err := s.repack(ctx, repack, live); err != nil {
 		return rep, err
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, id := range deadBlocks {
-		b.Delete(blockKey(id), nil)
-	}
-	for _, id := range deadPages {
-		b.Delete(pageKey(id), nil)
+	for _, r := range dead {
+		b.Delete(r.key(), nil)
 	}
 	gone := append(drop, repack...)
 	for _, id := range gone {
@@ -211,23 +213,6 @@ func (s *Store) mark(ctx context.Context, v VolumeState, blocks, pages map[ID]st
 	return walk(v.Root, g.rootLevel(), 0)
 }
 
-func (s *Store) deadPages(live map[ID]struct{}) ([]ID, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPage}, UpperBound: []byte{prefixPage + 1}})
-	if err != nil {
-		return nil, fmt.Errorf("prune: %w", err)
-	}
-	defer it.Close()
-	var dead []ID
-	for it.First(); it.Valid(); it.Next() {
-		var id ID
-		copy(id[:], it.Key()[1:])
-		if _, ok := live[id]; !ok {
-			dead = append(dead, id)
-		}
-	}
-	return dead, it.Error()
-}
-
 // committedPacks returns the packs with a committed length.
 func (s *Store) committedPacks() []uint32 {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPack}, UpperBound: []byte{prefixPack + 1}})
@@ -257,9 +242,9 @@ func (s *Store) packBytes() int64 {
 	return n
 }
 
-// repack copies the live blocks of the given packs into new packs and makes
-// the index point at the copies.
-func (s *Store) repack(ctx context.Context, packs []uint32, live map[ID]struct{}) error {
+// repack copies the live blocks and pages of the given packs into new packs
+// and makes the index point at the copies.
+func (s *Store) repack(ctx context.Context, packs []uint32, live map[kind]map[ID]struct{}) error {
 	if len(packs) == 0 {
 		return nil
 	}
@@ -268,20 +253,26 @@ func (s *Store) repack(ctx context.Context, packs []uint32, live map[ID]struct{}
 		want[p] = true
 	}
 	type item struct {
-		id  ID
+		ref ref
 		loc location
 	}
 	var items []item
-	err := s.scanIndex(ctx, func(id ID, loc location) error {
-		if _, ok := live[id]; ok && want[loc.pack] {
-			items = append(items, item{id, loc})
+	for _, k := range []kind{kindBlock, kindPage} {
+		err := s.scanIndex(ctx, k, func(id ID, loc location) error {
+			if _, ok := live[k][id]; ok && want[loc.pack] {
+				items = append(items, item{ref{k, id}, loc})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("prune: %w", err)
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("prune: %w", err)
 	}
+	// Read in pack order; write each kind in its own frames.
 	slices.SortFunc(items, func(a, b item) int {
+		if a.ref.kind != b.ref.kind {
+			return int(a.ref.kind) - int(b.ref.kind)
+		}
 		if a.loc.pack != b.loc.pack {
 			return int(a.loc.pack) - int(b.loc.pack)
 		}
@@ -294,28 +285,37 @@ func (s *Store) repack(ctx context.Context, packs []uint32, live map[ID]struct{}
 		return int(a.loc.slot) - int(b.loc.slot)
 	})
 	r := blockReader{s: s}
-	var blocks [][]byte
-	var ids []ID
-	var want2 []int
-	var size int
+	var (
+		blocks [][]byte
+		ids    []ID
+		idx    []int
+		size   int
+		cur    kind
+	)
 	put := func() error {
 		if len(blocks) == 0 {
 			return nil
 		}
-		if err := s.writeNew(blocks, ids, want2); err != nil {
+		if err := s.writeNew(cur, blocks, ids, idx); err != nil {
 			return fmt.Errorf("prune: repack: %w", err)
 		}
-		blocks, ids, want2, size = blocks[:0], ids[:0], want2[:0], 0
+		blocks, ids, idx, size = blocks[:0], ids[:0], idx[:0], 0
 		return nil
 	}
 	for _, it := range items {
-		b, err := r.get(it.id)
+		if it.ref.kind != cur {
+			if err := put(); err != nil {
+				return err
+			}
+			cur = it.ref.kind
+		}
+		b, err := r.get(it.ref)
 		if err != nil {
 			return fmt.Errorf("prune: repack: %w", err)
 		}
-		want2 = append(want2, len(blocks))
+		idx = append(idx, len(blocks))
 		blocks = append(blocks, append([]byte(nil), b...))
-		ids = append(ids, it.id)
+		ids = append(ids, it.ref.id)
 		if size += len(b); size >= 4<<20 {
 			if err := put(); err != nil {
 				return err

@@ -80,7 +80,7 @@ func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o Res
 					if id.IsZero() {
 						clear(dst)
 					} else {
-						b, err := r.get(id)
+						b, err := r.get(ref{kindBlock, id})
 						if err != nil {
 							return fmt.Errorf("restore block %d: %w", blk, err)
 						}

@@ -53,7 +53,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		}
 	}
 	st.Volumes = len(vols)
-	err = s.scanIndex(ctx, func(id ID, loc location) error {
+	err = s.scanIndex(ctx, kindBlock, func(id ID, loc location) error {
 		st.Blocks++
 		st.UniqueBytes += int64(loc.plainLen)
 		return nil
@@ -91,9 +91,11 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	return st, nil
 }
 
-// scanIndex calls fn for every block in the durable index, in ID order.
-func (s *Store) scanIndex(ctx context.Context, fn func(ID, location) error) error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixBlock}, UpperBound: []byte{prefixBlock + 1}})
+// scanIndex calls fn for every block (or map page) in the durable index, in
+// ID order.
+func (s *Store) scanIndex(ctx context.Context, k kind, fn func(ID, location) error) error {
+	prefix := ref{kind: k}.key()[0]
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
 	if err != nil {
 		return fmt.Errorf("scan index: %w", err)
 	}

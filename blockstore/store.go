@@ -104,6 +104,9 @@ type Store struct {
 	// gcMu keeps prune out while writers hold a lease (see Lease).
 	gcMu sync.RWMutex
 
+	// pageReaders hold blockReaders for map page loads.
+	pageReaders sync.Pool
+
 	readMu  sync.RWMutex
 	readers map[uint32]*os.File
 
@@ -113,8 +116,8 @@ type Store struct {
 	nextPack uint32
 	dirty    []*packFile // written since the last flush
 	newFiles bool        // a pack file was created since the last dir sync
-	pending  map[ID]location
-	flushing map[ID]location // being written to the index by flush
+	pending  map[ref]location
+	flushing map[ref]location // being written to the index by flush
 	bgFlush  bool            // a background flush is running
 	flushed  *sync.Cond      // signalled when a background flush ends
 	err      error           // sticky write error
@@ -257,8 +260,9 @@ func open(dir string, o Options, lock *os.File) (*Store, error) {
 		dir: dir, db: db, h: h, enc: enc, dec: dec, lock: lock,
 		log: o.Logger, now: o.Now, flushAt: o.FlushEntries,
 		readers: map[uint32]*os.File{},
-		pending: map[ID]location{},
+		pending: map[ref]location{},
 	}
+	s.pageReaders.New = func() any { return &blockReader{s: s} }
 	s.flushed = sync.NewCond(&s.mu)
 	if s.log == nil {
 		s.log = slog.Default()
@@ -422,7 +426,7 @@ func (s *Store) putHashed(ctx context.Context, blocks [][]byte, ids []ID) error 
 			continue
 		}
 		seen[id] = struct{}{}
-		has, err := s.has(id)
+		has, err := s.has(ref{kindBlock, id})
 		if err != nil {
 			return err
 		}
@@ -433,12 +437,12 @@ func (s *Store) putHashed(ctx context.Context, blocks [][]byte, ids []ID) error 
 	if len(want) == 0 {
 		return nil
 	}
-	return s.writeNew(blocks, ids, want)
+	return s.writeNew(kindBlock, blocks, ids, want)
 }
 
 // writeNew compresses blocks[i] for i in want into frames and appends them
 // to the current pack; their locations become pending until the next flush.
-func (s *Store) writeNew(blocks [][]byte, ids []ID, want []int) error {
+func (s *Store) writeNew(k kind, blocks [][]byte, ids []ID, want []int) error {
 	// Group into frames and compress outside the lock.
 	var recs [][]byte
 	var recIDs [][]frameEntry
@@ -459,7 +463,7 @@ func (s *Store) writeNew(blocks [][]byte, ids []ID, want []int) error {
 		if len(comp) <= len(buf)-len(buf)/8 {
 			codec, payload = codecZstd, comp
 		}
-		recs = append(recs, encodeFrame(getBuf(frameHeaderSize+len(entries)*frameEntrySize+len(payload)+frameTrailerSize), codec, entries, uint32(plain), payload))
+		recs = append(recs, encodeFrame(getBuf(frameHeaderSize+len(entries)*frameEntrySize+len(payload)+frameTrailerSize), k, codec, entries, uint32(plain), payload))
 		putBuf(buf)
 		putBuf(comp)
 		recIDs = append(recIDs, entries)
@@ -488,9 +492,9 @@ func (s *Store) writeNew(blocks [][]byte, ids []ID, want []int) error {
 		}
 		var plainOff uint32
 		for slot, e := range recIDs[r] {
-			if _, ok := s.pending[e.id]; !ok {
+			if _, ok := s.pending[ref{k, e.id}]; !ok {
 				// A copy in s.flushing is superseded: both are sound.
-				s.pending[e.id] = location{pack: s.pack.id, offset: uint64(off), recLen: uint32(len(rec)), slot: uint16(slot), plainOff: plainOff, plainLen: e.len}
+				s.pending[ref{k, e.id}] = location{pack: s.pack.id, offset: uint64(off), recLen: uint32(len(rec)), slot: uint16(slot), plainOff: plainOff, plainLen: e.len}
 			}
 			plainOff += e.len
 		}
@@ -578,7 +582,7 @@ func (s *Store) flush() error {
 		return nil
 	}
 	entries := s.pending
-	s.pending, s.flushing = make(map[ID]location, len(entries)), entries
+	s.pending, s.flushing = make(map[ref]location, len(entries)), entries
 	type packState struct {
 		p    *packFile
 		size int64
@@ -608,8 +612,8 @@ func (s *Store) flush() error {
 		}
 		b := s.db.NewBatchWithSize(len(entries)*(1+IDSize+locationSize+16) + 1024)
 		defer b.Close()
-		for id, loc := range entries {
-			b.Set(blockKey(id), encodeLocation(loc), nil)
+		for r, loc := range entries {
+			b.Set(r.key(), encodeLocation(loc), nil)
 		}
 		for _, ps := range packs {
 			b.Set(packKey(ps.p.id), binary.LittleEndian.AppendUint64(nil, uint64(ps.size)), nil)
@@ -636,12 +640,12 @@ func (s *Store) flush() error {
 	return nil
 }
 
-// has reports whether the store holds id (durably or pending).
-func (s *Store) has(id ID) (bool, error) {
+// has reports whether the store holds r (durably or pending).
+func (s *Store) has(r ref) (bool, error) {
 	s.mu.Lock()
-	_, ok := s.pending[id]
+	_, ok := s.pending[r]
 	if !ok {
-		_, ok = s.flushing[id]
+		_, ok = s.flushing[r]
 	}
 	s.mu.Unlock()
 	if ok {
@@ -649,7 +653,7 @@ func (s *Store) has(id ID) (bool, error) {
 	}
 	// A prefix seek consults the bloom filters of every level, L6 included,
 	// which Get does not: most lookups during ingest are misses.
-	k := blockKey(id)
+	k := r.key()
 	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
 		return false, fmt.Errorf("index lookup: %w", err)
@@ -671,7 +675,7 @@ func (s *Store) Missing(ctx context.Context, ids []ID) ([]ID, error) {
 			continue
 		}
 		seen[id] = true
-		ok, err := s.has(id)
+		ok, err := s.has(ref{kindBlock, id})
 		if err != nil {
 			return nil, err
 		}
@@ -690,23 +694,28 @@ func (s *Store) Has(ctx context.Context, id ID) (bool, error) {
 	if id.IsZero() {
 		return true, nil
 	}
-	return s.has(id)
+	return s.has(ref{kindBlock, id})
 }
 
-// locate returns where the block id lives.
-func (s *Store) locate(id ID) (location, error) {
+// locate returns where r lives.
+func (s *Store) locate(r ref) (location, error) {
 	s.mu.Lock()
-	loc, ok := s.pending[id]
+	loc, ok := s.pending[r]
 	if !ok {
-		loc, ok = s.flushing[id]
+		loc, ok = s.flushing[r]
 	}
 	s.mu.Unlock()
 	if ok {
 		return loc, nil
 	}
-	v, closer, err := s.db.Get(blockKey(id))
+	id := r.id
+	v, closer, err := s.db.Get(r.key())
 	if errors.Is(err, pebble.ErrNotFound) {
-		return location{}, fmt.Errorf("block %s: %w", id, ErrNotFound)
+		what := "block"
+		if r.kind == kindPage {
+			what = "map page"
+		}
+		return location{}, fmt.Errorf("%s %s: %w", what, id, ErrNotFound)
 	}
 	if err != nil {
 		return location{}, fmt.Errorf("index lookup: %w", err)
@@ -758,7 +767,7 @@ func (s *Store) dropReader(id uint32) {
 func (s *Store) Get(ctx context.Context, id ID) ([]byte, error) {
 	var r blockReader
 	r.s = s
-	b, err := r.get(id)
+	b, err := r.get(ref{kindBlock, id})
 	if err != nil {
 		return nil, err
 	}
@@ -776,6 +785,7 @@ type blockReader struct {
 }
 
 type cachedFrame struct {
+	kind  kind
 	loc   location // of the block that loaded it; pack, offset, recLen matter
 	slots map[ID]int
 	offs  []uint32 // plaintext offset per slot
@@ -783,8 +793,10 @@ type cachedFrame struct {
 	plain []byte
 }
 
-// get returns block id; the slice is valid until the next call.
-func (r *blockReader) get(id ID) ([]byte, error) {
+// get returns the plaintext of block or page x; the slice is valid until
+// the next call.
+func (r *blockReader) get(x ref) ([]byte, error) {
+	id := x.id
 	if id.IsZero() {
 		return nil, fmt.Errorf("get block: zero block has no stored data")
 	}
@@ -792,7 +804,7 @@ func (r *blockReader) get(id ID) ([]byte, error) {
 		if c == nil {
 			break
 		}
-		if slot, ok := c.slots[id]; ok {
+		if slot, ok := c.slots[id]; ok && c.kind == x.kind {
 			if i > 0 {
 				copy(r.frames[1:i+1], r.frames[:i])
 				r.frames[0] = c
@@ -800,7 +812,7 @@ func (r *blockReader) get(id ID) ([]byte, error) {
 			return c.plain[c.offs[slot] : c.offs[slot]+c.fr.entries[slot].len], nil
 		}
 	}
-	loc, err := r.s.locate(id)
+	loc, err := r.s.locate(x)
 	if err != nil {
 		return nil, err
 	}
@@ -809,7 +821,7 @@ func (r *blockReader) get(id ID) ([]byte, error) {
 		return nil, err
 	}
 	path := filepath.Join(r.s.dir, packsDir, packName(loc.pack))
-	if int(loc.slot) >= len(c.fr.entries) || c.fr.entries[loc.slot].id != id {
+	if int(loc.slot) >= len(c.fr.entries) || c.fr.entries[loc.slot].id != id || c.kind != x.kind {
 		return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Block: id, Err: fmt.Errorf("%w: frame does not hold the block at slot %d", errCorrupt, loc.slot), Hint: "run `lifeboat verify`"}
 	}
 	if c.offs[loc.slot] != loc.plainOff || c.fr.entries[loc.slot].len != loc.plainLen {
@@ -846,7 +858,7 @@ func (r *blockReader) load(loc location) (*cachedFrame, error) {
 	copy(r.frames[1:], r.frames[:len(r.frames)-1])
 	r.frames[0] = c
 	clear(c.slots)
-	c.loc, c.fr = loc, fr
+	c.loc, c.fr, c.kind = loc, fr, fr.kind
 	if fr.codec == codecZstd {
 		plain, err := r.s.dec.DecodeAll(fr.payload, c.plain[:0])
 		if err != nil || len(plain) != int(fr.plain) {

@@ -77,15 +77,24 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		}
 	}
 	var indexed int64
-	if err := s.scanIndex(ctx, func(ID, location) error { indexed++; return nil }); err != nil {
-		rep.Damage = append(rep.Damage, err)
+	for _, k := range []kind{kindBlock, kindPage} {
+		var n int64
+		if err := s.scanIndex(ctx, k, func(ID, location) error { n++; return nil }); err != nil {
+			rep.Damage = append(rep.Damage, err)
+		}
+		if k == kindBlock {
+			rep.Blocks = n
+		}
+		indexed += n
 	}
-	rep.Blocks = indexed
-	if confirmed != indexed {
+	for _, k := range []kind{kindBlock, kindPage} {
+		if confirmed == indexed {
+			break
+		}
 		// Some entries point at nothing sound: find them.
 		r := blockReader{s: s}
-		err := s.scanIndex(ctx, func(id ID, loc location) error {
-			if _, err := r.get(id); err != nil {
+		err := s.scanIndex(ctx, k, func(id ID, loc location) error {
+			if _, err := r.get(ref{k, id}); err != nil {
 				var ce *CorruptError
 				if !errors.As(err, &ce) {
 					err = &CorruptError{Path: filepath.Join(s.dir, packsDir, packName(loc.pack)), Offset: int64(loc.offset), Block: id, Err: err}
@@ -201,7 +210,7 @@ func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample flo
 					damage(off, e.id, fmt.Errorf("%w: block hashes to %s", errCorrupt, got.Short()), "")
 				}
 			}
-			loc, err := s.locate(e.id)
+			loc, err := s.locate(ref{fr.kind, e.id})
 			if err == nil && loc.pack == p && loc.offset == uint64(off) && int(loc.slot) == slot {
 				if loc.recLen != uint32(n) || loc.plainOff != po || loc.plainLen != e.len {
 					damage(off, e.id, corruptf("index entry disagrees with the frame"), "")
@@ -249,7 +258,7 @@ func (s *Store) verifyMap(ctx context.Context, p Point, v VolumeState, pages, ch
 				continue
 			}
 			checked[c] = struct{}{}
-			if ok, err := s.has(c); err != nil || !ok {
+			if ok, err := s.has(ref{kindBlock, c}); err != nil || !ok {
 				rep.Damage = append(rep.Damage, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: c,
 					Err:  fmt.Errorf("%w: point %s volume %s block %d is not in the store", errCorrupt, p.ID, v.Name, child),
 					Hint: "restore the block from another site, or prune the points that need it"})
