@@ -118,9 +118,9 @@ type Store struct {
 	newFiles bool        // a pack file was created since the last dir sync
 	pending  map[ref]location
 	flushing map[ref]location // being written to the index by flush
-	bgFlush  bool            // a background flush is running
-	flushed  *sync.Cond      // signalled when a background flush ends
-	err      error           // sticky write error
+	bgFlush  bool             // a background flush is running
+	flushed  *sync.Cond       // signalled when a background flush ends
+	err      error            // sticky write error
 
 	// flushMu serializes flushes; it is taken before mu.
 	flushMu sync.Mutex
