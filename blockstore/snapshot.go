@@ -22,6 +22,43 @@ type Source interface {
 	Size() (int64, error)
 }
 
+// DataSeeker is an optional interface of a Source that knows its holes (a
+// sparse file): SeekData returns the offset of the first data at or after
+// off, or io.EOF when only holes follow (lseek SEEK_DATA). Snapshot reads no
+// hole it is told of.
+type DataSeeker interface {
+	SeekData(off int64) (int64, error)
+}
+
+// holeFinder answers whether a range of the source is all hole. It is safe
+// for concurrent use and asks the source again only past its last answer.
+type holeFinder struct {
+	src  Source
+	size int64
+	mu   sync.Mutex
+	from int64 // the answer below is valid for queries at or after from
+	data int64 // first data at or after from (size when none)
+}
+
+func (h *holeFinder) isHole(off, length int64) (bool, error) {
+	ds, ok := h.src.(DataSeeker)
+	if !ok {
+		return false, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off < h.from || off > h.data || h.data == 0 && h.from == 0 {
+		d, err := ds.SeekData(off)
+		if errors.Is(err, io.EOF) {
+			d = h.size
+		} else if err != nil {
+			return false, err
+		}
+		h.from, h.data = off, d
+	}
+	return h.data >= off+length, nil
+}
+
 // SnapshotOptions control Snapshot.
 type SnapshotOptions struct {
 	// Volume names the volume; it is also the point's group.
@@ -79,6 +116,7 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 		baseIDs = it.next
 	}
 	w := s.newMapWriter(g)
+	holes := &holeFinder{src: src, size: size}
 	segBlocks := max(1, min(fanout, (4<<20)/bs))
 	type job struct {
 		seq   int64
@@ -97,7 +135,8 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 		free <- &job{buf: make([]byte, segBlocks*bs), ids: make([]ID, segBlocks)}
 	}
 	g2, gctx := errgroup.WithContext(ctx)
-	// Reader: sequential reads, in segment order.
+	// Dispatcher: segments in order, with the previous point's IDs; the
+	// workers read them.
 	g2.Go(func() error {
 		defer close(jobs)
 		var seq int64
@@ -111,14 +150,6 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 			j.seq, j.first = seq, first
 			seq++
 			j.n = int(min(int64(segBlocks), g.Blocks()-first))
-			off := first * int64(bs)
-			length := min(int64(j.n*bs), size-off)
-			if _, err := src.ReadAt(j.buf[:length], off); err != nil {
-				if errors.Is(err, io.EOF) {
-					return fmt.Errorf("snapshot: source ended at %d bytes, was %d when the snapshot began: it changed size", off, size)
-				}
-				return fmt.Errorf("snapshot: read source at offset %d: %w", off, err)
-			}
 			j.base = nil
 			if baseIDs != nil {
 				ids, err := baseIDs(first, j.n)
@@ -144,6 +175,20 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 			var blocks [][]byte
 			var ids []ID
 			for j := range jobs {
+				off := j.first * int64(bs)
+				length := min(int64(j.n*bs), size-off)
+				hole, err := holes.isHole(off, length)
+				if err != nil {
+					return fmt.Errorf("snapshot: find holes in source: %w", err)
+				}
+				if hole {
+					clear(j.buf[:length])
+				} else if _, err := src.ReadAt(j.buf[:length], off); err != nil {
+					if errors.Is(err, io.EOF) {
+						return fmt.Errorf("snapshot: source ended before %d bytes, was %d when the snapshot began: it changed size", off+length, size)
+					}
+					return fmt.Errorf("snapshot: read source at offset %d: %w", off, err)
+				}
 				j.stats = SnapshotStats{Blocks: int64(j.n)}
 				blocks, ids = blocks[:0], ids[:0]
 				for i := 0; i < j.n; i++ {

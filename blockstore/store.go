@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -182,7 +181,7 @@ func pebbleOptions(o Options, mustExist bool) *pebble.Options {
 		Logger:             quietLogger{},
 	}
 	if po.CacheSize == 0 {
-		po.CacheSize = 512 << 20
+		po.CacheSize = 256 << 20
 	}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -591,10 +590,10 @@ func (s *Store) flush() error {
 	for _, p := range s.dirty {
 		packs = append(packs, packState{p, p.size})
 	}
+	// Seal the current pack: appends go to a new one while this one is
+	// synced (on ext4 an fsync stalls writers of the same file).
+	s.pack = nil
 	s.dirty = s.dirty[:0]
-	if s.pack != nil {
-		s.dirty = append(s.dirty, s.pack)
-	}
 	newFiles := s.newFiles
 	s.newFiles = false
 	s.mu.Unlock()
@@ -631,11 +630,8 @@ func (s *Store) flush() error {
 		return err
 	}
 	s.flushing = nil
-	// Close sealed packs that no later flush needs.
 	for _, ps := range packs {
-		if ps.p != s.pack && !slices.Contains(s.dirty, ps.p) {
-			ps.p.f.Close()
-		}
+		ps.p.f.Close()
 	}
 	return nil
 }

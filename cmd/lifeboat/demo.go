@@ -87,13 +87,13 @@ func (c *cli) demo(ctx context.Context, keep string, size int64) error {
 			}
 			say("wrote a day of changes (%s) into %s in %s", formatBytes(n), day1, formatDuration(time.Since(start)))
 		}
-		src, err := openSource(img)
+		src, err := blockstore.OpenSource(img)
 		if err != nil {
 			return err
 		}
 		start = time.Now()
 		p, st, err := s.Snapshot(ctx, src, blockstore.SnapshotOptions{Volume: "disk", BlockSize: 4096, Name: fmt.Sprintf("day%d", i)})
-		src.f.Close()
+		src.Close()
 		if err != nil {
 			return err
 		}

@@ -141,11 +141,11 @@ A summary goes to stderr; the new point's ID is the only line on stdout.`,
 					return &usageError{fmt.Errorf("--name: %w", err)}
 				}
 			}
-			src, err := openSource(args[0])
+			src, err := blockstore.OpenSource(args[0])
 			if err != nil {
 				return err
 			}
-			defer src.f.Close()
+			defer src.Close()
 			return c.withStore(dir, func(s *blockstore.Store) error {
 				return c.snapshot(cmd.Context(), s, src, blockstore.SnapshotOptions{Volume: volume, BlockSize: int(bs), Name: name})
 			})
@@ -159,7 +159,7 @@ A summary goes to stderr; the new point's ID is the only line on stdout.`,
 	return cmd
 }
 
-func (c *cli) snapshot(ctx context.Context, s *blockstore.Store, src *source, o blockstore.SnapshotOptions) error {
+func (c *cli) snapshot(ctx context.Context, s *blockstore.Store, src blockstore.Source, o blockstore.SnapshotOptions) error {
 	pr := newProgress(c.stderr, "snapshot "+o.Volume, true)
 	o.Progress = pr.callback()
 	start := time.Now()
@@ -177,52 +177,6 @@ func (c *cli) snapshot(ctx context.Context, s *blockstore.Store, src *source, o 
 	return err
 }
 
-// source is a volume to snapshot: a regular file or a block device.
-type source struct {
-	f      *os.File
-	device bool
-}
-
-func openSource(path string) (*source, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open source: %w", err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("open source: %w", err)
-	}
-	switch {
-	case fi.Mode().IsRegular():
-		return &source{f: f}, nil
-	case isBlockDevice(fi):
-		return &source{f: f, device: true}, nil
-	default:
-		f.Close()
-		return nil, fmt.Errorf("source %s: not a regular file or a block device (%s)", path, fi.Mode().Type())
-	}
-}
-
-func (s *source) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
-
-// Size returns the file size, or for a block device its size found by
-// seeking to the end (reads use pread, so the offset does not matter).
-func (s *source) Size() (int64, error) {
-	if s.device {
-		return s.f.Seek(0, io.SeekEnd)
-	}
-	fi, err := s.f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	return fi.Size(), nil
-}
-
-func isBlockDevice(fi os.FileInfo) bool {
-	m := fi.Mode()
-	return m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0
-}
 
 // blockSizeFlag is --block-size: a size that must be a valid block size.
 type blockSizeFlag int
@@ -886,4 +840,9 @@ func printStats(w io.Writer, s blockstore.Stats) error {
 	fmt.Fprintf(tw, "compression\t%s\n", ratio(s.CompressionRatio))
 	fmt.Fprintf(tw, "total saving\t%s\n", ratio(finite(s.DedupRatio)*finite(s.CompressionRatio)))
 	return tw.Flush()
+}
+
+func isBlockDevice(fi os.FileInfo) bool {
+	m := fi.Mode()
+	return m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0
 }
