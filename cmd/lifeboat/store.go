@@ -177,7 +177,6 @@ func (c *cli) snapshot(ctx context.Context, s *blockstore.Store, src blockstore.
 	return err
 }
 
-
 // blockSizeFlag is --block-size: a size that must be a valid block size.
 type blockSizeFlag int
 
