@@ -179,6 +179,9 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 	if err := s.flush(); err != nil {
 		return Point{}, err
 	}
+	if err := checkSpace(s.dir, int64(len(rec)), 1<<20, "write point"); err != nil {
+		return Point{}, err
+	}
 	if err := s.db.Set(pointKey(p.Time, p.ID), rec, pebble.Sync); err != nil {
 		s.mu.Lock()
 		s.err = fmt.Errorf("write point: %w", err)

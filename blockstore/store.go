@@ -78,6 +78,9 @@ type Options struct {
 	FlushEntries int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Reserve is the free space pack writes leave for the index; 0 means a
+	// tenth of the file system, between 4 and 64 MiB (see space.go).
+	Reserve int64
 }
 
 // InitOptions configure a new store.
@@ -99,6 +102,7 @@ type Store struct {
 	log     *slog.Logger
 	now     func() time.Time
 	flushAt int
+	reserve int64
 
 	// gcMu keeps prune out while writers hold a lease (see Lease).
 	gcMu sync.RWMutex
@@ -151,10 +155,28 @@ func Init(dir string, o InitOptions) error {
 		}
 		key = &k
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("init store: %w", err)
+	}
+	if err := checkSpace(dir, 0, minInitFree, "init store "+dir); err != nil {
+		return err
+	}
+	err := initStore(dir, *key)
+	if err != nil {
+		// Leave the directory as it was: empty.
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	return err
+}
+
+func initStore(dir string, key Key) error {
 	if err := os.MkdirAll(filepath.Join(dir, packsDir), 0o700); err != nil {
 		return fmt.Errorf("init store: %w", err)
 	}
-	if err := writeFileDurable(filepath.Join(dir, keyName), encodeKeyFile(*key), 0o600); err != nil {
+	if err := writeFileDurable(filepath.Join(dir, keyName), encodeKeyFile(key), 0o600); err != nil {
 		return fmt.Errorf("init store: %w", err)
 	}
 	db, err := pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(Options{}, false))
@@ -175,7 +197,7 @@ func Init(dir string, o InitOptions) error {
 func pebbleOptions(o Options, mustExist bool) *pebble.Options {
 	po := &pebble.Options{
 		CacheSize:          o.CacheSize,
-		MemTableSize:       32 << 20,
+		MemTableSize:       16 << 20,
 		ErrorIfNotExists:   mustExist,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             quietLogger{},
@@ -251,15 +273,14 @@ func open(dir string, o Options, lock *os.File) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	db, err := pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(o, true))
-	if err != nil {
-		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, indexDir), err)
-	}
 	s := &Store{
-		dir: dir, db: db, h: h, enc: enc, dec: dec, lock: lock,
-		log: o.Logger, now: o.Now, flushAt: o.FlushEntries,
+		dir: dir, h: h, enc: enc, dec: dec, lock: lock,
+		log: o.Logger, now: o.Now, flushAt: o.FlushEntries, reserve: o.Reserve,
 		readers: map[uint32]*os.File{},
 		pending: map[ref]location{},
+	}
+	if s.reserve == 0 {
+		s.reserve = defaultReserve(dir)
 	}
 	s.pageReaders.New = func() any { return &blockReader{s: s} }
 	s.flushed = sync.NewCond(&s.mu)
@@ -272,10 +293,29 @@ func open(dir string, o Options, lock *os.File) (*Store, error) {
 	if s.flushAt == 0 {
 		s.flushAt = 1 << 16
 	}
-	if err := s.recoverPacks(); err != nil {
-		s.db.Close()
+	// Repair the packs with the index opened read-only first: truncating
+	// a tail needs no space, and it may free the space that opening the
+	// index for writing (which flushes its log) needs.
+	ro := pebbleOptions(o, true)
+	ro.ReadOnly = true
+	db, err := pebble.Open(filepath.Join(dir, indexDir), ro)
+	if err != nil {
+		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, indexDir), err)
+	}
+	s.db = db
+	err = s.recoverPacks()
+	db.Close()
+	if err != nil {
 		return nil, err
 	}
+	if err := checkSpace(dir, 0, s.reserve/2, "open store "+dir); err != nil {
+		return nil, err
+	}
+	db, err = pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(o, true))
+	if err != nil {
+		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, indexDir), err)
+	}
+	s.db = db
 	return s, nil
 }
 
@@ -473,6 +513,13 @@ func (s *Store) writeNew(k kind, blocks [][]byte, ids []ID, want []int) error {
 			putBuf(rec)
 		}
 	}()
+	var total int64
+	for _, rec := range recs {
+		total += int64(len(rec))
+	}
+	if err := checkSpace(s.dir, total, s.reserve, "write pack"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.writableLocked(); err != nil {
@@ -616,6 +663,10 @@ func (s *Store) flush() error {
 		}
 		for _, ps := range packs {
 			b.Set(packKey(ps.p.id), binary.LittleEndian.AppendUint64(nil, uint64(ps.size)), nil)
+		}
+		// Pebble's log write failing is fatal to it: check first.
+		if err := checkSpace(s.dir, int64(b.Len()), 1<<20, "write index"); err != nil {
+			return err
 		}
 		if err := b.Commit(pebble.Sync); err != nil {
 			return fmt.Errorf("write index: %w", err)
