@@ -29,6 +29,8 @@ const (
 	frameTarget = 256 << 10
 	// maxPackSize is the size at which a pack is sealed and a new one begun.
 	maxPackSize = 128 << 20
+	// sealAt is the size from which a flush starts a new pack.
+	sealAt = 16 << 20
 )
 
 var (

@@ -132,6 +132,9 @@ func decodePoint(b []byte) (Point, error) {
 	if err := dec.Decode(&p); err != nil {
 		return p, corruptf("point record: %v", err)
 	}
+	if dec.More() {
+		return p, corruptf("point record: data after the record")
+	}
 	if len(p.ID) != pointIDLen {
 		return p, corruptf("point id %q", p.ID)
 	}
@@ -158,7 +161,11 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 	}
 	for _, v := range p.Volumes {
 		if !v.Root.IsZero() {
-			if _, err := s.loadPage(v.Root, v.Geometry().rootLevel(), childCount(v.Geometry().Blocks(), v.Geometry().rootLevel(), 0)); err != nil {
+			ok, err := s.has(ref{kindPage, v.Root})
+			if err == nil && !ok {
+				err = fmt.Errorf("map root %s: %w", v.Root.Short(), ErrNotFound)
+			}
+			if err != nil {
 				return Point{}, fmt.Errorf("commit point: volume %q: %w", v.Name, err)
 			}
 		}
@@ -194,6 +201,9 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 // Points returns every point, oldest first. A non-empty volume keeps only the
 // points that hold it.
 func (s *Store) Points(ctx context.Context, volume string) ([]Point, error) {
+	if s.shut.Load() {
+		return nil, ErrClosed
+	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPoint}, UpperBound: []byte{prefixPoint + 1}})
 	if err != nil {
 		return nil, fmt.Errorf("list points: %w", err)

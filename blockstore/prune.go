@@ -50,15 +50,12 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	defer s.gcMu.Unlock()
 	// Seal the current pack so that nothing is appended to a pack being
 	// examined.
-	err := s.flush()
+	// With the lease held no writer runs; flush what earlier writers left.
+	if err := s.flush(); err != nil {
+		return rep, err
+	}
 	s.mu.Lock()
-	if err == nil {
-		err = s.writableLocked()
-	}
-	if err == nil && s.pack != nil {
-		s.pack.f.Close()
-		s.pack, s.dirty = nil, nil
-	}
+	err := s.writableLocked()
 	s.mu.Unlock()
 	if err != nil {
 		return rep, err

@@ -94,6 +94,9 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 // scanIndex calls fn for every block (or map page) in the durable index, in
 // ID order.
 func (s *Store) scanIndex(ctx context.Context, k kind, fn func(ID, location) error) error {
+	if s.shut.Load() {
+		return ErrClosed
+	}
 	prefix := ref{kind: k}.key()[0]
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
 	if err != nil {

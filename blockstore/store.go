@@ -12,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -124,6 +126,8 @@ type Store struct {
 	bgFlush  bool             // a background flush is running
 	flushed  *sync.Cond       // signalled when a background flush ends
 	err      error            // sticky write error
+	closing  bool             // Close has begun: no new writes
+	shut     atomic.Bool      // closed: reads fail with ErrClosed
 
 	// flushMu serializes flushes; it is taken before mu.
 	flushMu sync.Mutex
@@ -200,7 +204,7 @@ func pebbleOptions(o Options, mustExist bool) *pebble.Options {
 		MemTableSize:       16 << 20,
 		ErrorIfNotExists:   mustExist,
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             quietLogger{},
+		Logger:             pebbleLogger{logger(o.Logger)},
 	}
 	if po.CacheSize == 0 {
 		po.CacheSize = 256 << 20
@@ -211,14 +215,23 @@ func pebbleOptions(o Options, mustExist bool) *pebble.Options {
 	return po
 }
 
-// quietLogger drops pebble's informational chatter; errors reach us as
-// returned errors.
-type quietLogger struct{}
+// pebbleLogger drops Pebble's informational chatter and logs its errors
+// (background compactions that fail, for one).
+type pebbleLogger struct{ log *slog.Logger }
 
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
+func (pebbleLogger) Infof(string, ...any) {}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error("index database error", "err", fmt.Sprintf(format, args...))
+}
+func (pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
 }
 
 // Open opens the store in dir, recovering from any crash: pack tails past the
@@ -406,17 +419,30 @@ func (s *Store) Dir() string { return s.dir }
 
 // Close flushes buffered blocks and closes the store.
 func (s *Store) Close() error {
-	err := s.flush()
 	s.mu.Lock()
-	if s.closed {
+	if s.closing {
 		s.mu.Unlock()
 		return nil
 	}
+	// No new writes; let a background flush end, then flush the rest.
+	s.closing = true
+	for s.bgFlush {
+		s.flushed.Wait()
+	}
+	s.mu.Unlock()
+	err := s.flush()
+	s.flushMu.Lock()
+	s.mu.Lock()
 	s.closed = true
+	s.shut.Store(true)
 	if s.pack != nil {
 		s.pack.f.Close()
 	}
+	for _, p := range s.dirty {
+		p.f.Close()
+	}
 	s.mu.Unlock()
+	s.flushMu.Unlock()
 	s.readMu.Lock()
 	for _, f := range s.readers {
 		f.Close()
@@ -568,7 +594,7 @@ func (s *Store) writeNew(k kind, blocks [][]byte, ids []ID, want []int) error {
 }
 
 func (s *Store) writableLocked() error {
-	if s.closed {
+	if s.closing {
 		return ErrClosed
 	}
 	if s.err != nil {
@@ -617,7 +643,7 @@ func (s *Store) flush() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil
+		return ErrClosed
 	}
 	if s.err != nil {
 		s.mu.Unlock()
@@ -637,10 +663,16 @@ func (s *Store) flush() error {
 	for _, p := range s.dirty {
 		packs = append(packs, packState{p, p.size})
 	}
-	// Seal the current pack: appends go to a new one while this one is
-	// synced (on ext4 an fsync stalls writers of the same file).
-	s.pack = nil
+	// Seal a big current pack: appends go to a new one while this one is
+	// synced (on ext4 an fsync stalls writers of the same file). A small
+	// one goes on taking appends, so that frequent commits do not make
+	// many small packs.
 	s.dirty = s.dirty[:0]
+	if s.pack != nil && s.pack.size < sealAt {
+		s.dirty = append(s.dirty, s.pack)
+	} else {
+		s.pack = nil
+	}
 	newFiles := s.newFiles
 	s.newFiles = false
 	s.mu.Unlock()
@@ -682,13 +714,18 @@ func (s *Store) flush() error {
 	}
 	s.flushing = nil
 	for _, ps := range packs {
-		ps.p.f.Close()
+		if ps.p != s.pack && !slices.Contains(s.dirty, ps.p) {
+			ps.p.f.Close()
+		}
 	}
 	return nil
 }
 
 // has reports whether the store holds r (durably or pending).
 func (s *Store) has(r ref) (bool, error) {
+	if s.shut.Load() {
+		return false, ErrClosed
+	}
 	s.mu.Lock()
 	_, ok := s.pending[r]
 	if !ok {
@@ -746,6 +783,9 @@ func (s *Store) Has(ctx context.Context, id ID) (bool, error) {
 
 // locate returns where r lives.
 func (s *Store) locate(r ref) (location, error) {
+	if s.shut.Load() {
+		return location{}, ErrClosed
+	}
 	s.mu.Lock()
 	loc, ok := s.pending[r]
 	if !ok {

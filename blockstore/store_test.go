@@ -320,3 +320,36 @@ func TestSnapshotSparseFile(t *testing.T) {
 		t.Fatal("restore of a sparse file differs")
 	}
 }
+
+// TestClosed checks that a closed store refuses every call with ErrClosed
+// instead of panicking, and that frequent small commits share a pack.
+func TestClosed(t *testing.T) {
+	s, dir := newTestStore(t)
+	for i := range 20 {
+		if _, _, err := s.Snapshot(t.Context(), memSource(genImage(uint64(i), 64<<10)), SnapshotOptions{Volume: "v", BlockSize: 4096}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	packs, _ := os.ReadDir(filepath.Join(dir, packsDir))
+	if len(packs) > 2 {
+		t.Errorf("20 small commits made %d packs, want them to share one", len(packs))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(t.Context(), [][]byte{[]byte("x")}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Put after Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Get(t.Context(), ID{1}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Get after Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Points(t.Context(), ""); !errors.Is(err, ErrClosed) {
+		t.Errorf("Points after Close: %v, want ErrClosed", err)
+	}
+	if err := s.Flush(t.Context()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Flush after Close: %v, want ErrClosed", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
