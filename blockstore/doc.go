@@ -65,11 +65,11 @@
 //
 // # Index keys (Pebble)
 //
-//	'b' ID(32)                   -> block location, 27 bytes:
-//	                                 0 version (1), 1 pack (4), 5 record offset (8),
-//	                                13 record length (4), 17 slot in frame (2),
-//	                                19 plaintext offset in frame (4), 23 block length (4)
-//	'm' ID(32)                   -> map page location, same 27 bytes
+//	'b' ID(32)                   -> block location: version byte (1), then
+//	                                minimal unsigned varints: pack, record
+//	                                offset, record length, slot in the frame,
+//	                                plaintext offset in the frame, block length
+//	'm' ID(32)                   -> map page location, same encoding
 //	'p' time(8, BE ns) pointID   -> point record, JSON: id, name, group, time,
 //	                                volumes [{name, root, size, block_size, used_blocks}]
 //	'k' pack(4, BE)              -> committed length of the pack (8 bytes)

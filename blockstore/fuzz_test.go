@@ -41,7 +41,7 @@ func FuzzDecodePage(f *testing.F) {
 
 func FuzzDecodeLocation(f *testing.F) {
 	f.Add(encodeLocation(location{pack: 3, offset: 16, recLen: 100, slot: 2, plainOff: 8192, plainLen: 4096}))
-	f.Add(make([]byte, locationSize))
+	f.Add([]byte{1, 0, 16, 30, 0, 0, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		l, err := decodeLocation(b)
 		if err != nil {

@@ -24,9 +24,12 @@ type location struct {
 	plainLen uint32 // length of the block
 }
 
+// locationVersion is the first byte of an index entry; the fields follow as
+// minimal unsigned varints: pack, record offset, record length, slot,
+// plaintext offset, block length.
 const (
 	locationVersion = 1
-	locationSize    = 1 + 4 + 8 + 4 + 2 + 4 + 4
+	maxLocationSize = 1 + 5 + 10 + 5 + 3 + 5 + 5
 )
 
 // key returns the index key of r.
@@ -47,32 +50,37 @@ func packKey(pack uint32) []byte {
 }
 
 func encodeLocation(l location) []byte {
-	b := make([]byte, locationSize)
-	b[0] = locationVersion
-	binary.LittleEndian.PutUint32(b[1:], l.pack)
-	binary.LittleEndian.PutUint64(b[5:], l.offset)
-	binary.LittleEndian.PutUint32(b[13:], l.recLen)
-	binary.LittleEndian.PutUint16(b[17:], l.slot)
-	binary.LittleEndian.PutUint32(b[19:], l.plainOff)
-	binary.LittleEndian.PutUint32(b[23:], l.plainLen)
+	b := make([]byte, 0, maxLocationSize)
+	b = append(b, locationVersion)
+	for _, v := range []uint64{uint64(l.pack), l.offset, uint64(l.recLen), uint64(l.slot), uint64(l.plainOff), uint64(l.plainLen)} {
+		b = binary.AppendUvarint(b, v)
+	}
 	return b
 }
 
 func decodeLocation(b []byte) (location, error) {
-	if len(b) != locationSize {
-		return location{}, corruptf("index entry: %d bytes, want %d", len(b), locationSize)
+	if len(b) == 0 || len(b) > maxLocationSize {
+		return location{}, corruptf("index entry: %d bytes", len(b))
 	}
 	if b[0] != locationVersion {
 		return location{}, corruptf("index entry version %d, want %d", b[0], locationVersion)
 	}
-	l := location{
-		pack:     binary.LittleEndian.Uint32(b[1:]),
-		offset:   binary.LittleEndian.Uint64(b[5:]),
-		recLen:   binary.LittleEndian.Uint32(b[13:]),
-		slot:     binary.LittleEndian.Uint16(b[17:]),
-		plainOff: binary.LittleEndian.Uint32(b[19:]),
-		plainLen: binary.LittleEndian.Uint32(b[23:]),
+	var f [6]uint64
+	p := b[1:]
+	for i := range f {
+		v, n := binary.Uvarint(p)
+		if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
+			return location{}, corruptf("index entry field %d: bad varint", i)
+		}
+		f[i], p = v, p[n:]
 	}
+	if len(p) != 0 {
+		return location{}, corruptf("index entry: %d bytes after the fields", len(p))
+	}
+	if f[0] > 1<<32-1 || f[2] > 1<<32-1 || f[3] > 1<<16-1 || f[4] > 1<<32-1 || f[5] > 1<<32-1 {
+		return location{}, corruptf("index entry field out of range")
+	}
+	l := location{pack: uint32(f[0]), offset: f[1], recLen: uint32(f[2]), slot: uint16(f[3]), plainOff: uint32(f[4]), plainLen: uint32(f[5])}
 	switch {
 	case l.offset < packHeaderSize || l.offset > 1<<40:
 		return location{}, corruptf("index entry offset %d", l.offset)

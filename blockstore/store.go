@@ -449,6 +449,11 @@ func (s *Store) Close() error {
 	}
 	s.readers = nil
 	s.readMu.Unlock()
+	// Turn the index's log into a table: smaller on disk than the log, and
+	// nothing to replay at the next open. Only with room to spare.
+	if err == nil && checkSpace(s.dir, 32<<20, s.reserve/2, "flush index") == nil {
+		err = s.db.Flush()
+	}
 	err = errors.Join(err, s.db.Close())
 	s.enc.Close()
 	s.dec.Close()
@@ -688,7 +693,7 @@ func (s *Store) flush() error {
 				return err
 			}
 		}
-		b := s.db.NewBatchWithSize(len(entries)*(1+IDSize+locationSize+16) + 1024)
+		b := s.db.NewBatchWithSize(len(entries)*(1+IDSize+maxLocationSize+16) + 1024)
 		defer b.Close()
 		for r, loc := range entries {
 			b.Set(r.key(), encodeLocation(loc), nil)
