@@ -179,6 +179,13 @@ cp --sparse=always "$W/disk.img" "$W/day1.img"
 "$W/bin/diskgen" mutate -seed 2 -pct 1 "$W/day1.img" >&2
 IMG_BYTES=$(stat -c %s "$W/disk.img")
 log "image: $IMG_BYTES bytes, $(alloc_bytes "$W/disk.img") allocated"
+# Settle before the first timed step: the generator leaves gigabytes of dirty
+# pages, and whichever tool ran first paid for their writeback. Write them
+# out, wait for the disk to go quiet, and read both images once so that every
+# tool starts with them in the page cache.
+sync
+sleep 10
+cat "$W/disk.img" "$W/day1.img" >/dev/null
 
 # --- one round per tool --------------------------------------------------------
 # Each run_<tool> sets: T_INIT S_INIT T_INCR S_INCR T_REST.
