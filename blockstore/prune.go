@@ -50,14 +50,21 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	defer s.gcMu.Unlock()
 	// Seal the current pack so that nothing is appended to a pack being
 	// examined.
-	// With the lease held no writer runs; flush what earlier writers left.
+	// With the lease held no writer runs. Flush what earlier writers left,
+	// then seal the current pack and flush again, so that it is synced,
+	// committed and closed: the repack below must write to a new pack, never
+	// to one it may delete.
 	if err := s.flush(); err != nil {
 		return rep, err
 	}
 	s.mu.Lock()
 	err := s.writableLocked()
+	s.pack = nil // stays in s.dirty for the flush below
 	s.mu.Unlock()
 	if err != nil {
+		return rep, err
+	}
+	if err := s.flush(); err != nil {
 		return rep, err
 	}
 	rep.BytesBefore = s.packBytes()
