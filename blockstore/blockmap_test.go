@@ -3,6 +3,7 @@ package blockstore
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -14,7 +15,7 @@ import (
 func TestUpdateMatchesSnapshot(t *testing.T) {
 	s, _ := newTestStore(t)
 	img := genImage(8, 70000*4096+100) // two levels, short last block
-	p, _, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
+	p, _, err := s.Snapshot(t.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestUpdateMatchesSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, _, err := s.Snapshot(t.Context(), memSource(img2), SnapshotOptions{Volume: "vol"})
+	p2, _, err := s.Snapshot(t.Context(), blockstoretest.Image(img2), SnapshotOptions{Volume: "vol"})
 	if err != nil {
 		t.Fatal(err)
 	}

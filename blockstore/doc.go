@@ -34,7 +34,7 @@
 //	lifeboat-store.json   {"format":"lifeboat-store","version":1,"created":...}; written last by init
 //	key                   the dedup key: 64 hex digits and a newline (mode 0600)
 //	lock                  flock(2)ed by the process that has the store open
-//	packs/XXXXXXXX.pack   append-only pack files, XXXXXXXX = pack number in hex
+//	packs/NNNNNNNN.pack   append-only pack files, NNNNNNNN = pack number in hex
 //	index/                a Pebble database (github.com/cockroachdb/pebble/v2)
 //
 // # Pack file, version 1

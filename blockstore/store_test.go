@@ -6,33 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 )
-
-// memSource is an in-memory Source.
-type memSource []byte
-
-func (m memSource) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(m)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-func (m memSource) Size() (int64, error) { return int64(len(m)), nil }
-
-// memImage is an io.WriterAt into a byte slice.
-type memImage []byte
-
-func (m memImage) WriteAt(p []byte, off int64) (int, error) { return copy(m[off:], p), nil }
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -84,7 +64,7 @@ func genImage(seed uint64, size int) []byte {
 
 func restoreBytes(t *testing.T, s *Store, v VolumeState) []byte {
 	t.Helper()
-	out := make(memImage, v.Size)
+	out := make(blockstoretest.Image, v.Size)
 	if err := s.Restore(t.Context(), v, out, RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +87,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := newTestStore(t)
 			img := genImage(1, tc.size)
-			p, st, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol", BlockSize: tc.blockSize})
+			p, st, err := s.Snapshot(t.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "vol", BlockSize: tc.blockSize})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +96,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 				t.Fatalf("restored image differs")
 			}
 			// Unchanged second snapshot: no changed blocks, same root.
-			p2, st2, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol"})
+			p2, st2, err := s.Snapshot(t.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "vol"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +115,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 func TestDedupAndIncremental(t *testing.T) {
 	s, _ := newTestStore(t)
 	img := genImage(2, 8<<20)
-	p1, _, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
+	p1, _, err := s.Snapshot(t.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +131,7 @@ func TestDedupAndIncremental(t *testing.T) {
 			img2[b*4096+i] = byte(r.Uint32())
 		}
 	}
-	p2, st, err := s.Snapshot(t.Context(), memSource(img2), SnapshotOptions{Volume: "vol"})
+	p2, st, err := s.Snapshot(t.Context(), blockstoretest.Image(img2), SnapshotOptions{Volume: "vol"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +160,7 @@ func TestDedupAndIncremental(t *testing.T) {
 		t.Fatal("restore of a point differs")
 	}
 	// Identical content in a second volume costs no new blocks.
-	if _, _, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "copy", BlockSize: 4096}); err != nil {
+	if _, _, err := s.Snapshot(t.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "copy", BlockSize: 4096}); err != nil {
 		t.Fatal(err)
 	}
 	st3, _ := s.Stats(t.Context())
@@ -195,11 +175,11 @@ func TestDiffDifferentSizes(t *testing.T) {
 	// Big enough for a map two levels deeper: mostly holes, data at the end.
 	big := append(bytes.Clone(small), make([]byte, 70000*4096)...)
 	copy(big[len(big)-300*4096:], genImage(5, 300*4096))
-	pa, _, err := s.Snapshot(t.Context(), memSource(small), SnapshotOptions{Volume: "a", BlockSize: 4096})
+	pa, _, err := s.Snapshot(t.Context(), blockstoretest.Image(small), SnapshotOptions{Volume: "a", BlockSize: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pb, _, err := s.Snapshot(t.Context(), memSource(big), SnapshotOptions{Volume: "b", BlockSize: 4096})
+	pb, _, err := s.Snapshot(t.Context(), blockstoretest.Image(big), SnapshotOptions{Volume: "b", BlockSize: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +210,7 @@ func TestDiffDifferentSizes(t *testing.T) {
 func TestReopenAndLock(t *testing.T) {
 	s, dir := newTestStore(t)
 	img := genImage(6, 1<<20)
-	p, _, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
+	p, _, err := s.Snapshot(t.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +240,7 @@ func TestReopenAndLock(t *testing.T) {
 
 func TestSourceChangesSize(t *testing.T) {
 	s, _ := newTestStore(t)
-	src := &growing{memSource: memSource(genImage(7, 1<<20))}
+	src := &growing{Image: blockstoretest.Image(genImage(7, 1<<20))}
 	if _, _, err := s.Snapshot(context.Background(), src, SnapshotOptions{Volume: "vol", BlockSize: 4096}); err == nil {
 		t.Fatal("snapshot of a source that changed size succeeded")
 	}
@@ -270,13 +250,13 @@ func TestSourceChangesSize(t *testing.T) {
 }
 
 type growing struct {
-	memSource
+	blockstoretest.Image
 	calls int
 }
 
 func (g *growing) Size() (int64, error) {
 	g.calls++
-	return int64(len(g.memSource) + g.calls*4096), nil
+	return int64(len(g.Image) + g.calls*4096), nil
 }
 
 func TestMain(m *testing.M) {
@@ -326,7 +306,7 @@ func TestSnapshotSparseFile(t *testing.T) {
 func TestClosed(t *testing.T) {
 	s, dir := newTestStore(t)
 	for i := range 20 {
-		if _, _, err := s.Snapshot(t.Context(), memSource(genImage(uint64(i), 64<<10)), SnapshotOptions{Volume: "v", BlockSize: 4096}); err != nil {
+		if _, _, err := s.Snapshot(t.Context(), blockstoretest.Image(genImage(uint64(i), 64<<10)), SnapshotOptions{Volume: "v", BlockSize: 4096}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -362,7 +342,7 @@ func TestPruneReclaims(t *testing.T) {
 	imgs := [][]byte{genImage(21, 4<<20), genImage(22, 4<<20), genImage(23, 4<<20)}
 	var last Point
 	for _, img := range imgs {
-		p, _, err := s.Snapshot(t.Context(), memSource(img), SnapshotOptions{Volume: "v", BlockSize: 4096})
+		p, _, err := s.Snapshot(t.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "v", BlockSize: 4096})
 		if err != nil {
 			t.Fatal(err)
 		}

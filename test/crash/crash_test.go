@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 	"hash/maphash"
 	"io"
 	"log/slog"
@@ -739,7 +740,7 @@ func (r *crashRun) restoreSum(ctx context.Context, s *blockstore.Store, v blocks
 	}
 	b := r.buf[:v.Size]
 	clear(b)
-	if err := s.Restore(ctx, v, memImage(b), blockstore.RestoreOptions{}); err != nil {
+	if err := s.Restore(ctx, v, blockstoretest.Image(b), blockstore.RestoreOptions{}); err != nil {
 		return 0, err
 	}
 	return sum(maphash.Bytes(r.hseed, b)), nil
@@ -798,16 +799,6 @@ func joinLines(lines []childLine) string {
 		fmt.Fprintf(&b, "  %8v %s\n", l.at.Round(time.Millisecond), l.text)
 	}
 	return b.String()
-}
-
-// memImage is an io.WriterAt into a byte slice of the volume's size.
-type memImage []byte
-
-func (m memImage) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(m)) {
-		return 0, fmt.Errorf("write of %d bytes at %d outside the %d-byte image", len(p), off, len(m))
-	}
-	return copy(m[off:], p), nil
 }
 
 // TestCrashTornTail damages the newest pack of a closed store with two
@@ -889,7 +880,7 @@ func TestCrashTornTail(t *testing.T) {
 				t.Fatal(err)
 			}
 			want2 := bytes.Clone(want1)
-			if _, err := workload.Mutate(memFile(want2), size, 8, 20); err != nil {
+			if _, err := workload.Mutate(blockstoretest.Image(want2), size, 8, 20); err != nil {
 				t.Fatal(err)
 			}
 			img2 := filepath.Join(dir, "2.img")
@@ -993,25 +984,9 @@ func restoreBytes(ctx context.Context, s *blockstore.Store, p blockstore.Point) 
 		return nil, fmt.Errorf("point %s has no volume vol", p.ID)
 	}
 	b := make([]byte, v.Size)
-	err := s.Restore(ctx, v, memImage(b), blockstore.RestoreOptions{})
+	err := s.Restore(ctx, v, blockstoretest.Image(b), blockstore.RestoreOptions{})
 	return b, err
 }
-
-// memFile is an in-memory image for workload.Mutate.
-type memFile []byte
-
-func (m memFile) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(m)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (m memFile) WriteAt(p []byte, off int64) (int, error) { return memImage(m).WriteAt(p, off) }
 
 func appendFile(t *testing.T, path string, b []byte) {
 	t.Helper()

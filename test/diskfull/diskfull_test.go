@@ -8,8 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 	"hash/fnv"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -47,32 +47,6 @@ const (
 	// callDeadline bounds an in-process call that could hang.
 	callDeadline = 20 * time.Second
 )
-
-// memSource is an in-memory blockstore.Source.
-type memSource []byte
-
-func (m memSource) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(m)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (m memSource) Size() (int64, error) { return int64(len(m)), nil }
-
-// memImage is an io.WriterAt into a byte slice.
-type memImage []byte
-
-func (m memImage) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(m)) {
-		return 0, fmt.Errorf("write of %d bytes at %d past the end of a %d-byte image", len(p), off, len(m))
-	}
-	return copy(m[off:], p), nil
-}
 
 // testSeed returns the run's seed, from LIFEBOAT_SEED if set, and logs it.
 func testSeed(t *testing.T) uint64 {
@@ -285,7 +259,7 @@ type acked struct {
 }
 
 func snapshot(ctx context.Context, s *blockstore.Store, volume string, data []byte, bs int) (blockstore.Point, error) {
-	p, _, err := s.Snapshot(ctx, memSource(data), blockstore.SnapshotOptions{Volume: volume, BlockSize: bs})
+	p, _, err := s.Snapshot(ctx, blockstoretest.Image(data), blockstore.SnapshotOptions{Volume: volume, BlockSize: bs})
 	return p, err
 }
 
@@ -335,7 +309,7 @@ func wantRestores(t *testing.T, s *blockstore.Store, want []acked, when string) 
 			t.Errorf("%s: point %s of %s resolved to point %s of %d bytes, want %d bytes", when, a.id, a.volume, p.ID, v.Size, len(a.data))
 			continue
 		}
-		img := make(memImage, v.Size)
+		img := make(blockstoretest.Image, v.Size)
 		if err := s.Restore(t.Context(), v, img, blockstore.RestoreOptions{}); err != nil {
 			t.Errorf("%s: restore point %s of %s: %v", when, a.id, a.volume, err)
 			continue
