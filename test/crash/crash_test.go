@@ -31,7 +31,7 @@ const (
 	// childEnv names the work directory; set only in the child process.
 	childEnv = "LIFEBOAT_CRASH_CHILD"
 	// seedEnv replays a run; the parent passes its seed to the child in it.
-	seedEnv = "LIFEBOAT_SEED"
+	seedEnv = blockstoretest.SeedEnv
 	// roundsEnv overrides the number of kills.
 	roundsEnv = "LIFEBOAT_CRASH_ROUNDS"
 )
@@ -343,15 +343,7 @@ func TestCrash(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("in the child process")
 	}
-	seed := time.Now().UnixNano() % 1_000_000_000
-	if s := os.Getenv(seedEnv); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			t.Fatalf("%s=%q: %v", seedEnv, s, err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (replay with %s=%d)", seed, seedEnv, seed)
+	seed := blockstoretest.Seed(t)
 	rounds := 60
 	if testing.Short() {
 		rounds = 10

@@ -27,8 +27,6 @@ import (
 
 // Environment variables.
 const (
-	// seedEnv replays a run.
-	seedEnv = "LIFEBOAT_SEED"
 	// childEnv holds the JSON childJob; set only in the child process.
 	childEnv = "LIFEBOAT_DISKFULL_CHILD"
 )
@@ -47,21 +45,6 @@ const (
 	// callDeadline bounds an in-process call that could hang.
 	callDeadline = 20 * time.Second
 )
-
-// testSeed returns the run's seed, from LIFEBOAT_SEED if set, and logs it.
-func testSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano() % 1_000_000_000)
-	if s := os.Getenv(seedEnv); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("%s=%q: %v", seedEnv, s, err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (replay with %s=%d)", seed, seedEnv, seed)
-	return seed
-}
 
 // volumeData returns size random, incompressible bytes, the content of the
 // named volume under seed.
@@ -589,7 +572,7 @@ func runChild(t *testing.T, job childJob, deadline time.Duration) childResult {
 
 func TestSnapshotBiggerThanDisk(t *testing.T) {
 	needRoot(t)
-	seed := testSeed(t)
+	seed := uint64(blockstoretest.Seed(t))
 	const (
 		fsSize  = 32 << 20
 		bigSize = 48 << 20
@@ -692,7 +675,7 @@ func phaseOf(text string) string {
 
 func TestENOSPCPhases(t *testing.T) {
 	needRoot(t)
-	seed := testSeed(t)
+	seed := uint64(blockstoretest.Seed(t))
 	const (
 		fsSize  = 32 << 20
 		volume  = "vol"
