@@ -116,17 +116,6 @@ func newestVersions(vdir string) (map[string]string, int, error) {
 	return newest, next, nil
 }
 
-// fileSource is a blockstore.Source over an image file.
-type fileSource struct{ *os.File }
-
-func (f fileSource) Size() (int64, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	return fi.Size(), nil
-}
-
 // TestCrashChild is the child process of TestCrash; it runs only when
 // LIFEBOAT_CRASH_CHILD names its work directory. It ingests forever and
 // reports progress on stdout, one line per event:
@@ -185,11 +174,11 @@ func runChild(ctx context.Context, dir string, seed int64) error {
 		}
 		newest[vol.name] = path
 		say("phase snapshot %d", i)
-		f, err := os.Open(path)
+		f, err := blockstore.OpenSource(path)
 		if err != nil {
 			return err
 		}
-		p, _, err := s.Snapshot(ctx, fileSource{f}, blockstore.SnapshotOptions{Volume: vol.name, BlockSize: vol.blockSize})
+		p, _, err := s.Snapshot(ctx, f, blockstore.SnapshotOptions{Volume: vol.name, BlockSize: vol.blockSize})
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("snapshot version %d: %w", i, err)
@@ -887,11 +876,11 @@ func TestCrashTornTail(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				f, err := os.Open(img)
+				f, err := blockstore.OpenSource(img)
 				if err != nil {
 					t.Fatal(err)
 				}
-				p, _, err := s.Snapshot(ctx, fileSource{f}, blockstore.SnapshotOptions{Volume: "vol", BlockSize: 4096})
+				p, _, err := s.Snapshot(ctx, f, blockstore.SnapshotOptions{Volume: "vol", BlockSize: 4096})
 				f.Close()
 				if err != nil {
 					t.Fatal(err)
