@@ -1,0 +1,229 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Role is what a node does in the cluster.
+type Role string
+
+// The node roles.
+const (
+	// RoleNode holds data, replicates and runs services; the default.
+	RoleNode Role = "node"
+	// RoleWitness is a small tie-breaker: it votes in raft and holds no data.
+	RoleWitness Role = "witness"
+)
+
+// Node defaults.
+const (
+	DefaultGossip          = "0.0.0.0:7946"
+	DefaultQUIC            = "0.0.0.0:7947"
+	DefaultAdmin           = "127.0.0.1:7948"
+	DefaultDeadNodeTimeout = Duration(24 * time.Hour)
+	DefaultLogLevel        = "info"
+)
+
+// LogLevels are the values log_level takes.
+var LogLevels = []string{"debug", "info", "warn", "error"}
+
+// Node is a node file: one `lifeboat node` daemon. doc.go describes every
+// key. ParseNode and LoadNode return it with defaults applied and
+// validated; the cmd package may then override fields from flags and call
+// SetDefaults and Validate again.
+type Node struct {
+	Name            string   `toml:"name" json:"name"`
+	Site            string   `toml:"site" json:"site"`
+	DataDir         string   `toml:"data_dir" json:"data_dir"`
+	Join            []string `toml:"join" json:"join"`
+	Role            Role     `toml:"role" json:"role"`
+	BootstrapExpect int      `toml:"bootstrap_expect" json:"bootstrap_expect"`
+	DeadNodeTimeout Duration `toml:"dead_node_timeout" json:"dead_node_timeout"`
+	LogLevel        string   `toml:"log_level" json:"log_level"`
+	Listen          Listen   `toml:"listen" json:"listen"`
+	TLS             TLS      `toml:"tls" json:"tls"`
+}
+
+// Listen holds the addresses a node listens on.
+type Listen struct {
+	Gossip    string `toml:"gossip" json:"gossip"`       // memberlist, host:port (TCP and UDP)
+	QUIC      string `toml:"quic" json:"quic"`           // data, raft and agents, host:port (UDP)
+	Admin     string `toml:"admin" json:"admin"`         // admin API, host:port
+	Advertise string `toml:"advertise" json:"advertise"` // host peers reach this node at; "" = the listen host
+}
+
+// TLS says where the node's certificates are.
+type TLS struct {
+	Dir string `toml:"dir" json:"dir"` // what `lifeboat ca issue --out` wrote
+}
+
+// LoadNode reads, parses and validates the node file at path.
+func LoadNode(path string) (*Node, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseNode(path, data)
+}
+
+// ParseNode parses and validates a node file; filename names it in errors.
+// It applies defaults and returns every problem found.
+func ParseNode(filename string, data []byte) (*Node, error) {
+	m, lines, err := parseTOML(filename, data)
+	if err != nil {
+		return nil, err
+	}
+	return decodeNode(filename, m, lines)
+}
+
+func decodeNode(filename string, m map[string]any, lines map[string]int) (*Node, error) {
+	ps := &problems{file: filename, lines: lines}
+	var n Node
+	ps.decode(path{}, m, reflect.ValueOf(&n).Elem())
+	n.SetDefaults()
+	n.validate(ps)
+	if err := ps.err(); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// SetDefaults fills every unset field with its default. The TLS directory
+// defaults to <data_dir>/tls, so set DataDir first.
+func (n *Node) SetDefaults() {
+	if n.Role == "" {
+		n.Role = RoleNode
+	}
+	if n.BootstrapExpect == 0 {
+		n.BootstrapExpect = 3
+		if len(n.Join) == 0 {
+			n.BootstrapExpect = 1
+		}
+	}
+	if n.DeadNodeTimeout == 0 {
+		n.DeadNodeTimeout = DefaultDeadNodeTimeout
+	}
+	if n.LogLevel == "" {
+		n.LogLevel = DefaultLogLevel
+	}
+	if n.Listen.Gossip == "" {
+		n.Listen.Gossip = DefaultGossip
+	}
+	if n.Listen.QUIC == "" {
+		n.Listen.QUIC = DefaultQUIC
+	}
+	if n.Listen.Admin == "" {
+		n.Listen.Admin = DefaultAdmin
+	}
+	if n.TLS.Dir == "" && n.DataDir != "" {
+		n.TLS.Dir = filepath.Join(n.DataDir, "tls")
+	}
+}
+
+// Validate checks every field and returns every problem, each an *Error
+// naming the key ("listen.quic") without a file or line.
+func (n *Node) Validate() error {
+	ps := &problems{}
+	n.validate(ps)
+	return ps.err()
+}
+
+func (n *Node) validate(ps *problems) {
+	root := path{}
+	checkName(ps, root.key("name"), n.Name, "node", "dc1-n1")
+	checkName(ps, root.key("site"), n.Site, "site", "dc1")
+	if n.DataDir == "" {
+		ps.add(root.key("data_dir"), `missing: want the directory for the node's data, like "/var/lib/lifeboat"`)
+	}
+	seen := map[string]bool{}
+	for i, j := range n.Join {
+		p := root.key("join").elem(i, "")
+		if err := checkHostPort(j); err != nil {
+			ps.addErr(p, err)
+		} else if seen[j] {
+			ps.add(p, "%q: listed twice", j)
+		}
+		seen[j] = true
+	}
+	switch n.Role {
+	case RoleNode, RoleWitness:
+	default:
+		ps.add(root.key("role"), "%q: want %q or %q", string(n.Role), RoleNode, RoleWitness)
+	}
+	if n.BootstrapExpect < 1 || n.BootstrapExpect > 9 {
+		ps.add(root.key("bootstrap_expect"), "%d: want the number of raft voters to wait for, from 1 to 9", n.BootstrapExpect)
+	}
+	if n.DeadNodeTimeout < Duration(time.Second) {
+		ps.add(root.key("dead_node_timeout"), "%s: want at least 1s", n.DeadNodeTimeout)
+	}
+	if !slices.Contains(LogLevels, n.LogLevel) {
+		ps.add(root.key("log_level"), "%q: want one of %s", n.LogLevel, strings.Join(LogLevels, ", "))
+	}
+	l := root.key("listen")
+	for _, a := range []struct{ key, addr string }{{"gossip", n.Listen.Gossip}, {"quic", n.Listen.QUIC}, {"admin", n.Listen.Admin}} {
+		if err := checkHostPort(a.addr); err != nil {
+			ps.addErr(l.key(a.key), err)
+		}
+	}
+	if n.Listen.Gossip == n.Listen.QUIC && n.Listen.Gossip != "" {
+		ps.add(l.key("quic"), "%q: the same address as listen.gossip: want another port (gossip uses UDP too)", n.Listen.QUIC)
+	}
+	if a := n.Listen.Advertise; a != "" && !validHost(a) {
+		ps.add(l.key("advertise"), "%q: want a host name or IP address without a port, like \"10.0.1.11\"", a)
+	}
+	if n.TLS.Dir == "" && n.DataDir != "" {
+		ps.add(root.key("tls").key("dir"), "missing: want the directory `lifeboat ca issue --out` wrote")
+	}
+}
+
+// checkName records a problem when s is not a valid name of the kind.
+func checkName(ps *problems, p path, s, kind, example string) {
+	switch {
+	case s == "":
+		ps.add(p, "missing: want a %s name like %q", kind, example)
+	case !validName(s):
+		ps.add(p, "%s: %s", quote(s), nameWant)
+	}
+}
+
+// checkHostPort checks a "host:port" address.
+func checkHostPort(a string) error {
+	const want = `want host:port, like "10.0.1.11:7946", "node1.dc1:7946" or "[::1]:7946", port 0 to 65535`
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%s: %s", quote(a), want)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 || (host != "" && !validHost(host)) {
+		return fmt.Errorf("%s: %s", quote(a), want)
+	}
+	return nil
+}
+
+// validHost reports whether h is an IP address or a DNS name.
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if len(h) == 0 || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
