@@ -1,6 +1,132 @@
-// Package mesh will hold the memberlist wrapper, the QUIC transport with
-// mutual TLS and its stream types, the Raft stream layer, the block exchange
-// protocol and link throttling. It may import blockstore for IDs only.
+// Package mesh connects lifeboat nodes: the cluster PKI, one QUIC endpoint
+// per node with mutual TLS and typed streams, the raft stream layer, the
+// framing and error codes of the stream protocols, membership over
+// memberlist, and the Network seam that tests wrap to cut, slow or drop
+// traffic (mesh/meshtest). It may import blockstore for IDs only; it never
+// imports config or node.
 //
-// Nothing is built here yet: see issue #3.
+// Invariants:
+//   - Nothing is accepted from a peer without a certificate signed by the
+//     cluster CA: the QUIC handshake fails first.
+//   - An agent opens only ingest streams; any other kind is refused.
+//   - Every decoder checks lengths against a limit before allocating.
+//   - Every goroutine started by an Endpoint or a Gossip is joined by its
+//     Close or Shutdown.
+//
+// # Identities (PKI)
+//
+// One cluster CA (ECDSA P-256, 10 years) signs node and agent certificates
+// (ECDSA P-256, 5 years by default). A certificate's identity is its one
+// URI SAN with scheme "lifeboat":
+//
+//	lifeboat://node/<site>/<name>              a node
+//	lifeboat://agent/<site>/<service>/<name>   an agent, scoped to one service
+//
+// The certificate's CN equals <name>. Names, sites and services are 1-64
+// characters from [A-Za-z0-9._-], not starting with '.' or '-'. Node
+// certificates carry the ServerAuth and ClientAuth extended key usages,
+// agent certificates ClientAuth only, so an agent can never act as a
+// server. A credentials directory (Issue, LoadCreds) holds ca.crt,
+// cert.crt, cert.key (0600), and for nodes gossip.key and dedup.key (32
+// bytes each, hex, 0600), copied from the CA directory (InitCA).
+//
+// # QUIC endpoint
+//
+// One UDP socket per node; QUIC v1 with TLS 1.3, ALPN "lifeboat/1", client
+// certificates required and verified against the CA on both sides (host
+// names are not checked: the identity is). Streams are bidirectional and
+// are opened by the dialer only; a dialed connection accepts no streams and
+// no side uses unidirectional streams. The QUIC stateless reset key is
+// derived from the node's private key, so a node restarted with the same
+// credentials resets its peers' stale connections at once.
+//
+// # Stream header (version 1)
+//
+// The opener of a stream first writes 5 bytes:
+//
+//	offset size  field
+//	0      3     magic "LBS" (0x4C 0x42 0x53)
+//	3      1     version, 1
+//	4      1     kind (below)
+//
+// The acceptor reads them within the handshake timeout and answers with 2
+// bytes, an ErrCode, big-endian: CodeOK (0) and the stream is handed to
+// the application, or a refusal after which it closes the stream:
+// CodeBadRequest (bad magic, version or kind), CodeForbidden (an agent
+// asking for a kind other than ingest) or CodeUnavailable (the accept
+// queue of that kind is full; retry later). Only then does either side
+// send the kind's own bytes.
+//
+// Kinds:
+//
+//	1  raft    raft RPCs in raft's own encoding (hashicorp/raft
+//	           NetworkTransport over a raft.StreamLayer); no frames. One
+//	           raft "connection" is one stream.
+//	2  blocks  block exchange between nodes: framed, payloads up to 8 MiB.
+//	3  ingest  agent to node: captured changes, framed, payloads up to 8 MiB.
+//	           The only kind an agent may open.
+//	4  admin   node-to-node admin requests: framed, payloads up to 1 MiB.
+//
+// A reader of a kind passes StreamKind.MaxFrame to NewFrameReader.
+//
+// # Frames (version 1, in streams of kinds 2-4)
+//
+// After the header and the answer, each direction is a sequence of frames:
+//
+//	offset size  field
+//	0      1     type (defined by the kind's protocol; 0xFF = error frame)
+//	1      4     payload length n, big-endian unsigned
+//	5      n     payload
+//
+// The length is fixed-size so a reader can check it against the kind's
+// limit before it allocates or reads the payload. A stream ends cleanly
+// only between frames (FIN right after a payload); an end inside a frame is
+// an error (io.ErrUnexpectedEOF). No frame is longer than MaxFramePayload
+// (64 MiB) whatever the kind.
+//
+// Error frame (type 0xFF), for any request/response protocol:
+//
+//	offset size  field
+//	0      2     code, big-endian (table below)
+//	2      m     message, UTF-8, m <= 1024, for operators; programs branch
+//	             on the code only
+//
+// # Error codes
+//
+// One table for every protocol (stream answers, error frames, QUIC stream
+// resets and connection closes by this package). Values never change.
+//
+//	0  ok           success (also a normal close)
+//	1  bad request  malformed or unknown request; do not retry as is
+//	2  not found    the thing asked for does not exist here
+//	3  forbidden    the peer's identity may not do this (ErrRefused)
+//	4  not leader   ask the raft leader instead (ErrNotLeader)
+//	5  unavailable  temporarily unable (queue full, shutting down);
+//	                retry with back-off (ErrUnreachable)
+//	6  internal     a bug or local failure on the answering side
+//
+// # Gossip meta (version 1)
+//
+// memberlist carries each node's Meta (at most 512 bytes):
+//
+//	offset size  field
+//	0      1     version, 1
+//	1      1     flags: bit 0 = has raft state, bit 1 = leaving (set by
+//	             Leave just before leaving, so others record "left" rather
+//	             than "dead"); other bits 0
+//	2      1     role: 1 = node, 2 = witness
+//	3      ...   three strings, each a uvarint length (<= 255) then bytes:
+//	             site, QUIC address (host:port), admin address (host:port;
+//	             may be empty)
+//
+// A version-1 decoder refuses trailing bytes; it decodes a higher version's
+// first fields the same way and ignores what follows them, so that later
+// versions may append fields.
+//
+// # Gossip
+//
+// memberlist with AES-256-GCM encryption under the cluster's gossip key
+// (wrong key = join refused), over Network.GossipTransport. Profiles:
+// "lan" (memberlist's LAN defaults), "wan" (its WAN defaults), "test"
+// (fast failure detection: a stopped member is dead within ~2-3 s).
 package mesh

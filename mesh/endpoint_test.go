@@ -1,0 +1,380 @@
+package mesh_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/mesh/meshtest"
+)
+
+// testLogger logs to t's output, shown only when the test fails.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// eventually polls cond every 20ms until it holds or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: still not %s", d, what)
+		}
+		<-tick.C
+	}
+}
+
+type epOpt func(*mesh.EndpointOptions)
+
+// newEndpoint starts an endpoint on 127.0.0.1 (port 0 unless addr given)
+// on net (nil = the OS), closed at cleanup.
+func newEndpoint(t testing.TB, creds *mesh.Creds, nw mesh.Network, addr string, opts ...epOpt) *mesh.Endpoint {
+	t.Helper()
+	if nw == nil {
+		nw = mesh.OS()
+	}
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	pc, err := nw.ListenPacket(addr)
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	o := mesh.EndpointOptions{Creds: creds, Conn: pc, Logger: testLogger(t).With("self", string(creds.Self.Name))}
+	for _, f := range opts {
+		f(&o)
+	}
+	e, err := mesh.NewEndpoint(o)
+	if err != nil {
+		t.Fatalf("new endpoint: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func dialCtx(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// echoOnce accepts one stream of kind on e and echoes it until EOF.
+func echoOnce(t testing.TB, e *mesh.Endpoint, kind mesh.StreamKind) <-chan *mesh.Stream {
+	got := make(chan *mesh.Stream, 1)
+	go func() {
+		s, err := e.Accept(t.Context(), kind)
+		if err != nil {
+			close(got)
+			return
+		}
+		got <- s
+		io.Copy(s, s)
+		s.CloseWrite()
+	}()
+	return got
+}
+
+func TestEndpointStreamKindsRoundTrip(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	a := newEndpoint(t, ca.Node("a", "dc1"), nil, "")
+	b := newEndpoint(t, ca.Node("b", "dc2"), nil, "")
+	for _, kind := range []mesh.StreamKind{mesh.KindRaft, mesh.KindBlocks, mesh.KindIngest, mesh.KindAdmin} {
+		t.Run(kind.String(), func(t *testing.T) {
+			accepted := echoOnce(t, b, kind)
+			s, err := a.Dial(dialCtx(t, 5*time.Second), b.Addr().String(), kind)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer s.Close()
+			if got, want := s.Peer(), (mesh.Identity{Name: "b", Site: "dc2"}); got != want {
+				t.Errorf("dialer sees peer %+v, want %+v", got, want)
+			}
+			if s.Kind() != kind {
+				t.Errorf("kind = %v, want %v", s.Kind(), kind)
+			}
+			msg := bytes.Repeat([]byte(kind.String()), 10000)
+			go func() {
+				s.Write(msg)
+				s.CloseWrite()
+			}()
+			back, err := io.ReadAll(s)
+			if err != nil {
+				t.Fatalf("read echo: %v", err)
+			}
+			if !bytes.Equal(back, msg) {
+				t.Fatalf("echo: got %d bytes, want %d", len(back), len(msg))
+			}
+			in := <-accepted
+			if in == nil {
+				t.Fatal("nothing accepted")
+			}
+			if got, want := in.Peer(), (mesh.Identity{Name: "a", Site: "dc1"}); got != want {
+				t.Errorf("acceptor sees peer %+v, want %+v", got, want)
+			}
+			if in.Kind() != kind {
+				t.Errorf("accepted kind = %v, want %v", in.Kind(), kind)
+			}
+		})
+	}
+}
+
+func TestEndpointFramesOverStream(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	a := newEndpoint(t, ca.Node("a", "dc1"), nil, "")
+	b := newEndpoint(t, ca.Node("b", "dc1"), nil, "")
+	done := make(chan error, 1)
+	go func() {
+		s, err := b.Accept(t.Context(), mesh.KindBlocks)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer s.Close()
+		fr := mesh.NewFrameReader(s, mesh.KindBlocks.MaxFrame())
+		for i := 0; ; i++ {
+			typ, p, err := fr.Next()
+			if errors.Is(err, io.EOF) {
+				done <- mesh.WriteError(s, mesh.CodeNotFound, fmt.Sprintf("%d frames", i))
+				return
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+			if int(typ) != i || len(p) != i*1000 {
+				done <- fmt.Errorf("frame %d: type %d, %d bytes", i, typ, len(p))
+				return
+			}
+		}
+	}()
+	s, err := a.Dial(dialCtx(t, 5*time.Second), b.Addr().String(), mesh.KindBlocks)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer s.Close()
+	for i := range 20 {
+		if err := mesh.WriteFrame(s, mesh.FrameType(i), make([]byte, i*1000)); err != nil {
+			t.Fatalf("write frame %d: %v", i, err)
+		}
+	}
+	s.CloseWrite()
+	typ, p, err := mesh.NewFrameReader(s, mesh.KindBlocks.MaxFrame()).Next()
+	if err != nil || typ != mesh.FrameTypeError {
+		t.Fatalf("answer: type %d, err %v; want an error frame", typ, err)
+	}
+	re, err := mesh.ParseError(p)
+	if err != nil {
+		t.Fatalf("parse error frame: %v", err)
+	}
+	if re.Code != mesh.CodeNotFound || re.Message != "20 frames" {
+		t.Errorf("answer = %v, want not found: 20 frames", re)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
+
+func TestEndpointRefusesForeignCA(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	good := newEndpoint(t, ca.Node("good", "dc1"), nil, "")
+	bad := newEndpoint(t, ca.Foreign("bad", "dc1"), nil, "")
+	expired := newEndpoint(t, ca.Expired("old", "dc1"), nil, "")
+
+	cases := []struct {
+		name     string
+		from, to *mesh.Endpoint
+	}{
+		{"server refuses foreign client", bad, good},
+		{"client refuses foreign server", good, bad},
+		{"server refuses expired client", expired, good},
+		{"client refuses expired server", good, expired},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := tc.from.Dial(dialCtx(t, 5*time.Second), tc.to.Addr().String(), mesh.KindBlocks)
+			if err == nil {
+				s.Close()
+				t.Fatal("dial succeeded, want refused")
+			}
+			if !errors.Is(err, mesh.ErrRefused) {
+				t.Errorf("err = %v, want ErrRefused", err)
+			}
+			if mesh.IsRetryable(err) {
+				t.Errorf("err %v is retryable, want permanent", err)
+			}
+		})
+	}
+	// Nothing reached the good endpoint's queue.
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if s, err := good.Accept(ctx, mesh.KindBlocks); err == nil {
+		t.Errorf("good endpoint accepted a stream from %v", s.Peer())
+	}
+}
+
+func TestEndpointAgentScope(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	node := newEndpoint(t, ca.Node("n1", "dc1"), nil, "")
+	agent := newEndpoint(t, ca.Agent("web1", "dc1", "erp"), nil, "")
+
+	for _, kind := range []mesh.StreamKind{mesh.KindRaft, mesh.KindBlocks, mesh.KindAdmin} {
+		s, err := agent.Dial(dialCtx(t, 5*time.Second), node.Addr().String(), kind)
+		if err == nil {
+			s.Close()
+			t.Fatalf("agent opened a %v stream", kind)
+		}
+		if !errors.Is(err, mesh.ErrRefused) {
+			t.Errorf("%v: err = %v, want ErrRefused", kind, err)
+		}
+	}
+	accepted := echoOnce(t, node, mesh.KindIngest)
+	s, err := agent.Dial(dialCtx(t, 5*time.Second), node.Addr().String(), mesh.KindIngest)
+	if err != nil {
+		t.Fatalf("agent ingest dial: %v", err)
+	}
+	defer s.Close()
+	in := <-accepted
+	if in == nil {
+		t.Fatal("nothing accepted")
+	}
+	want := mesh.Identity{Name: "web1", Site: "dc1", Agent: true, Service: "erp"}
+	if in.Peer() != want {
+		t.Errorf("node sees %+v, want %+v", in.Peer(), want)
+	}
+	// A node refuses to talk to an "endpoint" presenting an agent
+	// certificate as a server.
+	if s, err := node.Dial(dialCtx(t, 5*time.Second), agent.Addr().String(), mesh.KindBlocks); err == nil {
+		s.Close()
+		t.Error("node dialed an agent as a server")
+	} else if !errors.Is(err, mesh.ErrRefused) {
+		t.Errorf("node dialing agent: err = %v, want ErrRefused", err)
+	}
+}
+
+func TestEndpointRedialAfterRestart(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	a := newEndpoint(t, ca.Node("a", "dc1"), nil, "")
+	bCreds := ca.Node("b", "dc1")
+	b := newEndpoint(t, bCreds, nil, "")
+	addr := b.Addr().String()
+
+	roundTrip := func(b *mesh.Endpoint) error {
+		echoOnce(t, b, mesh.KindAdmin)
+		s, err := a.Dial(dialCtx(t, 5*time.Second), addr, mesh.KindAdmin)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if _, err := s.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 4)
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(s, buf); err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := roundTrip(b); err != nil {
+		t.Fatalf("first round trip: %v", err)
+	}
+	b.Close()
+	// While b is down, a dial fails as unreachable (retryable).
+	_, err := a.Dial(dialCtx(t, 500*time.Millisecond), addr, mesh.KindAdmin)
+	if !mesh.IsRetryable(err) {
+		t.Fatalf("dial while down: err = %v, want retryable ErrUnreachable", err)
+	}
+	b2 := newEndpoint(t, bCreds, nil, addr)
+	if err := roundTrip(b2); err != nil {
+		t.Fatalf("round trip after restart: %v", err)
+	}
+}
+
+func TestEndpointCloseUnblocksAccept(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	e := newEndpoint(t, ca.Node("a", "dc1"), nil, "")
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for _, kind := range []mesh.StreamKind{mesh.KindRaft, mesh.KindBlocks, mesh.KindIngest, mesh.KindAdmin} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := e.Accept(t.Context(), kind)
+			errs <- err
+		}()
+	}
+	e.Close()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, mesh.ErrClosed) {
+			t.Errorf("Accept after Close: err = %v, want ErrClosed", err)
+		}
+	}
+	if _, err := e.Dial(t.Context(), "127.0.0.1:1", mesh.KindRaft); !errors.Is(err, mesh.ErrClosed) {
+		t.Errorf("Dial after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+func TestEndpointAcceptQueueFull(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	a := newEndpoint(t, ca.Node("a", "dc1"), nil, "")
+	b := newEndpoint(t, ca.Node("b", "dc1"), nil, "", func(o *mesh.EndpointOptions) { o.AcceptQueue = 2 })
+	for i := range 2 {
+		s, err := a.Dial(dialCtx(t, 5*time.Second), b.Addr().String(), mesh.KindAdmin)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		defer s.Close()
+	}
+	_, err := a.Dial(dialCtx(t, 5*time.Second), b.Addr().String(), mesh.KindAdmin)
+	if !mesh.IsRetryable(err) {
+		t.Fatalf("third dial: err = %v, want retryable (queue full)", err)
+	}
+	// Other kinds have their own queue.
+	s, err := a.Dial(dialCtx(t, 5*time.Second), b.Addr().String(), mesh.KindBlocks)
+	if err != nil {
+		t.Fatalf("blocks dial with admin queue full: %v", err)
+	}
+	s.Close()
+	// Accepting frees a slot.
+	if _, err := b.Accept(t.Context(), mesh.KindAdmin); err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	s, err = a.Dial(dialCtx(t, 5*time.Second), b.Addr().String(), mesh.KindAdmin)
+	if err != nil {
+		t.Fatalf("dial after accept: %v", err)
+	}
+	s.Close()
+}
+
+func TestEndpointBadHeaderRefused(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	b := newEndpoint(t, ca.Node("b", "dc1"), nil, "")
+	_, err := b.Dial(dialCtx(t, time.Second), b.Addr().String(), mesh.StreamKind(9))
+	if err == nil || !strings.Contains(err.Error(), "unknown stream kind") {
+		t.Errorf("dial kind 9: err = %v, want unknown stream kind", err)
+	}
+	var _ net.Conn = (*mesh.Stream)(nil)
+}

@@ -1,0 +1,611 @@
+package mesh
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// NodeID is a node's (or an agent's) name, unique in the cluster.
+type NodeID string
+
+// Site is the name of a data center.
+type Site string
+
+// Files in a CA directory and in a credentials directory (see Issue).
+const (
+	FileCA        = "ca.crt"
+	FileCAKey     = "ca.key"
+	FileCert      = "cert.crt"
+	FileKey       = "cert.key"
+	FileGossipKey = "gossip.key"
+	FileDedupKey  = "dedup.key"
+)
+
+// Default certificate lifetimes.
+const (
+	DefaultCAValidity   = 10 * 365 * 24 * time.Hour
+	DefaultCertValidity = 5 * 365 * 24 * time.Hour
+)
+
+// identityScheme is the URI scheme of the identity SAN (see doc.go).
+const identityScheme = "lifeboat"
+
+// maxNameLen bounds names, sites and services in identities.
+const maxNameLen = 64
+
+// Identity is what a verified certificate says about its holder. It is
+// encoded in a URI SAN: lifeboat://node/<site>/<name> or
+// lifeboat://agent/<site>/<service>/<name>.
+type Identity struct {
+	Name    NodeID
+	Site    Site
+	Agent   bool
+	Service string
+}
+
+// String returns the identity's URI form.
+func (id Identity) String() string { return id.URI().String() }
+
+// URI returns the URI SAN that encodes id.
+func (id Identity) URI() *url.URL {
+	if id.Agent {
+		return &url.URL{Scheme: identityScheme, Host: "agent", Path: "/" + string(id.Site) + "/" + id.Service + "/" + string(id.Name)}
+	}
+	return &url.URL{Scheme: identityScheme, Host: "node", Path: "/" + string(id.Site) + "/" + string(id.Name)}
+}
+
+// ValidName reports whether s may be used as a name, site or service in an
+// identity: 1 to 64 characters from [A-Za-z0-9._-], not starting with '.'
+// or '-'.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > maxNameLen || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// parseIdentity decodes an identity URI SAN.
+func parseIdentity(u *url.URL) (Identity, error) {
+	if u.Scheme != identityScheme {
+		return Identity{}, fmt.Errorf("identity %q: scheme is not %q", u, identityScheme)
+	}
+	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+	var id Identity
+	switch {
+	case u.Host == "node" && len(parts) == 2:
+		id = Identity{Site: Site(parts[0]), Name: NodeID(parts[1])}
+	case u.Host == "agent" && len(parts) == 3:
+		id = Identity{Site: Site(parts[0]), Service: parts[1], Name: NodeID(parts[2]), Agent: true}
+	default:
+		return Identity{}, fmt.Errorf("identity %q: want lifeboat://node/SITE/NAME or lifeboat://agent/SITE/SERVICE/NAME", u)
+	}
+	if !ValidName(string(id.Site)) || !ValidName(string(id.Name)) || (id.Agent && !ValidName(id.Service)) {
+		return Identity{}, fmt.Errorf("identity %q: bad name, site or service", u)
+	}
+	return id, nil
+}
+
+// identityOf returns the identity encoded in cert's URI SANs. Exactly one
+// lifeboat URI SAN must be present and it must match the CN.
+func identityOf(cert *x509.Certificate) (Identity, error) {
+	var found []Identity
+	for _, u := range cert.URIs {
+		if u.Scheme != identityScheme {
+			continue
+		}
+		id, err := parseIdentity(u)
+		if err != nil {
+			return Identity{}, err
+		}
+		found = append(found, id)
+	}
+	switch len(found) {
+	case 0:
+		return Identity{}, errors.New("certificate has no lifeboat identity (URI SAN)")
+	case 1:
+	default:
+		return Identity{}, fmt.Errorf("certificate has %d lifeboat identities, want 1", len(found))
+	}
+	if cert.Subject.CommonName != string(found[0].Name) {
+		return Identity{}, fmt.Errorf("certificate CN %q does not match identity %s", cert.Subject.CommonName, found[0])
+	}
+	return found[0], nil
+}
+
+// PeerIdentity extracts the Identity from the verified chain of a TLS
+// connection. It needs cs.VerifiedChains, which crypto/tls fills when it
+// verified the peer itself (the server side of ServerTLS); for the client side
+// of ClientTLS, use Creds.VerifyPeer.
+func PeerIdentity(cs tls.ConnectionState) (Identity, error) {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return Identity{}, errors.New("peer identity: no verified certificate chain")
+	}
+	return identityOf(cs.VerifiedChains[0][0])
+}
+
+// Creds are the credentials of one node or agent, loaded by LoadCreds.
+type Creds struct {
+	CA        *x509.CertPool
+	Cert      tls.Certificate // Leaf is set
+	Self      Identity
+	GossipKey []byte // nil for agents
+	DedupKey  []byte // nil if absent
+}
+
+// VerifyPeer verifies the peer certificates of cs against the cluster CA (for
+// TLS client or server authentication, whichever fits the peer) and returns
+// the peer's identity.
+func (c *Creds) VerifyPeer(cs tls.ConnectionState) (Identity, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return Identity{}, errors.New("peer sent no certificate")
+	}
+	return c.verifyChain(cs.PeerCertificates, x509.ExtKeyUsageAny)
+}
+
+// verifyChain verifies certs[0] (with certs[1:] as intermediates) against
+// the CA for usage and returns its identity.
+func (c *Creds) verifyChain(certs []*x509.Certificate, usage x509.ExtKeyUsage) (Identity, error) {
+	inter := x509.NewCertPool()
+	for _, ic := range certs[1:] {
+		inter.AddCert(ic)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{
+		Roots:         c.CA,
+		Intermediates: inter,
+		KeyUsages:     []x509.ExtKeyUsage{usage},
+	}); err != nil {
+		return Identity{}, fmt.Errorf("verify certificate %q: %w", certs[0].Subject.CommonName, err)
+	}
+	return identityOf(certs[0])
+}
+
+// ServerTLS returns a TLS 1.3 server config presenting c's certificate and
+// requiring a client certificate signed by the cluster CA that carries a
+// lifeboat identity. The caller may set NextProtos.
+func (c *Creds) ServerTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{c.Cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    c.CA,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			_, err := PeerIdentity(cs)
+			return err
+		},
+	}
+}
+
+// ClientTLS returns a TLS 1.3 client config presenting c's certificate and
+// requiring the server to hold a node certificate signed by the cluster CA.
+// Host names are not checked (nodes are dialed by address); the identity in
+// the certificate is what counts.
+func (c *Creds) ClientTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{c.Cert},
+		InsecureSkipVerify: true, // replaced by VerifyConnection below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("server sent no certificate")
+			}
+			id, err := c.verifyChain(cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
+			if err != nil {
+				return err
+			}
+			if id.Agent {
+				return fmt.Errorf("server %s holds an agent certificate, want a node", id)
+			}
+			return nil
+		},
+	}
+}
+
+// InitCA creates dir (which must not exist or be empty) holding a new
+// cluster CA: ca.crt, ca.key (0600), and the cluster-wide gossip.key and
+// dedup.key (32 random bytes each, hex, 0600).
+func InitCA(dir string) error {
+	if err := ensureEmptyDir(dir); err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate CA key: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          randomSerial(),
+		Subject:               pkix.Name{CommonName: "lifeboat cluster CA", Organization: []string{"lifeboat"}},
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(DefaultCAValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return fmt.Errorf("create CA certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("marshal CA key: %w", err)
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{FileCA, pemBytes("CERTIFICATE", der), 0o644},
+		{FileCAKey, pemBytes("PRIVATE KEY", keyDER), 0o600},
+		{FileGossipKey, randomHexKey(), 0o600},
+		{FileDedupKey, randomHexKey(), 0o600},
+	}
+	for _, f := range files {
+		if err := writeNewFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	return syncDir(dir)
+}
+
+// IssueRequest describes a certificate for Issue.
+type IssueRequest struct {
+	Name     string        // node or agent name (the certificate's CN and identity)
+	Site     string        // site of the node or agent
+	Agent    bool          // an agent certificate, scoped to Service
+	Service  string        // required for agents, refused for nodes
+	Hosts    []string      // optional extra DNS names / IPs
+	Validity time.Duration // zero = DefaultCertValidity; negative is refused
+	// NotBefore is the start of validity; zero = now minus one minute (for
+	// clock skew). Tests use it to make expired certificates.
+	NotBefore time.Time
+}
+
+// Identity returns the identity the request asks for, or an error naming
+// the bad field.
+func (r IssueRequest) Identity() (Identity, error) {
+	var errs []error
+	if !ValidName(r.Name) {
+		errs = append(errs, fmt.Errorf("name %q: want 1-64 characters from [A-Za-z0-9._-]", r.Name))
+	}
+	if !ValidName(r.Site) {
+		errs = append(errs, fmt.Errorf("site %q: want 1-64 characters from [A-Za-z0-9._-]", r.Site))
+	}
+	switch {
+	case r.Agent && !ValidName(r.Service):
+		errs = append(errs, fmt.Errorf("service %q: an agent certificate needs a service (1-64 characters from [A-Za-z0-9._-])", r.Service))
+	case !r.Agent && r.Service != "":
+		errs = append(errs, fmt.Errorf("service %q: only agent certificates are scoped to a service", r.Service))
+	}
+	if r.Validity < 0 {
+		errs = append(errs, fmt.Errorf("validity %v: must not be negative", r.Validity))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Identity{}, err
+	}
+	return Identity{Name: NodeID(r.Name), Site: Site(r.Site), Agent: r.Agent, Service: r.Service}, nil
+}
+
+// Issue signs a new key pair with the CA in caDir and writes into outDir
+// (created if missing): ca.crt, cert.crt, cert.key (0600), and for nodes also
+// copies of gossip.key and dedup.key. It refuses to overwrite existing files.
+func Issue(caDir string, req IssueRequest, outDir string) error {
+	id, err := req.Identity()
+	if err != nil {
+		return fmt.Errorf("issue certificate: %w", err)
+	}
+	caPEM, caCert, caKey, err := loadCA(caDir)
+	if err != nil {
+		return err
+	}
+	var extra []struct {
+		name string
+		data []byte
+	}
+	if !id.Agent {
+		for _, name := range []string{FileGossipKey, FileDedupKey} {
+			b, err := os.ReadFile(filepath.Join(caDir, name))
+			if err != nil {
+				return fmt.Errorf("read %s: %w", filepath.Join(caDir, name), err)
+			}
+			extra = append(extra, struct {
+				name string
+				data []byte
+			}{name, b})
+		}
+	}
+	certPEM, keyPEM, err := signCert(caCert, caKey, id, req)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", outDir, err)
+	}
+	names := []string{FileCA, FileCert, FileKey}
+	for _, e := range extra {
+		names = append(names, e.name)
+	}
+	for _, n := range names {
+		p := filepath.Join(outDir, n)
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("issue certificate: %s already exists; refusing to overwrite", p)
+		}
+	}
+	if err := writeNewFile(filepath.Join(outDir, FileCA), caPEM, 0o644); err != nil {
+		return err
+	}
+	if err := writeNewFile(filepath.Join(outDir, FileCert), certPEM, 0o644); err != nil {
+		return err
+	}
+	if err := writeNewFile(filepath.Join(outDir, FileKey), keyPEM, 0o600); err != nil {
+		return err
+	}
+	for _, e := range extra {
+		if err := writeNewFile(filepath.Join(outDir, e.name), e.data, 0o600); err != nil {
+			return err
+		}
+	}
+	return syncDir(outDir)
+}
+
+// signCert creates a key and a certificate for id signed by the CA.
+func signCert(caCert *x509.Certificate, caKey any, id Identity, req IssueRequest) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	validity := req.Validity
+	if validity == 0 {
+		validity = DefaultCertValidity
+	}
+	nb := req.NotBefore
+	if nb.IsZero() {
+		nb = time.Now().Add(-time.Minute)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: string(id.Name), Organization: []string{"lifeboat"}, OrganizationalUnit: []string{string(id.Site)}},
+		NotBefore:    nb,
+		NotAfter:     nb.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{id.URI()},
+	}
+	if !id.Agent {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	for _, h := range req.Hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign certificate for %s: %w", id, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("marshal key: %w", err)
+	}
+	return pemBytes("CERTIFICATE", der), pemBytes("PRIVATE KEY", keyDER), nil
+}
+
+// loadCA reads ca.crt and ca.key from caDir.
+func loadCA(caDir string) (caPEM []byte, cert *x509.Certificate, key any, err error) {
+	caPath := filepath.Join(caDir, FileCA)
+	caPEM, err = os.ReadFile(caPath)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read CA certificate: %w", err)
+	}
+	cert, err = parseCertPEM(caPath, caPEM)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !cert.IsCA {
+		return nil, nil, nil, fmt.Errorf("%s: not a CA certificate", caPath)
+	}
+	keyPath := filepath.Join(caDir, FileCAKey)
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read CA key: %w", err)
+	}
+	blk, _ := pem.Decode(keyPEM)
+	if blk == nil {
+		return nil, nil, nil, fmt.Errorf("%s: not PEM", keyPath)
+	}
+	key, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: parse key: %w", keyPath, err)
+	}
+	if _, err := tls.X509KeyPair(caPEM, keyPEM); err != nil {
+		return nil, nil, nil, fmt.Errorf("%s does not match %s: %w", keyPath, caPath, err)
+	}
+	return caPEM, cert, key, nil
+}
+
+// LoadCreds reads a credentials directory written by Issue and checks it:
+// the certificate is signed by ca.crt, currently valid, carries exactly one
+// identity, and matches cert.key. Errors name the file and what is wrong.
+func LoadCreds(dir string) (*Creds, error) {
+	caPath := filepath.Join(dir, FileCA)
+	caPEM, err := os.ReadFile(caPath)
+	if err != nil {
+		return nil, fmt.Errorf("load credentials: %w", err)
+	}
+	caCert, err := parseCertPEM(caPath, caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load credentials: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+
+	certPath, keyPath := filepath.Join(dir, FileCert), filepath.Join(dir, FileKey)
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("load credentials: %w", err)
+	}
+	leaf, err := parseCertPEM(certPath, certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load credentials: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("load credentials: %w", err)
+	}
+	if blk, _ := pem.Decode(keyPEM); blk == nil {
+		return nil, fmt.Errorf("load credentials: %s: not PEM", keyPath)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load credentials: %s does not match %s: %w", keyPath, certPath, err)
+	}
+	pair.Leaf = leaf
+	now := time.Now()
+	if now.After(leaf.NotAfter) {
+		return nil, fmt.Errorf("load credentials: %s: certificate expired at %s", certPath, leaf.NotAfter.Format(time.RFC3339))
+	}
+	if now.Before(leaf.NotBefore) {
+		return nil, fmt.Errorf("load credentials: %s: certificate not valid before %s", certPath, leaf.NotBefore.Format(time.RFC3339))
+	}
+	c := &Creds{CA: pool, Cert: pair}
+	id, err := c.verifyChain([]*x509.Certificate{leaf}, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		if _, idErr := identityOf(leaf); idErr != nil {
+			return nil, fmt.Errorf("load credentials: %s: wrong identity: %w", certPath, idErr)
+		}
+		return nil, fmt.Errorf("load credentials: %s: not signed by %s: %w", certPath, caPath, err)
+	}
+	c.Self = id
+	if c.DedupKey, err = readHexKey(filepath.Join(dir, FileDedupKey), true); err != nil {
+		return nil, fmt.Errorf("load credentials: %w", err)
+	}
+	if !id.Agent {
+		if c.GossipKey, err = readHexKey(filepath.Join(dir, FileGossipKey), false); err != nil {
+			return nil, fmt.Errorf("load credentials: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// readHexKey reads a 32-byte hex key file. A missing file is an error
+// unless optional (then it returns nil).
+func readHexKey(path string, optional bool) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if optional && errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: not hex: %w", path, err)
+	}
+	if len(k) != 32 {
+		return nil, fmt.Errorf("%s: key is %d bytes, want 32", path, len(k))
+	}
+	return k, nil
+}
+
+func parseCertPEM(path string, b []byte) (*x509.Certificate, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: not a PEM certificate", path)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: parse certificate: %w", path, err)
+	}
+	return c, nil
+}
+
+func pemBytes(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func randomHexKey() []byte {
+	k := make([]byte, 32)
+	rand.Read(k)
+	return []byte(hex.EncodeToString(k) + "\n")
+}
+
+func randomSerial() *big.Int {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[0] &= 0x7f
+	return new(big.Int).SetBytes(b)
+}
+
+// ensureEmptyDir creates dir or checks that it is empty.
+func ensureEmptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read %s: %w", dir, err)
+	case len(ents) > 0:
+		return fmt.Errorf("%s is not empty; refusing to create a CA there", dir)
+	}
+	return nil
+}
+
+// writeNewFile durably creates path with data, refusing to overwrite.
+func writeNewFile(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
