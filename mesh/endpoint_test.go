@@ -17,9 +17,32 @@ import (
 	"github.com/lifeboat-dr/lifeboat/mesh/meshtest"
 )
 
-// testLogger logs to t's output, shown only when the test fails.
+// testLogger logs to t's output, shown only when the test fails. Writes
+// after the test ends (memberlist's goroutines outlive Shutdown) are
+// discarded.
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := &testWriter{w: t.Output()}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return len(p), nil
+	}
+	return w.w.Write(p)
 }
 
 // eventually polls cond every 20ms until it holds or d passes.
