@@ -5,6 +5,7 @@ import (
 	"math"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 )
@@ -266,7 +267,7 @@ func (c *Cluster) validate(ps *problems) {
 	siteWant := func() string {
 		names := make([]string, 0, len(c.Sites))
 		for _, s := range c.Sites {
-			if validName(s.Name) {
+			if validName(s.Name) && !slices.Contains(names, s.Name) {
 				names = append(names, s.Name)
 			}
 		}
@@ -310,8 +311,11 @@ func (c *Cluster) validate(ps *problems) {
 		if l.Coalesce < 0 {
 			ps.add(p.key("coalesce"), "%s: want 0 (off) or a positive duration, like \"30s\"", l.Coalesce)
 		}
-		if _, err := loadLocation(l.Timezone); err != nil {
-			ps.addErr(p.key("timezone"), err)
+		if s := c.Site(l.Between[0]); s == nil || l.Timezone != s.Timezone {
+			// The default, the first site's time zone, is checked there.
+			if _, err := loadLocation(l.Timezone); err != nil {
+				ps.addErr(p.key("timezone"), err)
+			}
 		}
 		for j := range l.Schedule {
 			checkRate(ps, p.key("schedule").elem(j, "").key("rate"), l.Schedule[j].Rate)

@@ -293,6 +293,22 @@ func quote(v any) string {
 			x = x[:77] + "..."
 		}
 		return strconv.Quote(x)
+	case []any:
+		var parts []string
+		for i, e := range x {
+			if i == 4 {
+				parts = append(parts, "...")
+				break
+			}
+			if _, nested := e.([]any); nested {
+				parts = append(parts, "[...]")
+				continue
+			}
+			parts = append(parts, quote(e))
+		}
+		s = "[" + strings.Join(parts, ", ") + "]"
+	case map[string]any:
+		s = "{...}"
 	case fmt.Stringer:
 		s = x.String()
 	default:
