@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node"
 )
 
 // Exit codes. This is the only place that decides them; the README copies
@@ -20,6 +21,7 @@ import (
 //	   3  damage       verify found damage, or a command met corrupt store data
 //	   4  not found    no store at --store, or no such volume or point
 //	   5  locked       another process has the store open
+//	   6  unavailable  no node answers at --admin, or the cluster has no quorum
 //	 130  interrupted  Ctrl-C or SIGTERM stopped the command
 const (
 	exitOK          = 0
@@ -28,6 +30,7 @@ const (
 	exitDamage      = 3
 	exitNotFound    = 4
 	exitLocked      = 5
+	exitUnavailable = 6
 	exitInterrupted = 130
 )
 
@@ -66,9 +69,10 @@ func (e *hintError) Unwrap() error { return e.err }
 // context: a cancellation counts as an interruption only when it ended.
 func exitCode(ctx context.Context, err error) int {
 	var (
-		ue *usageError
-		de *damageError
-		ce *blockstore.CorruptError
+		ue  *usageError
+		de  *damageError
+		ce  *blockstore.CorruptError
+		rse *node.RaftStateError
 	)
 	switch {
 	case err == nil:
@@ -79,7 +83,9 @@ func exitCode(ctx context.Context, err error) int {
 		return exitUsage
 	case errors.Is(err, blockstore.ErrLocked):
 		return exitLocked
-	case errors.As(err, &de), errors.As(err, &ce):
+	case errors.Is(err, node.ErrNoQuorum), errors.Is(err, node.ErrUnreachable):
+		return exitUnavailable
+	case errors.As(err, &de), errors.As(err, &ce), errors.As(err, &rse):
 		return exitDamage
 	case errors.Is(err, blockstore.ErrNotFound), errors.Is(err, blockstore.ErrNotStore):
 		return exitNotFound
@@ -91,8 +97,9 @@ func exitCode(ctx context.Context, err error) int {
 // errorHint returns what the operator should try about err, or "".
 func errorHint(err error) string {
 	var (
-		he *hintError
-		ce *blockstore.CorruptError
+		he  *hintError
+		ce  *blockstore.CorruptError
+		rse *node.RaftStateError
 	)
 	switch {
 	case errors.As(err, &he):
@@ -103,6 +110,14 @@ func errorHint(err error) string {
 		return "check the --store path, or create a store with `lifeboat store init --store DIR`"
 	case errors.Is(err, blockstore.ErrLocked):
 		return "wait for the other lifeboat process using this store to finish"
+	case errors.As(err, &rse):
+		return rse.Hint()
+	case errors.Is(err, node.ErrUnreachable):
+		return "check that a node runs there (`lifeboat node run`) and that --admin names its admin address"
+	case errors.Is(err, node.ErrNoQuorum):
+		return "this side of the cluster cannot reach a majority of the voters; `lifeboat status` shows which are gone. If they are lost for good: `lifeboat raft recover --force`"
+	case errors.Is(err, node.ErrNeedForce):
+		return "add --force once you are sure the lost voters will not come back"
 	}
 	return ""
 }

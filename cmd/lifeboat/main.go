@@ -93,7 +93,7 @@ volumes and brings them back.
 
 The commands here work offline against a local store directory (--store).
 Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
-130 interrupted.`,
+6 unavailable (no node or no quorum), 130 interrupted.`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		PersistentPreRunE: c.setupLogging,
@@ -112,6 +112,11 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
 		c.pruneCmd(),
 		c.statsCmd(),
 		c.demoCmd(),
+		c.caCmd(),
+		c.nodeCmd(),
+		c.statusCmd(),
+		c.policyCmd(),
+		c.raftCmd(),
 	)
 	return root
 }

@@ -1,0 +1,413 @@
+package main
+
+// The commands that run or talk to a cluster: ca, node run, status, policy
+// and raft recover.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node"
+)
+
+// defaultAdmin is where commands find a node's admin API by default.
+const defaultAdmin = "127.0.0.1:7948"
+
+func (c *cli) caCmd() *cobra.Command {
+	ca := &cobra.Command{
+		Use:   "ca",
+		Short: "Create the cluster's certificate authority and issue certificates",
+		Args:  noArgs,
+	}
+	var dir string
+	initCmd := &cobra.Command{
+		Use:   "init --dir DIR",
+		Short: "Create a cluster CA, gossip key and dedup key in DIR",
+		Long: `Create a cluster CA, gossip key and dedup key in DIR (which must not exist
+or be empty). Keep DIR safe and offline: whoever holds ca.key can join nodes
+to the cluster.`,
+		Args: noArgs,
+		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if err := mesh.InitCA(dir); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "cluster CA created in %s (ca.crt, ca.key, gossip.key, dedup.key)\n", dir)
+			fmt.Fprintf(c.stdout, "next: lifeboat ca issue --dir %s --name NODE --site SITE --out DIR\n", dir)
+			return nil
+		}),
+	}
+	initCmd.Flags().StringVar(&dir, "dir", "", "directory for the CA (required)")
+	initCmd.MarkFlagRequired("dir")
+
+	var (
+		req mesh.IssueRequest
+		out string
+	)
+	issueCmd := &cobra.Command{
+		Use:   "issue --dir DIR --name NAME --site SITE [--agent --service SVC] --out DIR",
+		Short: "Issue a node or agent certificate signed by the cluster CA",
+		Long: `Issue a node or agent certificate signed by the cluster CA in --dir and write
+it, with the CA certificate (and for nodes the gossip and dedup keys), into
+--out: the directory a node's tls.dir or an agent's --tls-dir points at. An
+agent certificate is scoped to one service.`,
+		Args: noArgs,
+		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if req.Agent && req.Service == "" {
+				return usagef("--agent needs --service: an agent certificate is scoped to one service")
+			}
+			if !req.Agent && req.Service != "" {
+				return usagef("--service is only for agent certificates (--agent)")
+			}
+			if err := mesh.Issue(dir, req, out); err != nil {
+				return err
+			}
+			kind := "node"
+			if req.Agent {
+				kind = "agent (service " + req.Service + ")"
+			}
+			fmt.Fprintf(c.stdout, "%s certificate for %s at site %s written to %s\n", kind, req.Name, req.Site, out)
+			return nil
+		}),
+	}
+	f := issueCmd.Flags()
+	f.StringVar(&dir, "dir", "", "the CA directory made by `lifeboat ca init` (required)")
+	f.StringVar(&req.Name, "name", "", "node or agent name (required)")
+	f.StringVar(&req.Site, "site", "", "site of the node or agent (required)")
+	f.BoolVar(&req.Agent, "agent", false, "issue an agent certificate")
+	f.StringVar(&req.Service, "service", "", "the service an agent certificate is for")
+	f.StringSliceVar(&req.Hosts, "host", nil, "extra DNS name or IP for the certificate (repeatable)")
+	f.DurationVar(&req.Validity, "validity", 0, "certificate lifetime (default 5 years)")
+	f.StringVar(&out, "out", "", "directory to write the certificate into (required)")
+	for _, n := range []string{"dir", "name", "site", "out"} {
+		issueCmd.MarkFlagRequired(n)
+	}
+	ca.AddCommand(initCmd, issueCmd)
+	return ca
+}
+
+func (c *cli) nodeCmd() *cobra.Command {
+	nodeCmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run a lifeboat node",
+		Args:  noArgs,
+	}
+	var (
+		file          string
+		nf            config.Node
+		join          []string
+		resetRaft     bool
+		gossipProfile string
+		role          string
+	)
+	runCmd := &cobra.Command{
+		Use:   "run --config FILE | --name N --site S --data-dir DIR ...",
+		Short: "Run a node: join the cluster, serve the catalog and the admin API",
+		Long: `Run a node until SIGINT or SIGTERM. Settings come from --config (a node file,
+see config/examples/) and from flags of the same names, which win over the
+file. A node stopped this way keeps its place in the cluster.`,
+		Args: noArgs,
+		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			n := &config.Node{}
+			if file != "" {
+				var err error
+				if n, err = config.LoadNode(file); err != nil {
+					return &usageError{err}
+				}
+			}
+			fl := cmd.Flags()
+			set := func(name string, apply func()) {
+				if fl.Changed(name) {
+					apply()
+				}
+			}
+			set("name", func() { n.Name = nf.Name })
+			set("site", func() { n.Site = nf.Site })
+			set("data-dir", func() { n.DataDir = nf.DataDir })
+			set("role", func() { n.Role = config.Role(role) })
+			set("listen-gossip", func() { n.Listen.Gossip = nf.Listen.Gossip })
+			set("listen-quic", func() { n.Listen.QUIC = nf.Listen.QUIC })
+			set("listen-admin", func() { n.Listen.Admin = nf.Listen.Admin })
+			set("advertise", func() { n.Listen.Advertise = nf.Listen.Advertise })
+			set("join", func() { n.Join = join })
+			set("tls-dir", func() { n.TLS.Dir = nf.TLS.Dir })
+			set("bootstrap-expect", func() { n.BootstrapExpect = nf.BootstrapExpect })
+			n.SetDefaults()
+			if err := n.Validate(); err != nil {
+				return &usageError{err}
+			}
+			if lvl, ok := logLevels[n.LogLevel]; ok && !cmd.Flags().Changed("log-level") && c.setDefault != nil {
+				c.log = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
+				c.setDefault(c.log)
+			}
+			creds, err := mesh.LoadCreds(n.TLS.Dir)
+			if err != nil {
+				return &hintError{err, fmt.Sprintf("issue this node's certificate with `lifeboat ca issue --dir CA --name %s --site %s --out %s`", n.Name, n.Site, n.TLS.Dir)}
+			}
+			nd, err := node.New(node.Options{
+				Name: mesh.NodeID(n.Name), Site: mesh.Site(n.Site), Role: string(n.Role), DataDir: n.DataDir, Creds: creds,
+				Gossip: n.Listen.Gossip, QUIC: n.Listen.QUIC, Admin: n.Listen.Admin, Advertise: n.Listen.Advertise,
+				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(),
+				GossipProfile: gossipProfile, ResetRaft: resetRaft, Logger: c.log,
+			})
+			if err != nil {
+				var rse *node.RaftStateError
+				if errors.As(err, &rse) {
+					return &hintError{err, rse.Hint()}
+				}
+				return err
+			}
+			fmt.Fprintf(c.stdout, "node %s (site %s) running: gossip %s, quic %s, admin %s\n",
+				n.Name, n.Site, nd.GossipAddr(), nd.QUICAddr(), nd.AdminAddr())
+			err = nd.Run(cmd.Context())
+			if err == nil && cmd.Context().Err() != nil {
+				return nil
+			}
+			return err
+		}),
+	}
+	f := runCmd.Flags()
+	f.StringVar(&file, "config", "", "node file (TOML)")
+	f.StringVar(&nf.Name, "name", "", "node name")
+	f.StringVar(&nf.Site, "site", "", "site name")
+	f.StringVar(&nf.DataDir, "data-dir", "", "data directory")
+	f.StringVar(&role, "role", "node", "node or witness")
+	f.StringVar(&nf.Listen.Gossip, "listen-gossip", "0.0.0.0:7946", "gossip address (UDP and TCP)")
+	f.StringVar(&nf.Listen.QUIC, "listen-quic", "0.0.0.0:7947", "QUIC address (UDP)")
+	f.StringVar(&nf.Listen.Admin, "listen-admin", defaultAdmin, "admin API address (TCP; off loopback it needs client certificates)")
+	f.StringVar(&nf.Listen.Advertise, "advertise", "", "host to advertise to peers when listening on 0.0.0.0")
+	f.StringSliceVar(&join, "join", nil, "gossip address of a node to join (repeatable)")
+	f.StringVar(&nf.TLS.Dir, "tls-dir", "", "directory written by `lifeboat ca issue` (default DATA_DIR/tls)")
+	f.IntVar(&nf.BootstrapExpect, "bootstrap-expect", 0, "nodes that must see each other before a new cluster forms (default 1 without --join, else 3)")
+	f.BoolVar(&resetRaft, "reset-raft", false, "move this node's raft state aside and rejoin as a new member")
+	f.StringVar(&gossipProfile, "gossip-profile", "lan", "failure detection timings: lan, wan or test")
+	nodeCmd.AddCommand(runCmd)
+	return nodeCmd
+}
+
+// adminFlags are the flags of commands that talk to a node's admin API.
+type adminFlags struct {
+	addr   string
+	tlsDir string
+}
+
+func (a *adminFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&a.addr, "admin", defaultAdmin, "a node's admin API address")
+	cmd.Flags().StringVar(&a.tlsDir, "tls-dir", "", "certificate directory, needed when --admin is not on this host")
+}
+
+func (a *adminFlags) client() (*node.Client, error) {
+	var creds *mesh.Creds
+	if a.tlsDir != "" {
+		var err error
+		if creds, err = mesh.LoadCreds(a.tlsDir); err != nil {
+			return nil, err
+		}
+	}
+	cl, err := node.NewClient(a.addr, creds)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	cl.Operator = operatorName()
+	return cl, nil
+}
+
+// operatorName is who runs this command, for the catalog's records.
+func operatorName() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
+}
+
+func (c *cli) statusCmd() *cobra.Command {
+	var (
+		af      adminFlags
+		jsonOut bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status [--admin ADDR] [--json]",
+		Short: "Show the cluster as a node sees it: sites, nodes, leader, voters",
+		Args:  noArgs,
+		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			st, err := cl.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSONOut(c.stdout, st)
+			}
+			printStatus(c, st)
+			return nil
+		}),
+	}
+	af.register(cmd)
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(c *cli, st *node.Status) {
+	leader := string(st.Leader)
+	if leader == "" {
+		leader = "none (no quorum on this side: read-only)"
+	}
+	policy := "none"
+	if st.PolicyVersion > 0 {
+		policy = fmt.Sprintf("version %d", st.PolicyVersion)
+	}
+	fmt.Fprintf(c.stdout, "node %s (site %s, raft %s)\n", st.Node, st.Site, strings.ToLower(st.RaftState))
+	fmt.Fprintf(c.stdout, "leader: %s   term: %d   policy: %s\n", leader, st.Term, policy)
+	var sites []string
+	for _, s := range st.Sites {
+		sites = append(sites, fmt.Sprintf("%s %d/%d alive", s.Name, s.Alive, s.Nodes))
+	}
+	fmt.Fprintf(c.stdout, "sites: %s\n\n", strings.Join(sites, ", "))
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSITE\tROLE\tSTATE\tRAFT")
+	for _, n := range st.Nodes {
+		r := n.Raft
+		if n.Name == st.Leader {
+			r += " (leader)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Site, n.Role, n.State, r)
+	}
+	tw.Flush()
+}
+
+func writeJSONOut(w interface{ Write([]byte) (int, error) }, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c *cli) policyCmd() *cobra.Command {
+	policy := &cobra.Command{
+		Use:   "policy",
+		Short: "Apply or show the cluster policy (sites, links, services, tiers)",
+		Args:  noArgs,
+	}
+	var af adminFlags
+	apply := &cobra.Command{
+		Use:   "apply [--admin ADDR] FILE",
+		Short: "Validate a cluster policy file and apply it to the catalog",
+		Args:  oneArg("the cluster policy file"),
+		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
+			src, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := config.ParseCluster(args[0], src); err != nil {
+				return &usageError{err}
+			}
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			p, err := cl.ApplyPolicy(cmd.Context(), filepath.Base(args[0]), src)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "policy version %d applied (%d sites, %d services)\n", p.Version, len(p.Cluster.Sites), len(p.Cluster.Services))
+			return nil
+		}),
+	}
+	af.register(apply)
+	var (
+		af2     adminFlags
+		jsonOut bool
+	)
+	show := &cobra.Command{
+		Use:   "show [--admin ADDR] [--json]",
+		Short: "Show the applied cluster policy",
+		Args:  noArgs,
+		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			cl, err := af2.client()
+			if err != nil {
+				return err
+			}
+			p, err := cl.Policy(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSONOut(c.stdout, p)
+			}
+			fmt.Fprintf(c.stdout, "# policy version %d from %s, applied %s by %s\n", p.Version, p.File, p.AppliedAt.Format(time.RFC3339), p.AppliedBy)
+			fmt.Fprint(c.stdout, p.Source)
+			return nil
+		}),
+	}
+	af2.register(show)
+	show.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	policy.AddCommand(apply, show)
+	return policy
+}
+
+func (c *cli) raftCmd() *cobra.Command {
+	raftCmd := &cobra.Command{
+		Use:   "raft",
+		Short: "Raft catalog maintenance",
+		Args:  noArgs,
+	}
+	var (
+		af    adminFlags
+		force bool
+	)
+	recoverCmd := &cobra.Command{
+		Use:   "recover --admin ADDR --force",
+		Short: "Make a surviving node the only voter when a majority is lost for good",
+		Long: `When a majority of the Raft voters is gone for good (a whole site lost), the
+catalog accepts no writes. This makes the node at --admin the only voter; it
+becomes leader and adds the surviving nodes back. It refuses while a leader is
+reachable and without --force. Who ran it and when goes into the catalog.
+
+Run it on one node only. Nodes of the lost site that come back must be
+restarted with --reset-raft before they rejoin.`,
+		Args: noArgs,
+		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if !force {
+				return &usageError{fmt.Errorf("%w: it makes the node at %s the only voter; run it only when a majority of the voters is gone for good", node.ErrNeedForce, af.addr)}
+			}
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			rec, err := cl.RecoverRaft(cmd.Context(), force)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "raft recovered on %s by %s at %s; voters before: %s; now: %s\n",
+				rec.Node, rec.By, rec.At.Format(time.RFC3339), joinIDs(rec.Before), joinIDs(rec.After))
+			return nil
+		}),
+	}
+	af.register(recoverCmd)
+	recoverCmd.Flags().BoolVar(&force, "force", false, "confirm that the lost voters are gone for good")
+	raftCmd.AddCommand(recoverCmd)
+	return raftCmd
+}
+
+func joinIDs(ids []mesh.NodeID) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = string(id)
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,405 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+)
+
+// Catalog is the cluster state that Raft replicates: the nodes, the applied
+// cluster policy, per-service epochs and RPO watermarks, and the record of
+// forced recoveries. It stays small: points live in the holders' stores.
+type Catalog struct {
+	Nodes      map[mesh.NodeID]NodeInfo `json:"nodes"`
+	Policy     *PolicyRecord            `json:"policy,omitempty"`
+	Services   map[string]*ServiceState `json:"services"`
+	Recoveries []RecoveryRecord         `json:"recoveries,omitempty"`
+	Notes      map[string]string        `json:"notes,omitempty"`
+	Sites      map[mesh.Site]SiteInfo   `json:"sites"`
+	Index      uint64                   `json:"index"` // last applied Raft index
+}
+
+// NodeInfo is what the catalog knows of a node, registered by the leader
+// when the node first appears in the membership.
+type NodeInfo struct {
+	Name   mesh.NodeID `json:"name"`
+	Site   mesh.Site   `json:"site"`
+	Role   string      `json:"role"`
+	QUIC   string      `json:"quic"`
+	Gossip string      `json:"gossip"`
+	Admin  string      `json:"admin,omitempty"`
+	Added  time.Time   `json:"added"`
+}
+
+// SiteInfo is a site seen in the cluster: from its nodes or from the policy.
+type SiteInfo struct {
+	Name  mesh.Site     `json:"name"`
+	Nodes []mesh.NodeID `json:"nodes"`
+}
+
+// PolicyRecord is an applied cluster policy. Version counts applies from 1.
+type PolicyRecord struct {
+	Version   uint64          `json:"version"`
+	File      string          `json:"file"`
+	Source    string          `json:"source"`
+	Cluster   *config.Cluster `json:"cluster"`
+	AppliedAt time.Time       `json:"applied_at"`
+	AppliedBy string          `json:"applied_by"`
+}
+
+// ServiceState is the catalog's per-service record.
+type ServiceState struct {
+	Epoch      uint64               `json:"epoch"`
+	Watermarks map[string]Watermark `json:"watermarks,omitempty"` // by site
+}
+
+// Watermark is the newest consistency point a site holds for a service.
+type Watermark struct {
+	Service string    `json:"service"`
+	Site    string    `json:"site"`
+	Point   string    `json:"point"`
+	Time    time.Time `json:"time"`
+}
+
+// RecoveryRecord logs an operator-forced Raft recovery: who, when, where, and
+// the voters before and after.
+type RecoveryRecord struct {
+	By     string        `json:"by"`
+	At     time.Time     `json:"at"`
+	Node   mesh.NodeID   `json:"node"`
+	Before []mesh.NodeID `json:"voters_before"`
+	After  []mesh.NodeID `json:"voters_after"`
+}
+
+// Command ops. A command is one Raft log entry: a version byte, then JSON.
+const (
+	opNodeUpsert = "node_upsert"
+	opNodeRemove = "node_remove"
+	opPolicy     = "policy_apply"
+	opWatermarks = "watermarks"
+	opRecovery   = "recovery"
+	opNote       = "note"
+)
+
+const commandVersion = 1
+
+// maxCommand bounds a command's encoded size; a policy is the biggest.
+const maxCommand = 4 << 20
+
+// Command is one catalog change.
+type Command struct {
+	Op         string          `json:"op"`
+	Node       *NodeInfo       `json:"node,omitempty"`
+	Name       mesh.NodeID     `json:"name,omitempty"`
+	Policy     *PolicyRecord   `json:"policy,omitempty"`
+	Watermarks []Watermark     `json:"watermarks,omitempty"`
+	Recovery   *RecoveryRecord `json:"recovery,omitempty"`
+	Key        string          `json:"key,omitempty"`
+	Value      string          `json:"value,omitempty"`
+}
+
+// ErrBadCommand reports a log entry that does not decode or does not apply.
+var ErrBadCommand = errors.New("bad catalog command")
+
+func encodeCommand(c *Command) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte(commandVersion)
+	if err := json.NewEncoder(&buf).Encode(c); err != nil {
+		return nil, fmt.Errorf("encode %s command: %w", c.Op, err)
+	}
+	if buf.Len() > maxCommand {
+		return nil, fmt.Errorf("%w: %s command is %d bytes, limit %d", ErrBadCommand, c.Op, buf.Len(), maxCommand)
+	}
+	return buf.Bytes(), nil
+}
+
+func decodeCommand(b []byte) (*Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty entry", ErrBadCommand)
+	}
+	if b[0] != commandVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d (is this node older than the cluster?)", ErrBadCommand, b[0], commandVersion)
+	}
+	if len(b) > maxCommand {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrBadCommand, len(b), maxCommand)
+	}
+	var c Command
+	dec := json.NewDecoder(bytes.NewReader(b[1:]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	return &c, nil
+}
+
+func newCatalog() *Catalog {
+	return &Catalog{
+		Nodes:    map[mesh.NodeID]NodeInfo{},
+		Services: map[string]*ServiceState{},
+		Sites:    map[mesh.Site]SiteInfo{},
+	}
+}
+
+// apply changes the catalog by one command. It returns an error for a
+// command that cannot apply; the catalog is then unchanged.
+func (c *Catalog) apply(cmd *Command, index uint64) error {
+	switch cmd.Op {
+	case opNodeUpsert:
+		if cmd.Node == nil || cmd.Node.Name == "" || cmd.Node.Site == "" {
+			return fmt.Errorf("%w: node_upsert needs a node with name and site", ErrBadCommand)
+		}
+		n := *cmd.Node
+		if old, ok := c.Nodes[n.Name]; ok && !old.Added.IsZero() {
+			n.Added = old.Added
+		}
+		c.Nodes[n.Name] = n
+	case opNodeRemove:
+		if _, ok := c.Nodes[cmd.Name]; !ok {
+			return fmt.Errorf("%w: node_remove: no node %q", ErrBadCommand, cmd.Name)
+		}
+		delete(c.Nodes, cmd.Name)
+	case opPolicy:
+		if cmd.Policy == nil || cmd.Policy.Cluster == nil {
+			return fmt.Errorf("%w: policy_apply without a policy", ErrBadCommand)
+		}
+		p := *cmd.Policy
+		p.Version = 1
+		if c.Policy != nil {
+			p.Version = c.Policy.Version + 1
+		}
+		c.Policy = &p
+		for _, s := range p.Cluster.Services {
+			if c.Services[s.Name] == nil {
+				c.Services[s.Name] = &ServiceState{Epoch: 1}
+			}
+		}
+	case opWatermarks:
+		for _, w := range cmd.Watermarks {
+			s := c.Services[w.Service]
+			if s == nil {
+				s = &ServiceState{Epoch: 1}
+				c.Services[w.Service] = s
+			}
+			if s.Watermarks == nil {
+				s.Watermarks = map[string]Watermark{}
+			}
+			if old, ok := s.Watermarks[w.Site]; !ok || !w.Time.Before(old.Time) {
+				s.Watermarks[w.Site] = w
+			}
+		}
+	case opRecovery:
+		if cmd.Recovery == nil {
+			return fmt.Errorf("%w: recovery without a record", ErrBadCommand)
+		}
+		c.Recoveries = append(c.Recoveries, *cmd.Recovery)
+	case opNote:
+		if c.Notes == nil {
+			c.Notes = map[string]string{}
+		}
+		c.Notes[cmd.Key] = cmd.Value
+	default:
+		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, cmd.Op)
+	}
+	c.Index = index
+	c.rebuildSites()
+	return nil
+}
+
+// rebuildSites derives the site list from the nodes and the policy.
+func (c *Catalog) rebuildSites() {
+	sites := map[mesh.Site]SiteInfo{}
+	if c.Policy != nil && c.Policy.Cluster != nil {
+		for _, s := range c.Policy.Cluster.Sites {
+			sites[mesh.Site(s.Name)] = SiteInfo{Name: mesh.Site(s.Name), Nodes: []mesh.NodeID{}}
+		}
+	}
+	for _, n := range c.Nodes {
+		s := sites[n.Site]
+		s.Name = n.Site
+		s.Nodes = append(s.Nodes, n.Name)
+		sites[n.Site] = s
+	}
+	for k, s := range sites {
+		slices.Sort(s.Nodes)
+		sites[k] = s
+	}
+	c.Sites = sites
+}
+
+// clone returns a deep copy through JSON: the catalog is small.
+func (c *Catalog) clone() *Catalog {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("catalog does not marshal: %v", err))
+	}
+	out := newCatalog()
+	if err := json.Unmarshal(b, out); err != nil {
+		panic(fmt.Sprintf("catalog does not unmarshal: %v", err))
+	}
+	return out
+}
+
+// fsm is the Raft state machine holding the catalog.
+type fsm struct {
+	mu      sync.RWMutex
+	cat     *Catalog
+	applied chan struct{} // closed and replaced at every applied entry
+}
+
+var _ raft.FSM = (*fsm)(nil)
+
+func newFSM() *fsm { return &fsm{cat: newCatalog(), applied: make(chan struct{})} }
+
+// notify wakes waitIndex callers; f.mu must be held for writing.
+func (f *fsm) notify() {
+	close(f.applied)
+	f.applied = make(chan struct{})
+}
+
+// waitIndex returns once the catalog has applied Raft index idx.
+func (f *fsm) waitIndex(ctx context.Context, idx uint64) error {
+	for {
+		f.mu.RLock()
+		at, ch := f.cat.Index, f.applied
+		f.mu.RUnlock()
+		if at >= idx {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for catalog index %d (at %d): %w", idx, at, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// applyResult is what fsm.Apply returns through the ApplyFuture.
+type applyResult struct {
+	err error
+}
+
+// Apply implements raft.FSM. A bad entry is logged as an error result and
+// changes nothing; it never stops the state machine.
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return applyResult{}
+	}
+	cmd, err := decodeCommand(l.Data)
+	if err != nil {
+		f.mu.Lock()
+		f.cat.Index = l.Index
+		f.notify()
+		f.mu.Unlock()
+		return applyResult{err: err}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err = f.cat.apply(cmd, l.Index)
+	if err != nil {
+		// A refused command still consumed its index.
+		f.cat.Index = l.Index
+	}
+	f.notify()
+	return applyResult{err: err}
+}
+
+// read calls fn with the catalog under the read lock; fn must not keep it.
+func (f *fsm) read(fn func(*Catalog)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.cat)
+}
+
+// Snapshot implements raft.FSM: a JSON copy of the catalog.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := json.Marshal(f.cat)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot catalog: %w", err)
+	}
+	return &fsmSnapshot{data: b}, nil
+}
+
+// snapshotMagic starts a catalog snapshot: name and format version.
+var snapshotMagic = []byte("LBCAT\x00\x01\n")
+
+// maxSnapshot bounds a catalog snapshot read back from disk or the wire.
+const maxSnapshot = 256 << 20
+
+// Restore implements raft.FSM.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxSnapshot+1))
+	if err != nil {
+		return fmt.Errorf("read catalog snapshot: %w", err)
+	}
+	cat, err := decodeSnapshot(b)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.cat = cat
+	f.notify()
+	f.mu.Unlock()
+	return nil
+}
+
+func decodeSnapshot(b []byte) (*Catalog, error) {
+	if len(b) > maxSnapshot {
+		return nil, fmt.Errorf("catalog snapshot: larger than %d bytes", maxSnapshot)
+	}
+	if !bytes.HasPrefix(b, snapshotMagic) {
+		return nil, fmt.Errorf("catalog snapshot: bad header (want %q)", snapshotMagic)
+	}
+	cat := newCatalog()
+	if err := json.Unmarshal(b[len(snapshotMagic):], cat); err != nil {
+		return nil, fmt.Errorf("catalog snapshot: %w", err)
+	}
+	if cat.Nodes == nil {
+		cat.Nodes = map[mesh.NodeID]NodeInfo{}
+	}
+	if cat.Services == nil {
+		cat.Services = map[string]*ServiceState{}
+	}
+	for k, s := range cat.Services {
+		if s == nil {
+			return nil, fmt.Errorf("catalog snapshot: service %q: null record", k)
+		}
+	}
+	cat.rebuildSites()
+	return cat, nil
+}
+
+type fsmSnapshot struct{ data []byte }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(snapshotMagic); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("write catalog snapshot: %w", err)
+	}
+	if _, err := sink.Write(s.data); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("write catalog snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+// sortedNodes returns the catalog's node names in order.
+func (c *Catalog) sortedNodes() []mesh.NodeID {
+	return slices.Sorted(maps.Keys(c.Nodes))
+}

@@ -1,0 +1,494 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/lifeboat-dr/lifeboat/mesh"
+)
+
+// ErrNoQuorum reports a write that found no leader in time: this side of
+// the cluster cannot reach a majority of the voters and is read-only.
+var ErrNoQuorum = errors.New("no raft leader reachable: this part of the cluster has no quorum and is read-only")
+
+// ErrNeedForce reports a forced recovery asked for without --force.
+var ErrNeedForce = errors.New("forced raft recovery needs --force")
+
+// ErrHasLeader reports a forced recovery refused because a leader exists.
+var ErrHasLeader = errors.New("the cluster has a leader: forced recovery is only for a majority lost for good")
+
+// bootstrapLoop forms a new cluster when none exists. A node without Raft
+// state waits until it has joined the gossip (when it has peers to join)
+// and sees BootstrapExpect alive nodes, none of which already belong to a
+// cluster, for two checks in a row; then the one with the smallest name
+// bootstraps alone and adds the others as they are seen. A node that sees a
+// member with Raft state waits for the leader to add it instead.
+func (n *Node) bootstrapLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	ready := 0
+	for {
+		if n.refreshHasState() {
+			return
+		}
+		members := n.gossip.Members()
+		var alive []mesh.NodeID
+		clustered := false
+		for _, m := range members {
+			if m.State != mesh.StateAlive {
+				continue
+			}
+			alive = append(alive, m.Name)
+			if m.Meta.Raft && m.Name != n.opts.Name {
+				clustered = true
+			}
+		}
+		if n.joined.Load() && !clustered && len(alive) >= n.opts.BootstrapExpect && slices.Min(alive) == n.opts.Name {
+			ready++
+		} else {
+			ready = 0
+		}
+		if ready >= 2 {
+			cfg := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter, ID: raft.ServerID(n.opts.Name), Address: raft.ServerAddress(n.quicAddr),
+			}}}
+			if err := n.r().BootstrapCluster(cfg).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+				n.log.Error("bootstrap the cluster", "err", err)
+			} else {
+				n.log.Info("bootstrapped a new cluster", "members_seen", len(alive))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// refreshHasState notes when this node's Raft has state and tells the
+// others through the gossip metadata.
+func (n *Node) refreshHasState() bool {
+	if n.hasState.Load() {
+		return true
+	}
+	if n.r().LastIndex() == 0 {
+		return false
+	}
+	n.hasState.Store(true)
+	if err := n.gossip.UpdateMeta(n.meta(n.quicAddr)); err != nil {
+		n.log.Warn("update gossip metadata", "err", err)
+	}
+	return true
+}
+
+// eventLoop wakes the reconciler on membership events.
+func (n *Node) eventLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-n.events:
+			n.log.Debug("membership event", "peer", ev.Member.Name, "kind", ev.Kind, "state", ev.Member.State)
+			select {
+			case n.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// reconcileLoop runs on every node; only the leader acts. It keeps the Raft
+// configuration and the catalog's node list in line with the membership.
+func (n *Node) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(n.opts.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.kick:
+		}
+		n.refreshHasState()
+		if n.r().State() != raft.Leader {
+			continue
+		}
+		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("reconcile membership", "err", err)
+		}
+	}
+}
+
+// reconcile makes at most a few changes per call, one at a time.
+func (n *Node) reconcile(ctx context.Context) error {
+	r := n.r()
+	members := n.gossip.Members()
+	now := n.opts.Now()
+	// Register alive nodes in the catalog.
+	var known map[mesh.NodeID]NodeInfo
+	n.fsm.read(func(c *Catalog) { known = c.clone().Nodes })
+	for _, m := range members {
+		if m.State != mesh.StateAlive || m.Meta.QUIC == "" {
+			continue
+		}
+		info := NodeInfo{Name: m.Name, Site: m.Meta.Site, Role: m.Meta.Role, QUIC: m.Meta.QUIC, Gossip: m.Addr, Admin: m.Meta.Admin, Added: now}
+		if old, ok := known[m.Name]; ok {
+			info.Added = old.Added
+			if old == info {
+				continue
+			}
+		}
+		if err := n.applyLocal(&Command{Op: opNodeUpsert, Node: &info}); err != nil {
+			return fmt.Errorf("register node %s: %w", m.Name, err)
+		}
+	}
+	for i := 0; i < 4; i++ {
+		cf := r.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return fmt.Errorf("read raft configuration: %w", err)
+		}
+		cfg := cf.Configuration()
+		v := membershipView{
+			Self: n.opts.Name, Servers: cfg.Servers, Members: members,
+			GoneSince: n.trackGone(cfg.Servers, members, now), Now: now, DeadTimeout: n.opts.DeadNodeTimeout,
+		}
+		c, ok := planChange(v)
+		if !ok {
+			return nil
+		}
+		if c.Kind == addNonvoter {
+			if err := n.verifyPeer(ctx, c.ID, c.Address); err != nil {
+				return fmt.Errorf("refusing to add %s to raft: %w", c.ID, err)
+			}
+		}
+		n.log.Info("raft membership change", "change", c.Kind.String(), "peer", c.ID, "why", c.Why)
+		id, addr, prev := raft.ServerID(c.ID), raft.ServerAddress(c.Address), cf.Index()
+		var f raft.IndexFuture
+		switch c.Kind {
+		case addNonvoter:
+			f = r.AddNonvoter(id, addr, prev, 5*time.Second)
+		case promote:
+			f = r.AddVoter(id, addr, prev, 5*time.Second)
+		case demote:
+			f = r.DemoteVoter(id, prev, 5*time.Second)
+		case remove:
+			f = r.RemoveServer(id, prev, 5*time.Second)
+		}
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("%s %s: %w", c.Kind, c.ID, err)
+		}
+		if c.Kind == remove {
+			if _, ok := known[c.ID]; ok {
+				if err := n.applyLocal(&Command{Op: opNodeRemove, Name: c.ID}); err != nil {
+					return fmt.Errorf("unregister node %s: %w", c.ID, err)
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// verifyPeer checks, before a node gets a place in Raft, that the QUIC
+// endpoint it advertises holds a certificate from the cluster CA for that
+// very node: a gossip member alone (someone with the gossip key) is not
+// enough to receive the catalog.
+func (n *Node) verifyPeer(ctx context.Context, id mesh.NodeID, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	s, err := n.ep.Dial(ctx, addr, mesh.KindAdmin)
+	if err != nil {
+		return fmt.Errorf("verify %s at %s: %w", id, addr, err)
+	}
+	defer s.Close()
+	if p := s.Peer(); p.Agent || p.Name != id {
+		return fmt.Errorf("verify %s at %s: the certificate there is for %s", id, addr, describeIdentity(p))
+	}
+	return nil
+}
+
+// trackGone returns since when each server in the configuration has been
+// gone: dead or left in gossip, or unknown to it (a leader that restarted
+// starts counting from when it first missed the server).
+func (n *Node) trackGone(servers []raft.Server, members []mesh.Member, now time.Time) map[mesh.NodeID]time.Time {
+	n.goneMu.Lock()
+	defer n.goneMu.Unlock()
+	state := map[mesh.NodeID]mesh.Member{}
+	for _, m := range members {
+		state[m.Name] = m
+	}
+	out := map[mesh.NodeID]time.Time{}
+	for _, s := range servers {
+		id := mesh.NodeID(s.ID)
+		m, ok := state[id]
+		if ok && (m.State == mesh.StateAlive || m.State == mesh.StateSuspect) {
+			delete(n.goneSince, id)
+			continue
+		}
+		since, seen := n.goneSince[id]
+		if !seen {
+			since = now
+			if ok && !m.Since.IsZero() && m.Since.Before(now) {
+				since = m.Since
+			}
+			n.goneSince[id] = since
+		}
+		out[id] = since
+	}
+	return out
+}
+
+// applyLocal applies cmd on this node, which must be the leader.
+func (n *Node) applyLocal(cmd *Command) error {
+	data, err := encodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	f := n.r().Apply(data, 5*time.Second)
+	if err := f.Error(); err != nil {
+		return err
+	}
+	if res, ok := f.Response().(applyResult); ok && res.err != nil {
+		return res.err
+	}
+	return nil
+}
+
+// Apply writes cmd to the catalog through the leader, wherever it is, and
+// returns once it is committed, applied there and applied on this node. It retries while the
+// leadership moves and gives up with ErrNoQuorum after the write timeout.
+func (n *Node) Apply(ctx context.Context, cmd *Command) error {
+	data, err := encodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.opts.WriteTimeout)
+	defer cancel()
+	backoff := 50 * time.Millisecond
+	var last error
+	for {
+		r := n.r()
+		if r.State() == raft.Leader {
+			f := r.Apply(data, raftTimeout(ctx))
+			err := f.Error()
+			if err == nil {
+				if res, ok := f.Response().(applyResult); ok && res.err != nil {
+					return res.err
+				}
+				return n.fsm.waitIndex(ctx, f.Index())
+			}
+			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) && !errors.Is(err, raft.ErrEnqueueTimeout) {
+				return fmt.Errorf("raft apply: %w", err)
+			}
+			last = err
+		} else if _, id := r.LeaderWithID(); id != "" {
+			idx, err := n.forward(ctx, mesh.NodeID(id), data)
+			if err == nil {
+				// Read your writes: wait until this node has applied it too.
+				return n.fsm.waitIndex(ctx, idx)
+			}
+			var pe *permanentError
+			if errors.As(err, &pe) {
+				return pe.err
+			}
+			last = err
+		} else {
+			last = errors.New("no leader known")
+		}
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return fmt.Errorf("%w (waited %s; last: %v)", ErrNoQuorum, n.opts.WriteTimeout, last)
+			}
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// raftTimeout turns a context deadline into Raft's enqueue timeout.
+func raftTimeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 0
+}
+
+// Catalog returns a copy of this node's catalog. On a node cut off from
+// the leader it may be stale; Status says how old the last contact is.
+func (n *Node) Catalog() *Catalog {
+	var c *Catalog
+	n.fsm.read(func(cat *Catalog) { c = cat.clone() })
+	return c
+}
+
+// NodeStatus is one node in Status.
+type NodeStatus struct {
+	Name  mesh.NodeID `json:"name"`
+	Site  mesh.Site   `json:"site"`
+	Role  string      `json:"role"`
+	State string      `json:"state"` // alive, suspect, dead or left
+	Voter bool        `json:"voter"`
+	Raft  string      `json:"raft"` // voter, nonvoter or none
+	QUIC  string      `json:"quic,omitempty"`
+}
+
+// SiteStatus is one site in Status.
+type SiteStatus struct {
+	Name  mesh.Site `json:"name"`
+	Nodes int       `json:"nodes"`
+	Alive int       `json:"alive"`
+}
+
+// Status is a node's view of the cluster.
+type Status struct {
+	Node          mesh.NodeID   `json:"node"`
+	Site          mesh.Site     `json:"site"`
+	RaftState     string        `json:"raft_state"`
+	Leader        mesh.NodeID   `json:"leader"`
+	Term          uint64        `json:"term"`
+	CommitIndex   uint64        `json:"commit_index"`
+	AppliedIndex  uint64        `json:"applied_index"`
+	LastContact   string        `json:"last_contact"`
+	Voters        []mesh.NodeID `json:"voters"`
+	PolicyVersion uint64        `json:"policy_version"`
+	Sites         []SiteStatus  `json:"sites"`
+	Nodes         []NodeStatus  `json:"nodes"`
+}
+
+// Status returns this node's view of the cluster; it works without a quorum.
+func (n *Node) Status() Status {
+	r := n.r()
+	st := Status{Node: n.opts.Name, Site: n.opts.Site, RaftState: r.State().String(), Voters: []mesh.NodeID{}}
+	_, leader := r.LeaderWithID()
+	st.Leader = mesh.NodeID(leader)
+	stats := r.Stats()
+	st.Term, _ = strconv.ParseUint(stats["term"], 10, 64)
+	st.CommitIndex, _ = strconv.ParseUint(stats["commit_index"], 10, 64)
+	st.AppliedIndex = r.AppliedIndex()
+	st.LastContact = stats["last_contact"]
+	nodes := map[mesh.NodeID]*NodeStatus{}
+	get := func(id mesh.NodeID) *NodeStatus {
+		if s, ok := nodes[id]; ok {
+			return s
+		}
+		s := &NodeStatus{Name: id, State: "dead", Raft: "none"}
+		nodes[id] = s
+		return s
+	}
+	cat := n.Catalog()
+	if cat.Policy != nil {
+		st.PolicyVersion = cat.Policy.Version
+	}
+	for _, ni := range cat.Nodes {
+		s := get(ni.Name)
+		s.Site, s.Role, s.QUIC = ni.Site, ni.Role, ni.QUIC
+	}
+	for _, m := range n.gossip.Members() {
+		s := get(m.Name)
+		s.State = string(m.State)
+		if m.Meta.Site != "" {
+			s.Site, s.Role, s.QUIC = m.Meta.Site, m.Meta.Role, m.Meta.QUIC
+		}
+	}
+	if cf := r.GetConfiguration(); cf.Error() == nil {
+		for _, srv := range cf.Configuration().Servers {
+			s := get(mesh.NodeID(srv.ID))
+			if srv.Suffrage == raft.Voter {
+				s.Voter, s.Raft = true, "voter"
+				st.Voters = append(st.Voters, s.Name)
+			} else {
+				s.Raft = "nonvoter"
+			}
+		}
+	}
+	slices.Sort(st.Voters)
+	sites := map[mesh.Site]*SiteStatus{}
+	for _, s := range cat.Sites {
+		sites[s.Name] = &SiteStatus{Name: s.Name}
+	}
+	for _, s := range nodes {
+		st.Nodes = append(st.Nodes, *s)
+		ss := sites[s.Site]
+		if ss == nil {
+			ss = &SiteStatus{Name: s.Site}
+			sites[s.Site] = ss
+		}
+		ss.Nodes++
+		if s.State == "alive" || s.State == "suspect" {
+			ss.Alive++
+		}
+	}
+	slices.SortFunc(st.Nodes, func(a, b NodeStatus) int { return compareStrings(string(a.Name), string(b.Name)) })
+	for _, s := range sites {
+		st.Sites = append(st.Sites, *s)
+	}
+	slices.SortFunc(st.Sites, func(a, b SiteStatus) int { return compareStrings(string(a.Name), string(b.Name)) })
+	return st
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// RecoverRaft is the operator-forced recovery for a majority of voters lost
+// for good (a whole site gone): this node rebuilds the Raft configuration
+// with itself as the only voter, becomes leader, and adds the surviving
+// nodes back as they are seen. It refuses without force, and while a leader
+// is reachable. by names the operator; the record goes into the catalog.
+func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*RecoveryRecord, error) {
+	if !force {
+		return nil, fmt.Errorf("%w: it makes this node the only voter and forgets the others; run it only when a majority of voters is gone for good", ErrNeedForce)
+	}
+	n.raftMu.Lock()
+	r := n.raft
+	if _, leader := r.LeaderWithID(); leader != "" && (r.State() == raft.Leader || time.Since(r.LastContact()) < 5*time.Second) {
+		n.raftMu.Unlock()
+		return nil, fmt.Errorf("%w (leader %s)", ErrHasLeader, leader)
+	}
+	rec := &RecoveryRecord{By: by, At: n.opts.Now().UTC(), Node: n.opts.Name, After: []mesh.NodeID{n.opts.Name}}
+	if cf := r.GetConfiguration(); cf.Error() == nil {
+		for _, s := range cf.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				rec.Before = append(rec.Before, mesh.NodeID(s.ID))
+			}
+		}
+	}
+	n.log.Warn("forced raft recovery: this node becomes the only voter", "by", by, "voters_before", rec.Before)
+	if err := r.Shutdown().Error(); err != nil {
+		n.raftMu.Unlock()
+		return nil, fmt.Errorf("stop raft: %w", err)
+	}
+	cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.opts.Name), Address: raft.ServerAddress(n.quicAddr)}}}
+	trans := n.newTransport()
+	err := raft.RecoverCluster(n.raftConfig(), newFSM(), n.stores.bolt, n.stores.bolt, n.stores.snaps, trans, cfg)
+	trans.Close()
+	n.raftMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("recover raft: %w", err)
+	}
+	if err := n.startRaft(); err != nil {
+		return nil, err
+	}
+	if err := n.Apply(ctx, &Command{Op: opRecovery, Recovery: rec}); err != nil {
+		return nil, fmt.Errorf("record the recovery: %w", err)
+	}
+	n.log.Warn("forced raft recovery done; the cluster accepts writes again", "by", by)
+	return rec, nil
+}

@@ -1,0 +1,132 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/lifeboat-dr/lifeboat/mesh"
+)
+
+// Frame types of the admin stream (mesh.KindAdmin) between nodes: a
+// follower forwards a catalog write to the leader. See doc.go.
+const (
+	frameApply   mesh.FrameType = 1 // payload: an encoded Command
+	frameApplied mesh.FrameType = 2 // 8 bytes: the entry's Raft index, big-endian
+)
+
+// permanentError marks a forwarded write the leader refused for good: it
+// is not retried.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+
+// forward sends an encoded command to the leader over an admin stream and
+// returns the Raft index it was committed at.
+func (n *Node) forward(ctx context.Context, leader mesh.NodeID, data []byte) (uint64, error) {
+	addr := ""
+	for _, m := range n.gossip.Members() {
+		if m.Name == leader {
+			addr = m.Meta.QUIC
+		}
+	}
+	if addr == "" {
+		if a, _ := n.r().LeaderWithID(); a != "" {
+			addr = string(a)
+		}
+	}
+	if addr == "" {
+		return 0, fmt.Errorf("leader %s: no address known", leader)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	s, err := n.ep.Dial(dctx, addr, mesh.KindAdmin)
+	if err != nil {
+		return 0, fmt.Errorf("dial leader %s: %w", leader, err)
+	}
+	defer s.Close()
+	if d, ok := ctx.Deadline(); ok {
+		s.SetDeadline(d)
+	}
+	if err := mesh.WriteFrame(s, frameApply, data); err != nil {
+		return 0, fmt.Errorf("forward to leader %s: %w", leader, err)
+	}
+	fr := mesh.NewFrameReader(s, 4096)
+	t, p, err := fr.Next()
+	if err != nil {
+		return 0, fmt.Errorf("forward to leader %s: read reply: %w", leader, err)
+	}
+	switch t {
+	case frameApplied:
+		if len(p) != 8 {
+			return 0, fmt.Errorf("forward to leader %s: applied frame of %d bytes, want 8", leader, len(p))
+		}
+		return binary.BigEndian.Uint64(p), nil
+	case mesh.FrameTypeError:
+		re, err := mesh.ParseError(p)
+		if err != nil {
+			return 0, fmt.Errorf("forward to leader %s: %w", leader, err)
+		}
+		if re.Code == mesh.CodeBadRequest {
+			return 0, &permanentError{fmt.Errorf("%w: %s", ErrBadCommand, re.Message)}
+		}
+		return 0, fmt.Errorf("leader %s: %w", leader, re)
+	}
+	return 0, fmt.Errorf("forward to leader %s: unexpected frame type %d", leader, t)
+}
+
+// serveForwarded applies the writes that followers forward to this node.
+func (n *Node) serveForwarded(ctx context.Context) error {
+	for {
+		s, err := n.ep.Accept(ctx, mesh.KindAdmin)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, mesh.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("accept admin stream: %w", err)
+		}
+		go n.handleForwarded(s)
+	}
+}
+
+func (n *Node) handleForwarded(s *mesh.Stream) {
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(30 * time.Second))
+	fr := mesh.NewFrameReader(s, maxCommand)
+	t, p, err := fr.Next()
+	if err != nil {
+		n.log.Debug("read forwarded write", "peer", s.Peer().Name, "err", err)
+		return
+	}
+	if t != frameApply {
+		mesh.WriteError(s, mesh.CodeBadRequest, fmt.Sprintf("unknown frame type %d", t))
+		return
+	}
+	if _, err := decodeCommand(p); err != nil {
+		mesh.WriteError(s, mesh.CodeBadRequest, err.Error())
+		return
+	}
+	r := n.r()
+	if r.State() != raft.Leader {
+		mesh.WriteError(s, mesh.CodeNotLeader, "not the leader")
+		return
+	}
+	f := r.Apply(p, 10*time.Second)
+	if err := f.Error(); err != nil {
+		code := mesh.CodeUnavailable
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			code = mesh.CodeNotLeader
+		}
+		mesh.WriteError(s, code, err.Error())
+		return
+	}
+	if res, ok := f.Response().(applyResult); ok && res.err != nil {
+		mesh.WriteError(s, mesh.CodeBadRequest, res.err.Error())
+		return
+	}
+	mesh.WriteFrame(s, frameApplied, binary.BigEndian.AppendUint64(nil, f.Index()))
+}

@@ -1,0 +1,462 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lifeboat-dr/lifeboat/mesh"
+)
+
+// Roles a node can have. A witness votes in Raft and holds no data: the
+// recommended tie-breaker at a third site.
+const (
+	RoleNode    = "node"
+	RoleWitness = "witness"
+)
+
+// Options configure a node. The zero value of each optional field is the
+// default named in its comment.
+type Options struct {
+	Name    mesh.NodeID // required
+	Site    mesh.Site   // required
+	Role    string      // RoleNode (default) or RoleWitness
+	DataDir string      // required; Raft state lives in DataDir/raft
+	Creds   *mesh.Creds // required: the node's certificate, the CA and the gossip key
+
+	Network   mesh.Network // nil = the operating system's
+	Gossip    string       // gossip listen address; required
+	QUIC      string       // QUIC listen address; required
+	Admin     string       // admin API listen address; "" = no admin API
+	Advertise string       // host to advertise when listening on 0.0.0.0; "" = the gossip layer's choice
+
+	Join            []string      // gossip addresses of nodes to join
+	BootstrapExpect int           // nodes that must see each other before a new cluster forms; 0 = 1 without Join, else 3
+	DeadNodeTimeout time.Duration // how long a dead node keeps its place in Raft; 0 = 24h
+	GossipProfile   string        // "lan" (default), "wan" or "test"
+	ResetRaft       bool          // move existing Raft state aside and rejoin as a new member
+
+	// RaftConfig, if not nil, adjusts the Raft configuration (tests shorten
+	// timeouts); LocalID, Logger and the protocol are set by the node.
+	RaftConfig        func(*raft.Config)
+	RaftTimeout       time.Duration // Raft RPC and dial timeout; 0 = 10s
+	ReconcileInterval time.Duration // leader's membership check; 0 = 1s
+	WriteTimeout      time.Duration // how long a write waits for a leader; 0 = 10s
+
+	Logger *slog.Logger     // nil = slog.Default()
+	Now    func() time.Time // nil = time.Now
+}
+
+func (o *Options) check() error {
+	var errs []error
+	if o.Name == "" {
+		errs = append(errs, errors.New("node name is required"))
+	}
+	if o.Site == "" {
+		errs = append(errs, errors.New("site is required"))
+	}
+	if o.DataDir == "" {
+		errs = append(errs, errors.New("data dir is required"))
+	}
+	if o.Creds == nil {
+		errs = append(errs, errors.New("TLS credentials are required"))
+	} else if o.Creds.Self.Agent || string(o.Creds.Self.Name) != string(o.Name) || string(o.Creds.Self.Site) != string(o.Site) {
+		errs = append(errs, fmt.Errorf("the certificate is for %s, not for node %s at site %s: issue one with `lifeboat ca issue --name %s --site %s`",
+			describeIdentity(o.Creds.Self), o.Name, o.Site, o.Name, o.Site))
+	} else if len(o.Creds.GossipKey) == 0 {
+		errs = append(errs, errors.New("the TLS dir holds no gossip.key"))
+	}
+	switch o.Role {
+	case "":
+		o.Role = RoleNode
+	case RoleNode, RoleWitness:
+	default:
+		errs = append(errs, fmt.Errorf("role %q: want %q or %q", o.Role, RoleNode, RoleWitness))
+	}
+	if o.Gossip == "" || o.QUIC == "" {
+		errs = append(errs, errors.New("gossip and QUIC listen addresses are required"))
+	}
+	if o.BootstrapExpect < 0 {
+		errs = append(errs, fmt.Errorf("bootstrap_expect %d: want 1 or more", o.BootstrapExpect))
+	}
+	if o.BootstrapExpect == 0 {
+		o.BootstrapExpect = 3
+		if len(o.Join) == 0 {
+			o.BootstrapExpect = 1
+		}
+	}
+	if o.DeadNodeTimeout == 0 {
+		o.DeadNodeTimeout = 24 * time.Hour
+	}
+	if o.RaftTimeout == 0 {
+		o.RaftTimeout = 10 * time.Second
+	}
+	if o.ReconcileInterval == 0 {
+		o.ReconcileInterval = time.Second
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.Network == nil {
+		o.Network = mesh.OS()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return errors.Join(errs...)
+}
+
+func describeIdentity(id mesh.Identity) string {
+	if id.Agent {
+		return fmt.Sprintf("agent %s of service %s", id.Name, id.Service)
+	}
+	return fmt.Sprintf("node %s at site %s", id.Name, id.Site)
+}
+
+// Node is one lifeboat daemon: gossip membership, the QUIC endpoint, the
+// Raft catalog and the admin API.
+type Node struct {
+	opts Options
+	log  *slog.Logger
+
+	ep       *mesh.Endpoint
+	gossip   *mesh.Gossip
+	events   chan mesh.Event
+	stores   *raftStores
+	fsm      *fsm
+	quicAddr string // advertised
+
+	raftMu sync.RWMutex
+	raft   *raft.Raft
+	trans  *raft.NetworkTransport
+
+	adminLn  net.Listener
+	admin    *http.Server
+	kick     chan struct{} // wakes the reconciler
+	hasState atomic.Bool
+	joined   atomic.Bool // the gossip join succeeded (or there was none to make)
+
+	goneMu    sync.Mutex
+	goneSince map[mesh.NodeID]time.Time
+}
+
+// New opens the node's state and sockets. Run starts it.
+func New(opts Options) (_ *Node, err error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		opts:      opts,
+		log:       opts.Logger.With("node", opts.Name, "site", opts.Site),
+		fsm:       newFSM(),
+		kick:      make(chan struct{}, 1),
+		events:    make(chan mesh.Event, 256),
+		goneSince: map[mesh.NodeID]time.Time{},
+	}
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	raftDir := filepath.Join(opts.DataDir, "raft")
+	if opts.ResetRaft {
+		aside, err := resetRaftDir(raftDir, opts.Now())
+		if err != nil {
+			return nil, err
+		}
+		if aside != "" {
+			n.log.Warn("raft state moved aside; rejoining as a new member", "path", aside)
+		}
+	}
+	n.stores, err = openRaftStores(raftDir, &slogWriter{n.log})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { n.stores.Close() })
+	has, err := raft.HasExistingState(n.stores.bolt, n.stores.bolt, n.stores.snaps)
+	if err != nil {
+		return nil, &RaftStateError{Path: raftDir, Err: err}
+	}
+	n.hasState.Store(has)
+	if !has {
+		n.log.Info("no raft state; this node joins the cluster as a new member", "path", raftDir)
+	}
+
+	pc, err := opts.Network.ListenPacket(opts.QUIC)
+	if err != nil {
+		return nil, fmt.Errorf("listen QUIC on %s: %w", opts.QUIC, err)
+	}
+	closers = append(closers, func() { pc.Close() })
+	n.ep, err = mesh.NewEndpoint(mesh.EndpointOptions{Creds: opts.Creds, Conn: pc, Logger: n.log})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { n.ep.Close() })
+
+	if opts.Admin != "" {
+		n.adminLn, err = net.Listen("tcp", opts.Admin)
+		if err != nil {
+			return nil, fmt.Errorf("listen admin API on %s: %w", opts.Admin, err)
+		}
+		closers = append(closers, func() { n.adminLn.Close() })
+	}
+
+	n.gossip, err = mesh.StartGossip(mesh.GossipOptions{
+		Name:      opts.Name,
+		Meta:      n.meta(""),
+		Bind:      opts.Gossip,
+		Advertise: advertiseAddr(opts.Advertise, opts.Gossip),
+		Key:       opts.Creds.GossipKey,
+		Network:   opts.Network,
+		Profile:   opts.GossipProfile,
+		Events:    n.events,
+		Logger:    n.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { n.gossip.Shutdown() })
+	n.quicAddr = n.advertisedQUIC()
+	if err := n.gossip.UpdateMeta(n.meta(n.quicAddr)); err != nil {
+		return nil, err
+	}
+	if err := n.startRaft(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// advertiseAddr puts host on bind's port, or returns "" without a host.
+func advertiseAddr(host, bind string) string {
+	if host == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(bind)
+	if err != nil {
+		return ""
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// advertisedQUIC is the QUIC address peers dial: the bound port on the
+// advertised host, or on the host gossip advertises when bound to any.
+func (n *Node) advertisedQUIC() string {
+	host, port, _ := net.SplitHostPort(n.ep.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = n.opts.Advertise
+		if host == "" {
+			host, _, _ = net.SplitHostPort(n.gossip.Local().Addr)
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (n *Node) meta(quic string) mesh.Meta {
+	admin := ""
+	if n.adminLn != nil {
+		admin = n.adminLn.Addr().String()
+	}
+	return mesh.Meta{Site: n.opts.Site, QUIC: quic, Admin: admin, Role: n.opts.Role, Raft: n.hasState.Load()}
+}
+
+// raftLayer gives Raft the endpoint's raft streams under the advertised
+// address: Raft tells followers the leader's address from it.
+type raftLayer struct {
+	raft.StreamLayer
+	addr net.Addr
+}
+
+func (l raftLayer) Addr() net.Addr { return l.addr }
+
+type stringAddr string
+
+func (a stringAddr) Network() string { return "quic" }
+func (a stringAddr) String() string  { return string(a) }
+
+func (n *Node) raftConfig() *raft.Config {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(n.opts.Name)
+	c.Logger = mesh.HCLogger(n.log, "raft")
+	c.SnapshotThreshold = 1024
+	c.TrailingLogs = 2048
+	if n.opts.RaftConfig != nil {
+		n.opts.RaftConfig(c)
+	}
+	return c
+}
+
+func (n *Node) newTransport() *raft.NetworkTransport {
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  raftLayer{StreamLayer: n.ep.RaftLayer(), addr: stringAddr(n.quicAddr)},
+		MaxPool: 3,
+		Timeout: n.opts.RaftTimeout,
+		Logger:  mesh.HCLogger(n.log, "raft-net"),
+	})
+}
+
+func (n *Node) startRaft() error {
+	trans := n.newTransport()
+	r, err := raft.NewRaft(n.raftConfig(), n.fsm, n.stores.bolt, n.stores.bolt, n.stores.snaps, trans)
+	if err != nil {
+		trans.Close()
+		return &RaftStateError{Path: n.stores.dir, Err: err}
+	}
+	n.raftMu.Lock()
+	n.raft, n.trans = r, trans
+	n.raftMu.Unlock()
+	return nil
+}
+
+func (n *Node) r() *raft.Raft {
+	n.raftMu.RLock()
+	defer n.raftMu.RUnlock()
+	return n.raft
+}
+
+// Name returns the node's name.
+func (n *Node) Name() mesh.NodeID { return n.opts.Name }
+
+// GossipAddr returns the address the gossip layer listens on.
+func (n *Node) GossipAddr() string { return n.gossip.Addr() }
+
+// QUICAddr returns the advertised QUIC address.
+func (n *Node) QUICAddr() string { return n.quicAddr }
+
+// AdminAddr returns the admin API's address, or "" without one.
+func (n *Node) AdminAddr() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return n.adminLn.Addr().String()
+}
+
+// Run joins the cluster and serves until ctx ends, then shuts the node down
+// without leaving the cluster (a restart keeps the node's place; use Leave
+// to go for good).
+func (n *Node) Run(ctx context.Context) error {
+	defer n.shutdown()
+	if len(n.opts.Join) > 0 {
+		n.joinLoop(ctx)
+	} else {
+		n.joined.Store(true)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { n.bootstrapLoop(ctx); return nil })
+	g.Go(func() error { n.reconcileLoop(ctx); return nil })
+	g.Go(func() error { n.eventLoop(ctx); return nil })
+	g.Go(func() error { return n.serveForwarded(ctx) })
+	if n.adminLn != nil {
+		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		if n.adminTLS() {
+			n.admin.TLSConfig = n.opts.Creds.ServerTLS()
+		}
+		g.Go(func() error {
+			var err error
+			if n.adminTLS() {
+				err = n.admin.ServeTLS(n.adminLn, "", "")
+			} else {
+				err = n.admin.Serve(n.adminLn)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("admin API: %w", err)
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return n.admin.Shutdown(sctx)
+		})
+	}
+	n.log.Info("node running", "quic", n.quicAddr, "gossip", n.gossip.Addr(), "admin", n.AdminAddr())
+	err := g.Wait()
+	if ctx.Err() != nil && err == nil {
+		return nil
+	}
+	return err
+}
+
+// adminTLS reports whether the admin API needs client certificates: it does
+// everywhere but on a loopback address.
+func (n *Node) adminTLS() bool {
+	host, _, err := net.SplitHostPort(n.adminLn.Addr().String())
+	if err != nil {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}
+
+// joinLoop joins the gossip cluster, retrying in the background until at
+// least one peer answers.
+func (n *Node) joinLoop(ctx context.Context) {
+	go func() {
+		backoff := 200 * time.Millisecond
+		for {
+			k, err := n.gossip.Join(n.opts.Join)
+			if k > 0 {
+				n.joined.Store(true)
+				n.log.Info("joined the cluster", "contacted", k)
+				return
+			}
+			n.log.Warn("cannot join the cluster yet; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 10*time.Second)
+		}
+	}()
+}
+
+// Leave announces a graceful departure: the leader removes this node from
+// Raft at once instead of waiting for the dead timeout.
+func (n *Node) Leave(timeout time.Duration) error {
+	return n.gossip.Leave(timeout)
+}
+
+func (n *Node) shutdown() {
+	if err := n.r().Shutdown().Error(); err != nil {
+		n.log.Warn("raft shutdown", "err", err)
+	}
+	n.gossip.Shutdown()
+	n.ep.Close()
+	if err := n.stores.Close(); err != nil {
+		n.log.Warn("close raft log", "err", err)
+	}
+	if n.adminLn != nil {
+		n.adminLn.Close()
+	}
+	n.log.Info("node stopped")
+}
+
+// slogWriter adapts a logger to the io.Writer that raft's snapshot store
+// wants.
+type slogWriter struct{ log *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug(string(p))
+	return len(p), nil
+}
