@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/meshtest"
 )
@@ -400,4 +402,35 @@ func TestEndpointBadHeaderRefused(t *testing.T) {
 		t.Errorf("dial kind 9: err = %v, want unknown stream kind", err)
 	}
 	var _ net.Conn = (*mesh.Stream)(nil)
+}
+
+// TestEndpointAnswersBadHeader speaks raw QUIC to an endpoint: a stream
+// that does not start with our header gets CodeBadRequest and is closed.
+func TestEndpointAnswersBadHeader(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	srv := newEndpoint(t, ca.Node("srv", "dc1"), nil, "")
+	tlsConf := ca.Node("raw", "dc1").ClientTLS()
+	tlsConf.NextProtos = []string{mesh.ALPN}
+	conn, err := quic.DialAddr(dialCtx(t, 5*time.Second), srv.Addr().String(), tlsConf, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.CloseWithError(0, "")
+	for _, hdr := range []string{"GET /", "LBS\x02\x01", "LBS\x01\x07"} {
+		s, err := conn.OpenStreamSync(t.Context())
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		s.Write([]byte(hdr))
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		reply, err := io.ReadAll(s)
+		if err != nil {
+			t.Fatalf("%q: read reply: %v", hdr, err)
+		}
+		if !bytes.Equal(reply, []byte{0, byte(mesh.CodeBadRequest)}) {
+			t.Errorf("%q: reply %x, want bad request then FIN", hdr, reply)
+		}
+		s.Close()
+	}
 }

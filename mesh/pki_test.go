@@ -123,13 +123,17 @@ func TestLoadCredsErrors(t *testing.T) {
 		{"missing cert", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "cert.crt")) }, []string{"cert.crt", "no such file"}},
 		{"cert not PEM", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, "cert.crt"), []byte("junk"), 0o644) }, []string{"cert.crt", "not a PEM"}},
 		{"key not PEM", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, "cert.key"), []byte("junk"), 0o600) }, []string{"cert.key", "not PEM"}},
-		{"other CA", func(t *testing.T, dir string) { copyFile(t, filepath.Join(other.Dir, "ca.crt"), filepath.Join(dir, "ca.crt")) }, []string{"cert.crt", "not signed by", "ca.crt"}},
+		{"other CA", func(t *testing.T, dir string) {
+			copyFile(t, filepath.Join(other.Dir, "ca.crt"), filepath.Join(dir, "ca.crt"))
+		}, []string{"cert.crt", "not signed by", "ca.crt"}},
 		{"expired", func(t *testing.T, dir string) {
 			old := ca.IssueDir(mesh.IssueRequest{Name: "n", Site: "dc1", NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
 			copyFile(t, filepath.Join(old, "cert.crt"), filepath.Join(dir, "cert.crt"))
 			copyFile(t, filepath.Join(old, "cert.key"), filepath.Join(dir, "cert.key"))
 		}, []string{"cert.crt", "expired"}},
-		{"bad gossip key", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, "gossip.key"), []byte("abcd\n"), 0o600) }, []string{"gossip.key", "2 bytes, want 32"}},
+		{"bad gossip key", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "gossip.key"), []byte("abcd\n"), 0o600)
+		}, []string{"gossip.key", "2 bytes, want 32"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
