@@ -129,4 +129,19 @@
 // (wrong key = join refused), over Network.GossipTransport. Profiles:
 // "lan" (memberlist's LAN defaults), "wan" (its WAN defaults), "test"
 // (fast failure detection: a stopped member is dead within ~2-3 s).
+// Members lists every member seen since start, dead and left ones
+// included, with the state tracked from memberlist's notifications.
+// memberlist reports a death and a graceful leave alike; Leave first sets
+// the leaving flag in the meta so that the others record "left". memberlist
+// gives no notice of suspicion: EventSuspect is not emitted, and a suspect
+// member stays "alive" until it is declared dead. A cut between two members
+// that a third can still reach is masked by memberlist's indirect probes:
+// neither is declared dead.
+//
+// # Testing
+//
+// mesh/meshtest provides a throw-away CA (meshtest.CA) and a Network
+// (meshtest.Net) that runs many nodes in one process on 127.0.0.1 and cuts,
+// isolates, delays, throttles or drops their traffic at the packet level,
+// so faults also hit connections that are already open.
 package mesh

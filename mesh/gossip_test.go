@@ -175,3 +175,17 @@ func TestGossipDeadAndLeft(t *testing.T) {
 		t.Errorf("g1 lists %d members, want 3 (dead and left kept)", got)
 	}
 }
+
+func TestGossipFullEventsChannelNeverBlocks(t *testing.T) {
+	t.Parallel()
+	events := make(chan mesh.Event) // nobody reads
+	a := startGossip(t, "f1", "dc1", key(4), nil, events)
+	b := startGossip(t, "f2", "dc1", key(4), nil, nil)
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	eventually(t, 10*time.Second, "f1 to see f2 alive", func() bool { return stateOf(a, "f2") == mesh.StateAlive })
+	if a.Dropped() == 0 {
+		t.Error("no events counted as dropped")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -253,6 +254,30 @@ func (c *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			return k, addr, err
 		}
 	}
+}
+
+// SetReadBuffer, SetWriteBuffer and SyscallConn pass through to the
+// socket so quic-go sizes its buffers and sets DF as on a real UDP socket
+// (it still does without GSO and ECN, which need the unwrapped conn).
+func (c *packetConn) SetReadBuffer(n int) error {
+	if u, ok := c.PacketConn.(interface{ SetReadBuffer(int) error }); ok {
+		return u.SetReadBuffer(n)
+	}
+	return errors.New("meshtest: socket has no receive buffer setting")
+}
+
+func (c *packetConn) SetWriteBuffer(n int) error {
+	if u, ok := c.PacketConn.(interface{ SetWriteBuffer(int) error }); ok {
+		return u.SetWriteBuffer(n)
+	}
+	return errors.New("meshtest: socket has no send buffer setting")
+}
+
+func (c *packetConn) SyscallConn() (syscall.RawConn, error) {
+	if u, ok := c.PacketConn.(syscall.Conn); ok {
+		return u.SyscallConn()
+	}
+	return nil, errors.New("meshtest: socket has no syscall conn")
 }
 
 func (c *packetConn) Close() error {
