@@ -79,8 +79,9 @@ type Endpoint struct {
 }
 
 type dialEntry struct {
-	ready chan struct{} // closed when conn/err are set
+	ready chan struct{} // closed when conn/peer/err are set
 	conn  *quic.Conn
+	peer  Identity // the server's verified identity
 	err   error
 }
 
@@ -361,11 +362,12 @@ func (e *Endpoint) Dial(ctx context.Context, addr string, kind StreamKind) (*Str
 		if e.closed() {
 			return nil, ErrClosed
 		}
-		conn, fresh, err := e.connTo(ctx, addr)
+		d, fresh, err := e.connTo(ctx, addr)
 		if err != nil {
 			return nil, e.classify(ctx, fmt.Sprintf("dial %s", addr), err)
 		}
-		s, err := e.openStream(ctx, conn, kind)
+		conn := d.conn
+		s, err := e.openStream(ctx, d, kind)
 		if err == nil {
 			return s, nil
 		}
@@ -385,7 +387,7 @@ func (e *Endpoint) Dial(ctx context.Context, addr string, kind StreamKind) (*Str
 
 // connTo returns a live connection to addr, dialing one if needed. fresh
 // says it was dialed by this call.
-func (e *Endpoint) connTo(ctx context.Context, addr string) (conn *quic.Conn, fresh bool, err error) {
+func (e *Endpoint) connTo(ctx context.Context, addr string) (d *dialEntry, fresh bool, err error) {
 	for {
 		e.mu.Lock()
 		if e.closed() {
@@ -398,6 +400,13 @@ func (e *Endpoint) connTo(ctx context.Context, addr string) (conn *quic.Conn, fr
 			e.dialing[addr] = d
 			e.mu.Unlock()
 			d.conn, d.err = e.dialConn(ctx, addr)
+			if d.err == nil {
+				d.peer, d.err = e.creds.verifyChain(d.conn.ConnectionState().TLS.PeerCertificates, x509.ExtKeyUsageServerAuth)
+				if d.err != nil {
+					d.conn.CloseWithError(quic.ApplicationErrorCode(CodeForbidden), "bad server identity")
+					d.err = fmt.Errorf("%w: %w", ErrRefused, d.err)
+				}
+			}
 			close(d.ready)
 			if d.err != nil {
 				e.mu.Lock()
@@ -411,7 +420,7 @@ func (e *Endpoint) connTo(ctx context.Context, addr string) (conn *quic.Conn, fr
 				d.conn.CloseWithError(appCodeClosed, "endpoint closed")
 				return nil, true, ErrClosed
 			}
-			return d.conn, true, nil
+			return d, true, nil
 		}
 		e.mu.Unlock()
 		select {
@@ -426,7 +435,7 @@ func (e *Endpoint) connTo(ctx context.Context, addr string) (conn *quic.Conn, fr
 			continue
 		}
 		if d.conn.Context().Err() == nil {
-			return d.conn, false, nil
+			return d, false, nil
 		}
 		e.forget(addr, d.conn)
 	}
@@ -458,23 +467,18 @@ func (e *Endpoint) forget(addr string, conn *quic.Conn) {
 
 // openStream opens a stream on conn, writes the header and reads the
 // peer's 2-byte answer.
-func (e *Endpoint) openStream(ctx context.Context, conn *quic.Conn, kind StreamKind) (*Stream, error) {
-	qs, err := conn.OpenStreamSync(ctx)
+func (e *Endpoint) openStream(ctx context.Context, d *dialEntry, kind StreamKind) (*Stream, error) {
+	qs, err := d.conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &Stream{qs: qs, conn: conn, kind: kind}
-	if id, err := e.creds.verifyChain(conn.ConnectionState().TLS.PeerCertificates, x509.ExtKeyUsageServerAuth); err == nil {
-		s.peer = id
-	} else {
-		s.abort(CodeForbidden)
-		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
-	}
-	stop := context.AfterFunc(ctx, func() { qs.SetDeadline(time.Now()) })
-	defer stop()
+	s := &Stream{qs: qs, conn: d.conn, kind: kind, peer: d.peer}
 	if dl, ok := ctx.Deadline(); ok {
 		qs.SetDeadline(dl)
 	}
+	// Set after the deadline above so that a cancellation always wins.
+	stop := context.AfterFunc(ctx, func() { qs.SetDeadline(time.Now()) })
+	defer stop()
 	if err := WriteStreamHeader(qs, kind); err != nil {
 		s.abort(CodeInternal)
 		return nil, err

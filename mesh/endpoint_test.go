@@ -434,3 +434,27 @@ func TestEndpointAnswersBadHeader(t *testing.T) {
 		s.Close()
 	}
 }
+
+func TestEndpointDialTimeoutAndCancel(t *testing.T) {
+	t.Parallel()
+	ca := meshtest.CA(t)
+	a := newEndpoint(t, ca.Node("a", "dc1"), nil, "")
+	// A UDP socket that never answers.
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
+	_, err = a.Dial(dialCtx(t, 300*time.Millisecond), silent.LocalAddr().String(), mesh.KindBlocks)
+	if !mesh.IsRetryable(err) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("dial past deadline: err = %v, want ErrUnreachable and DeadlineExceeded", err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err = a.Dial(ctx, silent.LocalAddr().String(), mesh.KindBlocks)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, mesh.ErrUnreachable) {
+		t.Errorf("canceled dial: err = %v, want context.Canceled only", err)
+	}
+}
