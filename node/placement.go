@@ -162,13 +162,25 @@ func planChange(v membershipView) (change, bool) {
 	for _, s := range v.Servers {
 		inConfig[mesh.NodeID(s.ID)] = s
 	}
+	// alive is strict (quorum arithmetic must not count a suspect);
+	// present also takes suspects (placement must not churn on a hiccup).
 	alive := func(id mesh.NodeID) bool {
+		m, ok := members[id]
+		return ok && m.State == mesh.StateAlive
+	}
+	present := func(id mesh.NodeID) bool {
 		m, ok := members[id]
 		return ok && (m.State == mesh.StateAlive || m.State == mesh.StateSuspect)
 	}
+	allVotersAlive := true
+	for _, s := range v.Servers {
+		if s.Suffrage == raft.Voter && !alive(mesh.NodeID(s.ID)) {
+			allVotersAlive = false
+		}
+	}
 	var cands []candidate
 	for _, m := range v.Members {
-		if m.State != mesh.StateAlive || m.Meta.QUIC == "" {
+		if !present(m.Name) || m.Meta.QUIC == "" {
 			continue
 		}
 		s, ok := inConfig[m.Name]
@@ -217,8 +229,9 @@ func planChange(v membershipView) (change, bool) {
 		}
 	}
 	// 4. Demote alive voters that placement no longer wants, once the wanted
-	// ones vote.
-	allPlaced := true
+	// ones vote and every voter is alive: a degraded cluster (a partition, a
+	// dead site) keeps its voters until the dead timeout decides.
+	allPlaced := allVotersAlive
 	for _, id := range desired {
 		if s, ok := inConfig[id]; !ok || s.Suffrage != raft.Voter {
 			allPlaced = false
@@ -236,7 +249,7 @@ func planChange(v membershipView) (change, bool) {
 	// left gracefully goes at once.
 	for _, s := range v.Servers {
 		id := mesh.NodeID(s.ID)
-		if id == v.Self || alive(id) {
+		if id == v.Self || present(id) {
 			continue
 		}
 		if m, ok := members[id]; ok && m.State == mesh.StateLeft {

@@ -1,0 +1,231 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/node"
+)
+
+// buildBinary builds cmd/lifeboat into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "lifeboat")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/lifeboat-dr/lifeboat/cmd/lifeboat")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build lifeboat: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// lb runs the lifeboat binary and returns its stdout; it fails the test
+// unless the exit code is want.
+func lb(t *testing.T, bin string, want int, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("lifeboat %s: %v", strings.Join(args, " "), err)
+	}
+	if code != want {
+		t.Fatalf("lifeboat %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, want, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+type proc struct {
+	name, site, cfg, admin, log string
+	cmd                         *exec.Cmd
+}
+
+func (p *proc) start(t *testing.T, bin string, extra ...string) {
+	t.Helper()
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"node", "run", "--config", p.cfg, "--gossip-profile", "test"}, extra...)
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); logf.Close() }()
+}
+
+func (p *proc) kill9() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.cmd.Process.Wait()
+	}
+}
+
+// TestProcessesFormKillRestart runs five `lifeboat node run` processes over
+// three sites from node files, as an operator would: the cluster forms by
+// itself (bootstrap_expect = 3), a policy goes in with `lifeboat policy
+// apply`, the leader is killed with SIGKILL, the others go on, and the
+// killed node restarts, rejoins and catches up.
+func TestProcessesFormKillRestart(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds the binary and runs five processes")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	lb(t, bin, 0, "ca", "init", "--dir", ca)
+
+	specs := []struct{ name, site, role string }{
+		{"dc1-n1", "dc1", "node"}, {"dc1-n2", "dc1", "node"},
+		{"dc2-n1", "dc2", "node"}, {"dc2-n2", "dc2", "node"},
+		{"dc3-w1", "dc3", "witness"},
+	}
+	gossip := make([]string, len(specs))
+	for i := range specs {
+		gossip[i] = freePort(t)
+	}
+	var procs []*proc
+	for i, s := range specs {
+		tls := filepath.Join(dir, s.name, "tls")
+		lb(t, bin, 0, "ca", "issue", "--dir", ca, "--name", s.name, "--site", s.site, "--out", tls)
+		p := &proc{name: s.name, site: s.site, admin: freePort(t), cfg: filepath.Join(dir, s.name+".toml"), log: filepath.Join(dir, s.name+".log")}
+		cfg := fmt.Sprintf(`name = %q
+site = %q
+role = %q
+data_dir = %q
+join = [%q, %q, %q]
+bootstrap_expect = 3
+dead_node_timeout = "1h"
+
+[listen]
+gossip = %q
+quic = %q
+admin = %q
+
+[tls]
+dir = %q
+`, s.name, s.site, s.role, filepath.Join(dir, s.name, "data"), gossip[0], gossip[2], gossip[4], gossip[i], freePort(t), p.admin, tls)
+		if err := os.WriteFile(p.cfg, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		lb(t, bin, 0, "config", "check", p.cfg)
+		procs = append(procs, p)
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.kill9()
+		}
+		if t.Failed() {
+			for _, p := range procs {
+				b, _ := os.ReadFile(p.log)
+				t.Logf("=== %s log ===\n%s", p.name, tail(b, 40))
+			}
+		}
+	})
+	for _, p := range procs {
+		p.start(t, bin)
+	}
+
+	status := func(p *proc) (*node.Status, error) {
+		cmd := exec.Command(bin, "status", "--admin", p.admin, "--json")
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, err
+		}
+		var st node.Status
+		if err := json.Unmarshal(out, &st); err != nil {
+			return nil, fmt.Errorf("status JSON: %v: %s", err, out)
+		}
+		return &st, nil
+	}
+	h := &harness{t: t}
+	var leader string
+	h.eventually("five processes form one cluster with five voters", 90*time.Second, func() error {
+		leader = ""
+		for _, p := range procs {
+			st, err := status(p)
+			if err != nil {
+				return fmt.Errorf("%s: %v", p.name, err)
+			}
+			if st.Leader == "" || len(st.Voters) != 5 {
+				return fmt.Errorf("%s: leader %q voters %v", p.name, st.Leader, st.Voters)
+			}
+			if leader != "" && string(st.Leader) != leader {
+				return fmt.Errorf("two leaders: %s and %s", leader, st.Leader)
+			}
+			leader = string(st.Leader)
+		}
+		return nil
+	})
+
+	policy := filepath.Join(dir, "cluster.toml")
+	if err := os.WriteFile(policy, examplePolicy(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := lb(t, bin, 0, "policy", "apply", "--admin", procs[1].admin, policy)
+	if !strings.Contains(out, "policy version 1 applied") {
+		t.Errorf("policy apply said %q", out)
+	}
+
+	// SIGKILL the leader; the others elect a new one and take a write.
+	var victim *proc
+	for _, p := range procs {
+		if p.name == leader {
+			victim = p
+		}
+	}
+	victim.kill9()
+	var other *proc
+	for _, p := range procs {
+		if p != victim {
+			other = p
+			break
+		}
+	}
+	h.eventually("a policy write without the old leader", 60*time.Second, func() error {
+		cmd := exec.Command(bin, "policy", "apply", "--admin", other.admin, policy)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	victim.start(t, bin)
+	h.eventually("the killed node catches up", 60*time.Second, func() error {
+		st, err := status(victim)
+		if err != nil {
+			return err
+		}
+		if st.PolicyVersion < 2 || st.Leader == "" {
+			return fmt.Errorf("%s: policy version %d, leader %q", victim.name, st.PolicyVersion, st.Leader)
+		}
+		return nil
+	})
+	show := lb(t, bin, 0, "policy", "show", "--admin", victim.admin)
+	if !strings.Contains(show, "[[service]]") {
+		t.Errorf("policy show does not print the policy source:\n%s", show)
+	}
+	// Forced recovery refuses without --force, and with a leader around.
+	lb(t, bin, 2, "raft", "recover", "--admin", other.admin)
+	lb(t, bin, 1, "raft", "recover", "--admin", other.admin, "--force")
+}
+
+func tail(b []byte, lines int) string {
+	s := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(s) > lines {
+		s = s[len(s)-lines:]
+	}
+	return strings.Join(s, "\n")
+}
