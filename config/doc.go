@@ -67,11 +67,13 @@
 //	bootstrap_expect   integer   1, or 3 with join    raft voters to wait for before the first election, 1 to 9
 //	dead_node_timeout  duration  "24h"                how long a dead node stays in the raft configuration; at least 1s
 //	log_level          string    "info"               debug, info, warn or error
+//	gossip_profile     string    "wan"                failure detection timings: wan (between sites), lan (one site) or test (one host)
 //	[listen]
 //	gossip             host:port "0.0.0.0:7946"       memberlist, TCP and UDP
 //	quic               host:port "0.0.0.0:7947"       data, raft and agents, UDP; not the gossip address
 //	admin              host:port "127.0.0.1:7948"     admin API
 //	advertise          host      ""                   the address peers use when listening on 0.0.0.0; no port
+//	admin_tls          bool      false                client certificates on the admin API even on loopback (always off loopback)
 //	[tls]
 //	dir                string    "<data_dir>/tls"     what `lifeboat ca issue --out` wrote
 //

@@ -31,6 +31,11 @@ const (
 	DefaultLogLevel        = "info"
 )
 
+// GossipProfiles are the values gossip_profile takes: failure detection
+// timings for links between sites (wan, the default), within one site
+// (lan), or on one host for demos and tests (test).
+var GossipProfiles = []string{"wan", "lan", "test"}
+
 // LogLevels are the values log_level takes.
 var LogLevels = []string{"debug", "info", "warn", "error"}
 
@@ -47,6 +52,7 @@ type Node struct {
 	BootstrapExpect int      `toml:"bootstrap_expect" json:"bootstrap_expect"`
 	DeadNodeTimeout Duration `toml:"dead_node_timeout" json:"dead_node_timeout"`
 	LogLevel        string   `toml:"log_level" json:"log_level"`
+	GossipProfile   string   `toml:"gossip_profile" json:"gossip_profile"`
 	Listen          Listen   `toml:"listen" json:"listen"`
 	TLS             TLS      `toml:"tls" json:"tls"`
 }
@@ -57,6 +63,7 @@ type Listen struct {
 	QUIC      string `toml:"quic" json:"quic"`           // data, raft and agents, host:port (UDP)
 	Admin     string `toml:"admin" json:"admin"`         // admin API, host:port
 	Advertise string `toml:"advertise" json:"advertise"` // host peers reach this node at; "" = the listen host
+	AdminTLS  bool   `toml:"admin_tls" json:"admin_tls"` // client certificates on the admin API even on loopback
 }
 
 // TLS says where the node's certificates are.
@@ -113,6 +120,9 @@ func (n *Node) SetDefaults() {
 	if n.LogLevel == "" {
 		n.LogLevel = DefaultLogLevel
 	}
+	if n.GossipProfile == "" {
+		n.GossipProfile = GossipProfiles[0]
+	}
 	if n.Listen.Gossip == "" {
 		n.Listen.Gossip = DefaultGossip
 	}
@@ -165,6 +175,9 @@ func (n *Node) validate(ps *problems) {
 	}
 	if !slices.Contains(LogLevels, n.LogLevel) {
 		ps.add(root.key("log_level"), "%q: want one of %s", n.LogLevel, strings.Join(LogLevels, ", "))
+	}
+	if !slices.Contains(GossipProfiles, n.GossipProfile) {
+		ps.add(root.key("gossip_profile"), "%q: want one of %s", n.GossipProfile, strings.Join(GossipProfiles, ", "))
 	}
 	l := root.key("listen")
 	for _, a := range []struct{ key, addr string }{{"gossip", n.Listen.Gossip}, {"quic", n.Listen.QUIC}, {"admin", n.Listen.Admin}} {

@@ -17,6 +17,9 @@ func (n *Node) Summary() string {
 	row("gossip", n.Listen.Gossip)
 	row("quic", n.Listen.QUIC)
 	row("admin", n.Listen.Admin)
+	if n.Listen.AdminTLS {
+		row("admin tls", "client certificates required")
+	}
 	if n.Listen.Advertise != "" {
 		row("advertise", n.Listen.Advertise)
 	}
@@ -28,6 +31,7 @@ func (n *Node) Summary() string {
 	row("bootstrap", fmt.Sprintf("waits for %d voter(s)", n.BootstrapExpect))
 	row("dead nodes", fmt.Sprintf("removed from raft after %s", n.DeadNodeTimeout))
 	row("log level", n.LogLevel)
+	row("detection", n.GossipProfile+" gossip timings")
 	tw.Flush()
 	return b.String()
 }

@@ -42,6 +42,7 @@ const (
 	apiNeedForce  = "need_force"
 	apiHasLeader  = "has_leader"
 	apiInternal   = "internal"
+	apiForbidden  = "forbidden"
 )
 
 type apiError struct {
@@ -94,7 +95,22 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, rec)
 	})
-	return mux
+	return onlyNodeCerts(mux)
+}
+
+// onlyNodeCerts refuses admin requests made with an agent certificate: an
+// agent may ship its own service's volumes, nothing more.
+func onlyNodeCerts(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			id, err := mesh.PeerIdentity(*r.TLS)
+			if err != nil || id.Agent {
+				writeErr(w, http.StatusForbidden, apiForbidden, "the admin API takes node certificates, not agent ones")
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // operator names who sent the request: the client certificate's holder,
@@ -169,9 +185,9 @@ type Client struct {
 	Operator string // sent with writes, for the record
 }
 
-// NewClient returns a client for the admin API at addr (host:port). Off
-// loopback it uses HTTPS with creds' client certificate; creds may be nil
-// for a loopback address.
+// NewClient returns a client for the admin API at addr (host:port). With
+// creds it uses HTTPS with creds' client certificate; without, only plain
+// HTTP to a loopback address.
 func NewClient(addr string, creds *mesh.Creds) (*Client, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -179,7 +195,7 @@ func NewClient(addr string, creds *mesh.Creds) (*Client, error) {
 	}
 	c := &Client{http: &http.Client{Timeout: 60 * time.Second}}
 	ip := net.ParseIP(host)
-	if ip != nil && ip.IsLoopback() || host == "localhost" {
+	if creds == nil && (ip != nil && ip.IsLoopback() || host == "localhost") {
 		c.base = "http://" + addr
 		return c, nil
 	}

@@ -95,7 +95,7 @@ func (n *Node) eventLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case ev := <-n.events:
-			n.log.Debug("membership event", "peer", ev.Member.Name, "kind", ev.Kind, "state", ev.Member.State)
+			n.log.Info("membership", "peer", ev.Member.Name, "peer_site", ev.Member.Meta.Site, "state", ev.Member.State)
 			select {
 			case n.kick <- struct{}{}:
 			default:

@@ -39,6 +39,7 @@ type Options struct {
 	Gossip    string       // gossip listen address; required
 	QUIC      string       // QUIC listen address; required
 	Admin     string       // admin API listen address; "" = no admin API
+	AdminTLS  bool         // client certificates on the admin API even on loopback (always off loopback)
 	Advertise string       // host to advertise when listening on 0.0.0.0; "" = the gossip layer's choice
 
 	Join            []string      // gossip addresses of nodes to join
@@ -398,8 +399,11 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 // adminTLS reports whether the admin API needs client certificates: it does
-// everywhere but on a loopback address.
+// everywhere but on a loopback address, and there too when AdminTLS is set.
 func (n *Node) adminTLS() bool {
+	if n.opts.AdminTLS {
+		return true
+	}
 	host, _, err := net.SplitHostPort(n.adminLn.Addr().String())
 	if err != nil {
 		return true

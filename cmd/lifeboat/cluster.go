@@ -104,12 +104,11 @@ func (c *cli) nodeCmd() *cobra.Command {
 		Args:  noArgs,
 	}
 	var (
-		file          string
-		nf            config.Node
-		join          []string
-		resetRaft     bool
-		gossipProfile string
-		role          string
+		file      string
+		nf        config.Node
+		join      []string
+		resetRaft bool
+		role      string
 	)
 	runCmd := &cobra.Command{
 		Use:   "run --config FILE | --name N --site S --data-dir DIR ...",
@@ -134,7 +133,12 @@ file. A node stopped this way keeps its place in the cluster.`,
 			}
 			set("name", func() { n.Name = nf.Name })
 			set("site", func() { n.Site = nf.Site })
-			set("data-dir", func() { n.DataDir = nf.DataDir })
+			set("data-dir", func() {
+				if n.TLS.Dir == filepath.Join(n.DataDir, "tls") {
+					n.TLS.Dir = "" // the default follows the data dir
+				}
+				n.DataDir = nf.DataDir
+			})
 			set("role", func() { n.Role = config.Role(role) })
 			set("listen-gossip", func() { n.Listen.Gossip = nf.Listen.Gossip })
 			set("listen-quic", func() { n.Listen.QUIC = nf.Listen.QUIC })
@@ -143,6 +147,10 @@ file. A node stopped this way keeps its place in the cluster.`,
 			set("join", func() { n.Join = join })
 			set("tls-dir", func() { n.TLS.Dir = nf.TLS.Dir })
 			set("bootstrap-expect", func() { n.BootstrapExpect = nf.BootstrapExpect })
+			set("gossip-profile", func() { n.GossipProfile = nf.GossipProfile })
+			set("admin-tls", func() { n.Listen.AdminTLS = nf.Listen.AdminTLS })
+			set("dead-node-timeout", func() { n.DeadNodeTimeout = nf.DeadNodeTimeout })
+			set("log-level", func() { n.LogLevel = c.logLevel })
 			n.SetDefaults()
 			if err := n.Validate(); err != nil {
 				return &usageError{err}
@@ -159,7 +167,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 				Name: mesh.NodeID(n.Name), Site: mesh.Site(n.Site), Role: string(n.Role), DataDir: n.DataDir, Creds: creds,
 				Gossip: n.Listen.Gossip, QUIC: n.Listen.QUIC, Admin: n.Listen.Admin, Advertise: n.Listen.Advertise,
 				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(),
-				GossipProfile: gossipProfile, ResetRaft: resetRaft, Logger: c.log,
+				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, AdminTLS: n.Listen.AdminTLS,
 			})
 			if err != nil {
 				var rse *node.RaftStateError
@@ -191,7 +199,9 @@ file. A node stopped this way keeps its place in the cluster.`,
 	f.StringVar(&nf.TLS.Dir, "tls-dir", "", "directory written by `lifeboat ca issue` (default DATA_DIR/tls)")
 	f.IntVar(&nf.BootstrapExpect, "bootstrap-expect", 0, "nodes that must see each other before a new cluster forms (default 1 without --join, else 3)")
 	f.BoolVar(&resetRaft, "reset-raft", false, "move this node's raft state aside and rejoin as a new member")
-	f.StringVar(&gossipProfile, "gossip-profile", "lan", "failure detection timings: lan, wan or test")
+	f.StringVar(&nf.GossipProfile, "gossip-profile", "wan", "failure detection timings: wan (between sites), lan (one site) or test (one host)")
+	f.BoolVar(&nf.Listen.AdminTLS, "admin-tls", false, "require client certificates on the admin API even on loopback")
+	f.Var(durationFlag{&nf.DeadNodeTimeout}, "dead-node-timeout", "how long a dead node keeps its place in raft (default 24h)")
 	nodeCmd.AddCommand(runCmd)
 	return nodeCmd
 }
@@ -411,3 +421,15 @@ func joinIDs(ids []mesh.NodeID) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// durationFlag is a config.Duration as a flag value.
+type durationFlag struct{ d *config.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+func (f durationFlag) Set(s string) error { return f.d.UnmarshalText([]byte(s)) }
+func (f durationFlag) Type() string       { return "duration" }

@@ -373,3 +373,97 @@ func TestNodeRejoinsAfterLosingItsState(t *testing.T) {
 		})
 	}
 }
+
+func TestDeadNodeRemovedAfterTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts = func(o *node.Options) { o.DeadNodeTimeout = 2 * time.Second }
+	h.add("dc1-n1", "dc1", node.RoleNode)
+	h.eventually("first node leads", 20*time.Second, func() error {
+		if h.node("dc1-n1").Status().Leader != "dc1-n1" {
+			return errors.New("not leader yet")
+		}
+		return nil
+	})
+	h.add("dc1-n2", "dc1", node.RoleNode)
+	h.add("dc2-n1", "dc2", node.RoleNode)
+	h.add("dc3-n1", "dc3", node.RoleNode)
+	// dc1 has two nodes, dc2 and dc3 one each: three voters, one per site.
+	h.settled(60*time.Second, 3)
+	h.kill("dc3-n1")
+	// The dead voter is replaced by the spare node first (never below
+	// quorum), then removed from raft and from the catalog.
+	h.eventually("dc3-n1 removed", 30*time.Second, func() error {
+		st := h.node("dc1-n1").Status()
+		if len(st.Voters) != 3 {
+			return fmt.Errorf("voters %v", st.Voters)
+		}
+		for _, n := range st.Nodes {
+			if n.Name == "dc3-n1" && n.Raft != "none" {
+				return fmt.Errorf("dc3-n1 still in raft as %s", n.Raft)
+			}
+		}
+		if _, ok := h.node("dc1-n1").Catalog().Nodes["dc3-n1"]; ok {
+			return errors.New("dc3-n1 still in the catalog")
+		}
+		return nil
+	})
+	if err := note(t.Context(), h.node("dc2-n1"), "after", "1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAdminAPIWithClientCertificates(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts = func(o *node.Options) { o.AdminTLS = true }
+	m := h.add("dc1-n1", "dc1", node.RoleNode)
+	addr := m.node.AdminAddr()
+	ctx := t.Context()
+
+	plain, err := node.NewClient(addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Status(ctx); err == nil {
+		t.Errorf("plain HTTP got an answer from an admin API that needs certificates")
+	}
+	foreign, err := node.NewClient(addr, h.ca.Foreign("dc1-x", "dc1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := foreign.Status(ctx); err == nil {
+		t.Errorf("a certificate from another CA got an answer")
+	}
+	agent, err := node.NewClient(addr, h.ca.Agent("erp-agent", "dc1", "erp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Status(ctx); err == nil || !strings.Contains(err.Error(), "not agent") {
+		t.Errorf("an agent certificate: err = %v, want a refusal", err)
+	}
+	good, err := node.NewClient(addr, h.ca.Node("ops", "dc1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("status over mutual TLS", 20*time.Second, func() error {
+		st, err := good.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Leader != "dc1-n1" {
+			return fmt.Errorf("leader %q", st.Leader)
+		}
+		return nil
+	})
+	p, err := good.ApplyPolicy(ctx, "cluster.toml", examplePolicy(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(p.AppliedBy, "ops (certificate)") {
+		t.Errorf("applied by %q, want the certificate's name", p.AppliedBy)
+	}
+	if _, err := good.ApplyPolicy(ctx, "bad.toml", []byte("[[service]]\nname = \"x\"\nprimary = \"nowhere\"\n")); !node.IsBadRequest(err) {
+		t.Errorf("bad policy: err = %v, want a bad request", err)
+	}
+}
