@@ -298,12 +298,12 @@ func TestEndpointRedialAfterRestart(t *testing.T) {
 	ca := meshtest.CA(t)
 	a := newEndpoint(t, ca.Node("a", "dc1"), nil, "")
 	bCreds := ca.Node("b", "dc1")
-	b := newEndpoint(t, bCreds, nil, "")
-	addr := b.Addr().String()
 
-	roundTrip := func(b *mesh.Endpoint) error {
+	roundTrip := func(b *mesh.Endpoint, addr string) error {
 		echoOnce(t, b, mesh.KindAdmin)
-		s, err := a.Dial(dialCtx(t, 5*time.Second), addr, mesh.KindAdmin)
+		// Far below the 30 s idle timeout: a stale connection must be
+		// noticed (stateless reset) and replaced, not waited out.
+		s, err := a.Dial(dialCtx(t, 3*time.Second), addr, mesh.KindAdmin)
 		if err != nil {
 			return err
 		}
@@ -312,24 +312,45 @@ func TestEndpointRedialAfterRestart(t *testing.T) {
 			return err
 		}
 		buf := make([]byte, 4)
-		s.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(s, buf); err != nil {
-			return err
+		s.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, err = io.ReadFull(s, buf)
+		return err
+	}
+	for _, crash := range []bool{false, true} {
+		name := "clean restart"
+		if crash {
+			name = "crash"
 		}
-		return nil
-	}
-	if err := roundTrip(b); err != nil {
-		t.Fatalf("first round trip: %v", err)
-	}
-	b.Close()
-	// While b is down, a dial fails as unreachable (retryable).
-	_, err := a.Dial(dialCtx(t, 500*time.Millisecond), addr, mesh.KindAdmin)
-	if !mesh.IsRetryable(err) {
-		t.Fatalf("dial while down: err = %v, want retryable ErrUnreachable", err)
-	}
-	b2 := newEndpoint(t, bCreds, nil, addr)
-	if err := roundTrip(b2); err != nil {
-		t.Fatalf("round trip after restart: %v", err)
+		t.Run(name, func(t *testing.T) {
+			pc, err := mesh.OS().ListenPacket("127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: bCreds, Conn: pc, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := b.Addr().String()
+			if err := roundTrip(b, addr); err != nil {
+				t.Fatalf("first round trip: %v", err)
+			}
+			if crash {
+				// The socket goes first: no CONNECTION_CLOSE reaches a,
+				// which keeps its cached connection.
+				pc.Close()
+			}
+			b.Close()
+			if !crash {
+				_, err := a.Dial(dialCtx(t, 500*time.Millisecond), addr, mesh.KindAdmin)
+				if !mesh.IsRetryable(err) {
+					t.Fatalf("dial while down: err = %v, want retryable ErrUnreachable", err)
+				}
+			}
+			b2 := newEndpoint(t, bCreds, nil, addr)
+			if err := roundTrip(b2, addr); err != nil {
+				t.Fatalf("round trip after restart: %v", err)
+			}
+		})
 	}
 }
 
