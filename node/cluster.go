@@ -88,6 +88,42 @@ func (n *Node) refreshHasState() bool {
 	return true
 }
 
+// reconnectLoop re-joins peers the gossip declared dead: after a partition
+// heals, memberlist by itself never talks to them again. The addresses come
+// from the catalog (every node ever registered) and the join list.
+func (n *Node) reconnectLoop(ctx context.Context) {
+	t := time.NewTicker(n.opts.ReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		state := map[mesh.NodeID]mesh.MemberState{}
+		for _, m := range n.gossip.Members() {
+			state[m.Name] = m.State
+		}
+		var addrs []string
+		for _, ni := range n.Catalog().Nodes {
+			if s, ok := state[ni.Name]; ni.Name != n.opts.Name && ni.Gossip != "" && (!ok || s == mesh.StateDead) {
+				addrs = append(addrs, ni.Gossip)
+			}
+		}
+		if len(state) <= 1 {
+			addrs = append(addrs, n.opts.Join...)
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		if k, err := n.gossip.Join(addrs); k > 0 {
+			n.log.Info("re-joined peers", "contacted", k, "tried", len(addrs))
+		} else {
+			n.log.Debug("re-join dead peers", "tried", len(addrs), "err", err)
+		}
+	}
+}
+
 // eventLoop wakes the reconciler on membership events.
 func (n *Node) eventLoop(ctx context.Context) {
 	for {

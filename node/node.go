@@ -53,6 +53,7 @@ type Options struct {
 	RaftConfig        func(*raft.Config)
 	RaftTimeout       time.Duration // Raft RPC and dial timeout; 0 = 10s
 	ReconcileInterval time.Duration // leader's membership check; 0 = 1s
+	ReconnectInterval time.Duration // how often dead peers are re-joined; 0 = 30s
 	WriteTimeout      time.Duration // how long a write waits for a leader; 0 = 10s
 
 	Logger *slog.Logger     // nil = slog.Default()
@@ -102,6 +103,9 @@ func (o *Options) check() error {
 	}
 	if o.RaftTimeout == 0 {
 		o.RaftTimeout = 10 * time.Second
+	}
+	if o.ReconnectInterval == 0 {
+		o.ReconnectInterval = 30 * time.Second
 	}
 	if o.ReconcileInterval == 0 {
 		o.ReconcileInterval = time.Second
@@ -365,6 +369,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { n.bootstrapLoop(ctx); return nil })
 	g.Go(func() error { n.reconcileLoop(ctx); return nil })
 	g.Go(func() error { n.eventLoop(ctx); return nil })
+	g.Go(func() error { n.reconnectLoop(ctx); return nil })
 	g.Go(func() error { return n.serveForwarded(ctx) })
 	if n.adminLn != nil {
 		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}

@@ -167,6 +167,17 @@ func TestPartitionedSiteIsReadOnly(t *testing.T) {
 	h.net.Heal()
 	h.hasNote("during", "majority")
 	h.hasNote("during2", "majority")
+	// The gossip heals too: every node sees every other alive again.
+	h.eventually("gossip heals", 30*time.Second, func() error {
+		for _, m := range h.running() {
+			for _, n := range m.node.Status().Nodes {
+				if n.State != "alive" {
+					return fmt.Errorf("%s sees %s %s", m.name, n.Name, n.State)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 func TestForcedRecoveryAfterLosingTwoSites(t *testing.T) {

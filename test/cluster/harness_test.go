@@ -107,6 +107,7 @@ func (h *harness) options(m *member) node.Options {
 		RaftConfig:        fastRaft,
 		RaftTimeout:       2 * time.Second,
 		ReconcileInterval: 200 * time.Millisecond,
+		ReconnectInterval: time.Second,
 		WriteTimeout:      3 * time.Second,
 		Logger:            slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: h.level})).With("test_node", m.name),
 	}
