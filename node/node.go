@@ -302,6 +302,12 @@ func (n *Node) raftConfig() *raft.Config {
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(n.opts.Name)
 	c.Logger = mesh.HCLogger(n.log, "raft")
+	// A follower learns that an entry committed from the leader's next
+	// message, sent at the latest after CommitTimeout: a write forwarded by
+	// a follower waits for that (read your writes). 10ms instead of 50ms
+	// takes the forwarded p50 from ~78ms to ~17ms (BenchmarkCatalogWrite) for ~100 small packets a
+	// second per follower when idle.
+	c.CommitTimeout = 10 * time.Millisecond
 	c.SnapshotThreshold = 1024
 	c.TrailingLogs = 2048
 	if n.opts.RaftConfig != nil {
