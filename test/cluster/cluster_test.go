@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
 )
@@ -289,9 +291,10 @@ func TestRefusesForeignCertificateAndWrongGossipKey(t *testing.T) {
 	}
 }
 
-// threeNodes starts a three-node, three-site cluster and waits for it.
-func threeNodes(t *testing.T) (*harness, mesh.NodeID) {
+// threeNodesWith starts a three-node, three-site cluster and waits for it.
+func threeNodesWith(t *testing.T, opts func(*node.Options)) (*harness, mesh.NodeID) {
 	h := newHarness(t)
+	h.opts = opts
 	h.add("dc1-n1", "dc1", node.RoleNode)
 	h.eventually("first node leads", 20*time.Second, func() error {
 		if h.node("dc1-n1").Status().Leader != "dc1-n1" {
@@ -335,7 +338,16 @@ func TestNodeRejoinsAfterLosingItsState(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			h, leader := threeNodes(t)
+			// Snapshot often and keep few logs, so that the rejoining node
+			// must receive the catalog as a snapshot over the wire.
+			h, leader := threeNodesWith(t, func(o *node.Options) {
+				o.RaftConfig = func(c *raft.Config) {
+					fastRaft(c)
+					c.SnapshotThreshold = 8
+					c.SnapshotInterval = 200 * time.Millisecond
+					c.TrailingLogs = 4
+				}
+			})
 			victim := mesh.NodeID("dc3-n1")
 			if victim == leader {
 				victim = "dc2-n1"
@@ -346,6 +358,11 @@ func TestNodeRejoinsAfterLosingItsState(t *testing.T) {
 			h.hasNote("before", "1")
 			h.kill(victim)
 			tc.damage(t, filepath.Join(h.nodes[victim].dir, "raft"))
+			for i := range 40 {
+				if err := note(t.Context(), h.node(leader), fmt.Sprintf("filler%d", i), "x"); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if err := note(t.Context(), h.node(leader), "while-down", "1"); err != nil {
 				t.Fatal(err)
 			}
@@ -361,6 +378,7 @@ func TestNodeRejoinsAfterLosingItsState(t *testing.T) {
 				t.Logf("refused as it should: %v; %s", err, rse.Hint())
 				prev := h.opts
 				h.opts = func(o *node.Options) {
+					prev(o)
 					if o.Name == victim {
 						o.ResetRaft = true
 					}
