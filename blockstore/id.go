@@ -116,3 +116,25 @@ func isZero(p []byte) bool {
 	}
 	return bytes.Equal(p, zeros[:len(p)])
 }
+
+// Hasher computes block IDs under a dedup key, as a store with that key
+// does: the ID of an all-zero block is ZeroID. Agents use it to offer IDs
+// before sending data. It is safe for concurrent use.
+type Hasher struct{ h *hasher }
+
+// NewHasher returns a Hasher for key k.
+func NewHasher(k Key) (*Hasher, error) {
+	h, err := newHasher(k)
+	if err != nil {
+		return nil, err
+	}
+	return &Hasher{h: h}, nil
+}
+
+// ID returns the ID of block p (ZeroID when p is all zeros).
+func (h *Hasher) ID(p []byte) ID {
+	if isZero(p) {
+		return ZeroID
+	}
+	return h.h.sum(p)
+}
