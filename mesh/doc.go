@@ -138,6 +138,28 @@
 // that a third can still reach is masked by memberlist's indirect probes:
 // neither is declared dead.
 //
+// # Ingest protocol (KindIngest, agent to node, version 1)
+//
+// Frames (type, then payload; all integers big-endian):
+//
+//	1 Hello      agent → node  JSON {version: 1, service, agent, volumes: [{name, size}]}
+//	2 Welcome    node → agent  JSON {node, volumes: [{name, size, block_size}], seq, point, point_time}
+//	3 Offer      agent → node  1 to 4096 block IDs, 32 bytes each
+//	4 Want       node → agent  bitmap of ceil(n/8) bytes; bit i (LSB first) set = send offer i
+//	5 Blocks     agent → node  records: ID (32) | codec (1: 0 raw, 1 zstd) | raw length (4) | data length (4) | data
+//	6 Changes    agent → node  name length (1) | volume name | count (4) | count × (block (8) | ID (32)), sorted by block
+//	7 Commit     agent → node  JSON {seq, time}
+//	8 Committed  node → agent  JSON {seq, point, time}
+//
+// The node answers Hello with Welcome or an error frame (CodeForbidden when
+// the certificate's service is not the Hello's, CodeNotFound for a volume
+// the policy does not list). The node checks every received block against
+// its ID (keyed BLAKE3 of the plaintext, the cluster's dedup key) before
+// storing it, and every change's ID is present before it commits. Seq is
+// the agent's own counter of points; Welcome returns the newest one the
+// node committed for that agent, so a restarted agent does not resend.
+// Limits: 8 MiB per frame, 1 MiB per block, 65536 changes per frame.
+//
 // # Testing
 //
 // mesh/meshtest provides a throw-away CA (meshtest.CA) and a Network
