@@ -310,8 +310,9 @@ func (r IssueRequest) Identity() (Identity, error) {
 }
 
 // Issue signs a new key pair with the CA in caDir and writes into outDir
-// (created if missing): ca.crt, cert.crt, cert.key (0600), and for nodes also
-// copies of gossip.key and dedup.key. It refuses to overwrite existing files.
+// (created if missing): ca.crt, cert.crt, cert.key (0600), a copy of
+// dedup.key (agents hash blocks to offer their IDs), and for nodes also a
+// copy of gossip.key. It refuses to overwrite existing files.
 func Issue(caDir string, req IssueRequest, outDir string) error {
 	id, err := req.Identity()
 	if err != nil {
@@ -325,17 +326,19 @@ func Issue(caDir string, req IssueRequest, outDir string) error {
 		name string
 		data []byte
 	}
+	keys := []string{FileDedupKey}
 	if !id.Agent {
-		for _, name := range []string{FileGossipKey, FileDedupKey} {
-			b, err := os.ReadFile(filepath.Join(caDir, name))
-			if err != nil {
-				return fmt.Errorf("read %s: %w", filepath.Join(caDir, name), err)
-			}
-			extra = append(extra, struct {
-				name string
-				data []byte
-			}{name, b})
+		keys = append(keys, FileGossipKey)
+	}
+	for _, name := range keys {
+		b, err := os.ReadFile(filepath.Join(caDir, name))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", filepath.Join(caDir, name), err)
 		}
+		extra = append(extra, struct {
+			name string
+			data []byte
+		}{name, b})
 	}
 	certPEM, keyPEM, err := signCert(caCert, caKey, id, req)
 	if err != nil {
