@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
@@ -27,6 +28,8 @@ import (
 //	PUT  /v1/policy?file=NAME            body: cluster policy TOML → PolicyRecord
 //	POST /v1/raft/recover?force=true     RecoveryRecord
 //	GET  /v1/catalog                     Catalog
+//	GET  /v1/points?service=S&volume=V   []blockstore.Point held by this node
+//	GET  /v1/image?volume=S/V&at=X       the volume's raw image at a point (headers name the point)
 
 // maxPolicy bounds a policy file sent to the admin API.
 const maxPolicy = 1 << 20
@@ -87,6 +90,17 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, p)
 	})
+	mux.HandleFunc("GET /v1/points", func(w http.ResponseWriter, r *http.Request) {
+		pts, err := n.Points(r.Context(), r.URL.Query().Get("service"), r.URL.Query().Get("volume"))
+		if err != nil {
+			n.writeAPIError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, pts)
+	})
+	mux.HandleFunc("GET /v1/image", func(w http.ResponseWriter, r *http.Request) {
+		n.serveImage(w, r)
+	})
 	mux.HandleFunc("POST /v1/raft/recover", func(w http.ResponseWriter, r *http.Request) {
 		rec, err := n.RecoverRaft(r.Context(), operator(r), r.URL.Query().Get("force") == "true")
 		if err != nil {
@@ -138,6 +152,8 @@ func (n *Node) writeAPIError(w http.ResponseWriter, err error) {
 		writeErr(w, http.StatusPreconditionRequired, apiNeedForce, err.Error())
 	case errors.Is(err, ErrHasLeader):
 		writeErr(w, http.StatusConflict, apiHasLeader, err.Error())
+	case errors.Is(err, blockstore.ErrNotFound), errors.Is(err, errNoStore):
+		writeErr(w, http.StatusNotFound, apiNotFound, err.Error())
 	default:
 		n.log.Error("admin request", "err", err)
 		writeErr(w, http.StatusInternalServerError, apiInternal, err.Error())
@@ -227,6 +243,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Code == apiHasLeader
 	case errBadPolicy, ErrBadCommand:
 		return e.Code == apiBadRequest
+	case blockstore.ErrNotFound:
+		return e.Code == apiNotFound
 	}
 	return false
 }
@@ -305,4 +323,75 @@ func (c *Client) RecoverRaft(ctx context.Context, force bool) (*RecoveryRecord, 
 		q = "true"
 	}
 	return &r, c.do(ctx, http.MethodPost, "/v1/raft/recover?force="+q, nil, &r)
+}
+
+// Points lists the points of a service (and volume) held by this node.
+func (c *Client) Points(ctx context.Context, service, volume string) ([]blockstore.Point, error) {
+	var pts []blockstore.Point
+	q := url.Values{"service": {service}, "volume": {volume}}
+	return pts, c.do(ctx, http.MethodGet, "/v1/points?"+q.Encode(), nil, &pts)
+}
+
+// Image streams a volume's image at a point into w, sequentially, and
+// returns the point it came from. Zero blocks are skipped with Seek when w
+// can seek, so files stay sparse.
+func (c *Client) Image(ctx context.Context, volume, at string, w io.WriteSeeker) (string, int64, error) {
+	q := url.Values{"volume": {volume}, "at": {at}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/image?"+q.Encode(), nil)
+	if err != nil {
+		return "", 0, err
+	}
+	hc := *c.http
+	hc.Timeout = 0 // images take as long as they take; ctx bounds them
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", 0, ctx.Err()
+		}
+		return "", 0, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var ae apiError
+		if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
+			return "", 0, &APIError{Status: resp.StatusCode, Code: apiInternal, Msg: fmt.Sprintf("admin API: %s", resp.Status)}
+		}
+		return "", 0, &APIError{Status: resp.StatusCode, Code: ae.Code, Msg: ae.Error}
+	}
+	size := resp.ContentLength
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		k, err := io.ReadFull(resp.Body, buf)
+		if k > 0 {
+			if isZeroBytes(buf[:k]) {
+				if _, err := w.Seek(int64(k), io.SeekCurrent); err != nil {
+					return "", 0, err
+				}
+			} else if _, err := w.Write(buf[:k]); err != nil {
+				return "", 0, err
+			}
+			off += int64(k)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return "", 0, fmt.Errorf("read image: %w", err)
+		}
+	}
+	if size >= 0 && off != size {
+		return "", 0, fmt.Errorf("image cut short: %d of %d bytes", off, size)
+	}
+	return resp.Header.Get("X-Lifeboat-Point"), off, nil
+}
+
+func isZeroBytes(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -67,10 +67,12 @@ type ServiceState struct {
 
 // Watermark is the newest consistency point a site holds for a service.
 type Watermark struct {
-	Service string    `json:"service"`
-	Site    string    `json:"site"`
-	Point   string    `json:"point"`
-	Time    time.Time `json:"time"`
+	Service string      `json:"service"`
+	Site    string      `json:"site"`
+	Node    mesh.NodeID `json:"node,omitempty"` // the holder
+	Point   string      `json:"point"`
+	Time    time.Time   `json:"time"`
+	Size    int64       `json:"size"` // logical bytes of the service's volumes
 }
 
 // RecoveryRecord logs an operator-forced Raft recovery: who, when, where, and

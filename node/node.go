@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
@@ -55,6 +56,7 @@ type Options struct {
 	ReconcileInterval time.Duration // leader's membership check; 0 = 1s
 	ReconnectInterval time.Duration // how often dead peers are re-joined; 0 = 30s
 	WriteTimeout      time.Duration // how long a write waits for a leader; 0 = 10s
+	WatermarkInterval time.Duration // how often new points reach the catalog; 0 = 1s
 
 	Logger *slog.Logger     // nil = slog.Default()
 	Now    func() time.Time // nil = time.Now
@@ -110,6 +112,9 @@ func (o *Options) check() error {
 	if o.ReconcileInterval == 0 {
 		o.ReconcileInterval = time.Second
 	}
+	if o.WatermarkInterval == 0 {
+		o.WatermarkInterval = time.Second
+	}
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = 10 * time.Second
 	}
@@ -157,6 +162,12 @@ type Node struct {
 
 	goneMu    sync.Mutex
 	goneSince map[mesh.NodeID]time.Time
+
+	store    *blockstore.Store // nil on a witness
+	ingestWG sync.WaitGroup    // running ingest sessions
+	svcs     services
+	wmMu     sync.Mutex
+	wm       map[string]Watermark // newest point per service, not yet in the catalog
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -171,6 +182,7 @@ func New(opts Options) (_ *Node, err error) {
 		kick:      make(chan struct{}, 1),
 		events:    make(chan mesh.Event, 256),
 		goneSince: map[mesh.NodeID]time.Time{},
+		wm:        map[string]Watermark{},
 	}
 	var closers []func()
 	defer func() {
@@ -205,6 +217,17 @@ func New(opts Options) (_ *Node, err error) {
 	n.hasState.Store(has)
 	if !has {
 		n.log.Info("no raft state; this node joins the cluster as a new member", "path", raftDir)
+	}
+
+	if opts.Role != RoleWitness {
+		n.store, err = openStore(filepath.Join(opts.DataDir, "store"), opts.Creds, n.log)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() { n.store.Close() })
+		if err := n.loadServices(context.Background()); err != nil {
+			return nil, fmt.Errorf("read points: %w", err)
+		}
 	}
 
 	pc, err := opts.Network.ListenPacket(opts.QUIC)
@@ -377,6 +400,8 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { n.eventLoop(ctx); return nil })
 	g.Go(func() error { n.reconnectLoop(ctx); return nil })
 	g.Go(func() error { return n.serveForwarded(ctx) })
+	g.Go(func() error { return n.serveIngest(ctx) })
+	g.Go(func() error { n.watermarkLoop(ctx); return nil })
 	if n.adminLn != nil {
 		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		if n.adminTLS() {
@@ -458,8 +483,14 @@ func (n *Node) shutdown() {
 	}
 	n.gossip.Shutdown()
 	n.ep.Close()
+	n.ingestWG.Wait()
 	if err := n.stores.Close(); err != nil {
 		n.log.Warn("close raft log", "err", err)
+	}
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			n.log.Warn("close block store", "err", err)
+		}
 	}
 	if n.adminLn != nil {
 		n.adminLn.Close()

@@ -118,6 +118,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
 		c.policyCmd(),
 		c.raftCmd(),
 		c.configCmd(),
+		c.agentCmd(),
 	)
 	return root
 }

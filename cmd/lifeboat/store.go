@@ -261,11 +261,12 @@ func formatSize(n int64) string {
 
 func (c *cli) pointsCmd() *cobra.Command {
 	var (
-		dir, volume string
-		jsonOut     bool
+		dir, volume, service string
+		jsonOut              bool
+		where                storeOrAdmin
 	)
 	cmd := &cobra.Command{
-		Use:   "points --store DIR [--volume NAME] [--json]",
+		Use:   "points [--store DIR | --admin ADDR [--service S]] [--volume NAME] [--json]",
 		Short: "List the points in a store, oldest first",
 		Long: `List the points in a store, oldest first: ID, time (UTC, RFC 3339), name,
 volume(s), volume size and the bytes in use (non-zero blocks). With --volume,
@@ -273,10 +274,30 @@ only the points that hold that volume. Any ID, name or time shown can be given
 to restore --at.`,
 		Args: noArgs,
 		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if err := where.check(); err != nil {
+				return err
+			}
 			if volume != "" {
 				if err := checkVolumeName(volume); err != nil {
 					return err
 				}
+			}
+			if where.admin.addr != "" {
+				cl, err := where.admin.client()
+				if err != nil {
+					return err
+				}
+				pts, err := cl.Points(cmd.Context(), service, volume)
+				if err != nil {
+					return err
+				}
+				if jsonOut {
+					return writeJSON(c.stdout, pts)
+				}
+				return printPoints(c.stdout, pts, volume)
+			}
+			if service != "" {
+				return usagef("--service works with --admin; in a local store use --volume")
 			}
 			return c.withStore(dir, func(s *blockstore.Store) error {
 				pts, err := s.Points(cmd.Context(), volume)
@@ -296,8 +317,9 @@ to restore --at.`,
 			})
 		}),
 	}
-	storeFlag(cmd, &dir)
-	cmd.Flags().StringVar(&volume, "volume", "", "only points that hold this volume")
+	where.register(cmd, &dir)
+	cmd.Flags().StringVar(&service, "service", "", "only points of this service (with --admin)")
+	cmd.Flags().StringVar(&volume, "volume", "", "only points that hold this volume (SERVICE/VOLUME with --admin)")
 	jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -346,9 +368,10 @@ func (c *cli) restoreCmd() *cobra.Command {
 	var (
 		dir, volume, at, out string
 		force                bool
+		where                storeOrAdmin
 	)
 	cmd := &cobra.Command{
-		Use:   "restore --store DIR --volume NAME [--at POINT|NAME|TIME] --out PATH [--force]",
+		Use:   "restore [--store DIR | --admin ADDR] --volume NAME [--at POINT|NAME|TIME] --out PATH [--force]",
 		Short: "Write a volume as it was at a point to an image file or block device",
 		Long: `Write the volume as it was at a point to PATH.
 
@@ -387,6 +410,15 @@ directly to the device, which must not be mounted.`,
 				return &hintError{fmt.Errorf("restore: %s exists; refusing to overwrite it", out),
 					"pass --force to replace it, or choose another --out"}
 			}
+			if err := where.check(); err != nil {
+				return err
+			}
+			if where.admin.addr != "" {
+				if device {
+					return usagef("restore through --admin writes image files; restore onto a device from a local --store")
+				}
+				return c.restoreRemote(cmd.Context(), &where.admin, volume, at, out, force)
+			}
 			return c.withStore(dir, func(s *blockstore.Store) error {
 				ctx := cmd.Context()
 				p, v, err := s.Resolve(ctx, volume, at)
@@ -416,8 +448,8 @@ directly to the device, which must not be mounted.`,
 			})
 		}),
 	}
-	storeFlag(cmd, &dir)
-	cmd.Flags().StringVar(&volume, "volume", "", "volume to restore (required)")
+	where.register(cmd, &dir)
+	cmd.Flags().StringVar(&volume, "volume", "", "volume to restore (required; SERVICE/VOLUME with --admin)")
 	cmd.MarkFlagRequired("volume")
 	cmd.Flags().StringVar(&at, "at", "latest", "point: latest, a point ID or prefix, a point name, or an RFC 3339 time")
 	cmd.Flags().StringVar(&out, "out", "", "image file or block device to write (required)")

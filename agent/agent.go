@@ -1,0 +1,328 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+)
+
+// Modes of capture.
+const (
+	ModeScan      = "scan"
+	ModeIntercept = "intercept"
+)
+
+// Volume is a protected volume: its name in the service and the image file
+// or block device that holds it.
+type Volume struct {
+	Name string
+	Path string
+}
+
+// Options configure an agent. Zero values of optional fields are defaults.
+type Options struct {
+	Name     string      // the agent's name; must match its certificate
+	Service  string      // the service it protects; must match its certificate
+	Volumes  []Volume    // at least one
+	Node     string      // QUIC address of a node at the agent's site
+	Creds    *mesh.Creds // the agent certificate (with dedup.key)
+	Mode     string      // ModeScan (default) or ModeIntercept
+	Interval time.Duration
+	// Interval is the time between scans in scan mode; 0 = 30s.
+	SpoolDir string // state: status file, and the spool in intercept mode; required
+	ReadRate int64  // scan mode read limit in bytes/s; 0 = 200 MiB/s
+	Network  mesh.Network
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+func (o *Options) check() error {
+	var errs []error
+	if !mesh.ValidName(o.Name) {
+		errs = append(errs, fmt.Errorf("agent name %q: want letters, digits, '.', '_' or '-'", o.Name))
+	}
+	if !mesh.ValidName(o.Service) {
+		errs = append(errs, fmt.Errorf("service %q: want letters, digits, '.', '_' or '-'", o.Service))
+	}
+	if len(o.Volumes) == 0 {
+		errs = append(errs, errors.New("at least one volume is needed (--volume NAME=PATH)"))
+	}
+	seen := map[string]bool{}
+	for _, v := range o.Volumes {
+		if !mesh.ValidName(v.Name) {
+			errs = append(errs, fmt.Errorf("volume name %q: want letters, digits, '.', '_' or '-'", v.Name))
+		}
+		if seen[v.Name] {
+			errs = append(errs, fmt.Errorf("volume %s listed twice", v.Name))
+		}
+		seen[v.Name] = true
+	}
+	if o.Node == "" {
+		errs = append(errs, errors.New("the node's QUIC address is needed (--node HOST:PORT)"))
+	}
+	if o.Creds == nil {
+		errs = append(errs, errors.New("TLS credentials are needed (--tls-dir)"))
+	} else {
+		id := o.Creds.Self
+		if !id.Agent || id.Service != o.Service || string(id.Name) != o.Name {
+			errs = append(errs, fmt.Errorf("the certificate is for %s, not agent %s of service %s: issue one with `lifeboat ca issue --agent --name %s --service %s`",
+				id, o.Name, o.Service, o.Name, o.Service))
+		}
+		if len(o.Creds.DedupKey) != 32 {
+			errs = append(errs, errors.New("the TLS dir holds no dedup.key: reissue the agent certificate"))
+		}
+	}
+	switch o.Mode {
+	case "":
+		o.Mode = ModeScan
+	case ModeScan, ModeIntercept:
+	default:
+		errs = append(errs, fmt.Errorf("mode %q: want %s or %s", o.Mode, ModeScan, ModeIntercept))
+	}
+	if o.SpoolDir == "" {
+		errs = append(errs, errors.New("a state directory is needed (--spool DIR)"))
+	}
+	if o.Interval == 0 {
+		o.Interval = 30 * time.Second
+	}
+	if o.Interval < 0 {
+		errs = append(errs, fmt.Errorf("interval %s: want a positive duration", o.Interval))
+	}
+	if o.ReadRate == 0 {
+		o.ReadRate = 200 << 20
+	}
+	if o.Network == nil {
+		o.Network = mesh.OS()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return errors.Join(errs...)
+}
+
+// counters are the agent's running totals.
+type counters struct {
+	sentBytes  atomic.Int64
+	sentBlocks atomic.Int64
+	dedupBytes atomic.Int64
+	readBytes  atomic.Int64
+}
+
+// Agent captures a service's volumes and ships them to a node.
+type Agent struct {
+	opts   Options
+	log    *slog.Logger
+	hasher *blockstore.Hasher
+	ep     *mesh.Endpoint
+	stats  counters
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status is what `lifeboat agent status` shows, written to
+// SPOOL/status.json whenever it changes.
+type Status struct {
+	Agent      string    `json:"agent"`
+	Service    string    `json:"service"`
+	Mode       string    `json:"mode"`
+	Node       string    `json:"node"`
+	State      string    `json:"state"` // starting, connected, shipping, disconnected, refused, stopped
+	Detail     string    `json:"detail,omitempty"`
+	Seq        uint64    `json:"seq"`
+	Point      string    `json:"point,omitempty"`
+	PointTime  time.Time `json:"point_time,omitzero"`
+	LastError  string    `json:"last_error,omitempty"`
+	SentBytes  int64     `json:"sent_bytes"`
+	SentBlocks int64     `json:"sent_blocks"`
+	DedupBytes int64     `json:"dedup_bytes"`
+	ReadBytes  int64     `json:"read_bytes"`
+	Updated    time.Time `json:"updated"`
+	PID        int       `json:"pid"`
+}
+
+// StatusFile is the name of the status file in the spool directory.
+const StatusFile = "status.json"
+
+// New checks the options and opens the agent's QUIC endpoint.
+func New(o Options) (*Agent, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	var key blockstore.Key
+	copy(key[:], o.Creds.DedupKey)
+	h, err := blockstore.NewHasher(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.SpoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	pc, err := o.Network.ListenPacket(":0")
+	if err != nil {
+		return nil, fmt.Errorf("open QUIC socket: %w", err)
+	}
+	ep, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: o.Creds, Conn: pc, Logger: o.Logger})
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	a := &Agent{opts: o, log: o.Logger.With("agent", o.Name, "service", o.Service), hasher: h, ep: ep}
+	a.status = Status{Agent: o.Name, Service: o.Service, Mode: o.Mode, Node: o.Node, State: "starting", PID: os.Getpid()}
+	a.writeStatus()
+	return a, nil
+}
+
+// Status returns the agent's current status.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.status
+	s.SentBytes, s.SentBlocks = a.stats.sentBytes.Load(), a.stats.sentBlocks.Load()
+	s.DedupBytes, s.ReadBytes = a.stats.dedupBytes.Load(), a.stats.readBytes.Load()
+	return s
+}
+
+// setState records a state change, logs it once, and writes the status file.
+func (a *Agent) setState(state, detail string, err error) {
+	a.mu.Lock()
+	changed := a.status.State != state || a.status.Detail != detail
+	a.status.State, a.status.Detail = state, detail
+	if err != nil {
+		a.status.LastError = err.Error()
+	}
+	a.mu.Unlock()
+	if changed {
+		switch state {
+		case "disconnected", "refused":
+			a.log.Warn("agent "+state, "detail", detail, "err", err)
+		default:
+			a.log.Info("agent "+state, "detail", detail)
+		}
+	}
+	a.writeStatus()
+}
+
+func (a *Agent) committed(c *mesh.Committed) {
+	a.mu.Lock()
+	a.status.Seq, a.status.Point, a.status.PointTime = c.Seq, c.Point, c.Time
+	a.mu.Unlock()
+	a.writeStatus()
+}
+
+// writeStatus replaces the status file atomically.
+func (a *Agent) writeStatus() {
+	s := a.Status()
+	s.Updated = a.opts.Now().UTC()
+	b, _ := json.MarshalIndent(s, "", "  ")
+	path := filepath.Join(a.opts.SpoolDir, StatusFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
+		os.Rename(tmp, path)
+	}
+}
+
+// ReadStatus reads the status file an agent keeps in spoolDir.
+func ReadStatus(spoolDir string) (*Status, error) {
+	b, err := os.ReadFile(filepath.Join(spoolDir, StatusFile))
+	if err != nil {
+		return nil, fmt.Errorf("agent status: %w", err)
+	}
+	var s Status
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("agent status %s: %w", filepath.Join(spoolDir, StatusFile), err)
+	}
+	return &s, nil
+}
+
+// Run captures and ships until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	defer func() {
+		a.ep.Close()
+		a.setState("stopped", "", nil)
+	}()
+	switch a.opts.Mode {
+	case ModeScan:
+		return a.runScan(ctx)
+	case ModeIntercept:
+		return a.runIntercept(ctx)
+	}
+	return fmt.Errorf("mode %q", a.opts.Mode)
+}
+
+// hello describes the agent's volumes to the node.
+func (a *Agent) hello() (mesh.Hello, error) {
+	h := mesh.Hello{Version: mesh.IngestVersion, Service: a.opts.Service, Agent: a.opts.Name}
+	for _, v := range a.opts.Volumes {
+		size, err := volumeSize(v.Path)
+		if err != nil {
+			return h, err
+		}
+		h.Volumes = append(h.Volumes, mesh.HelloVolume{Name: v.Name, Size: size})
+	}
+	return h, nil
+}
+
+// volumeSize is the size of an image file or block device.
+func volumeSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("open volume: %w", err)
+	}
+	defer f.Close()
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("size of volume %s: %w", path, err)
+	}
+	return n, nil
+}
+
+// connect dials the node until it answers, backing off; a refusal is
+// returned at once.
+func (a *Agent) connect(ctx context.Context) (*conn, error) {
+	backoff := 200 * time.Millisecond
+	for {
+		h, err := a.hello()
+		if err != nil {
+			return nil, err
+		}
+		c, err := dial(ctx, a.ep, a.opts.Node, h, &a.stats)
+		if err == nil {
+			a.setState("connected", "node "+c.welcome.Node, nil)
+			return c, nil
+		}
+		if isRefused(err) {
+			a.setState("refused", "", err)
+			return nil, err
+		}
+		a.setState("disconnected", "retrying in "+backoff.String(), err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// limiter returns the scan read limiter.
+func (a *Agent) limiter() *rate.Limiter {
+	burst := int(max(a.opts.ReadRate/100, 4<<20))
+	return rate.NewLimiter(rate.Limit(a.opts.ReadRate), burst)
+}

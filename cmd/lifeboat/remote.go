@@ -1,0 +1,85 @@
+package main
+
+// Commands that read a store either locally (--store DIR) or through a
+// node's admin API (--admin ADDR).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// storeOrAdmin is --store or --admin (with --tls-dir): exactly one.
+type storeOrAdmin struct {
+	dir   *string
+	admin adminFlags
+}
+
+func (w *storeOrAdmin) register(cmd *cobra.Command, dir *string) {
+	w.dir = dir
+	cmd.Flags().StringVar(dir, "store", "", "local store directory")
+	cmd.MarkFlagDirname("store")
+	cmd.Flags().StringVar(&w.admin.addr, "admin", "", "a node's admin API address, instead of --store (e.g. "+defaultAdmin+")")
+	cmd.Flags().StringVar(&w.admin.tlsDir, "tls-dir", "", "certificate directory, needed when --admin is not on this host")
+}
+
+func (w *storeOrAdmin) check() error {
+	switch {
+	case *w.dir == "" && w.admin.addr == "":
+		return usagef("--store DIR or --admin ADDR is required")
+	case *w.dir != "" && w.admin.addr != "":
+		return usagef("--store and --admin exclude each other")
+	}
+	return nil
+}
+
+// restoreRemote streams a volume image from a node into out (a new file,
+// renamed into place once complete and synced).
+func (c *cli) restoreRemote(ctx context.Context, af *adminFlags, volume, at, out string, force bool) (err error) {
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	tmp := out + ".lifeboat-tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return &hintError{fmt.Errorf("restore: temporary file %s exists", tmp),
+			"another restore may be writing it; if not, an earlier restore was killed: remove the file and try again"}
+	}
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	placed := false
+	defer func() {
+		f.Close()
+		if !placed {
+			os.Remove(tmp)
+		}
+	}()
+	start := time.Now()
+	point, size, err := cl.Image(ctx, volume, at, f)
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", volume, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("restore: size %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("restore: sync %s: %w", tmp, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := place(tmp, out, force); err != nil {
+		return err
+	}
+	placed = true
+	elapsed := time.Since(start)
+	fmt.Fprintf(c.stderr, "restored %s at point %s from %s to %s: %s in %s, %s\n",
+		volume, point, af.addr, out, formatBytes(size), formatDuration(elapsed), formatRate(size, elapsed))
+	return nil
+}

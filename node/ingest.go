@@ -1,0 +1,487 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+)
+
+// The node's side of the ingest protocol (mesh doc.go): agents ship the
+// blocks of their service's volumes; the node verifies every block against
+// its ID, stores it, and commits consistency points into its block store,
+// one group per service, volumes named SERVICE/VOLUME.
+
+// maxPendingChanges bounds the map changes an ingest stream may hold
+// before it commits: about 40 bytes each.
+const maxPendingChanges = 4 << 20
+
+// openStore opens (creating) the node's block store under the cluster's
+// dedup key. A store made with another key is refused: its IDs would not
+// match what agents and other sites compute.
+func openStore(dir string, creds *mesh.Creds, log *slog.Logger) (*blockstore.Store, error) {
+	if len(creds.DedupKey) != 32 {
+		return nil, fmt.Errorf("the TLS dir holds no dedup.key (32 bytes): reissue the node certificate with `lifeboat ca issue`")
+	}
+	var key blockstore.Key
+	copy(key[:], creds.DedupKey)
+	if _, err := os.Stat(filepath.Join(dir, "key")); errors.Is(err, os.ErrNotExist) {
+		if err := blockstore.Init(dir, blockstore.InitOptions{Key: &key}); err != nil {
+			return nil, fmt.Errorf("create block store: %w", err)
+		}
+	} else {
+		have, err := blockstore.ReadKeyFile(filepath.Join(dir, "key"))
+		if err != nil {
+			return nil, fmt.Errorf("block store key: %w", err)
+		}
+		if have != key {
+			return nil, fmt.Errorf("block store %s was made with another dedup key than the cluster's (dedup.key in the TLS dir)", dir)
+		}
+	}
+	return blockstore.Open(dir, blockstore.Options{Logger: log})
+}
+
+// services tracks, per service, the newest point and each agent's newest
+// committed sequence number; one mutex per service orders commits.
+type services struct {
+	mu  sync.Mutex
+	svc map[string]*serviceState
+}
+
+type serviceState struct {
+	mu     sync.Mutex
+	latest *blockstore.Point
+	seqs   map[string]uint64 // by agent
+}
+
+func (ss *services) get(name string) *serviceState {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.svc == nil {
+		ss.svc = map[string]*serviceState{}
+	}
+	s := ss.svc[name]
+	if s == nil {
+		s = &serviceState{seqs: map[string]uint64{}}
+		ss.svc[name] = s
+	}
+	return s
+}
+
+// pointName names an ingest point after the agent and its sequence.
+func pointName(agent string, seq uint64) string { return agent + "/" + strconv.FormatUint(seq, 10) }
+
+func parsePointName(name string) (agent string, seq uint64, ok bool) {
+	a, s, found := strings.Cut(name, "/")
+	if !found {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return a, n, err == nil
+}
+
+// loadServices reads the newest point per service from the store.
+func (n *Node) loadServices(ctx context.Context) error {
+	pts, err := n.store.Points(ctx, "")
+	if err != nil {
+		return err
+	}
+	for i := range pts {
+		p := pts[i]
+		s := n.svcs.get(p.Group)
+		s.latest = &p
+		if a, seq, ok := parsePointName(p.Name); ok && seq > s.seqs[a] {
+			s.seqs[a] = seq
+		}
+	}
+	return nil
+}
+
+// ingestError is a refusal sent to the agent as an error frame.
+type ingestError struct {
+	code mesh.ErrCode
+	msg  string
+}
+
+func (e *ingestError) Error() string { return e.msg }
+
+func refuse(code mesh.ErrCode, format string, a ...any) error {
+	return &ingestError{code: code, msg: fmt.Sprintf(format, a...)}
+}
+
+// serveIngest accepts agents' ingest streams.
+func (n *Node) serveIngest(ctx context.Context) error {
+	for {
+		s, err := n.ep.Accept(ctx, mesh.KindIngest)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, mesh.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("accept ingest stream: %w", err)
+		}
+		n.ingestWG.Add(1)
+		go func() {
+			defer n.ingestWG.Done()
+			defer s.Close()
+			peer := s.Peer()
+			log := n.log.With("peer", peer.Name, "service", peer.Service)
+			err := n.ingest(ctx, s)
+			var ie *ingestError
+			switch {
+			case err == nil:
+			case errors.As(err, &ie):
+				log.Warn("ingest refused", "err", err)
+				mesh.WriteError(s, ie.code, ie.msg)
+			case ctx.Err() != nil:
+			default:
+				log.Info("ingest stream ended", "err", err)
+			}
+		}()
+	}
+}
+
+// ingestSession is one agent's stream.
+type ingestSession struct {
+	n       *Node
+	svc     *config.Service
+	state   *serviceState
+	agent   string
+	volumes map[string]config.Volume // by volume name
+	pending map[string]map[int64]blockstore.ID
+	count   int
+	dec     *zstd.Decoder
+}
+
+func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
+	peer := s.Peer()
+	if !peer.Agent {
+		return refuse(mesh.CodeForbidden, "ingest streams are for agent certificates")
+	}
+	if n.store == nil {
+		return refuse(mesh.CodeUnavailable, "node %s is a witness and holds no data: point the agent at a data node of site %s", n.opts.Name, n.opts.Site)
+	}
+	fr := mesh.NewFrameReader(s, mesh.KindIngest.MaxFrame())
+	t, p, err := fr.Next()
+	if err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	if t != mesh.FrameHello {
+		return refuse(mesh.CodeBadRequest, "first frame is type %d, want hello", t)
+	}
+	h, err := mesh.DecodeHello(p)
+	if err != nil {
+		return refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	if h.Service != peer.Service || h.Agent != string(peer.Name) {
+		return refuse(mesh.CodeForbidden, "agent certificate is for %s of service %s, not %s of service %s", peer.Name, peer.Service, h.Agent, h.Service)
+	}
+	sess, welcome, err := n.openSession(h)
+	if err != nil {
+		return err
+	}
+	defer sess.dec.Close()
+	b, _ := json.Marshal(welcome)
+	if err := mesh.WriteFrame(s, mesh.FrameWelcome, b); err != nil {
+		return err
+	}
+	n.log.Info("agent connected", "peer", h.Agent, "service", h.Service, "volumes", len(h.Volumes), "seq", welcome.Seq)
+	for {
+		t, p, err := fr.Next()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case mesh.FrameOffer:
+			ids, err := mesh.DecodeOffer(p)
+			if err != nil {
+				return refuse(mesh.CodeBadRequest, "%v", err)
+			}
+			missing, err := n.store.Missing(ctx, ids)
+			if err != nil {
+				return refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
+			}
+			miss := map[blockstore.ID]bool{}
+			for _, id := range missing {
+				miss[id] = true
+			}
+			want := make([]bool, len(ids))
+			for i, id := range ids {
+				want[i] = miss[id] && !id.IsZero()
+			}
+			if err := mesh.WriteFrame(s, mesh.FrameWant, mesh.AppendWant(nil, want)); err != nil {
+				return err
+			}
+		case mesh.FrameBlocks:
+			if err := sess.blocks(ctx, p); err != nil {
+				return err
+			}
+		case mesh.FrameChanges:
+			if err := sess.changes(p); err != nil {
+				return err
+			}
+		case mesh.FrameCommit:
+			c, err := mesh.DecodeCommit(p)
+			if err != nil {
+				return refuse(mesh.CodeBadRequest, "%v", err)
+			}
+			done, err := sess.commit(ctx, c)
+			if err != nil {
+				return err
+			}
+			b, _ := json.Marshal(done)
+			if err := mesh.WriteFrame(s, mesh.FrameCommitted, b); err != nil {
+				return err
+			}
+		default:
+			return refuse(mesh.CodeBadRequest, "unexpected frame type %d", t)
+		}
+	}
+}
+
+// openSession checks a Hello against the applied policy.
+func (n *Node) openSession(h *mesh.Hello) (*ingestSession, *mesh.Welcome, error) {
+	pol := n.Catalog().Policy
+	if pol == nil || pol.Cluster == nil {
+		return nil, nil, refuse(mesh.CodeUnavailable, "no cluster policy applied yet: `lifeboat policy apply FILE` must name service %s", h.Service)
+	}
+	svc := pol.Cluster.Service(h.Service)
+	if svc == nil {
+		return nil, nil, refuse(mesh.CodeNotFound, "service %s is not in the cluster policy (version %d)", h.Service, pol.Version)
+	}
+	if svc.Primary != string(n.opts.Site) {
+		return nil, nil, refuse(mesh.CodeForbidden, "service %s runs at site %s; this node is at %s", h.Service, svc.Primary, n.opts.Site)
+	}
+	sess := &ingestSession{n: n, svc: svc, state: n.svcs.get(h.Service), agent: h.Agent,
+		volumes: map[string]config.Volume{}, pending: map[string]map[int64]blockstore.ID{}}
+	w := &mesh.Welcome{Node: string(n.opts.Name)}
+	for _, hv := range h.Volumes {
+		_, v := svc.Volume(hv.Name)
+		if v == nil {
+			return nil, nil, refuse(mesh.CodeNotFound, "volume %s is not a volume of service %s in the policy", hv.Name, h.Service)
+		}
+		if int64(v.Size) != hv.Size {
+			return nil, nil, refuse(mesh.CodeBadRequest, "volume %s/%s: the agent has %d bytes, the policy says %s (%d bytes)", h.Service, hv.Name, hv.Size, v.Size, int64(v.Size))
+		}
+		sess.volumes[hv.Name] = *v
+		w.Volumes = append(w.Volumes, mesh.WelcomeVolume{Name: v.Name, Size: int64(v.Size), BlockSize: int(v.BlockSize)})
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(2*mesh.MaxBlockSize))
+	if err != nil {
+		return nil, nil, err
+	}
+	sess.dec = dec
+	st := sess.state
+	st.mu.Lock()
+	w.Seq = st.seqs[h.Agent]
+	if st.latest != nil {
+		w.Point, w.PointTime = st.latest.ID, st.latest.Time
+	}
+	st.mu.Unlock()
+	return sess, w, nil
+}
+
+// blocks stores a Blocks frame after checking each block against its ID.
+func (s *ingestSession) blocks(ctx context.Context, p []byte) error {
+	recs, err := mesh.DecodeBlocks(p)
+	if err != nil {
+		return refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	data := make([][]byte, len(recs))
+	for i, r := range recs {
+		b := r.Data
+		if r.Codec == mesh.CodecZstd {
+			b, err = s.dec.DecodeAll(r.Data, make([]byte, 0, r.RawLen))
+			if err != nil {
+				return refuse(mesh.CodeBadRequest, "block %s: zstd: %v", r.ID.Short(), err)
+			}
+		}
+		if len(b) != r.RawLen {
+			return refuse(mesh.CodeBadRequest, "block %s: %d bytes, says %d", r.ID.Short(), len(b), r.RawLen)
+		}
+		data[i] = b
+	}
+	ids, err := s.n.store.Put(ctx, data)
+	if err != nil {
+		return refuse(mesh.CodeUnavailable, "store blocks: %v", err)
+	}
+	for i, id := range ids {
+		if id != recs[i].ID {
+			return refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the agent's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
+		}
+	}
+	return nil
+}
+
+// changes records a volume's map changes until the next commit.
+func (s *ingestSession) changes(p []byte) error {
+	name, cs, err := mesh.DecodeChanges(p)
+	if err != nil {
+		return refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	v, ok := s.volumes[name]
+	if !ok {
+		return refuse(mesh.CodeForbidden, "volume %s was not in this stream's hello", name)
+	}
+	blocks := (int64(v.Size) + int64(v.BlockSize) - 1) / int64(v.BlockSize)
+	m := s.pending[name]
+	if m == nil {
+		m = map[int64]blockstore.ID{}
+		s.pending[name] = m
+	}
+	for _, c := range cs {
+		if c.Block >= blocks {
+			return refuse(mesh.CodeBadRequest, "volume %s: block %d past the end (%d blocks)", name, c.Block, blocks)
+		}
+		if _, seen := m[c.Block]; !seen {
+			s.count++
+		}
+		m[c.Block] = c.ID
+	}
+	if s.count > maxPendingChanges {
+		return refuse(mesh.CodeBadRequest, "more than %d changes without a commit", maxPendingChanges)
+	}
+	return nil
+}
+
+// commit makes a point of the service: the newest state of every volume,
+// with this stream's changes applied.
+func (s *ingestSession) commit(ctx context.Context, c *mesh.Commit) (*mesh.Committed, error) {
+	st := s.state
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c.Seq <= st.seqs[s.agent] {
+		// A retry of a point the node already has (the agent missed the
+		// answer): nothing to do.
+		if len(s.pending) == 0 && st.latest != nil {
+			return &mesh.Committed{Seq: c.Seq, Point: st.latest.ID, Time: st.latest.Time}, nil
+		}
+		return nil, refuse(mesh.CodeBadRequest, "commit seq %d is not after %d, the newest committed for %s", c.Seq, st.seqs[s.agent], s.agent)
+	}
+	store := s.n.store
+	states := map[string]blockstore.VolumeState{}
+	if st.latest != nil {
+		for _, v := range st.latest.Volumes {
+			states[v.Name] = v
+		}
+	}
+	for name, vol := range s.volumes {
+		full := s.svc.Name + "/" + name
+		if _, ok := states[full]; !ok {
+			states[full] = blockstore.VolumeState{Name: full, Size: int64(vol.Size), BlockSize: int(vol.BlockSize)}
+		}
+	}
+	for name, m := range s.pending {
+		full := s.svc.Name + "/" + name
+		cs := make([]blockstore.Change, 0, len(m))
+		var ids []blockstore.ID
+		for blk, id := range m {
+			cs = append(cs, blockstore.Change{Block: blk, New: id})
+			if !id.IsZero() {
+				ids = append(ids, id)
+			}
+		}
+		slices.SortFunc(cs, func(a, b blockstore.Change) int { return compareInt(a.Block, b.Block) })
+		missing, err := store.Missing(ctx, ids)
+		if err != nil {
+			return nil, refuse(mesh.CodeInternal, "check blocks: %v", err)
+		}
+		if len(missing) > 0 {
+			return nil, refuse(mesh.CodeBadRequest, "volume %s: %d changed blocks were never sent (first %s)", name, len(missing), missing[0].Short())
+		}
+		nv, err := store.Update(ctx, states[full], cs)
+		if err != nil {
+			return nil, refuse(mesh.CodeUnavailable, "update volume %s: %v", full, err)
+		}
+		states[full] = nv
+	}
+	pt := blockstore.Point{Group: s.svc.Name, Name: pointName(s.agent, c.Seq), Time: c.Time}
+	for _, v := range states {
+		pt.Volumes = append(pt.Volumes, v)
+	}
+	slices.SortFunc(pt.Volumes, func(a, b blockstore.VolumeState) int { return strings.Compare(a.Name, b.Name) })
+	if pt.Time.IsZero() || (st.latest != nil && pt.Time.Before(st.latest.Time)) {
+		pt.Time = time.Now()
+	}
+	committed, err := store.CommitPoint(ctx, pt)
+	if err != nil {
+		return nil, refuse(mesh.CodeUnavailable, "commit point: %v", err)
+	}
+	st.latest = &committed
+	st.seqs[s.agent] = c.Seq
+	s.pending = map[string]map[int64]blockstore.ID{}
+	s.count = 0
+	s.n.noteWatermark(committed)
+	return &mesh.Committed{Seq: c.Seq, Point: committed.ID, Time: committed.Time}, nil
+}
+
+func compareInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// noteWatermark queues a service's newest point for the catalog.
+func (n *Node) noteWatermark(p blockstore.Point) {
+	var size int64
+	for _, v := range p.Volumes {
+		size += v.Size
+	}
+	n.wmMu.Lock()
+	n.wm[p.Group] = Watermark{Service: p.Group, Site: string(n.opts.Site), Node: n.opts.Name, Point: p.ID, Time: p.Time, Size: size}
+	n.wmMu.Unlock()
+}
+
+// watermarkLoop writes queued watermarks to the catalog in batches, so that
+// many volumes committing every second cost one Raft entry per interval.
+func (n *Node) watermarkLoop(ctx context.Context) {
+	t := time.NewTicker(n.opts.WatermarkInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.wmMu.Lock()
+		batch := make([]Watermark, 0, len(n.wm))
+		for _, w := range n.wm {
+			batch = append(batch, w)
+		}
+		n.wm = map[string]Watermark{}
+		n.wmMu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		if err := n.Apply(ctx, &Command{Op: opWatermarks, Watermarks: batch}); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			n.log.Warn("record watermarks in the catalog; will retry", "err", err, "services", len(batch))
+			n.wmMu.Lock()
+			for _, w := range batch {
+				if cur, ok := n.wm[w.Service]; !ok || cur.Time.Before(w.Time) {
+					n.wm[w.Service] = w
+				}
+			}
+			n.wmMu.Unlock()
+		}
+	}
+}
