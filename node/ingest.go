@@ -168,16 +168,16 @@ type ingestSession struct {
 
 func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 	peer := s.Peer()
-	if !peer.Agent {
-		return refuse(mesh.CodeForbidden, "ingest streams are for agent certificates")
-	}
-	if n.store == nil {
-		return refuse(mesh.CodeUnavailable, "node %s is a witness and holds no data: point the agent at a data node of site %s", n.opts.Name, n.opts.Site)
-	}
 	fr := mesh.NewFrameReader(s, mesh.KindIngest.MaxFrame())
 	t, p, err := fr.Next()
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
+	}
+	if !peer.Agent {
+		return refuse(mesh.CodeForbidden, "ingest streams are for agent certificates, refused for %s", peer)
+	}
+	if n.store == nil {
+		return refuse(mesh.CodeUnavailable, "node %s is a witness and holds no data: point the agent at a data node of site %s", n.opts.Name, n.opts.Site)
 	}
 	if t != mesh.FrameHello {
 		return refuse(mesh.CodeBadRequest, "first frame is type %d, want hello", t)

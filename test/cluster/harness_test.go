@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/meshtest"
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
 
 // harness runs a whole multi-site cluster in one test process: real QUIC
@@ -59,33 +59,12 @@ func newHarness(t testing.TB) *harness {
 	return h
 }
 
-// freePort returns a host:port on 127.0.0.1 free for both UDP and TCP.
-func freePort(t testing.TB) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("no free port")
-	return ""
-}
-
 // add creates and starts a node; the first nodes started become the seeds
 // others join through.
 func (h *harness) add(name mesh.NodeID, site mesh.Site, role string) *member {
 	h.t.Helper()
 	m := &member{name: name, site: site, role: role, dir: filepath.Join(h.t.TempDir(), string(name)),
-		gossip: freePort(h.t), quic: "127.0.0.1:0"}
+		gossip: testbin.FreePort(h.t), quic: "127.0.0.1:0"}
 	h.mu.Lock()
 	h.nodes[name] = m
 	h.mu.Unlock()

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,38 +12,8 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
-
-// buildBinary builds cmd/lifeboat into a temporary directory.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "lifeboat")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/lifeboat-dr/lifeboat/cmd/lifeboat")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build lifeboat: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// lb runs the lifeboat binary and returns its stdout; it fails the test
-// unless the exit code is want.
-func lb(t *testing.T, bin string, want int, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("lifeboat %s: %v", strings.Join(args, " "), err)
-	}
-	if code != want {
-		t.Fatalf("lifeboat %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, want, stdout.String(), stderr.String())
-	}
-	return stdout.String()
-}
 
 type proc struct {
 	name, site, cfg, admin, log string
@@ -83,10 +52,10 @@ func TestProcessesFormKillRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs five processes")
 	}
-	bin := buildBinary(t)
+	bin := testbin.Build(t)
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca")
-	lb(t, bin, 0, "ca", "init", "--dir", ca)
+	testbin.Run(t, bin, 0, "ca", "init", "--dir", ca)
 
 	specs := []struct{ name, site, role string }{
 		{"dc1-n1", "dc1", "node"}, {"dc1-n2", "dc1", "node"},
@@ -95,13 +64,13 @@ func TestProcessesFormKillRestart(t *testing.T) {
 	}
 	gossip := make([]string, len(specs))
 	for i := range specs {
-		gossip[i] = freePort(t)
+		gossip[i] = testbin.FreePort(t)
 	}
 	var procs []*proc
 	for i, s := range specs {
 		tls := filepath.Join(dir, s.name, "tls")
-		lb(t, bin, 0, "ca", "issue", "--dir", ca, "--name", s.name, "--site", s.site, "--out", tls)
-		p := &proc{name: s.name, site: s.site, admin: freePort(t), cfg: filepath.Join(dir, s.name+".toml"), log: filepath.Join(dir, s.name+".log")}
+		testbin.Run(t, bin, 0, "ca", "issue", "--dir", ca, "--name", s.name, "--site", s.site, "--out", tls)
+		p := &proc{name: s.name, site: s.site, admin: testbin.FreePort(t), cfg: filepath.Join(dir, s.name+".toml"), log: filepath.Join(dir, s.name+".log")}
 		cfg := fmt.Sprintf(`name = %q
 site = %q
 role = %q
@@ -117,11 +86,11 @@ admin = %q
 
 [tls]
 dir = %q
-`, s.name, s.site, s.role, filepath.Join(dir, s.name, "data"), gossip[0], gossip[2], gossip[4], gossip[i], freePort(t), p.admin, tls)
+`, s.name, s.site, s.role, filepath.Join(dir, s.name, "data"), gossip[0], gossip[2], gossip[4], gossip[i], testbin.FreePort(t), p.admin, tls)
 		if err := os.WriteFile(p.cfg, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		lb(t, bin, 0, "config", "check", p.cfg)
+		testbin.Run(t, bin, 0, "config", "check", p.cfg)
 		procs = append(procs, p)
 	}
 	t.Cleanup(func() {
@@ -175,7 +144,7 @@ dir = %q
 	if err := os.WriteFile(policy, examplePolicy(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := lb(t, bin, 0, "policy", "apply", "--admin", procs[1].admin, policy)
+	out := testbin.Run(t, bin, 0, "policy", "apply", "--admin", procs[1].admin, policy)
 	if !strings.Contains(out, "policy version 1 applied") {
 		t.Errorf("policy apply said %q", out)
 	}
@@ -213,13 +182,13 @@ dir = %q
 		}
 		return nil
 	})
-	show := lb(t, bin, 0, "policy", "show", "--admin", victim.admin)
+	show := testbin.Run(t, bin, 0, "policy", "show", "--admin", victim.admin)
 	if !strings.Contains(show, "[[service]]") {
 		t.Errorf("policy show does not print the policy source:\n%s", show)
 	}
 	// Forced recovery refuses without --force, and with a leader around.
-	lb(t, bin, 2, "raft", "recover", "--admin", other.admin)
-	lb(t, bin, 1, "raft", "recover", "--admin", other.admin, "--force")
+	testbin.Run(t, bin, 2, "raft", "recover", "--admin", other.admin)
+	testbin.Run(t, bin, 1, "raft", "recover", "--admin", other.admin, "--force")
 }
 
 func tail(b []byte, lines int) string {
