@@ -32,6 +32,13 @@ const (
 type site struct {
 	bin, dir, admin, quic, agentTLS string
 	node                            *testbin.Proc
+	nodeArgs                        []string
+}
+
+// restartNode starts the node again after a kill, with the same settings.
+func (s *site) restartNode(t *testing.T) {
+	t.Helper()
+	s.node = testbin.Start(t, "node", filepath.Join(s.dir, "node.log"), s.bin, s.nodeArgs...)
 }
 
 func startSite(t *testing.T, image string) *site {
@@ -44,10 +51,11 @@ func startSite(t *testing.T, image string) *site {
 	testbin.Run(t, s.bin, 0, "ca", "issue", "--dir", ca, "--name", "dc1-n1", "--site", "dc1", "--out", nodeTLS)
 	testbin.Run(t, s.bin, 0, "ca", "issue", "--dir", ca, "--agent", "--name", "web1", "--site", "dc1", "--service", "web", "--out", s.agentTLS)
 	s.admin, s.quic = testbin.FreePort(t), testbin.FreePort(t)
-	s.node = testbin.Start(t, "node", filepath.Join(s.dir, "node.log"), s.bin, "node", "run",
+	s.nodeArgs = []string{"node", "run",
 		"--name", "dc1-n1", "--site", "dc1", "--data-dir", filepath.Join(s.dir, "node"),
 		"--listen-gossip", testbin.FreePort(t), "--listen-quic", s.quic, "--listen-admin", s.admin,
-		"--tls-dir", nodeTLS, "--gossip-profile", "test")
+		"--tls-dir", nodeTLS, "--gossip-profile", "test"}
+	s.node = testbin.Start(t, "node", filepath.Join(s.dir, "node.log"), s.bin, s.nodeArgs...)
 	t.Cleanup(func() {
 		s.node.Stop()
 		if t.Failed() {
