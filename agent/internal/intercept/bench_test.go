@@ -7,10 +7,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
+
+type atomicSeed struct{ n atomic.Uint64 }
+
+func (s *atomicSeed) next() uint64 { return s.n.Add(1) }
 
 // nopSink accepts everything.
 type nopSink struct{}
@@ -44,7 +49,8 @@ func BenchmarkWrite(b *testing.B) {
 			name string
 			n    int
 			rnd  bool
-		}{{"seq1MiB", 1 << 20, false}, {"rand4KiB", 4096, true}} {
+			par  bool
+		}{{"seq1MiB", 1 << 20, false, false}, {"rand4KiB", 4096, true, false}, {"rand4KiB-parallel", 4096, true, true}} {
 			b.Run(pattern.name+"/"+target.name, func(b *testing.B) {
 				f, err := os.OpenFile(target.path, os.O_RDWR, 0)
 				if err != nil {
@@ -58,6 +64,23 @@ func BenchmarkWrite(b *testing.B) {
 				r := rand.New(rand.NewPCG(1, 1))
 				var off int64
 				b.SetBytes(int64(pattern.n))
+				if pattern.par {
+					// Eight writers on one volume: they share its write
+					// lock, so this shows what the lock costs.
+					b.SetParallelism(4)
+					var seed atomicSeed
+					b.RunParallel(func(pb *testing.PB) {
+						r := rand.New(rand.NewPCG(seed.next(), 2))
+						for pb.Next() {
+							off := r.Int64N(size/4096) * 4096
+							if _, err := unix.Pwrite(int(f.Fd()), buf, off); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+					return
+				}
 				for b.Loop() {
 					if pattern.rnd {
 						off = r.Int64N(size/4096) * 4096
