@@ -43,10 +43,15 @@ type Options struct {
 	Interval time.Duration
 	// Interval is the time between scans in scan mode; 0 = 30s.
 	SpoolDir string // state: status file, and the spool in intercept mode; required
-	ReadRate int64  // scan mode read limit in bytes/s; 0 = 200 MiB/s
-	Network  mesh.Network
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Intercept mode: where the volume files appear, the ack mode and the
+	// spool bound (0 = 1 GiB).
+	Mountpoint string
+	Ack        string // AckAsync (default) or AckSync
+	SpoolMax   int64
+	ReadRate   int64 // scan mode read limit in bytes/s; 0 = 200 MiB/s
+	Network    mesh.Network
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 func (o *Options) check() error {
@@ -92,6 +97,13 @@ func (o *Options) check() error {
 	default:
 		errs = append(errs, fmt.Errorf("mode %q: want %s or %s", o.Mode, ModeScan, ModeIntercept))
 	}
+	switch o.Ack {
+	case "":
+		o.Ack = AckAsync
+	case AckAsync, AckSync:
+	default:
+		errs = append(errs, fmt.Errorf("ack %q: want %s or %s", o.Ack, AckAsync, AckSync))
+	}
 	if o.SpoolDir == "" {
 		errs = append(errs, errors.New("a state directory is needed (--spool DIR)"))
 	}
@@ -131,6 +143,8 @@ type Agent struct {
 	hasher *blockstore.Hasher
 	ep     *mesh.Endpoint
 	stats  counters
+	// backlog is the bytes written but not yet committed at the node.
+	backlog atomic.Int64
 
 	mu     sync.Mutex
 	status Status
@@ -143,7 +157,7 @@ type Status struct {
 	Service    string    `json:"service"`
 	Mode       string    `json:"mode"`
 	Node       string    `json:"node"`
-	State      string    `json:"state"` // starting, connected, shipping, disconnected, refused, stopped
+	State      string    `json:"state"` // starting, connected, shipping, idle, disconnected, refused, overflow, resync, stopped
 	Detail     string    `json:"detail,omitempty"`
 	Seq        uint64    `json:"seq"`
 	Point      string    `json:"point,omitempty"`
@@ -153,6 +167,7 @@ type Status struct {
 	SentBlocks int64     `json:"sent_blocks"`
 	DedupBytes int64     `json:"dedup_bytes"`
 	ReadBytes  int64     `json:"read_bytes"`
+	Backlog    int64     `json:"backlog_bytes"`
 	Updated    time.Time `json:"updated"`
 	PID        int       `json:"pid"`
 }
@@ -178,7 +193,10 @@ func New(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open QUIC socket: %w", err)
 	}
-	ep, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: o.Creds, Conn: pc, Logger: o.Logger})
+	// A short idle timeout: a node that died is noticed in seconds, and the
+	// status says so (the spool keeps the writes meanwhile).
+	ep, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: o.Creds, Conn: pc, Logger: o.Logger,
+		IdleTimeout: 5 * time.Second, KeepAlive: time.Second})
 	if err != nil {
 		pc.Close()
 		return nil, err
@@ -196,6 +214,7 @@ func (a *Agent) Status() Status {
 	s := a.status
 	s.SentBytes, s.SentBlocks = a.stats.sentBytes.Load(), a.stats.sentBlocks.Load()
 	s.DedupBytes, s.ReadBytes = a.stats.dedupBytes.Load(), a.stats.readBytes.Load()
+	s.Backlog = a.backlog.Load()
 	return s
 }
 

@@ -2,11 +2,514 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/internal/intercept"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/spool"
 )
 
-// runIntercept is intercept mode (a FUSE file per volume, every write
-// spooled in order, flushes as consistency points).
+// Intercept mode: each volume appears as a file on a FUSE mount
+// (Mountpoint/NAME) backed by the real image; every write is applied to the
+// image and its whole blocks are journaled, in order, in the spool; a
+// flush or fsync from above appends a mark (a consistency point). The
+// shipper sends the spool to the node in order and commits a point at each
+// mark (and, in sync mode, as soon as it has records, so that writes are
+// acknowledged once the node has them). Any prefix of the ordered write
+// stream is a crash-consistent state, so every point is.
+//
+// When the spool is full, writes are recorded in a durable dirty bitmap
+// instead; once the node is back and the spool drained, the shipper reads
+// the dirty blocks from the image, and when no write has touched them
+// since, switches back to the spool at a mark. No write is ever dropped.
+
+// Ack modes of intercept mode.
+const (
+	AckAsync = "async" // a write returns once the local spool has it
+	AckSync  = "sync"  // a write returns once the node has it
+)
+
+// geometryFile keeps the block size of each volume as the node said, so
+// that capture can start before the node answers after a restart.
+const geometryFile = "geometry.json"
+
+// baselineFile records that the volumes were marked for their first full
+// sync (intercept mode ships writes; the content before them goes once).
+const baselineFile = "baseline"
+
+// sink receives the intercepted writes.
+type sink struct {
+	a  *Agent
+	sp *spool.Spool
+	bs map[string]int   // block size per volume
+	nb map[string]int64 // block count per volume
+
+	mu    sync.Mutex
+	dirty bool // writes go to the dirty bitmap
+
+	ackMu   sync.Mutex
+	ackCond *sync.Cond
+	acked   uint64
+	failed  error // set when the agent stops: waiting writers give up
+}
+
+func (s *sink) Blocks(volume string, first int64, blocks [][]byte) error {
+	s.mu.Lock()
+	if !s.dirty {
+		seq, err := s.sp.AppendBlocks(volume, first, blocks)
+		if err == nil {
+			s.mu.Unlock()
+			s.a.backlog.Add(int64(len(blocks) * s.bs[volume]))
+			if s.a.opts.Ack == AckSync {
+				return s.waitAcked(seq)
+			}
+			return nil
+		}
+		if !errors.Is(err, spool.ErrFull) {
+			s.mu.Unlock()
+			return err
+		}
+		// The spool ends with a mark (never refused for size): the writes
+		// before the overflow make a point of their own.
+		if _, err := s.sp.Mark(s.a.opts.Now()); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		s.dirty = true
+		s.a.setState("overflow", "spool full: recording changed blocks in the dirty bitmap", err)
+	}
+	defer s.mu.Unlock()
+	return s.sp.MarkDirty(volume, s.nb[volume], first, int64(len(blocks)))
+}
+
+func (s *sink) Flush(volume string) error {
+	s.mu.Lock()
+	if s.dirty {
+		// The spool lacks the writes in the dirty bitmap (durable there
+		// already): a mark now would make a point without them.
+		s.mu.Unlock()
+		return nil
+	}
+	seq, err := s.sp.Mark(s.a.opts.Now())
+	s.mu.Unlock()
+	if errors.Is(err, spool.ErrFull) {
+		// No room for the mark: the writes are spooled; the next point
+		// comes with the next flush or the shipper's interval commit.
+		return s.sp.Sync()
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.sp.Sync(); err != nil {
+		return err
+	}
+	if s.a.opts.Ack == AckSync {
+		return s.waitAcked(seq)
+	}
+	return nil
+}
+
+// markNow appends a mark at this moment, between two writes, and returns
+// its sequence number; 0 in overflow, where the spool lacks writes.
+func (s *sink) markNow() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dirty {
+		return 0, nil
+	}
+	seq, err := s.sp.Mark(s.a.opts.Now())
+	if err != nil {
+		return 0, err
+	}
+	return seq, s.sp.Sync()
+}
+
+// waitAcked blocks until the node has committed seq.
+func (s *sink) waitAcked(seq uint64) error {
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	for s.acked < seq && s.failed == nil {
+		s.ackCond.Wait()
+	}
+	return s.failed
+}
+
+func (s *sink) setAcked(seq uint64, err error) {
+	s.ackMu.Lock()
+	if seq > s.acked {
+		s.acked = seq
+	}
+	if err != nil {
+		s.failed = err
+	}
+	s.ackMu.Unlock()
+	s.ackCond.Broadcast()
+}
+
+// geometry returns each volume's block size: from the node, or from the
+// copy kept in the spool directory when the node does not answer yet.
+func (a *Agent) geometry(ctx context.Context) (map[string]int, error) {
+	path := filepath.Join(a.opts.SpoolDir, geometryFile)
+	var g map[string]int
+	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &g) == nil && len(g) == len(a.opts.Volumes) {
+		return g, nil
+	}
+	c, err := a.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	g = map[string]int{}
+	for _, v := range a.opts.Volumes {
+		bs, ok := c.blockSize(v.Name)
+		if !ok {
+			return nil, fmt.Errorf("the node did not accept volume %s", v.Name)
+		}
+		g[v.Name] = bs
+	}
+	b, _ := json.Marshal(g)
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		return nil, err
+	}
+	return g, os.Rename(path+".tmp", path)
+}
+
 func (a *Agent) runIntercept(ctx context.Context) error {
-	return errors.New("intercept mode is not wired to the daemon yet")
+	if a.opts.Mountpoint == "" {
+		return errors.New("intercept mode needs --mount DIR: the volumes appear there as files")
+	}
+	geom, err := a.geometry(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	sp, err := spool.Open(filepath.Join(a.opts.SpoolDir, "spool"), spool.Options{MaxBytes: a.opts.SpoolMax, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
+	sk := &sink{a: a, sp: sp, bs: geom, nb: map[string]int64{}, acked: sp.Acked()}
+	sk.ackCond = sync.NewCond(&sk.ackMu)
+	var vols []intercept.Volume
+	for _, v := range a.opts.Volumes {
+		size, err := volumeSize(v.Path)
+		if err != nil {
+			return err
+		}
+		sk.nb[v.Name] = (size + int64(geom[v.Name]) - 1) / int64(geom[v.Name])
+		vols = append(vols, intercept.Volume{Name: v.Name, Backing: v.Path, BlockSize: geom[v.Name]})
+	}
+	// The first time, the whole volume is the change: mark every block
+	// dirty, so that the resync sends the baseline before the spool takes
+	// over at a consistency point.
+	baseline := filepath.Join(a.opts.SpoolDir, baselineFile)
+	if _, err := os.Stat(baseline); errors.Is(err, os.ErrNotExist) {
+		for name, n := range sk.nb {
+			if err := sp.MarkDirty(name, n, 0, n); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(baseline, []byte("the whole volumes were marked for the first sync\n"), 0o600); err != nil {
+			return fmt.Errorf("record the baseline: %w", err)
+		}
+		a.log.Info("first start: every block is sent once, then the writes", "volumes", len(sk.nb))
+	}
+	sk.dirty = len(sp.DirtyVolumes()) > 0
+	if err := os.MkdirAll(a.opts.Mountpoint, 0o755); err != nil {
+		return fmt.Errorf("create mount point: %w", err)
+	}
+	fs, err := intercept.Mount(intercept.Options{Mountpoint: a.opts.Mountpoint, Volumes: vols, Sink: sk, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	a.log.Info("volumes mounted for interception", "mount", a.opts.Mountpoint, "ack", a.opts.Ack)
+	defer func() {
+		sk.setAcked(0, errors.New("agent stopping"))
+		if err := fs.Unmount(); err != nil {
+			a.log.Error("unmount", "err", err)
+		}
+	}()
+	return a.ship(ctx, sk)
+}
+
+// shipBatch bounds the blocks read from the spool for one commit.
+const shipBatch = 2048
+
+// ship sends the spool to the node until ctx ends, reconnecting as needed.
+func (a *Agent) ship(ctx context.Context, sk *sink) error {
+	var c *conn
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	for ctx.Err() == nil {
+		if c == nil {
+			var err error
+			if c, err = a.connect(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				sleepCtx(ctx, a.opts.Interval)
+				continue
+			}
+			// The node may have committed more than the spool knows (an
+			// answer lost in a crash): those records are in.
+			if w := c.welcome.Seq; w > sk.sp.Acked() && w <= sk.sp.Durable() {
+				if err := sk.sp.Ack(w); err != nil {
+					return err
+				}
+				sk.setAcked(w, nil)
+			}
+		}
+		err := a.shipOnce(ctx, c, sk)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.Close()
+			c = nil
+			a.setState("disconnected", "spool keeps the writes; reconnecting", err)
+		}
+	}
+	return nil
+}
+
+// shipOnce ships the spool up to its next mark and commits a point there;
+// or, with the spool drained and blocks in the dirty bitmap, one resync
+// pass. Every point ends at a mark, so its time is exact: when no mark
+// comes within an interval (or at once in sync mode), the shipper appends
+// one itself (any prefix of the ordered writes is crash-consistent).
+func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
+	sp := sk.sp
+	if len(sp.DirtyVolumes()) > 0 && sp.Last() == sp.Acked() {
+		return a.resync(ctx, c, sk)
+	}
+	read := func(after uint64, wait time.Duration) ([]spool.Record, error) {
+		rctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		recs, err := sp.Read(rctx, after, shipBatch)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, nil
+		}
+		return recs, err
+	}
+	recs, err := read(sp.Acked(), a.opts.Interval)
+	if err != nil || len(recs) == 0 {
+		return err
+	}
+	target := lastMark(recs)
+	if target == 0 && a.opts.Ack != AckSync && len(recs) < shipBatch {
+		more, err := read(recs[len(recs)-1].Seq, a.opts.Interval)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, more...)
+		target = lastMark(recs)
+	}
+	if target == 0 {
+		if target, err = sk.markNow(); err != nil || target == 0 {
+			return err // target 0: overflow, the resync makes the point
+		}
+	}
+	// Only durable records may reach the node: after a crash the spool may
+	// give the sequence numbers of unsynced records to new ones.
+	if err := sp.Sync(); err != nil {
+		return err
+	}
+	a.setState("shipping", fmt.Sprintf("spool records %d to %d", sp.Acked()+1, target), nil)
+	var (
+		t     time.Time
+		bytes int64
+	)
+	for {
+		byVol := map[string]map[int64][]byte{}
+		last := uint64(0)
+		for _, r := range recs {
+			if r.Seq > target {
+				break
+			}
+			last = r.Seq
+			switch r.Kind {
+			case spool.KindBlock:
+				m := byVol[r.Volume]
+				if m == nil {
+					m = map[int64][]byte{}
+					byVol[r.Volume] = m
+				}
+				m[r.Block] = r.Data // the newest version of a block wins
+				bytes += int64(len(r.Data))
+			case spool.KindMark:
+				t = r.Time
+			}
+		}
+		if err := a.sendVolumes(c, byVol); err != nil {
+			return err
+		}
+		if last >= target {
+			break
+		}
+		if recs, err = read(last, time.Minute); err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return fmt.Errorf("spool records %d to %d vanished", last+1, target)
+		}
+	}
+	done, err := c.commit(target, t)
+	if err != nil {
+		return err
+	}
+	if err := sp.Ack(target); err != nil {
+		return err
+	}
+	a.backlog.Add(-bytes)
+	sk.setAcked(target, nil)
+	a.committed(done)
+	a.setState("idle", fmt.Sprintf("point at seq %d", target), nil)
+	return nil
+}
+
+// lastMark returns the sequence number of the last mark in recs, or 0.
+func lastMark(recs []spool.Record) uint64 {
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Kind == spool.KindMark {
+			return recs[i].Seq
+		}
+	}
+	return 0
+}
+
+// sendVolumes ships whole blocks per volume, hashed here.
+func (a *Agent) sendVolumes(c *conn, byVol map[string]map[int64][]byte) error {
+	for vol, m := range byVol {
+		cs := make([]change, 0, len(m))
+		for blk, data := range m {
+			ch := change{Block: blk, ID: a.hasher.ID(data)}
+			if !ch.ID.IsZero() {
+				ch.Data = data
+			}
+			cs = append(cs, ch)
+		}
+		slices.SortFunc(cs, func(x, y change) int { return compareBlock(x.Block, y.Block) })
+		if err := c.send(vol, cs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func compareBlock(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// resync reads the dirty blocks from the images and ships them; when no
+// write marked a block meanwhile, it switches the sink back to the spool
+// at a mark, and the next commit (which includes the resynced blocks,
+// still pending at the node on this stream) makes a point.
+func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
+	sp := sk.sp
+	type pass struct {
+		bm  *spool.Bitmap
+		tok spool.Token
+	}
+	var passes []pass
+	for _, vol := range sp.DirtyVolumes() {
+		bm, err := sp.Dirty(vol)
+		if err != nil {
+			return err
+		}
+		if bm.Count() == 0 {
+			continue
+		}
+		a.setState("resync", fmt.Sprintf("volume %s: %d dirty blocks", vol, bm.Count()), nil)
+		tok := bm.Token()
+		var path string
+		for _, v := range a.opts.Volumes {
+			if v.Name == vol {
+				path = v.Path
+			}
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("resync %s: %w", vol, err)
+		}
+		bs := sk.bs[vol]
+		var batch []change
+		for blk, ok := bm.Next(0); ok; blk, ok = bm.Next(blk + 1) {
+			buf := make([]byte, bs)
+			if _, err := f.ReadAt(buf, blk*int64(bs)); err != nil {
+				f.Close()
+				return fmt.Errorf("resync %s block %d: %w", vol, blk, err)
+			}
+			a.stats.readBytes.Add(int64(bs))
+			ch := change{Block: blk, ID: a.hasher.ID(buf)}
+			if !ch.ID.IsZero() {
+				ch.Data = buf
+			}
+			batch = append(batch, ch)
+			if len(batch) >= 1024 {
+				if err := c.send(vol, batch); err != nil {
+					f.Close()
+					return err
+				}
+				batch = nil
+			}
+		}
+		f.Close()
+		if len(batch) > 0 {
+			if err := c.send(vol, batch); err != nil {
+				return err
+			}
+		}
+		passes = append(passes, pass{bm, tok})
+	}
+	// Back to the spool only if no write marked a block during the pass;
+	// otherwise another pass (the node keeps what was sent pending).
+	sk.mu.Lock()
+	for _, p := range passes {
+		if p.bm.Token() != p.tok {
+			sk.mu.Unlock()
+			return nil
+		}
+	}
+	sk.dirty = false
+	seq, err := sp.Mark(a.opts.Now())
+	sk.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := sp.Sync(); err != nil {
+		return err
+	}
+	done, err := c.commit(seq, a.opts.Now())
+	if err != nil {
+		return err
+	}
+	if err := sp.Ack(seq); err != nil {
+		return err
+	}
+	for _, p := range passes {
+		if err := p.bm.ClearIfUnchanged(p.tok, 0, p.bm.Blocks()); err != nil {
+			return err
+		}
+	}
+	sk.setAcked(seq, nil)
+	a.committed(done)
+	a.setState("idle", "resync done; back to the spool", nil)
+	return nil
 }

@@ -88,6 +88,28 @@
 //	[tls]
 //	dir = "/etc/lifeboat/tls"
 //
+// # Agent file
+//
+// One per agent (`lifeboat agent run --config FILE`); every key is also a
+// flag of `agent run`, and flags win. examples/agent.toml has comments.
+//
+//	key                type      default              meaning
+//	name               string    required             the agent's name, as in its certificate
+//	service            string    required             the service it protects (the certificate is scoped to it)
+//	node               host:port required             QUIC address of a node at the agent's site
+//	tls_dir            string    required             what `lifeboat ca issue --agent --out` wrote
+//	spool              string    required             state directory: spool, dirty bitmaps, status.json
+//	mode               string    "scan"               scan (re-read every interval) or intercept (every write, in order)
+//	interval           duration  "30s"                scan: time between scans; intercept: longest time without a point; at least 1s
+//	read_rate          rate      "200MiB/s"           scan: read limit
+//	mount              string    required, intercept  where the volumes appear as files
+//	ack                string    "async"              intercept: a write returns when the spool (async) or the node (sync) has it
+//	spool_max          size      "1GiB"               intercept: spool bound; past it, a dirty bitmap; at least 1MiB
+//	log_level          string    "info"               debug, info, warn or error
+//	[[volume]]                                        at least one
+//	  name             string    required             the volume's name in the service (the policy's)
+//	  path             string    required             image file or block device
+//
 // # Cluster policy
 //
 // One per cluster (`lifeboat policy apply FILE`). Arrays of tables may also

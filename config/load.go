@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Load reads the config file at path and returns a *Node or a *Cluster,
+// Load reads the config file at path and returns a *Node, an *Agent or a *Cluster,
 // parsed and validated, deciding which by its top-level keys.
 func Load(path string) (any, error) {
 	data, err := readFile(path)
@@ -23,6 +23,7 @@ const (
 	KindUnknown Kind = iota
 	KindNode
 	KindCluster
+	KindAgent
 )
 
 func (k Kind) String() string {
@@ -31,6 +32,8 @@ func (k Kind) String() string {
 		return "node"
 	case KindCluster:
 		return "cluster policy"
+	case KindAgent:
+		return "agent"
 	}
 	return "unknown"
 }
@@ -47,9 +50,14 @@ func detect(filename string, m map[string]any) (Kind, error) {
 	_, hasName := m["name"]
 	_, hasLink := m["link"]
 	_, hasService := m["service"]
+	_, serviceString := m["service"].(string)
+	_, hasVolume := m["volume"]
+	if (serviceString || hasVolume) && !siteTables && !siteString && !hasLink {
+		return KindAgent, nil
+	}
 	cluster := siteTables || hasLink || hasService
 	node := hasName || siteString
-	const both = `want a node file (name = "dc1-n1", site = "dc1", data_dir = ...) or a cluster policy ([[site]], [[link]], [[service]] tables)`
+	const both = `want a node file (name = "dc1-n1", site = "dc1", data_dir = ...), an agent file (name, service = "erp", [[volume]]) or a cluster policy ([[site]], [[link]], [[service]] tables)`
 	switch {
 	case len(m) == 0:
 		return KindUnknown, &Error{File: filename, Err: fmt.Errorf("%w: the file is empty: %s", ErrUnknownKind, both)}
@@ -82,6 +90,13 @@ func Parse(filename string, data []byte) (any, error) {
 	k, err := detect(filename, m)
 	if err != nil {
 		return nil, err
+	}
+	if k == KindAgent {
+		a, err := decodeAgent(filename, m, lines)
+		if err != nil {
+			return nil, err
+		}
+		return a, nil
 	}
 	if k == KindCluster {
 		c, err := decodeCluster(filename, m, lines)

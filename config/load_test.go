@@ -39,6 +39,10 @@ func TestExamples(t *testing.T) {
 				if s := x.Summary(); !strings.Contains(s, x.Name) || !strings.Contains(s, x.TLS.Dir) {
 					t.Errorf("summary lacks name or tls dir: %q", s)
 				}
+			case *Agent:
+				if s := x.Summary(); !strings.Contains(s, x.Name) || !strings.Contains(s, x.Volumes[0].Path) {
+					t.Errorf("summary lacks name or a volume: %q", s)
+				}
 			default:
 				t.Fatalf("Load returned %T", v)
 			}

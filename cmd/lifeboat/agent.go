@@ -23,9 +23,11 @@ func (c *cli) agentCmd() *cobra.Command {
 		volumes  []string
 		tlsDir   string
 		readRate string
+		spoolMax string
+		file     string
 	)
 	run := &cobra.Command{
-		Use:   "run --name N --service S --volume NAME=PATH... --node ADDR --tls-dir DIR --spool DIR [--mode scan|intercept] [--interval DUR]",
+		Use:   "run --config FILE | --name N --service S --volume NAME=PATH... --node ADDR --tls-dir DIR --spool DIR [--mode scan|intercept] [--interval DUR]",
 		Short: "Capture volumes and ship them to a node of the agent's site until stopped",
 		Long: `Capture the service's volumes and ship them to a node at the agent's site.
 
@@ -33,11 +35,46 @@ scan mode re-reads each volume every --interval (reads limited to --read-rate),
 ships the blocks whose content changed and commits a point: works on any file
 or device; the copy is as consistent as the volume while it was read.
 
+intercept mode mounts each volume as a file under --mount, backed by the real
+image: the server writes through it (e.g. a loop device on that file). Every
+write is journaled in order in the spool under --spool and shipped; an fsync
+from above is a consistency point (and at the latest every --interval, a point
+is made of what was written). --ack sync acknowledges a write only once the
+node has it.
+
 The node checks the agent's certificate (issued with ` + "`lifeboat ca issue --agent`" + `)
 against the service and its volumes in the applied cluster policy. The agent
 keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` reads it.`,
 		Args: noArgs,
 		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if file != "" {
+				af, err := config.LoadAgent(file)
+				if err != nil {
+					return &usageError{err}
+				}
+				fl := cmd.Flags()
+				keep := func(name string, apply func()) {
+					if !fl.Changed(name) {
+						apply()
+					}
+				}
+				keep("name", func() { o.Name = af.Name })
+				keep("service", func() { o.Service = af.Service })
+				keep("node", func() { o.Node = af.Node })
+				keep("tls-dir", func() { tlsDir = af.TLSDir })
+				keep("spool", func() { o.SpoolDir = af.Spool })
+				keep("mode", func() { o.Mode = af.Mode })
+				keep("interval", func() { o.Interval = af.Interval.Std() })
+				keep("read-rate", func() { readRate = af.ReadRate.String() })
+				keep("mount", func() { o.Mountpoint = af.Mount })
+				keep("ack", func() { o.Ack = af.Ack })
+				keep("spool-max", func() { spoolMax = af.SpoolMax.String() })
+				keep("volume", func() {
+					for _, v := range af.Volumes {
+						volumes = append(volumes, v.Name+"="+v.Path)
+					}
+				})
+			}
 			for _, v := range volumes {
 				name, path, ok := strings.Cut(v, "=")
 				if !ok || name == "" || path == "" {
@@ -51,6 +88,13 @@ keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` re
 					return usagef("--read-rate: %v", err)
 				}
 				o.ReadRate = int64(r)
+			}
+			if spoolMax != "" {
+				n, err := config.ParseSize(spoolMax)
+				if err != nil {
+					return usagef("--spool-max: %v", err)
+				}
+				o.SpoolMax = int64(n)
 			}
 			if tlsDir == "" {
 				return usagef("--tls-dir is required: the directory `lifeboat ca issue --agent` wrote")
@@ -70,6 +114,7 @@ keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` re
 		}),
 	}
 	f := run.Flags()
+	f.StringVar(&file, "config", "", "agent file (TOML, see config/examples/agent.toml); flags win over it")
 	f.StringVar(&o.Name, "name", "", "agent name (as in its certificate)")
 	f.StringVar(&o.Service, "service", "", "the service this server belongs to")
 	f.StringArrayVar(&volumes, "volume", nil, "a volume to protect, NAME=PATH (repeatable)")
@@ -79,6 +124,9 @@ keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` re
 	f.DurationVar(&o.Interval, "interval", 30*time.Second, "scan mode: time between scans (the RPO)")
 	f.StringVar(&o.SpoolDir, "spool", "", "state directory (spool, status.json)")
 	f.StringVar(&readRate, "read-rate", "200MiB/s", "scan mode: read rate limit, so production is not hurt")
+	f.StringVar(&o.Mountpoint, "mount", "", "intercept mode: directory where the volumes appear as files (point the server's loop device or VM at them)")
+	f.StringVar(&o.Ack, "ack", agent.AckAsync, "intercept mode: acknowledge writes when the local spool has them (async) or the node has them (sync)")
+	f.StringVar(&spoolMax, "spool-max", "1GiB", "intercept mode: spool bound; past it, changed blocks go to a dirty bitmap and are resynced later")
 
 	var (
 		spool   string

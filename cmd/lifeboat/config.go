@@ -78,6 +78,8 @@ func (c *cli) configCheck(files []string, jsonOut bool) error {
 		switch x := v.(type) {
 		case *config.Node:
 			r.Kind = "node"
+		case *config.Agent:
+			r.Kind = "agent"
 		case *config.Cluster:
 			r.Kind = "cluster"
 			r.Warnings = append(r.Warnings, x.Warnings()...)
@@ -103,6 +105,8 @@ func (c *cli) configCheck(files []string, jsonOut bool) error {
 		fmt.Fprintf(c.stdout, "%s: ok\n", f)
 		switch x := v.(type) {
 		case *config.Node:
+			fmt.Fprint(c.stdout, x.Summary())
+		case *config.Agent:
 			fmt.Fprint(c.stdout, x.Summary())
 		case *config.Cluster:
 			fmt.Fprint(c.stdout, x.Summary())
