@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,7 @@ type Agent struct {
 	stats  counters
 	// backlog is the bytes written but not yet committed at the node.
 	backlog atomic.Int64
+	lag     lagStats
 
 	mu     sync.Mutex
 	status Status
@@ -168,8 +170,13 @@ type Status struct {
 	DedupBytes int64     `json:"dedup_bytes"`
 	ReadBytes  int64     `json:"read_bytes"`
 	Backlog    int64     `json:"backlog_bytes"`
-	Updated    time.Time `json:"updated"`
-	PID        int       `json:"pid"`
+	// Replication lag of intercepted writes (acknowledged to committed at
+	// the node) over the last lagWindow writes, in milliseconds.
+	LagP50    float64   `json:"lag_p50_ms"`
+	LagP99    float64   `json:"lag_p99_ms"`
+	LagWrites int64     `json:"lag_writes"`
+	Updated   time.Time `json:"updated"`
+	PID       int       `json:"pid"`
 }
 
 // StatusFile is the name of the status file in the spool directory.
@@ -215,6 +222,7 @@ func (a *Agent) Status() Status {
 	s.SentBytes, s.SentBlocks = a.stats.sentBytes.Load(), a.stats.sentBlocks.Load()
 	s.DedupBytes, s.ReadBytes = a.stats.dedupBytes.Load(), a.stats.readBytes.Load()
 	s.Backlog = a.backlog.Load()
+	s.LagP50, s.LagP99, s.LagWrites = a.lag.quantiles()
 	return s
 }
 
@@ -227,22 +235,41 @@ func (a *Agent) setState(state, detail string, err error) {
 		a.status.LastError = err.Error()
 	}
 	a.mu.Unlock()
-	if changed {
-		switch state {
-		case "disconnected", "refused":
-			a.log.Warn("agent "+state, "detail", detail, "err", err)
-		default:
-			a.log.Info("agent "+state, "detail", detail)
-		}
+	if !changed {
+		return
+	}
+	switch state {
+	case "shipping", "idle":
+		// Several times a second in steady state: logged at debug, and the
+		// status file follows within a second (statusLoop).
+		a.log.Debug("agent "+state, "detail", detail)
+		return
+	case "disconnected", "refused", "overflow":
+		a.log.Warn("agent "+state, "detail", detail, "err", err)
+	default:
+		a.log.Info("agent "+state, "detail", detail)
 	}
 	a.writeStatus()
+}
+
+// statusLoop rewrites the status file every second until ctx ends.
+func (a *Agent) statusLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.writeStatus()
+		}
+	}
 }
 
 func (a *Agent) committed(c *mesh.Committed) {
 	a.mu.Lock()
 	a.status.Seq, a.status.Point, a.status.PointTime = c.Seq, c.Point, c.Time
 	a.mu.Unlock()
-	a.writeStatus()
 }
 
 // writeStatus replaces the status file atomically.
@@ -272,7 +299,12 @@ func ReadStatus(spoolDir string) (*Status, error) {
 
 // Run captures and ships until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
+	sctx, stopStatus := context.WithCancel(ctx)
+	statusDone := make(chan struct{})
+	go func() { a.statusLoop(sctx); close(statusDone) }()
 	defer func() {
+		stopStatus()
+		<-statusDone
 		a.ep.Close()
 		a.setState("stopped", "", nil)
 	}()
@@ -344,4 +376,41 @@ func (a *Agent) connect(ctx context.Context) (*conn, error) {
 func (a *Agent) limiter() *rate.Limiter {
 	burst := int(max(a.opts.ReadRate/100, 4<<20))
 	return rate.NewLimiter(rate.Limit(a.opts.ReadRate), burst)
+}
+
+// lagWindow is how many recent writes the lag quantiles cover.
+const lagWindow = 100000
+
+// lagStats keeps the replication lag of the most recent writes.
+type lagStats struct {
+	mu    sync.Mutex
+	ring  []time.Duration
+	next  int
+	total int64
+}
+
+func (l *lagStats) add(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.ring) < lagWindow {
+		l.ring = append(l.ring, d)
+	} else {
+		l.ring[l.next] = d
+		l.next = (l.next + 1) % lagWindow
+	}
+	l.total++
+}
+
+// quantiles returns p50 and p99 in milliseconds and the writes counted.
+func (l *lagStats) quantiles() (p50, p99 float64, n int64) {
+	l.mu.Lock()
+	s := slices.Clone(l.ring)
+	n = l.total
+	l.mu.Unlock()
+	if len(s) == 0 {
+		return 0, 0, n
+	}
+	slices.Sort(s)
+	ms := func(q float64) float64 { return float64(s[int(q*float64(len(s)-1))]) / float64(time.Millisecond) }
+	return ms(0.50), ms(0.99), n
 }

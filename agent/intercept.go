@@ -56,7 +56,14 @@ type sink struct {
 	ackMu   sync.Mutex
 	ackCond *sync.Cond
 	acked   uint64
-	failed  error // set when the agent stops: waiting writers give up
+	failed  error     // set when the agent stops: waiting writers give up
+	pending []stamped // when each spooled write was acknowledged, for the lag
+}
+
+// stamped is a spool sequence number and when its write was acknowledged.
+type stamped struct {
+	seq uint64
+	t   time.Time
 }
 
 func (s *sink) Blocks(volume string, first int64, blocks [][]byte) error {
@@ -64,6 +71,9 @@ func (s *sink) Blocks(volume string, first int64, blocks [][]byte) error {
 	if !s.dirty {
 		seq, err := s.sp.AppendBlocks(volume, first, blocks)
 		if err == nil {
+			s.ackMu.Lock()
+			s.pending = append(s.pending, stamped{seq, s.a.opts.Now()})
+			s.ackMu.Unlock()
 			s.mu.Unlock()
 			s.a.backlog.Add(int64(len(blocks) * s.bs[volume]))
 			if s.a.opts.Ack == AckSync {
@@ -141,10 +151,16 @@ func (s *sink) waitAcked(seq uint64) error {
 }
 
 func (s *sink) setAcked(seq uint64, err error) {
+	now := s.a.opts.Now()
 	s.ackMu.Lock()
 	if seq > s.acked {
 		s.acked = seq
 	}
+	i := 0
+	for ; i < len(s.pending) && s.pending[i].seq <= seq; i++ {
+		s.a.lag.add(now.Sub(s.pending[i].t))
+	}
+	s.pending = s.pending[i:]
 	if err != nil {
 		s.failed = err
 	}
@@ -240,6 +256,11 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 	return a.ship(ctx, sk)
 }
 
+// markWait is how long the shipper waits for the application's next mark
+// (fsync) before it appends one itself: the replication lag of a write
+// that is not followed by an fsync.
+const markWait = 200 * time.Millisecond
+
 // shipBatch bounds the blocks read from the spool for one commit.
 const shipBatch = 2048
 
@@ -286,8 +307,9 @@ func (a *Agent) ship(ctx context.Context, sk *sink) error {
 // shipOnce ships the spool up to its next mark and commits a point there;
 // or, with the spool drained and blocks in the dirty bitmap, one resync
 // pass. Every point ends at a mark, so its time is exact: when no mark
-// comes within an interval (or at once in sync mode), the shipper appends
-// one itself (any prefix of the ordered writes is crash-consistent).
+// comes within markWait (or the interval, if shorter; at once in sync
+// mode), the shipper appends one itself (any prefix of the ordered writes
+// is crash-consistent).
 func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
 	sp := sk.sp
 	if len(sp.DirtyVolumes()) > 0 && sp.Last() == sp.Acked() {
@@ -308,7 +330,7 @@ func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
 	}
 	target := lastMark(recs)
 	if target == 0 && a.opts.Ack != AckSync && len(recs) < shipBatch {
-		more, err := read(recs[len(recs)-1].Seq, a.opts.Interval)
+		more, err := read(recs[len(recs)-1].Seq, min(a.opts.Interval, markWait))
 		if err != nil {
 			return err
 		}

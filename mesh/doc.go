@@ -146,7 +146,7 @@
 //	2 Welcome    node → agent  JSON {node, volumes: [{name, size, block_size}], seq, point, point_time}
 //	3 Offer      agent → node  1 to 4096 block IDs, 32 bytes each
 //	4 Want       node → agent  bitmap of ceil(n/8) bytes; bit i (LSB first) set = send offer i
-//	5 Blocks     agent → node  records: ID (32) | codec (1: 0 raw, 1 zstd) | raw length (4) | data length (4) | data
+//	5 Blocks     agent → node  records: ID (32) | codec (1: 0 raw, 1 zstd, 2 S2) | raw length (4) | data length (4) | data
 //	6 Changes    agent → node  name length (1) | volume name | count (4) | count × (block (8) | ID (32)), sorted by block
 //	7 Commit     agent → node  JSON {seq, time}
 //	8 Committed  node → agent  JSON {seq, point, time}

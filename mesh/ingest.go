@@ -166,10 +166,12 @@ func DecodeWant(p []byte, n int) ([]bool, error) {
 	return want, nil
 }
 
-// Block codecs in a Blocks frame.
+// Block codecs in a Blocks frame. Agents send S2 (cheap on the protected
+// server's CPU, which matters more than LAN bytes); zstd is accepted.
 const (
 	CodecRaw  = 0
 	CodecZstd = 1
+	CodecS2   = 2
 )
 
 // BlockRecord is one block in a Blocks frame: its ID, its length, and the
@@ -205,7 +207,7 @@ func DecodeBlocks(p []byte) ([]BlockRecord, error) {
 		r.Codec = p[blockstore.IDSize]
 		r.RawLen = int(binary.BigEndian.Uint32(p[blockstore.IDSize+1:]))
 		n := int(binary.BigEndian.Uint32(p[blockstore.IDSize+5:]))
-		if r.Codec != CodecRaw && r.Codec != CodecZstd {
+		if r.Codec != CodecRaw && r.Codec != CodecZstd && r.Codec != CodecS2 {
 			return nil, ingestErr("blocks[%d]: codec %d", i, r.Codec)
 		}
 		if r.RawLen < 1 || r.RawLen > MaxBlockSize {

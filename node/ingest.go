@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
@@ -303,10 +304,19 @@ func (s *ingestSession) blocks(ctx context.Context, p []byte) error {
 	data := make([][]byte, len(recs))
 	for i, r := range recs {
 		b := r.Data
-		if r.Codec == mesh.CodecZstd {
+		switch r.Codec {
+		case mesh.CodecZstd:
 			b, err = s.dec.DecodeAll(r.Data, make([]byte, 0, r.RawLen))
 			if err != nil {
 				return refuse(mesh.CodeBadRequest, "block %s: zstd: %v", r.ID.Short(), err)
+			}
+		case mesh.CodecS2:
+			n, err := s2.DecodedLen(r.Data)
+			if err != nil || n != r.RawLen {
+				return refuse(mesh.CodeBadRequest, "block %s: s2 length %d (%v), says %d", r.ID.Short(), n, err, r.RawLen)
+			}
+			if b, err = s2.Decode(make([]byte, n), r.Data); err != nil {
+				return refuse(mesh.CodeBadRequest, "block %s: s2: %v", r.ID.Short(), err)
 			}
 		}
 		if len(b) != r.RawLen {

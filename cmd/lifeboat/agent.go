@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -19,12 +21,13 @@ func (c *cli) agentCmd() *cobra.Command {
 		Args:  noArgs,
 	}
 	var (
-		o        agent.Options
-		volumes  []string
-		tlsDir   string
-		readRate string
-		spoolMax string
-		file     string
+		o          agent.Options
+		volumes    []string
+		tlsDir     string
+		readRate   string
+		spoolMax   string
+		file       string
+		cpuProfile string
 	)
 	run := &cobra.Command{
 		Use:   "run --config FILE | --name N --service S --volume NAME=PATH... --node ADDR --tls-dir DIR --spool DIR [--mode scan|intercept] [--interval DUR]",
@@ -109,11 +112,23 @@ keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` re
 			if err != nil {
 				return &usageError{err}
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			fmt.Fprintf(c.stdout, "agent %s (service %s, %s mode) shipping %d volume(s) to %s\n", o.Name, o.Service, o.Mode, len(o.Volumes), o.Node)
 			return a.Run(cmd.Context())
 		}),
 	}
 	f := run.Flags()
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the agent to this file (for performance reports)")
 	f.StringVar(&file, "config", "", "agent file (TOML, see config/examples/agent.toml); flags win over it")
 	f.StringVar(&o.Name, "name", "", "agent name (as in its certificate)")
 	f.StringVar(&o.Service, "service", "", "the service this server belongs to")
@@ -154,6 +169,10 @@ keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` re
 			}
 			fmt.Fprintf(c.stdout, "read %s, sent %s in %d blocks, %s not sent (the node had them)\n",
 				formatBytes(st.ReadBytes), formatBytes(st.SentBytes), st.SentBlocks, formatBytes(st.DedupBytes))
+			if st.LagWrites > 0 {
+				fmt.Fprintf(c.stdout, "replication lag (write to committed point): p50 %.0f ms, p99 %.0f ms over %d writes; backlog %s\n",
+					st.LagP50, st.LagP99, st.LagWrites, formatBytes(st.Backlog))
+			}
 			if st.LastError != "" {
 				fmt.Fprintf(c.stdout, "last error: %s\n", st.LastError)
 			}

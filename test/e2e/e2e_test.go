@@ -36,12 +36,19 @@ type site struct {
 }
 
 // restartNode starts the node again after a kill, with the same settings.
-func (s *site) restartNode(t *testing.T) {
+func (s *site) restartNode(t testing.TB) {
 	t.Helper()
 	s.node = testbin.Start(t, "node", filepath.Join(s.dir, "node.log"), s.bin, s.nodeArgs...)
 }
 
-func startSite(t *testing.T, image string) *site {
+func startSite(t testing.TB, image string) *site {
+	t.Helper()
+	return startSiteVolumes(t, []string{"disk"}, []string{image})
+}
+
+// startSiteVolumes is startSite for service "web" with the given volumes
+// (names and image paths), all volSize bytes.
+func startSiteVolumes(t testing.TB, names, images []string) *site {
 	t.Helper()
 	s := &site{bin: testbin.Build(t), dir: t.TempDir()}
 	ca := filepath.Join(s.dir, "ca")
@@ -77,20 +84,12 @@ func startSite(t *testing.T, image string) *site {
 		return nil
 	})
 	policy := filepath.Join(s.dir, "cluster.toml")
-	os.WriteFile(policy, fmt.Appendf(nil, `[[site]]
-name = "dc1"
-
-[[service]]
-name = "web"
-primary = "dc1"
-  [[service.server]]
-  name = "web1"
-    [[service.server.volume]]
-    name = "disk"
-    path = %q
-    size = "%dB"
-    block_size = "%dB"
-`, image, volSize, blockSize), 0o644)
+	src := []byte("[[site]]\nname = \"dc1\"\n\n[[service]]\nname = \"web\"\nprimary = \"dc1\"\n  [[service.server]]\n  name = \"web1\"\n")
+	for i, name := range names {
+		src = fmt.Appendf(src, "    [[service.server.volume]]\n    name = %q\n    path = %q\n    size = \"%dB\"\n    block_size = \"%dB\"\n",
+			name, images[i], volSize, blockSize)
+	}
+	os.WriteFile(policy, src, 0o644)
 	testbin.Run(t, s.bin, 0, "policy", "apply", "--admin", s.admin, policy)
 	return s
 }
@@ -206,7 +205,7 @@ func (w *writer) final(initial []byte) []byte {
 	return img
 }
 
-func makeImage(t *testing.T) (string, []byte) {
+func makeImage(t testing.TB) (string, []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
 	f, err := os.Create(path)
