@@ -49,10 +49,14 @@ type Options struct {
 	Mountpoint string
 	Ack        string // AckAsync (default) or AckSync
 	SpoolMax   int64
-	ReadRate   int64 // scan mode read limit in bytes/s; 0 = 200 MiB/s
-	Network    mesh.Network
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Hooks for application-consistent points (see hooks.go), run with
+	// sh -c; HookTimeout 0 = 60s.
+	PreHook, PostHook string
+	HookTimeout       time.Duration
+	ReadRate          int64 // scan mode read limit in bytes/s; 0 = 200 MiB/s
+	Network           mesh.Network
+	Logger            *slog.Logger
+	Now               func() time.Time
 }
 
 func (o *Options) check() error {
@@ -113,6 +117,9 @@ func (o *Options) check() error {
 	}
 	if o.Interval < 0 {
 		errs = append(errs, fmt.Errorf("interval %s: want a positive duration", o.Interval))
+	}
+	if o.HookTimeout == 0 {
+		o.HookTimeout = time.Minute
 	}
 	if o.ReadRate == 0 {
 		o.ReadRate = 200 << 20

@@ -253,6 +253,10 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 			a.log.Error("unmount", "err", err)
 		}
 	}()
+	hctx, stopHooks := context.WithCancel(ctx)
+	hooksDone := make(chan struct{})
+	go func() { a.hookedMarks(hctx, sk); close(hooksDone) }()
+	defer func() { stopHooks(); <-hooksDone }()
 	return a.ship(ctx, sk)
 }
 

@@ -60,9 +60,11 @@ func (a *Agent) runScan(ctx context.Context) error {
 			}
 			seq = c.welcome.Seq
 		}
+		a.runHook(ctx, "pre", a.opts.PreHook)
 		start := a.opts.Now()
 		a.setState("shipping", fmt.Sprintf("scan %d", seq+1), nil)
 		next, err := a.scanOnce(ctx, c, lim, last)
+		a.runHook(ctx, "post", a.opts.PostHook)
 		if err == nil {
 			var done *mesh.Committed
 			done, err = c.commit(seq+1, start)

@@ -11,19 +11,23 @@ import (
 // Agent is an agent file: one `lifeboat agent` on a protected server.
 // doc.go describes every key. Every key is also a flag of `agent run`.
 type Agent struct {
-	Name     string        `toml:"name" json:"name"`
-	Service  string        `toml:"service" json:"service"`
-	Node     string        `toml:"node" json:"node"`       // QUIC address of a node at the agent's site
-	TLSDir   string        `toml:"tls_dir" json:"tls_dir"` // what `lifeboat ca issue --agent --out` wrote
-	Spool    string        `toml:"spool" json:"spool"`     // state directory
-	Mode     string        `toml:"mode" json:"mode"`       // scan or intercept
-	Interval Duration      `toml:"interval" json:"interval"`
-	ReadRate Rate          `toml:"read_rate" json:"read_rate"`
-	Mount    string        `toml:"mount" json:"mount"`
-	Ack      string        `toml:"ack" json:"ack"`
-	SpoolMax Size          `toml:"spool_max" json:"spool_max"`
-	LogLevel string        `toml:"log_level" json:"log_level"`
-	Volumes  []AgentVolume `toml:"volume" json:"volumes"`
+	Name     string   `toml:"name" json:"name"`
+	Service  string   `toml:"service" json:"service"`
+	Node     string   `toml:"node" json:"node"`       // QUIC address of a node at the agent's site
+	TLSDir   string   `toml:"tls_dir" json:"tls_dir"` // what `lifeboat ca issue --agent --out` wrote
+	Spool    string   `toml:"spool" json:"spool"`     // state directory
+	Mode     string   `toml:"mode" json:"mode"`       // scan or intercept
+	Interval Duration `toml:"interval" json:"interval"`
+	ReadRate Rate     `toml:"read_rate" json:"read_rate"`
+	Mount    string   `toml:"mount" json:"mount"`
+	Ack      string   `toml:"ack" json:"ack"`
+	SpoolMax Size     `toml:"spool_max" json:"spool_max"`
+	LogLevel string   `toml:"log_level" json:"log_level"`
+	// Hooks for application-consistent points, run with sh -c.
+	PreHook     string        `toml:"pre_hook" json:"pre_hook"`
+	PostHook    string        `toml:"post_hook" json:"post_hook"`
+	HookTimeout Duration      `toml:"hook_timeout" json:"hook_timeout"`
+	Volumes     []AgentVolume `toml:"volume" json:"volumes"`
 }
 
 // AgentVolume is a volume an agent protects.
@@ -92,6 +96,9 @@ func (a *Agent) SetDefaults() {
 	if a.LogLevel == "" {
 		a.LogLevel = DefaultLogLevel
 	}
+	if a.HookTimeout == 0 {
+		a.HookTimeout = Duration(time.Minute)
+	}
 }
 
 // Validate checks every field and returns every problem.
@@ -132,6 +139,9 @@ func (a *Agent) validate(ps *problems) {
 	}
 	if a.SpoolMax < 1<<20 {
 		ps.add(root.key("spool_max"), "%s: want at least 1MiB", a.SpoolMax)
+	}
+	if a.HookTimeout < Duration(time.Second) {
+		ps.add(root.key("hook_timeout"), "%s: want at least 1s", a.HookTimeout)
 	}
 	if len(a.Volumes) == 0 {
 		ps.add(root.key("volume"), `missing: want at least one [[volume]] with name and path`)

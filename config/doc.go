@@ -106,6 +106,9 @@
 //	ack                string    "async"              intercept: a write returns when the spool (async) or the node (sync) has it
 //	spool_max          size      "1GiB"               intercept: spool bound; past it, a dirty bitmap; at least 1MiB
 //	log_level          string    "info"               debug, info, warn or error
+//	pre_hook           string    ""                   command (sh -c) before each point, e.g. a database flush: application-consistent points
+//	post_hook          string    ""                   command after each point (e.g. thaw); in intercept mode hooks wrap a point every interval
+//	hook_timeout       duration  "60s"                a hook running longer is killed; the point is then crash-consistent only
 //	[[volume]]                                        at least one
 //	  name             string    required             the volume's name in the service (the policy's)
 //	  path             string    required             image file or block device

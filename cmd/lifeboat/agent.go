@@ -72,6 +72,9 @@ keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` re
 				keep("mount", func() { o.Mountpoint = af.Mount })
 				keep("ack", func() { o.Ack = af.Ack })
 				keep("spool-max", func() { spoolMax = af.SpoolMax.String() })
+				keep("pre-hook", func() { o.PreHook = af.PreHook })
+				keep("post-hook", func() { o.PostHook = af.PostHook })
+				keep("hook-timeout", func() { o.HookTimeout = af.HookTimeout.Std() })
 				keep("volume", func() {
 					for _, v := range af.Volumes {
 						volumes = append(volumes, v.Name+"="+v.Path)
@@ -128,6 +131,9 @@ keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` re
 		}),
 	}
 	f := run.Flags()
+	f.StringVar(&o.PreHook, "pre-hook", "", "command run before each point (e.g. a database flush), for application-consistent points")
+	f.StringVar(&o.PostHook, "post-hook", "", "command run after each point (e.g. thaw)")
+	f.DurationVar(&o.HookTimeout, "hook-timeout", time.Minute, "a hook running longer is killed; the point is then crash-consistent only")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the agent to this file (for performance reports)")
 	f.StringVar(&file, "config", "", "agent file (TOML, see config/examples/agent.toml); flags win over it")
 	f.StringVar(&o.Name, "name", "", "agent name (as in its certificate)")
