@@ -53,11 +53,12 @@ type sink struct {
 	mu    sync.Mutex
 	dirty bool // writes go to the dirty bitmap
 
-	ackMu   sync.Mutex
-	ackCond *sync.Cond
-	acked   uint64
-	failed  error     // set when the agent stops: waiting writers give up
-	pending []stamped // when each spooled write was acknowledged, for the lag
+	ackMu      sync.Mutex
+	ackCond    *sync.Cond
+	acked      uint64
+	failed     error     // set when the agent stops: waiting writers give up
+	pending    []stamped // when each spooled write was acknowledged, for the lag
+	boundaries []uint64  // barrier marks the shipper must commit at exactly
 }
 
 // stamped is a spool sequence number and when its write was acknowledged.
@@ -161,6 +162,7 @@ func (s *sink) setAcked(seq uint64, err error) {
 		s.a.lag.add(now.Sub(s.pending[i].t))
 	}
 	s.pending = s.pending[i:]
+	s.boundaries = slices.DeleteFunc(s.boundaries, func(b uint64) bool { return b <= seq })
 	if err != nil {
 		s.failed = err
 	}
@@ -254,9 +256,10 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 		}
 	}()
 	hctx, stopHooks := context.WithCancel(ctx)
-	hooksDone := make(chan struct{})
-	go func() { a.hookedMarks(hctx, sk); close(hooksDone) }()
-	defer func() { stopHooks(); <-hooksDone }()
+	hooksDone := make(chan struct{}, 2)
+	go func() { a.hookedMarks(hctx, sk); hooksDone <- struct{}{} }()
+	go func() { a.barrierLoop(hctx, sk); hooksDone <- struct{}{} }()
+	defer func() { stopHooks(); <-hooksDone; <-hooksDone }()
 	return a.ship(ctx, sk)
 }
 
@@ -346,6 +349,7 @@ func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
 			return err // target 0: overflow, the resync makes the point
 		}
 	}
+	target = sk.clip(sp.Acked(), target)
 	// Only durable records may reach the node: after a crash the spool may
 	// give the sequence numbers of unsynced records to new ones.
 	if err := sp.Sync(); err != nil {

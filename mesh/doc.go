@@ -160,6 +160,15 @@
 // node committed for that agent, so a restarted agent does not resend.
 // Limits: 8 MiB per frame, 1 MiB per block, 65536 changes per frame.
 //
+// Barrier stream (same kind, second stream of an agent): the agent sends
+// 9 BarrierJoin (a Hello); the node then repeats, for all agents of the
+// service at once: 10 Prepare {id, hold_ms} → each agent stops
+// acknowledging writes, appends a mark and answers 11 Marked {id, seq} →
+// once all answered (or the hold time passed) 12 Release {id, ok} → the
+// agents acknowledge writes again. With ok, each agent commits a point
+// exactly at its mark, and the node composes the service point
+// "barrier/ID" from those: no write in it depends on one it lacks.
+//
 // # Testing
 //
 // mesh/meshtest provides a throw-away CA (meshtest.CA) and a Network

@@ -24,7 +24,25 @@ const (
 	FrameChanges   FrameType = 6 // agent → node: one volume's map changes
 	FrameCommit    FrameType = 7 // agent → node: JSON Commit
 	FrameCommitted FrameType = 8 // node → agent: JSON Committed
+
+	// The barrier stream: an agent of a service with several agents opens
+	// a second ingest stream with BarrierJoin; the node then runs
+	// barriers on it (see doc.go).
+	FrameBarrierJoin    FrameType = 9  // agent → node: JSON Hello (volumes may be empty)
+	FrameBarrierPrepare FrameType = 10 // node → agent: JSON Barrier
+	FrameBarrierMarked  FrameType = 11 // agent → node: JSON Barrier with Seq
+	FrameBarrierRelease FrameType = 12 // node → agent: JSON Barrier with OK
 )
+
+// Barrier is one step of a cross-agent barrier: Prepare (ID), Marked (ID
+// and the agent's mark Seq, 0 when it cannot mark), Release (ID and OK:
+// every agent marked, so the marks form a consistent point of the service).
+type Barrier struct {
+	ID   uint64 `json:"id"`
+	Seq  uint64 `json:"seq,omitempty"`
+	OK   bool   `json:"ok,omitempty"`
+	Hold int64  `json:"hold_ms,omitempty"` // Prepare: longest time to hold acknowledgements
+}
 
 // IngestVersion is the version of the ingest protocol in Hello.
 const IngestVersion = 1

@@ -64,9 +64,10 @@ type services struct {
 }
 
 type serviceState struct {
-	mu     sync.Mutex
-	latest *blockstore.Point
-	seqs   map[string]uint64 // by agent
+	mu      sync.Mutex
+	latest  *blockstore.Point
+	seqs    map[string]uint64 // by agent
+	barrier *pendingBarrier   // released, waiting for the agents' commits
 }
 
 func (ss *services) get(name string) *serviceState {
@@ -179,6 +180,9 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 	}
 	if n.store == nil {
 		return refuse(mesh.CodeUnavailable, "node %s is a witness and holds no data: point the agent at a data node of site %s", n.opts.Name, n.opts.Site)
+	}
+	if t == mesh.FrameBarrierJoin && peer.Agent {
+		return n.joinBarrier(ctx, s, fr, p)
 	}
 	if t != mesh.FrameHello {
 		return refuse(mesh.CodeBadRequest, "first frame is type %d, want hello", t)
@@ -432,6 +436,7 @@ func (s *ingestSession) commit(ctx context.Context, c *mesh.Commit) (*mesh.Commi
 	}
 	st.latest = &committed
 	st.seqs[s.agent] = c.Seq
+	s.barrierCommitted(ctx, c.Seq, committed)
 	s.pending = map[string]map[int64]blockstore.ID{}
 	s.count = 0
 	s.n.noteWatermark(committed)

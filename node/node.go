@@ -57,6 +57,7 @@ type Options struct {
 	ReconnectInterval time.Duration // how often dead peers are re-joined; 0 = 30s
 	WriteTimeout      time.Duration // how long a write waits for a leader; 0 = 10s
 	WatermarkInterval time.Duration // how often new points reach the catalog; 0 = 1s
+	BarrierInterval   time.Duration // how often services with several agents get a consistent point; 0 = 10s
 
 	Logger *slog.Logger     // nil = slog.Default()
 	Now    func() time.Time // nil = time.Now
@@ -112,6 +113,9 @@ func (o *Options) check() error {
 	if o.ReconcileInterval == 0 {
 		o.ReconcileInterval = time.Second
 	}
+	if o.BarrierInterval == 0 {
+		o.BarrierInterval = 10 * time.Second
+	}
 	if o.WatermarkInterval == 0 {
 		o.WatermarkInterval = time.Second
 	}
@@ -166,6 +170,7 @@ type Node struct {
 	store    *blockstore.Store // nil on a witness
 	ingestWG sync.WaitGroup    // running ingest sessions
 	svcs     services
+	bars     barriers
 	wmMu     sync.Mutex
 	wm       map[string]Watermark // newest point per service, not yet in the catalog
 }
@@ -402,6 +407,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.serveForwarded(ctx) })
 	g.Go(func() error { return n.serveIngest(ctx) })
 	g.Go(func() error { n.watermarkLoop(ctx); return nil })
+	g.Go(func() error { n.barrierLoop(ctx); return nil })
 	if n.adminLn != nil {
 		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		if n.adminTLS() {

@@ -104,11 +104,12 @@ func (c *cli) nodeCmd() *cobra.Command {
 		Args:  noArgs,
 	}
 	var (
-		file      string
-		nf        config.Node
-		join      []string
-		resetRaft bool
-		role      string
+		file            string
+		nf              config.Node
+		join            []string
+		resetRaft       bool
+		role            string
+		barrierInterval time.Duration
 	)
 	runCmd := &cobra.Command{
 		Use:   "run --config FILE | --name N --site S --data-dir DIR ...",
@@ -168,6 +169,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 				Gossip: n.Listen.Gossip, QUIC: n.Listen.QUIC, Admin: n.Listen.Admin, Advertise: n.Listen.Advertise,
 				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(),
 				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, AdminTLS: n.Listen.AdminTLS,
+				BarrierInterval: barrierInterval,
 			})
 			if err != nil {
 				var rse *node.RaftStateError
@@ -198,6 +200,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 	f.StringSliceVar(&join, "join", nil, "gossip address of a node to join (repeatable)")
 	f.StringVar(&nf.TLS.Dir, "tls-dir", "", "directory written by `lifeboat ca issue` (default DATA_DIR/tls)")
 	f.IntVar(&nf.BootstrapExpect, "bootstrap-expect", 0, "nodes that must see each other before a new cluster forms (default 1 without --join, else 3)")
+	f.DurationVar(&barrierInterval, "barrier-interval", 10*time.Second, "how often a service with several agents gets a point consistent across its servers")
 	f.BoolVar(&resetRaft, "reset-raft", false, "move this node's raft state aside and rejoin as a new member")
 	f.StringVar(&nf.GossipProfile, "gossip-profile", "wan", "failure detection timings: wan (between sites), lan (one site) or test (one host)")
 	f.BoolVar(&nf.Listen.AdminTLS, "admin-tls", false, "require client certificates on the admin API even on loopback")

@@ -61,7 +61,7 @@ func startSiteVolumes(t testing.TB, names, images []string) *site {
 	s.nodeArgs = []string{"node", "run",
 		"--name", "dc1-n1", "--site", "dc1", "--data-dir", filepath.Join(s.dir, "node"),
 		"--listen-gossip", testbin.FreePort(t), "--listen-quic", s.quic, "--listen-admin", s.admin,
-		"--tls-dir", nodeTLS, "--gossip-profile", "test"}
+		"--tls-dir", nodeTLS, "--gossip-profile", "test", "--barrier-interval", "1s"}
 	s.node = testbin.Start(t, "node", filepath.Join(s.dir, "node.log"), s.bin, s.nodeArgs...)
 	t.Cleanup(func() {
 		s.node.Stop()

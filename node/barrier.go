@@ -1,0 +1,225 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+)
+
+// Cross-agent barriers (mesh doc.go, barrier stream): a service with
+// several agents (one per server) gets points that are consistent across
+// servers. Every BarrierInterval the node asks all the service's agents
+// to stop acknowledging writes and mark their write streams; once all have
+// marked (within barrierHold) it releases them. Each agent then commits a
+// point exactly at its mark, and the node composes the service point
+// "barrier/ID" from those states: no write in it depends on one it lacks,
+// because no write was acknowledged anywhere between the first mark and
+// the last.
+
+// barrierHold bounds how long agents hold write acknowledgements.
+const barrierHold = 500 * time.Millisecond
+
+type barrierConn struct {
+	agent string
+	s     *mesh.Stream
+	fr    *mesh.FrameReader
+	dead  chan struct{}
+	once  sync.Once
+}
+
+func (c *barrierConn) kill() { c.once.Do(func() { close(c.dead); c.s.Close() }) }
+
+// barriers are the barrier streams per service and agent.
+type barriers struct {
+	mu    sync.Mutex
+	conns map[string]map[string]*barrierConn
+	next  uint64
+}
+
+// pendingBarrier is a released barrier waiting for each agent's commit at
+// its mark.
+type pendingBarrier struct {
+	id     uint64
+	at     time.Time
+	marks  map[string]uint64                   // agent → mark seq
+	states map[string][]blockstore.VolumeState // agent → its volumes at the mark
+}
+
+// joinBarrier registers an agent's barrier stream and holds it open until
+// the coordinator drops it or the node stops.
+func (n *Node) joinBarrier(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, p []byte) error {
+	peer := s.Peer()
+	h, err := mesh.DecodeHello(p)
+	if err != nil {
+		return refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	if !peer.Agent || h.Service != peer.Service || h.Agent != string(peer.Name) {
+		return refuse(mesh.CodeForbidden, "barrier stream of %s for service %s refused", peer, h.Service)
+	}
+	c := &barrierConn{agent: h.Agent, s: s, fr: fr, dead: make(chan struct{})}
+	n.bars.mu.Lock()
+	if n.bars.conns == nil {
+		n.bars.conns = map[string]map[string]*barrierConn{}
+	}
+	if n.bars.conns[h.Service] == nil {
+		n.bars.conns[h.Service] = map[string]*barrierConn{}
+	}
+	if old := n.bars.conns[h.Service][h.Agent]; old != nil {
+		old.kill()
+	}
+	n.bars.conns[h.Service][h.Agent] = c
+	n.bars.mu.Unlock()
+	n.log.Info("agent joined the service's barriers", "peer", h.Agent, "service", h.Service)
+	select {
+	case <-ctx.Done():
+	case <-c.dead:
+	}
+	n.bars.mu.Lock()
+	if n.bars.conns[h.Service][h.Agent] == c {
+		delete(n.bars.conns[h.Service], h.Agent)
+	}
+	n.bars.mu.Unlock()
+	return nil
+}
+
+// barrierLoop runs a barrier for every service with two or more agents,
+// every BarrierInterval.
+func (n *Node) barrierLoop(ctx context.Context) {
+	t := time.NewTicker(n.opts.BarrierInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.bars.mu.Lock()
+		groups := map[string][]*barrierConn{}
+		for svc, m := range n.bars.conns {
+			if len(m) >= 2 {
+				groups[svc] = slices.Collect(maps.Values(m))
+			}
+		}
+		n.bars.mu.Unlock()
+		for svc, conns := range groups {
+			if err := n.runBarrier(svc, conns); err != nil {
+				n.log.Warn("barrier", "service", svc, "err", err)
+			}
+		}
+	}
+}
+
+// runBarrier runs one barrier over conns.
+func (n *Node) runBarrier(svc string, conns []*barrierConn) error {
+	n.bars.mu.Lock()
+	n.bars.next++
+	id := n.bars.next
+	n.bars.mu.Unlock()
+	prep, _ := json.Marshal(mesh.Barrier{ID: id, Hold: barrierHold.Milliseconds()})
+	deadline := time.Now().Add(barrierHold)
+	for _, c := range conns {
+		c.s.SetWriteDeadline(deadline)
+		if err := mesh.WriteFrame(c.s, mesh.FrameBarrierPrepare, prep); err != nil {
+			c.kill()
+		}
+	}
+	marks := map[string]uint64{}
+	var problems []string
+	for _, c := range conns {
+		c.s.SetReadDeadline(deadline)
+		t, p, err := c.fr.Next()
+		var b mesh.Barrier
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("%s: %v", c.agent, err))
+			c.kill()
+			continue
+		case t != mesh.FrameBarrierMarked || json.Unmarshal(p, &b) != nil || b.ID != id:
+			problems = append(problems, fmt.Sprintf("%s: unexpected answer", c.agent))
+			c.kill()
+			continue
+		case b.Seq == 0:
+			problems = append(problems, fmt.Sprintf("%s: cannot mark (overflow)", c.agent))
+			continue
+		}
+		marks[c.agent] = b.Seq
+	}
+	ok := len(problems) == 0
+	rel, _ := json.Marshal(mesh.Barrier{ID: id, OK: ok})
+	for _, c := range conns {
+		c.s.SetWriteDeadline(time.Now().Add(barrierHold))
+		if err := mesh.WriteFrame(c.s, mesh.FrameBarrierRelease, rel); err != nil {
+			c.kill()
+		}
+	}
+	if !ok {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	st := n.svcs.get(svc)
+	st.mu.Lock()
+	st.barrier = &pendingBarrier{id: id, at: time.Now(), marks: marks, states: map[string][]blockstore.VolumeState{}}
+	st.mu.Unlock()
+	return nil
+}
+
+// barrierCommitted notes an agent's commit; when every agent of a pending
+// barrier has committed at its mark, it composes the service point. The
+// service's mutex is held.
+func (s *ingestSession) barrierCommitted(ctx context.Context, seq uint64, pt blockstore.Point) {
+	st := s.state
+	b := st.barrier
+	if b == nil {
+		return
+	}
+	mark, ok := b.marks[s.agent]
+	if !ok || b.states[s.agent] != nil {
+		return
+	}
+	if seq > mark {
+		s.n.log.Warn("barrier dropped: an agent committed past its mark", "service", s.svc.Name, "peer", s.agent, "barrier", b.id)
+		st.barrier = nil
+		return
+	}
+	if seq < mark {
+		return
+	}
+	var mine []blockstore.VolumeState
+	for _, v := range pt.Volumes {
+		if _, ok := s.volumes[strings.TrimPrefix(v.Name, s.svc.Name+"/")]; ok {
+			mine = append(mine, v)
+		}
+	}
+	b.states[s.agent] = mine
+	if len(b.states) < len(b.marks) {
+		return
+	}
+	vols := map[string]blockstore.VolumeState{}
+	for _, v := range pt.Volumes {
+		vols[v.Name] = v
+	}
+	for _, vs := range b.states {
+		for _, v := range vs {
+			vols[v.Name] = v
+		}
+	}
+	bp := blockstore.Point{Group: s.svc.Name, Name: fmt.Sprintf("barrier/%d", b.id), Time: b.at}
+	for _, v := range vols {
+		bp.Volumes = append(bp.Volumes, v)
+	}
+	slices.SortFunc(bp.Volumes, func(x, y blockstore.VolumeState) int { return strings.Compare(x.Name, y.Name) })
+	st.barrier = nil
+	if _, err := s.n.store.CommitPoint(ctx, bp); err != nil {
+		s.n.log.Error("commit barrier point", "service", s.svc.Name, "barrier", b.id, "err", err)
+		return
+	}
+	s.n.log.Info("consistent point across agents", "service", s.svc.Name, "barrier", b.id, "agents", len(b.marks))
+}
