@@ -400,6 +400,16 @@ type Status struct {
 	PolicyVersion uint64        `json:"policy_version"`
 	Sites         []SiteStatus  `json:"sites"`
 	Nodes         []NodeStatus  `json:"nodes"`
+	// Services: per service, its epoch and the newest point each site
+	// holds (the RPO watermarks), as recorded in the catalog.
+	Services []ServiceStatus `json:"services"`
+}
+
+// ServiceStatus is one service in Status.
+type ServiceStatus struct {
+	Name       string      `json:"name"`
+	Epoch      uint64      `json:"epoch"`
+	Watermarks []Watermark `json:"watermarks"`
 }
 
 // Status returns this node's view of the cluster; it works without a quorum.
@@ -470,6 +480,16 @@ func (n *Node) Status() Status {
 		st.Sites = append(st.Sites, *s)
 	}
 	slices.SortFunc(st.Sites, func(a, b SiteStatus) int { return compareStrings(string(a.Name), string(b.Name)) })
+	st.Services = []ServiceStatus{}
+	for name, svc := range cat.Services {
+		ss := ServiceStatus{Name: name, Epoch: svc.Epoch, Watermarks: []Watermark{}}
+		for _, w := range svc.Watermarks {
+			ss.Watermarks = append(ss.Watermarks, w)
+		}
+		slices.SortFunc(ss.Watermarks, func(a, b Watermark) int { return compareStrings(a.Site, b.Site) })
+		st.Services = append(st.Services, ss)
+	}
+	slices.SortFunc(st.Services, func(a, b ServiceStatus) int { return compareStrings(a.Name, b.Name) })
 	return st
 }
 

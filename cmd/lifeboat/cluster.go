@@ -302,6 +302,22 @@ func printStatus(c *cli, st *node.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Site, n.Role, n.State, r)
 	}
 	tw.Flush()
+	if len(st.Services) == 0 {
+		return
+	}
+	fmt.Fprintln(c.stdout)
+	tw = tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tEPOCH\tSITE\tHOLDER\tNEWEST POINT\tAGE\tSIZE")
+	for _, s := range st.Services {
+		if len(s.Watermarks) == 0 {
+			fmt.Fprintf(tw, "%s\t%d\t-\t-\tnone yet\t-\t-\n", s.Name, s.Epoch)
+		}
+		for _, w := range s.Watermarks {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Epoch, w.Site, w.Node, w.Point,
+				time.Since(w.Time).Round(time.Second), formatBytes(w.Size))
+		}
+	}
+	tw.Flush()
 }
 
 func writeJSONOut(w interface{ Write([]byte) (int, error) }, v any) error {

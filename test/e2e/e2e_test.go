@@ -301,4 +301,21 @@ func TestScanAgentShipsToNode(t *testing.T) {
 	})
 	st := testbin.Run(t, s.bin, 0, "agent", "status", "--spool", spool)
 	t.Logf("agent status:\n%s", st)
+	// The newest point reaches the catalog as the service's watermark.
+	newest := s.points(t)
+	testbin.Eventually(t, "the watermark in the catalog", 20*time.Second, func() error {
+		var ns node.Status
+		if err := json.Unmarshal([]byte(testbin.Run(t, s.bin, 0, "status", "--admin", s.admin, "--json")), &ns); err != nil {
+			return err
+		}
+		for _, svc := range ns.Services {
+			for _, w := range svc.Watermarks {
+				if svc.Name == "web" && w.Site == "dc1" && w.Point == newest[len(newest)-1].ID && w.Size == volSize {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("services %+v", ns.Services)
+	})
+	t.Logf("node status:\n%s", testbin.Run(t, s.bin, 0, "status", "--admin", s.admin))
 }
