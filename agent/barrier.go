@@ -72,7 +72,7 @@ func (a *Agent) barrier(s *mesh.Stream, fr *mesh.FrameReader, sk *sink, prep mes
 	var seq uint64
 	if !sk.dirty {
 		var err error
-		if seq, err = sk.sp.Mark(a.opts.Now()); err != nil {
+		if seq, err = sk.mark(); err != nil {
 			return err
 		}
 		sk.addBoundary(seq)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/internal/intercept"
@@ -59,6 +61,19 @@ type sink struct {
 	failed     error     // set when the agent stops: waiting writers give up
 	pending    []stamped // when each spooled write was acknowledged, for the lag
 	boundaries []uint64  // barrier marks the shipper must commit at exactly
+
+	recent recentRecords // the newest spool records, so the shipper need not read them back
+}
+
+// mark appends a mark to the spool (and to the recent records); the
+// caller holds s.mu.
+func (s *sink) mark() (uint64, error) {
+	t := s.a.opts.Now()
+	seq, err := s.sp.Mark(t)
+	if err == nil {
+		s.recent.add(spool.Record{Seq: seq, Kind: spool.KindMark, Time: t})
+	}
+	return seq, err
 }
 
 // stamped is a spool sequence number and when its write was acknowledged.
@@ -75,6 +90,7 @@ func (s *sink) Blocks(volume string, first int64, blocks [][]byte) error {
 			s.ackMu.Lock()
 			s.pending = append(s.pending, stamped{seq, s.a.opts.Now()})
 			s.ackMu.Unlock()
+			s.recent.addBlocks(seq, volume, first, blocks)
 			s.mu.Unlock()
 			s.a.backlog.Add(int64(len(blocks) * s.bs[volume]))
 			if s.a.opts.Ack == AckSync {
@@ -88,7 +104,7 @@ func (s *sink) Blocks(volume string, first int64, blocks [][]byte) error {
 		}
 		// The spool ends with a mark (never refused for size): the writes
 		// before the overflow make a point of their own.
-		if _, err := s.sp.Mark(s.a.opts.Now()); err != nil {
+		if _, err := s.mark(); err != nil {
 			s.mu.Unlock()
 			return err
 		}
@@ -107,7 +123,7 @@ func (s *sink) Flush(volume string) error {
 		s.mu.Unlock()
 		return nil
 	}
-	seq, err := s.sp.Mark(s.a.opts.Now())
+	seq, err := s.mark()
 	s.mu.Unlock()
 	if errors.Is(err, spool.ErrFull) {
 		// No room for the mark: the writes are spooled; the next point
@@ -134,7 +150,7 @@ func (s *sink) markNow() (uint64, error) {
 	if s.dirty {
 		return 0, nil
 	}
-	seq, err := s.sp.Mark(s.a.opts.Now())
+	seq, err := s.mark()
 	if err != nil {
 		return 0, err
 	}
@@ -241,6 +257,14 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 		a.log.Info("first start: every block is sent once, then the writes", "volumes", len(sk.nb))
 	}
 	sk.dirty = len(sp.DirtyVolumes()) > 0
+	// A killed agent leaves its FUSE mount behind, answering ENOTCONN:
+	// lift it, or the directory cannot even be looked at.
+	if _, err := os.Stat(a.opts.Mountpoint); errors.Is(err, syscall.ENOTCONN) {
+		a.log.Warn("lifting the stale mount of a previous agent", "mount", a.opts.Mountpoint)
+		if err := intercept.UnmountStale(a.opts.Mountpoint); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(a.opts.Mountpoint, 0o755); err != nil {
 		return fmt.Errorf("create mount point: %w", err)
 	}
@@ -323,6 +347,9 @@ func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
 		return a.resync(ctx, c, sk)
 	}
 	read := func(after uint64, wait time.Duration) ([]spool.Record, error) {
+		if recs := sk.recent.after(after, shipBatch); len(recs) > 0 {
+			return recs, nil
+		}
 		rctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		recs, err := sp.Read(rctx, after, shipBatch)
@@ -357,8 +384,8 @@ func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
 	}
 	a.setState("shipping", fmt.Sprintf("spool records %d to %d", sp.Acked()+1, target), nil)
 	var (
-		t     time.Time
-		bytes int64
+		t       time.Time
+		shipped int64
 	)
 	for {
 		byVol := map[string]map[int64][]byte{}
@@ -376,7 +403,7 @@ func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
 					byVol[r.Volume] = m
 				}
 				m[r.Block] = r.Data // the newest version of a block wins
-				bytes += int64(len(r.Data))
+				shipped += int64(len(r.Data))
 			case spool.KindMark:
 				t = r.Time
 			}
@@ -401,7 +428,7 @@ func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
 	if err := sp.Ack(target); err != nil {
 		return err
 	}
-	a.backlog.Add(-bytes)
+	a.backlog.Add(-shipped)
 	sk.setAcked(target, nil)
 	a.committed(done)
 	a.setState("idle", fmt.Sprintf("point at seq %d", target), nil)
@@ -518,7 +545,7 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 		}
 	}
 	sk.dirty = false
-	seq, err := sp.Mark(a.opts.Now())
+	seq, err := sk.mark()
 	sk.mu.Unlock()
 	if err != nil {
 		return err
@@ -542,4 +569,57 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 	a.committed(done)
 	a.setState("idle", "resync done; back to the spool", nil)
 	return nil
+}
+
+// recentMax bounds the bytes of block data the recent records keep.
+const recentMax = 64 << 20
+
+// recentRecords keeps the newest spool records in memory, in order, so
+// that the shipper ships them without reading them back from the spool
+// files (a system call, a copy and a checksum per block). The spool stays
+// the truth: whatever is not here is read from it.
+type recentRecords struct {
+	mu    sync.Mutex
+	recs  []spool.Record
+	bytes int
+}
+
+func (r *recentRecords) addBlocks(last uint64, volume string, first int64, blocks [][]byte) {
+	seq := last - uint64(len(blocks)) + 1
+	for i, b := range blocks {
+		r.add(spool.Record{Seq: seq + uint64(i), Kind: spool.KindBlock, Volume: volume, Block: first + int64(i), Data: bytes.Clone(b)})
+	}
+}
+
+// add appends a record; a gap in sequence numbers (records the spool has
+// and this does not) starts over.
+func (r *recentRecords) add(rec spool.Record) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.recs); n > 0 && r.recs[n-1].Seq+1 != rec.Seq {
+		r.recs, r.bytes = nil, 0
+	}
+	r.recs = append(r.recs, rec)
+	r.bytes += len(rec.Data)
+	for r.bytes > recentMax && len(r.recs) > 1 {
+		r.bytes -= len(r.recs[0].Data)
+		r.recs = r.recs[1:]
+	}
+}
+
+// after returns up to max records following seq after, if it holds the
+// next one; otherwise nil. Records up to after are dropped.
+func (r *recentRecords) after(after uint64, max int) []spool.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := 0
+	for i < len(r.recs) && r.recs[i].Seq <= after {
+		r.bytes -= len(r.recs[i].Data)
+		i++
+	}
+	r.recs = r.recs[i:]
+	if len(r.recs) == 0 || r.recs[0].Seq != after+1 {
+		return nil
+	}
+	return slices.Clone(r.recs[:min(max, len(r.recs))])
 }
