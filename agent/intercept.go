@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,6 +46,10 @@ const geometryFile = "geometry.json"
 // sync (intercept mode ships writes; the content before them goes once).
 const baselineFile = "baseline"
 
+// cleanFile is written when intercept mode stops cleanly (unmounted, no
+// write in flight); its absence at start means a resync of every block.
+const cleanFile = "clean-stop"
+
 // sink receives the intercepted writes.
 type sink struct {
 	a  *Agent
@@ -63,17 +68,42 @@ type sink struct {
 	boundaries []uint64  // barrier marks the shipper must commit at exactly
 
 	recent recentRecords // the newest spool records, so the shipper need not read them back
+
+	// remarked: blocks written (into the dirty bitmap) since the current
+	// resync pass began; guarded by mu.
+	remarked map[string]map[int64]bool
+}
+
+// remark notes blocks written during a resync; the caller holds s.mu.
+func (s *sink) remark(volume string, first int64, n int) {
+	if s.remarked == nil {
+		return
+	}
+	m := s.remarked[volume]
+	if m == nil {
+		m = map[int64]bool{}
+		s.remarked[volume] = m
+	}
+	for i := range int64(n) {
+		m[first+i] = true
+	}
 }
 
 // mark appends a mark to the spool (and to the recent records); the
 // caller holds s.mu.
 func (s *sink) mark() (uint64, error) {
+	seq, _, err := s.markAt()
+	return seq, err
+}
+
+// markAt is mark, also returning the mark's time.
+func (s *sink) markAt() (uint64, time.Time, error) {
 	t := s.a.opts.Now()
 	seq, err := s.sp.Mark(t)
 	if err == nil {
 		s.recent.add(spool.Record{Seq: seq, Kind: spool.KindMark, Time: t})
 	}
-	return seq, err
+	return seq, t, err
 }
 
 // stamped is a spool sequence number and when its write was acknowledged.
@@ -99,8 +129,14 @@ func (s *sink) Blocks(volume string, first int64, blocks [][]byte) error {
 			return nil
 		}
 		if !errors.Is(err, spool.ErrFull) {
+			// The write is in the image but not in the spool: close the
+			// spooled stream with a mark (when the spool still takes one),
+			// remember the blocks for the resync, then fail the write.
+			s.mark()
+			derr := s.sp.MarkDirty(volume, s.nb[volume], first, int64(len(blocks)))
+			s.dirty = true
 			s.mu.Unlock()
-			return err
+			return errors.Join(err, derr)
 		}
 		// The spool ends with a mark (never refused for size): the writes
 		// before the overflow make a point of their own.
@@ -112,6 +148,7 @@ func (s *sink) Blocks(volume string, first int64, blocks [][]byte) error {
 		s.a.setState("overflow", "spool full: recording changed blocks in the dirty bitmap", err)
 	}
 	defer s.mu.Unlock()
+	s.remark(volume, first, len(blocks))
 	return s.sp.MarkDirty(volume, s.nb[volume], first, int64(len(blocks)))
 }
 
@@ -243,9 +280,28 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 	}
 	// The first time, the whole volume is the change: mark every block
 	// dirty, so that the resync sends the baseline before the spool takes
-	// over at a consistency point.
+	// over at a consistency point. After an unclean stop (kill -9, crash)
+	// the same: a write in flight at that moment reached the image but not
+	// the spool, so the image may differ from what the node holds in
+	// blocks nobody knows; the resync compares every block (the node has
+	// nearly all of them: only the differing ones cross).
 	baseline := filepath.Join(a.opts.SpoolDir, baselineFile)
-	if _, err := os.Stat(baseline); errors.Is(err, os.ErrNotExist) {
+	clean := filepath.Join(a.opts.SpoolDir, cleanFile)
+	_, berr := os.Stat(baseline)
+	_, cerr := os.Stat(clean)
+	first := errors.Is(berr, os.ErrNotExist)
+	if first || errors.Is(cerr, os.ErrNotExist) {
+		// Records the previous run spooled after its last mark make a
+		// point of their own first: every write it acknowledged is in
+		// them, and no write was acknowledged since it stopped.
+		if sp.Last() > sp.Acked() {
+			if _, err := sk.mark(); err != nil {
+				return err
+			}
+			if err := sp.Sync(); err != nil {
+				return err
+			}
+		}
 		for name, n := range sk.nb {
 			if err := sp.MarkDirty(name, n, 0, n); err != nil {
 				return err
@@ -254,7 +310,14 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 		if err := os.WriteFile(baseline, []byte("the whole volumes were marked for the first sync\n"), 0o600); err != nil {
 			return fmt.Errorf("record the baseline: %w", err)
 		}
-		a.log.Info("first start: every block is sent once, then the writes", "volumes", len(sk.nb))
+		if first {
+			a.log.Info("first start: every block is sent once, then the writes", "volumes", len(sk.nb))
+		} else {
+			a.log.Warn("the agent did not stop cleanly: every block is compared with the node once", "volumes", len(sk.nb))
+		}
+	}
+	if err := os.Remove(clean); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("clear the clean-stop marker: %w", err)
 	}
 	sk.dirty = len(sp.DirtyVolumes()) > 0
 	// A killed agent leaves its FUSE mount behind, answering ENOTCONN:
@@ -277,6 +340,12 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 		sk.setAcked(0, errors.New("agent stopping"))
 		if err := fs.Unmount(); err != nil {
 			a.log.Error("unmount", "err", err)
+			return
+		}
+		// No write can be in flight any more: the next start needs no
+		// full comparison.
+		if err := sp.Sync(); err == nil {
+			os.WriteFile(clean, []byte("stopped cleanly\n"), 0o600)
 		}
 	}()
 	hctx, stopHooks := context.WithCancel(ctx)
@@ -474,100 +543,138 @@ func compareBlock(a, b int64) int {
 	return 0
 }
 
-// resync reads the dirty blocks from the images and ships them; when no
-// write marked a block meanwhile, it switches the sink back to the spool
-// at a mark, and the next commit (which includes the resynced blocks,
-// still pending at the node on this stream) makes a point.
+// resync sends the blocks of the dirty bitmaps, read from the images, and
+// returns the sink to the spool at a consistency point. Pass one sends every
+// dirty block while writes go on (into the bitmap); each further pass sends
+// the blocks written during the previous one; once few remain (or after
+// ten passes) the last pass runs with writes held, switches the sink back
+// to the spool and appends a mark. The commit at that mark holds the image
+// as it was at the switch, and every write after it comes from the spool.
+// The bitmaps are cleared only once that point is committed.
 func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 	sp := sk.sp
-	type pass struct {
-		bm  *spool.Bitmap
-		tok spool.Token
-	}
-	var passes []pass
+	var bitmaps []*spool.Bitmap
 	for _, vol := range sp.DirtyVolumes() {
 		bm, err := sp.Dirty(vol)
 		if err != nil {
 			return err
 		}
-		if bm.Count() == 0 {
-			continue
-		}
-		a.setState("resync", fmt.Sprintf("volume %s: %d dirty blocks", vol, bm.Count()), nil)
-		tok := bm.Token()
-		var path string
-		for _, v := range a.opts.Volumes {
-			if v.Name == vol {
-				path = v.Path
-			}
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("resync %s: %w", vol, err)
-		}
-		bs := sk.bs[vol]
-		var batch []change
+		bitmaps = append(bitmaps, bm)
+	}
+	sk.mu.Lock()
+	sk.remarked = map[string]map[int64]bool{}
+	sk.mu.Unlock()
+	defer func() {
+		sk.mu.Lock()
+		sk.remarked = nil
+		sk.mu.Unlock()
+	}()
+	total := int64(0)
+	for _, bm := range bitmaps {
+		total += bm.Count()
+		a.setState("resync", fmt.Sprintf("volume %s: %d dirty blocks", bm.Volume(), bm.Count()), nil)
+		var blocks []int64
 		for blk, ok := bm.Next(0); ok; blk, ok = bm.Next(blk + 1) {
-			buf := make([]byte, bs)
-			if _, err := f.ReadAt(buf, blk*int64(bs)); err != nil {
-				f.Close()
-				return fmt.Errorf("resync %s block %d: %w", vol, blk, err)
-			}
-			a.stats.readBytes.Add(int64(bs))
-			ch := change{Block: blk, ID: a.hasher.ID(buf)}
-			if !ch.ID.IsZero() {
-				ch.Data = buf
-			}
-			batch = append(batch, ch)
-			if len(batch) >= 1024 {
-				if err := c.send(vol, batch); err != nil {
-					f.Close()
-					return err
-				}
-				batch = nil
-			}
+			blocks = append(blocks, blk)
 		}
-		f.Close()
-		if len(batch) > 0 {
-			if err := c.send(vol, batch); err != nil {
+		if err := a.sendFromImage(c, sk, bm.Volume(), blocks); err != nil {
+			return err
+		}
+	}
+	var (
+		seq uint64
+		at  time.Time
+	)
+	for pass := 1; ; pass++ {
+		sk.mu.Lock()
+		re := sk.remarked
+		n := 0
+		for _, m := range re {
+			n += len(m)
+		}
+		final := n <= 64 || pass >= 10
+		if !final {
+			sk.remarked = map[string]map[int64]bool{}
+			sk.mu.Unlock()
+		}
+		for vol, m := range re {
+			blocks := slices.Sorted(maps.Keys(m))
+			if err := a.sendFromImage(c, sk, vol, blocks); err != nil {
+				if final {
+					sk.mu.Unlock()
+				}
 				return err
 			}
 		}
-		passes = append(passes, pass{bm, tok})
-	}
-	// Back to the spool only if no write marked a block during the pass;
-	// otherwise another pass (the node keeps what was sent pending).
-	sk.mu.Lock()
-	for _, p := range passes {
-		if p.bm.Token() != p.tok {
+		if final {
+			// Writes are held: the image is what was sent.
+			sk.dirty = false
+			var err error
+			seq, at, err = sk.markAt()
 			sk.mu.Unlock()
-			return nil
+			if err != nil {
+				return err
+			}
+			break
 		}
-	}
-	sk.dirty = false
-	seq, err := sk.mark()
-	sk.mu.Unlock()
-	if err != nil {
-		return err
 	}
 	if err := sp.Sync(); err != nil {
 		return err
 	}
-	done, err := c.commit(seq, a.opts.Now())
+	done, err := c.commit(seq, at)
 	if err != nil {
 		return err
 	}
 	if err := sp.Ack(seq); err != nil {
 		return err
 	}
-	for _, p := range passes {
-		if err := p.bm.ClearIfUnchanged(p.tok, 0, p.bm.Blocks()); err != nil {
+	for _, bm := range bitmaps {
+		if err := bm.Clear(0, bm.Blocks()); err != nil {
 			return err
 		}
 	}
 	sk.setAcked(seq, nil)
 	a.committed(done)
-	a.setState("idle", "resync done; back to the spool", nil)
+	a.setState("idle", fmt.Sprintf("resync of %d blocks done; back to the spool", total), nil)
+	return nil
+}
+
+// sendFromImage reads blocks of a volume from its image and ships them.
+func (a *Agent) sendFromImage(c *conn, sk *sink, vol string, blocks []int64) error {
+	var path string
+	for _, v := range a.opts.Volumes {
+		if v.Name == vol {
+			path = v.Path
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("resync %s: %w", vol, err)
+	}
+	defer f.Close()
+	bs := sk.bs[vol]
+	var batch []change
+	for _, blk := range blocks {
+		buf := make([]byte, bs)
+		if _, err := f.ReadAt(buf, blk*int64(bs)); err != nil {
+			return fmt.Errorf("resync %s block %d: %w", vol, blk, err)
+		}
+		a.stats.readBytes.Add(int64(bs))
+		ch := change{Block: blk, ID: a.hasher.ID(buf)}
+		if !ch.ID.IsZero() {
+			ch.Data = buf
+		}
+		batch = append(batch, ch)
+		if len(batch) >= 1024 {
+			if err := c.send(vol, batch); err != nil {
+				return err
+			}
+			batch = nil
+		}
+	}
+	if len(batch) > 0 {
+		return c.send(vol, batch)
+	}
 	return nil
 }
 
