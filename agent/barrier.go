@@ -78,6 +78,7 @@ func (a *Agent) barrier(s *mesh.Stream, fr *mesh.FrameReader, sk *sink, prep mes
 		sk.addBoundary(seq)
 	}
 	b, _ := json.Marshal(mesh.Barrier{ID: prep.ID, Seq: seq})
+	s.SetWriteDeadline(time.Now().Add(hold))
 	if err := mesh.WriteFrame(s, mesh.FrameBarrierMarked, b); err != nil {
 		sk.dropBoundary(seq)
 		return err

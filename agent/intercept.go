@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -382,13 +384,8 @@ func (a *Agent) ship(ctx context.Context, sk *sink) error {
 				sleepCtx(ctx, a.opts.Interval)
 				continue
 			}
-			// The node may have committed more than the spool knows (an
-			// answer lost in a crash): those records are in.
-			if w := c.welcome.Seq; w > sk.sp.Acked() && w <= sk.sp.Durable() {
-				if err := sk.sp.Ack(w); err != nil {
-					return err
-				}
-				sk.setAcked(w, nil)
+			if err := a.reconcileSeq(sk, c.welcome.Seq); err != nil {
+				return err
 			}
 		}
 		err := a.shipOnce(ctx, c, sk)
@@ -402,6 +399,126 @@ func (a *Agent) ship(ctx context.Context, sk *sink) error {
 		}
 	}
 	return nil
+}
+
+// resyncFile holds the mark at which a resync was switched back to the
+// spool, until the point at that mark is committed: that mark is only a
+// consistent point together with the resync's blocks, which die with the
+// stream if the commit fails.
+const resyncFile = "resync-pending"
+
+// reconcileSeq lines the spool up with the newest sequence number w the
+// node holds for this agent, after every (re)connect.
+func (a *Agent) reconcileSeq(sk *sink, w uint64) error {
+	sp := sk.sp
+	pending := readSeqFile(filepath.Join(a.opts.SpoolDir, resyncFile))
+	switch {
+	case w > sp.Acked() && w <= sp.Durable():
+		// The node committed more than the spool knows (an answer lost
+		// in a crash): those records are in.
+		if err := sp.Ack(w); err != nil {
+			return err
+		}
+		sk.setAcked(w, nil)
+	case w < sp.Acked():
+		// The node lacks points the spool already let go of (another
+		// node, or one that lost its store): compare every block.
+		a.log.Warn("the node holds older points than this agent shipped: every block is compared once", "node_seq", w, "acked", sp.Acked())
+		if err := sk.foldIntoBitmap(true); err != nil {
+			return err
+		}
+	case w > sp.Durable():
+		a.log.Error("the node holds newer points from this agent than its spool: was the spool reset? Points cannot be committed until the agent gets a new name or the node's points are removed", "node_seq", w, "spool_last", sp.Last())
+	}
+	if pending > 0 && sp.Acked() < pending {
+		// A resync's commit did not happen: its blocks are gone with the
+		// stream. Fold what was spooled since into the bitmaps and resync.
+		a.log.Warn("a resync was not committed: resyncing again", "mark", pending)
+		if err := sk.foldIntoBitmap(false); err != nil {
+			return err
+		}
+	}
+	if pending > 0 {
+		os.Remove(filepath.Join(a.opts.SpoolDir, resyncFile))
+	}
+	return nil
+}
+
+// foldIntoBitmap switches the sink to the dirty bitmap and moves every
+// spooled, unshipped block into it (all blocks with all), acknowledging
+// those records: the resync then sends those blocks from the image.
+func (sk *sink) foldIntoBitmap(all bool) error {
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	sp := sk.sp
+	sk.dirty = true
+	if all {
+		for name, n := range sk.nb {
+			if err := sp.MarkDirty(name, n, 0, n); err != nil {
+				return err
+			}
+		}
+	}
+	for sp.Last() > sp.Acked() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		recs, err := sp.Read(ctx, sp.Acked(), shipBatch)
+		cancel()
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if r.Kind == spool.KindBlock {
+				if err := sp.MarkDirty(r.Volume, sk.nb[r.Volume], r.Block, 1); err != nil {
+					return err
+				}
+			}
+		}
+		if err := sp.Sync(); err != nil {
+			return err
+		}
+		last := recs[len(recs)-1].Seq
+		if err := sp.Ack(last); err != nil {
+			return err
+		}
+		sk.ackMu.Lock()
+		if last > sk.acked {
+			sk.acked = last
+		}
+		sk.ackMu.Unlock()
+		sk.ackCond.Broadcast()
+	}
+	return nil
+}
+
+// readSeqFile reads a sequence number file; 0 when absent or unreadable.
+func readSeqFile(path string) uint64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}
+
+// writeSeqFile writes a sequence number file durably.
+func writeSeqFile(path string, n uint64) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(f, "%d\n", n); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // shipOnce ships the spool up to its next mark and commits a point there;
@@ -562,6 +679,9 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 		bitmaps = append(bitmaps, bm)
 	}
 	sk.mu.Lock()
+	// Writes go to the bitmap while the resync runs (the spool is drained:
+	// nothing spooled is left unshipped).
+	sk.dirty = true
 	sk.remarked = map[string]map[int64]bool{}
 	sk.mu.Unlock()
 	defer func() {
@@ -582,8 +702,9 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 		}
 	}
 	var (
-		seq uint64
-		at  time.Time
+		seq    uint64
+		at     time.Time
+		tokens []spool.Token
 	)
 	for pass := 1; ; pass++ {
 		sk.mu.Lock()
@@ -607,10 +728,27 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 			}
 		}
 		if final {
-			// Writes are held: the image is what was sent.
+			// Writes are held: the image is what was sent. Every bitmap
+			// (also of volumes first written during the resync) is
+			// cleared after the commit, but only of what is not marked
+			// again by then.
+			bitmaps = bitmaps[:0]
+			tokens = tokens[:0]
+			for _, vol := range sp.DirtyVolumes() {
+				bm, err := sp.Dirty(vol)
+				if err != nil {
+					sk.mu.Unlock()
+					return err
+				}
+				bitmaps = append(bitmaps, bm)
+				tokens = append(tokens, bm.Token())
+			}
 			sk.dirty = false
 			var err error
 			seq, at, err = sk.markAt()
+			if err == nil {
+				err = writeSeqFile(filepath.Join(a.opts.SpoolDir, resyncFile), seq)
+			}
 			sk.mu.Unlock()
 			if err != nil {
 				return err
@@ -628,10 +766,13 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 	if err := sp.Ack(seq); err != nil {
 		return err
 	}
-	for _, bm := range bitmaps {
-		if err := bm.Clear(0, bm.Blocks()); err != nil {
+	for i, bm := range bitmaps {
+		if err := bm.ClearIfUnchanged(tokens[i], 0, bm.Blocks()); err != nil {
 			return err
 		}
+	}
+	if err := os.Remove(filepath.Join(a.opts.SpoolDir, resyncFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	sk.setAcked(seq, nil)
 	a.committed(done)

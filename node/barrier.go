@@ -124,6 +124,9 @@ func (n *Node) runBarrier(svc string, conns []*barrierConn) error {
 	n.bars.next++
 	id := n.bars.next
 	n.bars.mu.Unlock()
+	// The point's time: before any agent marks, so every write
+	// acknowledged before it is in every agent's part.
+	at := time.Now()
 	prep, _ := json.Marshal(mesh.Barrier{ID: id, Hold: barrierHold.Milliseconds()})
 	deadline := time.Now().Add(barrierHold)
 	for _, c := range conns {
@@ -154,6 +157,11 @@ func (n *Node) runBarrier(svc string, conns []*barrierConn) error {
 		marks[c.agent] = b.Seq
 	}
 	ok := len(problems) == 0
+	if ok {
+		// Installed before the release: an agent may commit at its mark
+		// as soon as it has marked.
+		n.installBarrier(svc, &pendingBarrier{id: id, at: at, marks: marks, states: map[string][]blockstore.VolumeState{}})
+	}
 	rel, _ := json.Marshal(mesh.Barrier{ID: id, OK: ok})
 	for _, c := range conns {
 		c.s.SetWriteDeadline(time.Now().Add(barrierHold))
@@ -164,11 +172,30 @@ func (n *Node) runBarrier(svc string, conns []*barrierConn) error {
 	if !ok {
 		return errors.New(strings.Join(problems, "; "))
 	}
+	return nil
+}
+
+// installBarrier makes b the service's pending barrier. Agents that
+// already committed exactly at their mark contribute their volumes from
+// the newest point (only an agent changes its own volumes); one already
+// past its mark makes the barrier fail.
+func (n *Node) installBarrier(svc string, b *pendingBarrier) {
 	st := n.svcs.get(svc)
 	st.mu.Lock()
-	st.barrier = &pendingBarrier{id: id, at: time.Now(), marks: marks, states: map[string][]blockstore.VolumeState{}}
-	st.mu.Unlock()
-	return nil
+	defer st.mu.Unlock()
+	for agent, mark := range b.marks {
+		switch seq := st.seqs[agent]; {
+		case seq > mark:
+			n.log.Warn("barrier dropped: an agent committed past its mark", "service", svc, "peer", agent, "barrier", b.id)
+			return
+		case seq == mark && st.latest != nil:
+			b.states[agent] = st.agentVolumes[agent]
+		}
+	}
+	st.barrier = b
+	if len(b.states) == len(b.marks) {
+		n.composeBarrier(context.Background(), svc, st)
+	}
 }
 
 // barrierCommitted notes an agent's commit; when every agent of a pending
@@ -199,27 +226,36 @@ func (s *ingestSession) barrierCommitted(ctx context.Context, seq uint64, pt blo
 		}
 	}
 	b.states[s.agent] = mine
-	if len(b.states) < len(b.marks) {
-		return
+	if len(b.states) == len(b.marks) {
+		s.n.composeBarrier(ctx, s.svc.Name, st)
 	}
+}
+
+// composeBarrier commits the service point of a complete barrier: every
+// agent's volumes at its mark, the other volumes as in the newest point.
+// The service's mutex is held.
+func (n *Node) composeBarrier(ctx context.Context, svc string, st *serviceState) {
+	b := st.barrier
+	st.barrier = nil
 	vols := map[string]blockstore.VolumeState{}
-	for _, v := range pt.Volumes {
-		vols[v.Name] = v
+	if st.latest != nil {
+		for _, v := range st.latest.Volumes {
+			vols[v.Name] = v
+		}
 	}
 	for _, vs := range b.states {
 		for _, v := range vs {
 			vols[v.Name] = v
 		}
 	}
-	bp := blockstore.Point{Group: s.svc.Name, Name: fmt.Sprintf("barrier/%d", b.id), Time: b.at}
+	bp := blockstore.Point{Group: svc, Name: fmt.Sprintf("barrier/%d", b.id), Time: b.at}
 	for _, v := range vols {
 		bp.Volumes = append(bp.Volumes, v)
 	}
 	slices.SortFunc(bp.Volumes, func(x, y blockstore.VolumeState) int { return strings.Compare(x.Name, y.Name) })
-	st.barrier = nil
-	if _, err := s.n.store.CommitPoint(ctx, bp); err != nil {
-		s.n.log.Error("commit barrier point", "service", s.svc.Name, "barrier", b.id, "err", err)
+	if _, err := n.store.CommitPoint(ctx, bp); err != nil {
+		n.log.Error("commit barrier point", "service", svc, "barrier", b.id, "err", err)
 		return
 	}
-	s.n.log.Info("consistent point across agents", "service", s.svc.Name, "barrier", b.id, "agents", len(b.marks))
+	n.log.Info("consistent point across agents", "service", svc, "barrier", b.id, "agents", len(b.marks))
 }

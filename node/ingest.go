@@ -68,6 +68,8 @@ type serviceState struct {
 	latest  *blockstore.Point
 	seqs    map[string]uint64 // by agent
 	barrier *pendingBarrier   // released, waiting for the agents' commits
+	// agentVolumes: each agent's volumes as of its newest commit.
+	agentVolumes map[string][]blockstore.VolumeState
 }
 
 func (ss *services) get(name string) *serviceState {
@@ -78,7 +80,7 @@ func (ss *services) get(name string) *serviceState {
 	}
 	s := ss.svc[name]
 	if s == nil {
-		s = &serviceState{seqs: map[string]uint64{}}
+		s = &serviceState{seqs: map[string]uint64{}, agentVolumes: map[string][]blockstore.VolumeState{}}
 		ss.svc[name] = s
 	}
 	return s
@@ -104,6 +106,9 @@ func (n *Node) loadServices(ctx context.Context) error {
 	}
 	for i := range pts {
 		p := pts[i]
+		if strings.HasPrefix(p.Name, "barrier/") {
+			continue // composed from agents' points; never the base of a new one
+		}
 		s := n.svcs.get(p.Group)
 		s.latest = &p
 		if a, seq, ok := parsePointName(p.Name); ok && seq > s.seqs[a] {
@@ -427,7 +432,7 @@ func (s *ingestSession) commit(ctx context.Context, c *mesh.Commit) (*mesh.Commi
 		pt.Volumes = append(pt.Volumes, v)
 	}
 	slices.SortFunc(pt.Volumes, func(a, b blockstore.VolumeState) int { return strings.Compare(a.Name, b.Name) })
-	if pt.Time.IsZero() || (st.latest != nil && pt.Time.Before(st.latest.Time)) {
+	if pt.Time.IsZero() {
 		pt.Time = time.Now()
 	}
 	committed, err := store.CommitPoint(ctx, pt)
@@ -436,6 +441,13 @@ func (s *ingestSession) commit(ctx context.Context, c *mesh.Commit) (*mesh.Commi
 	}
 	st.latest = &committed
 	st.seqs[s.agent] = c.Seq
+	var mine []blockstore.VolumeState
+	for _, v := range committed.Volumes {
+		if _, ok := s.volumes[strings.TrimPrefix(v.Name, s.svc.Name+"/")]; ok {
+			mine = append(mine, v)
+		}
+	}
+	st.agentVolumes[s.agent] = mine
 	s.barrierCommitted(ctx, c.Seq, committed)
 	s.pending = map[string]map[int64]blockstore.ID{}
 	s.count = 0
