@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"encoding/binary"
 	"net"
 	"time"
@@ -24,6 +25,10 @@ var _ net.Conn = (*Stream)(nil)
 
 // Peer returns the verified identity of the other side.
 func (s *Stream) Peer() Identity { return s.peer }
+
+// Context is canceled when the stream can no longer send: closed or
+// reset by either side, or its connection gone.
+func (s *Stream) Context() context.Context { return s.qs.Context() }
 
 // Kind returns the stream's kind.
 func (s *Stream) Kind() StreamKind { return s.kind }

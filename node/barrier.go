@@ -82,7 +82,9 @@ func (n *Node) joinBarrier(ctx context.Context, s *mesh.Stream, fr *mesh.FrameRe
 	select {
 	case <-ctx.Done():
 	case <-c.dead:
+	case <-s.Context().Done(): // the agent went away
 	}
+	c.kill()
 	n.bars.mu.Lock()
 	if n.bars.conns[h.Service][h.Agent] == c {
 		delete(n.bars.conns[h.Service], h.Agent)
