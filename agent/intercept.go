@@ -713,25 +713,33 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 		for _, m := range re {
 			n += len(m)
 		}
-		final := n <= 64 || pass >= 10
+		final := n <= finalPassBlocks || pass >= 20
 		if !final {
 			sk.remarked = map[string]map[int64]bool{}
 			sk.mu.Unlock()
-		}
-		for vol, m := range re {
-			blocks := slices.Sorted(maps.Keys(m))
-			if err := a.sendFromImage(c, sk, vol, blocks); err != nil {
-				if final {
-					sk.mu.Unlock()
+			for vol, m := range re {
+				if err := a.sendFromImage(c, sk, vol, slices.Sorted(maps.Keys(m))); err != nil {
+					return err
 				}
+			}
+			continue
+		}
+		// The last pass: with writes held, only read the remaining blocks
+		// (local I/O); they are sent once writes flow again. What is sent
+		// is the image at the switch.
+		last := map[string][]change{}
+		for vol, m := range re {
+			cs, err := a.readFromImage(sk, vol, slices.Sorted(maps.Keys(m)))
+			if err != nil {
+				sk.mu.Unlock()
 				return err
 			}
+			last[vol] = cs
 		}
-		if final {
-			// Writes are held: the image is what was sent. Every bitmap
-			// (also of volumes first written during the resync) is
-			// cleared after the commit, but only of what is not marked
-			// again by then.
+		{
+			// Every bitmap (also of volumes first written during the
+			// resync) is cleared after the commit, but only of what is
+			// not marked again by then.
 			bitmaps = bitmaps[:0]
 			tokens = tokens[:0]
 			for _, vol := range sp.DirtyVolumes() {
@@ -753,8 +761,13 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 			if err != nil {
 				return err
 			}
-			break
 		}
+		for vol, cs := range last {
+			if err := c.send(vol, cs); err != nil {
+				return err
+			}
+		}
+		break
 	}
 	if err := sp.Sync(); err != nil {
 		return err
@@ -780,8 +793,13 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 	return nil
 }
 
-// sendFromImage reads blocks of a volume from its image and ships them.
-func (a *Agent) sendFromImage(c *conn, sk *sink, vol string, blocks []int64) error {
+// finalPassBlocks is how few blocks written during a resync pass let the
+// next pass be the last (read with writes held: 1024 blocks of 64 KiB are
+// 64 MiB of local reads).
+const finalPassBlocks = 1024
+
+// readFromImage reads blocks of a volume from its image as changes.
+func (a *Agent) readFromImage(sk *sink, vol string, blocks []int64) ([]change, error) {
 	var path string
 	for _, v := range a.opts.Volumes {
 		if v.Name == vol {
@@ -790,31 +808,39 @@ func (a *Agent) sendFromImage(c *conn, sk *sink, vol string, blocks []int64) err
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("resync %s: %w", vol, err)
+		return nil, fmt.Errorf("resync %s: %w", vol, err)
 	}
 	defer f.Close()
 	bs := sk.bs[vol]
-	var batch []change
+	out := make([]change, 0, len(blocks))
 	for _, blk := range blocks {
 		buf := make([]byte, bs)
 		if _, err := f.ReadAt(buf, blk*int64(bs)); err != nil {
-			return fmt.Errorf("resync %s block %d: %w", vol, blk, err)
+			return nil, fmt.Errorf("resync %s block %d: %w", vol, blk, err)
 		}
 		a.stats.readBytes.Add(int64(bs))
 		ch := change{Block: blk, ID: a.hasher.ID(buf)}
 		if !ch.ID.IsZero() {
 			ch.Data = buf
 		}
-		batch = append(batch, ch)
-		if len(batch) >= 1024 {
-			if err := c.send(vol, batch); err != nil {
-				return err
-			}
-			batch = nil
-		}
+		out = append(out, ch)
 	}
-	if len(batch) > 0 {
-		return c.send(vol, batch)
+	return out, nil
+}
+
+// sendFromImage reads blocks of a volume from its image and ships them,
+// 1024 at a time.
+func (a *Agent) sendFromImage(c *conn, sk *sink, vol string, blocks []int64) error {
+	for len(blocks) > 0 {
+		n := min(len(blocks), 1024)
+		cs, err := a.readFromImage(sk, vol, blocks[:n])
+		if err != nil {
+			return err
+		}
+		if err := c.send(vol, cs); err != nil {
+			return err
+		}
+		blocks = blocks[n:]
 	}
 	return nil
 }
