@@ -490,13 +490,19 @@ func TestLoopDeviceExt4(t *testing.T) {
 
 const mountChildEnv = "LIFEBOAT_INTERCEPT_MOUNT_CHILD"
 
-// TestMountChild mounts LIFEBOAT_INTERCEPT_MOUNT_CHILD=mountpoint:backing,
-// prints "mounted" and serves until killed.
-func TestMountChild(t *testing.T) {
-	spec := os.Getenv(mountChildEnv)
-	if spec == "" {
-		t.Skip("helper process for TestRemountAfterKill")
+// TestMain runs the mount child instead of the tests when
+// LIFEBOAT_INTERCEPT_MOUNT_CHILD is set (TestRemountAfterKill starts the
+// test binary so).
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(mountChildEnv); spec != "" {
+		mountChild(spec)
 	}
+	os.Exit(m.Run())
+}
+
+// mountChild mounts spec (mountpoint:backing), prints "mounted" and serves
+// until killed.
+func mountChild(spec string) {
 	mp, backing, _ := strings.Cut(spec, ":")
 	if _, err := Mount(Options{Mountpoint: mp, Volumes: []Volume{{"v", backing, 4096}}, Sink: &recorder{}}); err != nil {
 		fmt.Printf("error %v\n", err)
@@ -508,9 +514,6 @@ func TestMountChild(t *testing.T) {
 
 func TestRemountAfterKill(t *testing.T) {
 	needFUSE(t)
-	if os.Getenv(mountChildEnv) != "" {
-		t.Skip("in the child")
-	}
 	dir := t.TempDir()
 	mp := filepath.Join(dir, "mnt")
 	backing := filepath.Join(dir, "v.img")
@@ -519,7 +522,7 @@ func TestRemountAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	exe, _ := os.Executable()
-	cmd := exec.Command(exe, "-test.run=^TestMountChild$")
+	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), mountChildEnv+"="+mp+":"+backing)
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = t.Output()

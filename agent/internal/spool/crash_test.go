@@ -55,18 +55,23 @@ func checkKeyed(r Record) (uint64, error) {
 	return key, nil
 }
 
-// TestCrashChild is the child of TestCrash: with LIFEBOAT_SPOOL_CRASH_CHILD
-// naming a spool directory it appends from four goroutines, syncs, marks
+// TestMain runs the crash child instead of the tests when
+// LIFEBOAT_SPOOL_CRASH_CHILD is set (TestCrash starts the test binary so).
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashChildEnv); dir != "" {
+		crashChild(dir)
+	}
+	os.Exit(m.Run())
+}
+
+// crashChild is the child process of TestCrash: with the spool directory
+// dir it appends from four goroutines, syncs, marks
 // and acknowledges until killed, printing one line per event:
 //
 //	a <seq> <key>...   AppendBlocks returned seq for blocks with these keys
 //	s <seq>            Sync returned after the append of seq
 //	k <seq>            Ack(seq) returned
-func TestCrashChild(t *testing.T) {
-	dir := os.Getenv(crashChildEnv)
-	if dir == "" {
-		t.Skip("helper process for TestCrash")
-	}
+func crashChild(dir string) {
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(2)
@@ -139,9 +144,6 @@ func TestCrashChild(t *testing.T) {
 }
 
 func TestCrash(t *testing.T) {
-	if os.Getenv(crashChildEnv) != "" {
-		t.Skip("in the child")
-	}
 	seed := uint64(time.Now().UnixNano() % 1_000_000_000)
 	if s := os.Getenv(crashSeedEnv); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -173,7 +175,7 @@ func TestCrash(t *testing.T) {
 	var repairs, lostUnsynced, checkedRecords int
 	log, h := testLogger(t)
 	for round := range rounds {
-		cmd := exec.Command(exe, "-test.run=^TestCrashChild$", "-test.v")
+		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashSeedEnv+"="+strconv.FormatUint(seed+uint64(round)*7919, 10))
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
