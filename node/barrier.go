@@ -203,7 +203,7 @@ func (n *Node) installBarrier(svc string, b *pendingBarrier) {
 // barrierCommitted notes an agent's commit; when every agent of a pending
 // barrier has committed at its mark, it composes the service point. The
 // service's mutex is held.
-func (s *ingestSession) barrierCommitted(ctx context.Context, seq uint64, pt blockstore.Point) {
+func (s *ingestSession) barrierCommitted(ctx context.Context, seq uint64) {
 	st := s.state
 	b := st.barrier
 	if b == nil {
@@ -221,13 +221,7 @@ func (s *ingestSession) barrierCommitted(ctx context.Context, seq uint64, pt blo
 	if seq < mark {
 		return
 	}
-	var mine []blockstore.VolumeState
-	for _, v := range pt.Volumes {
-		if _, ok := s.volumes[strings.TrimPrefix(v.Name, s.svc.Name+"/")]; ok {
-			mine = append(mine, v)
-		}
-	}
-	b.states[s.agent] = mine
+	b.states[s.agent] = st.agentVolumes[s.agent]
 	if len(b.states) == len(b.marks) {
 		s.n.composeBarrier(ctx, s.svc.Name, st)
 	}

@@ -448,7 +448,7 @@ func (s *ingestSession) commit(ctx context.Context, c *mesh.Commit) (*mesh.Commi
 		}
 	}
 	st.agentVolumes[s.agent] = mine
-	s.barrierCommitted(ctx, c.Seq, committed)
+	s.barrierCommitted(ctx, c.Seq)
 	s.pending = map[string]map[int64]blockstore.ID{}
 	s.count = 0
 	s.n.noteWatermark(committed)

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -21,13 +20,7 @@ func BenchmarkCatalogWrite(b *testing.B) {
 			h := newHarness(b)
 			h.level = slog.LevelWarn
 			h.opts = func(o *node.Options) { o.RaftConfig = nil }
-			h.add("dc1-n1", "dc1", node.RoleNode)
-			h.eventually("first node leads", 30*time.Second, func() error {
-				if h.node("dc1-n1").Status().Leader != "dc1-n1" {
-					return errors.New("not leader yet")
-				}
-				return nil
-			})
+			h.first("dc1-n1", "dc1")
 			h.add("dc2-n1", "dc2", node.RoleNode)
 			h.add("dc3-n1", "dc3", node.RoleNode)
 			leader := h.settled(60*time.Second, 3)

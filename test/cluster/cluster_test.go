@@ -36,13 +36,7 @@ func examplePolicy(t *testing.T) []byte {
 // until all five vote.
 func threeSites(t *testing.T) (*harness, mesh.NodeID) {
 	h := newHarness(t)
-	h.add("dc1-n1", "dc1", node.RoleNode)
-	h.eventually("first node leads", 20*time.Second, func() error {
-		if h.node("dc1-n1").Status().Leader != "dc1-n1" {
-			return errors.New("not leader yet")
-		}
-		return nil
-	})
+	h.first("dc1-n1", "dc1")
 	h.add("dc1-n2", "dc1", node.RoleNode)
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.add("dc2-n2", "dc2", node.RoleNode)
@@ -237,13 +231,7 @@ func TestForcedRecoveryAfterLosingTwoSites(t *testing.T) {
 func TestRefusesForeignCertificateAndWrongGossipKey(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.add("dc1-n1", "dc1", node.RoleNode)
-	h.eventually("first node leads", 20*time.Second, func() error {
-		if h.node("dc1-n1").Status().Leader != "dc1-n1" {
-			return errors.New("not leader yet")
-		}
-		return nil
-	})
+	h.first("dc1-n1", "dc1")
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.settled(30*time.Second, 1)
 
@@ -295,13 +283,7 @@ func TestRefusesForeignCertificateAndWrongGossipKey(t *testing.T) {
 func threeNodesWith(t *testing.T, opts func(*node.Options)) (*harness, mesh.NodeID) {
 	h := newHarness(t)
 	h.opts = opts
-	h.add("dc1-n1", "dc1", node.RoleNode)
-	h.eventually("first node leads", 20*time.Second, func() error {
-		if h.node("dc1-n1").Status().Leader != "dc1-n1" {
-			return errors.New("not leader yet")
-		}
-		return nil
-	})
+	h.first("dc1-n1", "dc1")
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.add("dc3-n1", "dc3", node.RoleNode)
 	return h, h.settled(60*time.Second, 3)
@@ -407,13 +389,7 @@ func TestDeadNodeRemovedAfterTimeout(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.opts = func(o *node.Options) { o.DeadNodeTimeout = 2 * time.Second }
-	h.add("dc1-n1", "dc1", node.RoleNode)
-	h.eventually("first node leads", 20*time.Second, func() error {
-		if h.node("dc1-n1").Status().Leader != "dc1-n1" {
-			return errors.New("not leader yet")
-		}
-		return nil
-	})
+	h.first("dc1-n1", "dc1")
 	h.add("dc1-n2", "dc1", node.RoleNode)
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.add("dc3-n1", "dc3", node.RoleNode)

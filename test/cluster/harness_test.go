@@ -115,6 +115,19 @@ func (h *harness) start(m *member) {
 	h.mu.Unlock()
 }
 
+// first starts the cluster's first node and waits until it leads.
+func (h *harness) first(name mesh.NodeID, site mesh.Site) *member {
+	h.t.Helper()
+	m := h.add(name, site, node.RoleNode)
+	h.eventually(string(name)+" leads", 30*time.Second, func() error {
+		if l := m.node.Status().Leader; l != name {
+			return fmt.Errorf("leader %q", l)
+		}
+		return nil
+	})
+	return m
+}
+
 // kill stops a node without a graceful leave, as a crash would (the files
 // are closed: the process-level kill -9 is the multi-process test's job).
 func (h *harness) kill(name mesh.NodeID) {
