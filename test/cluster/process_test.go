@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -108,18 +107,7 @@ dir = %q
 		p.start(t, bin)
 	}
 
-	status := func(p *proc) (*node.Status, error) {
-		cmd := exec.Command(bin, "status", "--admin", p.admin, "--json")
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, err
-		}
-		var st node.Status
-		if err := json.Unmarshal(out, &st); err != nil {
-			return nil, fmt.Errorf("status JSON: %v: %s", err, out)
-		}
-		return &st, nil
-	}
+	status := func(p *proc) (*node.Status, error) { return testbin.Status(bin, p.admin) }
 	h := &harness{t: t}
 	var leader string
 	h.eventually("five processes form one cluster with five voters", 90*time.Second, func() error {

@@ -21,7 +21,6 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
-	"github.com/lifeboat-dr/lifeboat/node"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
 
@@ -207,20 +206,7 @@ func newHarness(t *testing.T, c config, rng *rand.Rand) *harness {
 		"--listen-gossip", testbin.FreePort(t), "--listen-quic", h.quic, "--listen-admin", h.admin,
 		"--tls-dir", nodeTLS, "--gossip-profile", "test"}
 	h.startNode()
-	testbin.Eventually(t, "node leads", 30*time.Second, func() error {
-		out, _, code := testbin.RunCode(h.bin, "status", "--admin", h.admin, "--json")
-		if code != 0 {
-			return fmt.Errorf("status exit %d", code)
-		}
-		var st node.Status
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return err
-		}
-		if st.Leader != "dc1-n1" {
-			return fmt.Errorf("leader %q", st.Leader)
-		}
-		return nil
-	})
+	testbin.WaitLeader(t, h.bin, h.admin, "dc1-n1")
 	policy := filepath.Join(h.dir, "cluster.toml")
 	if err := os.WriteFile(policy, fmt.Appendf(nil, `[[site]]
 name = "dc1"

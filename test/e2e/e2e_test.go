@@ -69,20 +69,7 @@ func startSiteVolumes(t testing.TB, names, images []string) *site {
 			t.Logf("node log:\n%s", s.node.Tail(60))
 		}
 	})
-	testbin.Eventually(t, "node leads", 30*time.Second, func() error {
-		out, _, code := testbin.RunCode(s.bin, "status", "--admin", s.admin, "--json")
-		if code != 0 {
-			return fmt.Errorf("status exit %d", code)
-		}
-		var st node.Status
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return err
-		}
-		if st.Leader != "dc1-n1" {
-			return fmt.Errorf("leader %q", st.Leader)
-		}
-		return nil
-	})
+	testbin.WaitLeader(t, s.bin, s.admin, "dc1-n1")
 	policy := filepath.Join(s.dir, "cluster.toml")
 	src := []byte("[[site]]\nname = \"dc1\"\n\n[[service]]\nname = \"web\"\nprimary = \"dc1\"\n  [[service.server]]\n  name = \"web1\"\n")
 	for i, name := range names {

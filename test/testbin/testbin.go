@@ -6,6 +6,7 @@ package testbin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/node"
 )
 
 var (
@@ -168,4 +171,32 @@ func Eventually(t testing.TB, what string, timeout time.Duration, cond func() er
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
+}
+
+// Status runs `lifeboat status --admin ADDR --json` and decodes it.
+func Status(bin, admin string) (*node.Status, error) {
+	out, errOut, code := RunCode(bin, "status", "--admin", admin, "--json")
+	if code != 0 {
+		return nil, fmt.Errorf("status exit %d: %s", code, strings.TrimSpace(errOut))
+	}
+	var st node.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("status JSON: %v: %s", err, out)
+	}
+	return &st, nil
+}
+
+// WaitLeader waits until the node at admin sees leader as the leader.
+func WaitLeader(t testing.TB, bin, admin, leader string) {
+	t.Helper()
+	Eventually(t, leader+" leads", 30*time.Second, func() error {
+		st, err := Status(bin, admin)
+		if err != nil {
+			return err
+		}
+		if string(st.Leader) != leader {
+			return fmt.Errorf("leader %q", st.Leader)
+		}
+		return nil
+	})
 }
