@@ -204,6 +204,16 @@ func (n *Node) reconcile(ctx context.Context) error {
 				return fmt.Errorf("refusing to add %s to raft: %w", c.ID, err)
 			}
 		}
+		if c.Kind == demote && c.Why == whyNoRaftState {
+			// Gossip metadata can lag: a voter that just received its
+			// first entries may still be seen without state. Ask it; a
+			// voter that has entries has heard from a leader of the current
+			// term and can no longer vote twice in an old one.
+			if last, err := n.peerLastIndex(ctx, addrOf(members, c.ID)); err != nil || last > 0 {
+				n.log.Debug("voter's metadata says no raft state, but it has some or does not answer; not demoting", "peer", c.ID, "last_index", last, "err", err)
+				return nil
+			}
+		}
 		n.log.Info("raft membership change", "change", c.Kind.String(), "peer", c.ID, "why", c.Why)
 		id, addr, prev := raft.ServerID(c.ID), raft.ServerAddress(c.Address), cf.Index()
 		var f raft.IndexFuture
@@ -547,4 +557,14 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 	}
 	n.log.Warn("forced raft recovery done; the cluster accepts writes again", "by", by)
 	return rec, nil
+}
+
+// addrOf returns the QUIC address a member advertises, or "".
+func addrOf(members []mesh.Member, id mesh.NodeID) string {
+	for _, m := range members {
+		if m.Name == id {
+			return m.Meta.QUIC
+		}
+	}
+	return ""
 }

@@ -17,6 +17,10 @@ import (
 const (
 	frameApply   mesh.FrameType = 1 // payload: an encoded Command
 	frameApplied mesh.FrameType = 2 // 8 bytes: the entry's Raft index, big-endian
+	// The leader asks a voter whose gossip metadata says it has no Raft
+	// state before demoting it: metadata can be stale.
+	frameRaftState   mesh.FrameType = 3 // empty
+	frameRaftStateIs mesh.FrameType = 4 // 8 bytes: the node's last Raft log index
 )
 
 // permanentError marks a forwarded write the leader refused for good: it
@@ -102,6 +106,10 @@ func (n *Node) handleForwarded(s *mesh.Stream) {
 		n.log.Debug("read forwarded write", "peer", s.Peer().Name, "err", err)
 		return
 	}
+	if t == frameRaftState {
+		mesh.WriteFrame(s, frameRaftStateIs, binary.BigEndian.AppendUint64(nil, n.r().LastIndex()))
+		return
+	}
 	if t != frameApply {
 		mesh.WriteError(s, mesh.CodeBadRequest, fmt.Sprintf("unknown frame type %d", t))
 		return
@@ -129,4 +137,29 @@ func (n *Node) handleForwarded(s *mesh.Stream) {
 		return
 	}
 	mesh.WriteFrame(s, frameApplied, binary.BigEndian.AppendUint64(nil, f.Index()))
+}
+
+// peerLastIndex asks a node for its last Raft log index.
+func (n *Node) peerLastIndex(ctx context.Context, addr string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	s, err := n.ep.Dial(ctx, addr, mesh.KindAdmin)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	if d, ok := ctx.Deadline(); ok {
+		s.SetDeadline(d)
+	}
+	if err := mesh.WriteFrame(s, frameRaftState, nil); err != nil {
+		return 0, err
+	}
+	t, p, err := mesh.NewFrameReader(s, 4096).Next()
+	if err != nil {
+		return 0, err
+	}
+	if t != frameRaftStateIs || len(p) != 8 {
+		return 0, fmt.Errorf("raft state answer: frame type %d of %d bytes", t, len(p))
+	}
+	return binary.BigEndian.Uint64(p), nil
 }

@@ -147,6 +147,10 @@ type membershipView struct {
 	DeadTimeout time.Duration
 }
 
+// whyNoRaftState is why a voter that came back without Raft state is
+// demoted; the reconciler checks with the voter before acting on it.
+const whyNoRaftState = "rejoined without raft state"
+
 // planChange returns the next membership change to make, or false when the
 // configuration is as it should be. Changes come one at a time, in this
 // order: add new nodes as non-voters; demote voters that lost their Raft
@@ -203,7 +207,7 @@ func planChange(v membershipView) (change, bool) {
 	for _, s := range v.Servers {
 		id := mesh.NodeID(s.ID)
 		if s.Suffrage == raft.Voter && id != v.Self && alive(id) && !members[id].Meta.Raft {
-			changes = append(changes, change{Kind: demote, ID: id, Why: "rejoined without raft state"})
+			changes = append(changes, change{Kind: demote, ID: id, Why: whyNoRaftState})
 		}
 	}
 	desired := placeVoters(cands, maxVoters)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -31,6 +32,31 @@ type harness struct {
 	nodes map[mesh.NodeID]*member
 	seeds []string // gossip addresses of the first nodes, for joining
 	opts  func(*node.Options)
+	out   *gatedWriter
+}
+
+// gatedWriter passes log lines to the test's output until the test ends:
+// memberlist's timers may still log a line after Shutdown returns, and a
+// write to a finished test's output panics.
+type gatedWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closed bool
+}
+
+func (g *gatedWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return len(p), nil
+	}
+	return g.w.Write(p)
+}
+
+func (g *gatedWriter) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
 type member struct {
@@ -54,7 +80,9 @@ func fastRaft(c *raft.Config) {
 }
 
 func newHarness(t testing.TB) *harness {
-	h := &harness{t: t, ca: meshtest.CA(t), net: meshtest.NewNet(), nodes: map[mesh.NodeID]*member{}}
+	h := &harness{t: t, ca: meshtest.CA(t), net: meshtest.NewNet(), nodes: map[mesh.NodeID]*member{},
+		out: &gatedWriter{w: t.Output()}}
+	t.Cleanup(h.out.close) // runs after stopAll
 	t.Cleanup(h.stopAll)
 	return h
 }
@@ -88,7 +116,7 @@ func (h *harness) options(m *member) node.Options {
 		ReconcileInterval: 200 * time.Millisecond,
 		ReconnectInterval: time.Second,
 		WriteTimeout:      3 * time.Second,
-		Logger:            slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: h.level})).With("test_node", m.name),
+		Logger:            slog.New(slog.NewTextHandler(h.out, &slog.HandlerOptions{Level: h.level})).With("test_node", m.name),
 	}
 	if h.opts != nil {
 		h.opts(&o)
