@@ -157,6 +157,26 @@ type Agent struct {
 
 	mu     sync.Mutex
 	status Status
+	// holder is the address of the node holding the service at the site,
+	// learned from a redirect; "" = the configured node.
+	holder string
+}
+
+// nodeAddr returns the address to ship to: the holder a node redirected
+// the agent to, else the configured node.
+func (a *Agent) nodeAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.holder != "" {
+		return a.holder
+	}
+	return a.opts.Node
+}
+
+func (a *Agent) setHolder(addr string) {
+	a.mu.Lock()
+	a.holder = addr
+	a.mu.Unlock()
 }
 
 // Status is what `lifeboat agent status` shows, written to
@@ -355,15 +375,30 @@ func volumeSize(path string) (int64, error) {
 // returned at once.
 func (a *Agent) connect(ctx context.Context) (*conn, error) {
 	backoff := 200 * time.Millisecond
+	redirects := 0
 	for {
 		h, err := a.hello()
 		if err != nil {
 			return nil, err
 		}
-		c, err := dial(ctx, a.ep, a.opts.Node, h, &a.stats)
+		addr := a.nodeAddr()
+		c, err := dial(ctx, a.ep, addr, h, &a.stats)
 		if err == nil {
 			a.setState("connected", "node "+c.welcome.Node, nil)
 			return c, nil
+		}
+		var re *redirectError
+		if errors.As(err, &re) && redirects < 3 {
+			redirects++
+			a.log.Info("the node redirects to the service's holder", "node", addr, "holder", re.node, "address", re.addr)
+			a.setHolder(re.addr)
+			continue
+		}
+		redirects = 0
+		if addr != a.opts.Node {
+			// The holder does not answer: ask the configured node again,
+			// which knows when another node has taken over.
+			a.setHolder("")
 		}
 		if isRefused(err) {
 			a.setState("refused", "", err)

@@ -34,7 +34,7 @@ func (a *Agent) barrierStream(ctx context.Context, sk *sink) error {
 		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	s, err := a.ep.Dial(dctx, a.opts.Node, mesh.KindIngest)
+	s, err := a.ep.Dial(dctx, a.nodeAddr(), mesh.KindIngest)
 	cancel()
 	if err != nil {
 		return err

@@ -63,7 +63,18 @@ func dial(ctx context.Context, ep *mesh.Endpoint, addr string, h mesh.Hello, sta
 		s.Close()
 		return nil, fmt.Errorf("welcome from %s: %w", addr, err)
 	}
+	if c.welcome.Redirect != "" {
+		s.Close()
+		return nil, &redirectError{node: c.welcome.Node, addr: c.welcome.Redirect}
+	}
 	return c, nil
+}
+
+// redirectError is a node sending the agent to the service's holder.
+type redirectError struct{ node, addr string }
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("redirected to holder %s at %s", e.node, e.addr)
 }
 
 func (c *conn) Close() error { return c.s.Close() }

@@ -1044,3 +1044,15 @@ func putBuf(b []byte) {
 		bufPool.Put(&b)
 	}
 }
+
+// Reader reads many blocks in a row, decompressing each stored frame once
+// for all the blocks it holds: blocks stored together (one volume's
+// snapshot, one agent's batch) are read together by a diff. Not safe for
+// concurrent use.
+type Reader struct{ r blockReader }
+
+// NewReader returns a Reader of s.
+func (s *Store) NewReader() *Reader { return &Reader{r: blockReader{s: s}} }
+
+// Get returns the plaintext of block id, valid until the next call.
+func (r *Reader) Get(id ID) ([]byte, error) { return r.r.get(ref{kindBlock, id}) }

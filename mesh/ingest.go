@@ -75,7 +75,11 @@ type HelloVolume struct {
 // the newest point it committed for this agent (Seq 0 = none), so that a
 // restarted agent resumes where the node is.
 type Welcome struct {
-	Node      string          `json:"node"`
+	Node string `json:"node"`
+	// Redirect, when set, is the QUIC address of the node that holds the
+	// service at this site: the agent closes the stream and ships there.
+	// Nothing else in such a Welcome is meaningful.
+	Redirect  string          `json:"redirect,omitempty"`
 	Volumes   []WelcomeVolume `json:"volumes"`
 	Seq       uint64          `json:"seq"`
 	Point     string          `json:"point,omitempty"`

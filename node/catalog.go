@@ -61,8 +61,29 @@ type PolicyRecord struct {
 
 // ServiceState is the catalog's per-service record.
 type ServiceState struct {
-	Epoch      uint64               `json:"epoch"`
-	Watermarks map[string]Watermark `json:"watermarks,omitempty"` // by site
+	Epoch      uint64                 `json:"epoch"`
+	Watermarks map[string]Watermark   `json:"watermarks,omitempty"` // by site
+	Holders    map[string]mesh.NodeID `json:"holders,omitempty"`    // by site: the node keeping the service's points there
+	Progress   map[string]Progress    `json:"progress,omitempty"`   // by recovery site: the replicator's last report
+}
+
+// Holder assigns a service's copy at a site to a node.
+type Holder struct {
+	Service string      `json:"service"`
+	Site    string      `json:"site"`
+	Node    mesh.NodeID `json:"node"` // "" = none
+}
+
+// Progress is what a service's replicator to one recovery site last
+// reported: the point it is sending and how much of it is left.
+type Progress struct {
+	Service string      `json:"service"`
+	Site    string      `json:"site"`
+	From    mesh.NodeID `json:"from"`
+	Sending string      `json:"sending,omitempty"` // point ID; "" = idle
+	Backlog int64       `json:"backlog_bytes"`     // changed bytes not yet at the site
+	Error   string      `json:"error,omitempty"`
+	At      time.Time   `json:"at"`
 }
 
 // Watermark is the newest consistency point a site holds for a service.
@@ -93,6 +114,8 @@ const (
 	opWatermarks = "watermarks"
 	opRecovery   = "recovery"
 	opNote       = "note"
+	opHolders    = "holders"
+	opProgress   = "progress"
 )
 
 const commandVersion = 1
@@ -108,6 +131,8 @@ type Command struct {
 	Policy     *PolicyRecord   `json:"policy,omitempty"`
 	Watermarks []Watermark     `json:"watermarks,omitempty"`
 	Recovery   *RecoveryRecord `json:"recovery,omitempty"`
+	Holders    []Holder        `json:"holders,omitempty"`
+	Progress   []Progress      `json:"progress,omitempty"`
 	Key        string          `json:"key,omitempty"`
 	Value      string          `json:"value,omitempty"`
 }
@@ -201,6 +226,26 @@ func (c *Catalog) apply(cmd *Command, index uint64) error {
 				s.Watermarks[w.Site] = w
 			}
 		}
+	case opHolders:
+		for _, h := range cmd.Holders {
+			s := c.service(h.Service)
+			if h.Node == "" {
+				delete(s.Holders, h.Site)
+				continue
+			}
+			if s.Holders == nil {
+				s.Holders = map[string]mesh.NodeID{}
+			}
+			s.Holders[h.Site] = h.Node
+		}
+	case opProgress:
+		for _, p := range cmd.Progress {
+			s := c.service(p.Service)
+			if s.Progress == nil {
+				s.Progress = map[string]Progress{}
+			}
+			s.Progress[p.Site] = p
+		}
 	case opRecovery:
 		if cmd.Recovery == nil {
 			return fmt.Errorf("%w: recovery without a record", ErrBadCommand)
@@ -217,6 +262,24 @@ func (c *Catalog) apply(cmd *Command, index uint64) error {
 	c.Index = index
 	c.rebuildSites()
 	return nil
+}
+
+// service returns the service's record, creating it.
+func (c *Catalog) service(name string) *ServiceState {
+	s := c.Services[name]
+	if s == nil {
+		s = &ServiceState{Epoch: 1}
+		c.Services[name] = s
+	}
+	return s
+}
+
+// Holder returns the node holding service's copy at site, or "".
+func (c *Catalog) Holder(service, site string) mesh.NodeID {
+	if s := c.Services[service]; s != nil {
+		return s.Holders[site]
+	}
+	return ""
 }
 
 // rebuildSites derives the site list from the nodes and the policy.

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
@@ -158,6 +160,9 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		}
 		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
 			n.log.Warn("reconcile membership", "err", err)
+		}
+		if err := n.reconcileHolders(ctx, n.gossip.Members(), n.opts.Now()); err != nil && ctx.Err() == nil {
+			n.log.Warn("reconcile holders", "err", err)
 		}
 	}
 }
@@ -417,9 +422,31 @@ type Status struct {
 
 // ServiceStatus is one service in Status.
 type ServiceStatus struct {
-	Name       string      `json:"name"`
-	Epoch      uint64      `json:"epoch"`
-	Watermarks []Watermark `json:"watermarks"`
+	Name       string            `json:"name"`
+	Epoch      uint64            `json:"epoch"`
+	Primary    string            `json:"primary,omitempty"`
+	RPOTarget  float64           `json:"rpo_target_seconds,omitempty"`
+	Holders    map[string]string `json:"holders,omitempty"` // by site
+	Watermarks []Watermark       `json:"watermarks"`
+	Copies     []CopyStatus      `json:"copies,omitempty"`
+}
+
+// CopyStatus is a service's copy at one recovery site: its tier, how old
+// the newest point there is against the target, what the replicator has
+// left to send, and the link's policy now.
+type CopyStatus struct {
+	Site       string    `json:"site"`
+	Tier       string    `json:"tier"`
+	Holder     string    `json:"holder,omitempty"`
+	Point      string    `json:"point,omitempty"`
+	PointTime  time.Time `json:"point_time,omitzero"`
+	RPO        float64   `json:"rpo_seconds"` // age of Point now; -1 = no point yet
+	RPOMet     bool      `json:"rpo_met"`
+	Backlog    int64     `json:"backlog_bytes"`
+	Sending    string    `json:"sending,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	LinkRate   float64   `json:"link_rate_bytes_per_second"` // 0 = unlimited
+	LinkPolicy string    `json:"link_policy"`
 }
 
 // Status returns this node's view of the cluster; it works without a quorum.
@@ -491,12 +518,27 @@ func (n *Node) Status() Status {
 	}
 	slices.SortFunc(st.Sites, func(a, b SiteStatus) int { return compareStrings(string(a.Name), string(b.Name)) })
 	st.Services = []ServiceStatus{}
+	now := n.opts.Now()
 	for name, svc := range cat.Services {
 		ss := ServiceStatus{Name: name, Epoch: svc.Epoch, Watermarks: []Watermark{}}
 		for _, w := range svc.Watermarks {
 			ss.Watermarks = append(ss.Watermarks, w)
 		}
 		slices.SortFunc(ss.Watermarks, func(a, b Watermark) int { return compareStrings(a.Site, b.Site) })
+		if len(svc.Holders) > 0 {
+			ss.Holders = map[string]string{}
+			for site, h := range svc.Holders {
+				ss.Holders[site] = string(h)
+			}
+		}
+		if cat.Policy != nil && cat.Policy.Cluster != nil {
+			if p := cat.Policy.Cluster.Service(name); p != nil {
+				ss.Primary, ss.RPOTarget = p.Primary, time.Duration(p.RPO).Seconds()
+				for _, c := range p.Copies {
+					ss.Copies = append(ss.Copies, copyStatus(cat, p, c, svc, now))
+				}
+			}
+		}
 		st.Services = append(st.Services, ss)
 	}
 	slices.SortFunc(st.Services, func(a, b ServiceStatus) int { return compareStrings(a.Name, b.Name) })
@@ -567,4 +609,34 @@ func addrOf(members []mesh.Member, id mesh.NodeID) string {
 		}
 	}
 	return ""
+}
+
+func copyStatus(cat *Catalog, svc *config.Service, c config.Copy, st *ServiceState, now time.Time) CopyStatus {
+	cs := CopyStatus{Site: c.Site, Tier: string(c.Tier), Holder: string(st.Holders[c.Site]), RPO: -1}
+	if w, ok := st.Watermarks[c.Site]; ok {
+		cs.Point, cs.PointTime = w.Point, w.Time
+		cs.RPO = now.Sub(w.Time).Seconds()
+		cs.RPOMet = svc.RPO == 0 || now.Sub(w.Time) <= time.Duration(svc.RPO)
+	}
+	if p, ok := st.Progress[c.Site]; ok {
+		cs.Backlog, cs.Sending, cs.Error = p.Backlog, p.Sending, p.Error
+	}
+	cs.LinkPolicy = "no link policy: unlimited"
+	if l := cat.Policy.Cluster.Link(svc.Primary, c.Site); l != nil {
+		cs.LinkRate = float64(l.RateAt(now))
+		cs.LinkPolicy = describeLink(l)
+	}
+	return cs
+}
+
+// describeLink sums up a link's policy in one line.
+func describeLink(l *config.Link) string {
+	parts := []string{l.Rate.String()}
+	for _, s := range l.Schedule {
+		parts = append(parts, fmt.Sprintf("%s %s %s", s.Days, s.Hours, s.Rate))
+	}
+	if l.Coalesce > 0 {
+		parts = append(parts, "coalesce "+l.Coalesce.String())
+	}
+	return strings.Join(parts, "; ")
 }

@@ -70,6 +70,23 @@ type serviceState struct {
 	barrier *pendingBarrier   // released, waiting for the agents' commits
 	// agentVolumes: each agent's volumes as of its newest commit.
 	agentVolumes map[string][]blockstore.VolumeState
+	changed      chan struct{} // closed and replaced when latest changes
+}
+
+// setLatest records the service's newest point and wakes its replicators;
+// s.mu must be held.
+func (s *serviceState) setLatest(p *blockstore.Point) {
+	s.latest = p
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// newest returns the service's newest point (nil = none) and a channel
+// closed when it changes.
+func (s *serviceState) newest() (*blockstore.Point, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.latest, s.changed
 }
 
 func (ss *services) get(name string) *serviceState {
@@ -80,7 +97,7 @@ func (ss *services) get(name string) *serviceState {
 	}
 	s := ss.svc[name]
 	if s == nil {
-		s = &serviceState{seqs: map[string]uint64{}, agentVolumes: map[string][]blockstore.VolumeState{}}
+		s = &serviceState{seqs: map[string]uint64{}, agentVolumes: map[string][]blockstore.VolumeState{}, changed: make(chan struct{})}
 		ss.svc[name] = s
 	}
 	return s
@@ -199,6 +216,12 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 	if h.Service != peer.Service || h.Agent != string(peer.Name) {
 		return refuse(mesh.CodeForbidden, "agent certificate is for %s of service %s, not %s of service %s", peer.Name, peer.Service, h.Agent, h.Service)
 	}
+	if redirect, err := n.ingestHolder(h.Service); err != nil {
+		return err
+	} else if redirect != nil {
+		b, _ := json.Marshal(redirect)
+		return mesh.WriteFrame(s, mesh.FrameWelcome, b)
+	}
 	sess, welcome, err := n.openSession(h)
 	if err != nil {
 		return err
@@ -216,23 +239,11 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 		}
 		switch t {
 		case mesh.FrameOffer:
-			ids, err := mesh.DecodeOffer(p)
+			want, err := wantFrame(ctx, n.store, p)
 			if err != nil {
-				return refuse(mesh.CodeBadRequest, "%v", err)
+				return err
 			}
-			missing, err := n.store.Missing(ctx, ids)
-			if err != nil {
-				return refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
-			}
-			miss := map[blockstore.ID]bool{}
-			for _, id := range missing {
-				miss[id] = true
-			}
-			want := make([]bool, len(ids))
-			for i, id := range ids {
-				want[i] = miss[id] && !id.IsZero()
-			}
-			if err := mesh.WriteFrame(s, mesh.FrameWant, mesh.AppendWant(nil, want)); err != nil {
+			if err := mesh.WriteFrame(s, mesh.FrameWant, want); err != nil {
 				return err
 			}
 		case mesh.FrameBlocks:
@@ -260,6 +271,30 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 			return refuse(mesh.CodeBadRequest, "unexpected frame type %d", t)
 		}
 	}
+}
+
+// ingestHolder checks that this node holds service at its site. When
+// another node does, it returns the Welcome that redirects the agent there.
+func (n *Node) ingestHolder(service string) (*mesh.Welcome, error) {
+	cat := n.Catalog()
+	if cat.Policy == nil || cat.Policy.Cluster == nil {
+		return nil, nil // openSession explains
+	}
+	if svc := cat.Policy.Cluster.Service(service); svc == nil || svc.Primary != string(n.opts.Site) {
+		return nil, nil // openSession explains
+	}
+	holder := cat.Holder(service, string(n.opts.Site))
+	switch holder {
+	case n.opts.Name:
+		return nil, nil
+	case "":
+		return nil, refuse(mesh.CodeUnavailable, "service %s has no holder at site %s yet: the leader places it when a data node of the site is alive", service, n.opts.Site)
+	}
+	ni, ok := cat.Nodes[holder]
+	if !ok || ni.QUIC == "" {
+		return nil, refuse(mesh.CodeUnavailable, "service %s is held by %s, whose address is unknown", service, holder)
+	}
+	return &mesh.Welcome{Node: string(holder), Redirect: ni.QUIC}, nil
 }
 
 // openSession checks a Hello against the applied policy.
@@ -306,43 +341,75 @@ func (n *Node) openSession(h *mesh.Hello) (*ingestSession, *mesh.Welcome, error)
 
 // blocks stores a Blocks frame after checking each block against its ID.
 func (s *ingestSession) blocks(ctx context.Context, p []byte) error {
+	_, err := putBlocks(ctx, s.n.store, s.dec, p)
+	return err
+}
+
+// putBlocks decodes a Blocks frame (ingest or replication), stores the
+// blocks and checks that each hashes to the ID it was sent as. It returns
+// the raw bytes stored.
+func putBlocks(ctx context.Context, store *blockstore.Store, dec *zstd.Decoder, p []byte) (int64, error) {
 	recs, err := mesh.DecodeBlocks(p)
 	if err != nil {
-		return refuse(mesh.CodeBadRequest, "%v", err)
+		return 0, refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	data := make([][]byte, len(recs))
+	var raw int64
 	for i, r := range recs {
 		b := r.Data
 		switch r.Codec {
 		case mesh.CodecZstd:
-			b, err = s.dec.DecodeAll(r.Data, make([]byte, 0, r.RawLen))
+			b, err = dec.DecodeAll(r.Data, make([]byte, 0, r.RawLen))
 			if err != nil {
-				return refuse(mesh.CodeBadRequest, "block %s: zstd: %v", r.ID.Short(), err)
+				return 0, refuse(mesh.CodeBadRequest, "block %s: zstd: %v", r.ID.Short(), err)
 			}
 		case mesh.CodecS2:
 			n, err := s2.DecodedLen(r.Data)
 			if err != nil || n != r.RawLen {
-				return refuse(mesh.CodeBadRequest, "block %s: s2 length %d (%v), says %d", r.ID.Short(), n, err, r.RawLen)
+				return 0, refuse(mesh.CodeBadRequest, "block %s: s2 length %d (%v), says %d", r.ID.Short(), n, err, r.RawLen)
 			}
 			if b, err = s2.Decode(make([]byte, n), r.Data); err != nil {
-				return refuse(mesh.CodeBadRequest, "block %s: s2: %v", r.ID.Short(), err)
+				return 0, refuse(mesh.CodeBadRequest, "block %s: s2: %v", r.ID.Short(), err)
 			}
 		}
 		if len(b) != r.RawLen {
-			return refuse(mesh.CodeBadRequest, "block %s: %d bytes, says %d", r.ID.Short(), len(b), r.RawLen)
+			return 0, refuse(mesh.CodeBadRequest, "block %s: %d bytes, says %d", r.ID.Short(), len(b), r.RawLen)
 		}
 		data[i] = b
+		raw += int64(len(b))
 	}
-	ids, err := s.n.store.Put(ctx, data)
+	ids, err := store.Put(ctx, data)
 	if err != nil {
-		return refuse(mesh.CodeUnavailable, "store blocks: %v", err)
+		return 0, refuse(mesh.CodeUnavailable, "store blocks: %v", err)
 	}
 	for i, id := range ids {
 		if id != recs[i].ID {
-			return refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the agent's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
+			return 0, refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the sender's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
 		}
 	}
-	return nil
+	return raw, nil
+}
+
+// wantFrame answers an Offer frame: which of the offered blocks the store
+// lacks (the zero block is never wanted).
+func wantFrame(ctx context.Context, store *blockstore.Store, p []byte) ([]byte, error) {
+	ids, err := mesh.DecodeOffer(p)
+	if err != nil {
+		return nil, refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	missing, err := store.Missing(ctx, ids)
+	if err != nil {
+		return nil, refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
+	}
+	miss := make(map[blockstore.ID]bool, len(missing))
+	for _, id := range missing {
+		miss[id] = true
+	}
+	want := make([]bool, len(ids))
+	for i, id := range ids {
+		want[i] = miss[id] && !id.IsZero()
+	}
+	return mesh.AppendWant(nil, want), nil
 }
 
 // changes records a volume's map changes until the next commit.
@@ -439,7 +506,7 @@ func (s *ingestSession) commit(ctx context.Context, c *mesh.Commit) (*mesh.Commi
 	if err != nil {
 		return nil, refuse(mesh.CodeUnavailable, "commit point: %v", err)
 	}
-	st.latest = &committed
+	st.setLatest(&committed)
 	st.seqs[s.agent] = c.Seq
 	var mine []blockstore.VolumeState
 	for _, v := range committed.Volumes {

@@ -58,6 +58,7 @@ type Options struct {
 	WriteTimeout      time.Duration // how long a write waits for a leader; 0 = 10s
 	WatermarkInterval time.Duration // how often new points reach the catalog; 0 = 1s
 	BarrierInterval   time.Duration // how often services with several agents get a consistent point; 0 = 10s
+	HolderTimeout     time.Duration // how long a holder may be gone before another node of its site takes over; 0 = 1m
 
 	Logger *slog.Logger     // nil = slog.Default()
 	Now    func() time.Time // nil = time.Now
@@ -116,6 +117,9 @@ func (o *Options) check() error {
 	if o.BarrierInterval == 0 {
 		o.BarrierInterval = 10 * time.Second
 	}
+	if o.HolderTimeout == 0 {
+		o.HolderTimeout = time.Minute
+	}
 	if o.WatermarkInterval == 0 {
 		o.WatermarkInterval = time.Second
 	}
@@ -164,8 +168,9 @@ type Node struct {
 	hasState atomic.Bool
 	joined   atomic.Bool // the gossip join succeeded (or there was none to make)
 
-	goneMu    sync.Mutex
-	goneSince map[mesh.NodeID]time.Time
+	goneMu     sync.Mutex
+	goneSince  map[mesh.NodeID]time.Time
+	holderGone map[mesh.NodeID]time.Time // nodes of the catalog not present in the gossip, since when
 
 	store    *blockstore.Store // nil on a witness
 	ingestWG sync.WaitGroup    // running ingest sessions
@@ -173,6 +178,9 @@ type Node struct {
 	bars     barriers
 	wmMu     sync.Mutex
 	wm       map[string]Watermark // newest point per service, not yet in the catalog
+	repl     *replicator
+	tiers    *tiers
+	metrics  *metrics
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -189,6 +197,9 @@ func New(opts Options) (_ *Node, err error) {
 		goneSince: map[mesh.NodeID]time.Time{},
 		wm:        map[string]Watermark{},
 	}
+	n.metrics = newMetrics(n)
+	n.repl = &replicator{n: n, senders: map[replKey]*sender{}, links: map[mesh.Site]*linkState{}}
+	n.tiers = newTiers(n)
 	var closers []func()
 	defer func() {
 		if err != nil {
@@ -408,6 +419,9 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.serveIngest(ctx) })
 	g.Go(func() error { n.watermarkLoop(ctx); return nil })
 	g.Go(func() error { n.barrierLoop(ctx); return nil })
+	g.Go(func() error { return n.serveBlocks(ctx) })
+	g.Go(func() error { n.replicatorLoop(ctx); return nil })
+	g.Go(func() error { n.tiers.run(ctx); return nil })
 	if n.adminLn != nil {
 		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		if n.adminTLS() {

@@ -307,14 +307,45 @@ func printStatus(c *cli, st *node.Status) {
 	}
 	fmt.Fprintln(c.stdout)
 	tw = tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tEPOCH\tSITE\tHOLDER\tNEWEST POINT\tAGE\tSIZE")
+	fmt.Fprintln(tw, "SERVICE\tEPOCH\tSITE\tTIER\tHOLDER\tNEWEST POINT\tRPO NOW\tTARGET\tBACKLOG\tLINK NOW\tLINK POLICY")
 	for _, s := range st.Services {
-		if len(s.Watermarks) == 0 {
-			fmt.Fprintf(tw, "%s\t%d\t-\t-\tnone yet\t-\t-\n", s.Name, s.Epoch)
+		target := "-"
+		if s.RPOTarget > 0 {
+			target = (time.Duration(s.RPOTarget * float64(time.Second))).String()
 		}
+		// The primary site first, then each copy.
 		for _, w := range s.Watermarks {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Epoch, w.Site, w.Node, w.Point,
-				time.Since(w.Time).Round(time.Second), formatBytes(w.Size))
+			if w.Site != s.Primary {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\tprimary\t%s\t%s\t%s\t%s\t-\t-\t-\n", s.Name, s.Epoch, w.Site, w.Node, w.Point,
+				time.Since(w.Time).Round(time.Second), target)
+		}
+		if len(s.Watermarks) == 0 {
+			fmt.Fprintf(tw, "%s\t%d\t%s\tprimary\t%s\tnone yet\t-\t%s\t-\t-\t-\n", s.Name, s.Epoch, s.Primary, s.Holders[s.Primary], target)
+		}
+		for _, cp := range s.Copies {
+			point, rpo := "none yet", "-"
+			if cp.Point != "" {
+				point = cp.Point
+				rpo = (time.Duration(cp.RPO * float64(time.Second))).Round(time.Second).String()
+				if !cp.RPOMet {
+					rpo += " (over)"
+				}
+			}
+			if cp.Error != "" {
+				point += " (error: " + cp.Error + ")"
+			}
+			rate := "unlimited"
+			if cp.LinkRate > 0 {
+				rate = config.Rate(cp.LinkRate).String()
+			}
+			holder := cp.Holder
+			if holder == "" {
+				holder = "none"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Epoch, cp.Site, cp.Tier, holder, point,
+				rpo, target, formatBytes(cp.Backlog), rate, cp.LinkPolicy)
 		}
 	}
 	tw.Flush()

@@ -47,6 +47,7 @@ type Net struct {
 	isolated map[mesh.Site]bool
 	links    map[[2]mesh.NodeID]*link // directed
 	rng      *rand.Rand
+	sent     map[[2]mesh.NodeID]int64 // bytes of packets let through, directed
 }
 
 type link struct {
@@ -187,11 +188,15 @@ func (n *Net) decide(from, to mesh.NodeID, size int) (drop bool, delay time.Dura
 		return true, 0
 	}
 	l := n.links[[2]mesh.NodeID{from, to}]
+	if l != nil && l.drop > 0 && n.rng.Float64() < l.drop {
+		return true, 0
+	}
+	if n.sent == nil {
+		n.sent = map[[2]mesh.NodeID]int64{}
+	}
+	n.sent[[2]mesh.NodeID{from, to}] += int64(size)
 	if l == nil {
 		return false, 0
-	}
-	if l.drop > 0 && n.rng.Float64() < l.drop {
-		return true, 0
 	}
 	delay = l.delay
 	if l.rate > 0 {
@@ -206,6 +211,20 @@ func (n *Net) decide(from, to mesh.NodeID, size int) (drop bool, delay time.Dura
 		delay += l.nextFree.Sub(now)
 	}
 	return false, delay
+}
+
+// Sent returns the bytes of the UDP payloads (QUIC packets and gossip)
+// let through from nodes of site from to nodes of site to so far.
+func (n *Net) Sent(from, to mesh.Site) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var total int64
+	for k, b := range n.sent {
+		if n.sites[k[0]] == from && n.sites[k[1]] == to {
+			total += b
+		}
+	}
+	return total
 }
 
 // nodeNet is one node's view of a Net.

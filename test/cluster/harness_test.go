@@ -116,12 +116,17 @@ func (h *harness) options(m *member) node.Options {
 		ReconcileInterval: 200 * time.Millisecond,
 		ReconnectInterval: time.Second,
 		WriteTimeout:      3 * time.Second,
-		Logger:            slog.New(slog.NewTextHandler(h.out, &slog.HandlerOptions{Level: h.level})).With("test_node", m.name),
+		Logger:            h.logger(string(m.name)),
 	}
 	if h.opts != nil {
 		h.opts(&o)
 	}
 	return o
+}
+
+// logger logs to the test's output, marked with who logs.
+func (h *harness) logger(who string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(h.out, &slog.HandlerOptions{Level: h.level})).With("test_node", who)
 }
 
 func (h *harness) start(m *member) {

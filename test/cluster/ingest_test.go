@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,12 @@ primary = "dc2"
 	if _, err := m.node.ApplyPolicy(t.Context(), "p.toml", policy, "test"); err != nil {
 		t.Fatal(err)
 	}
+	h.eventually("holders placed", 20*time.Second, func() error {
+		if h := m.node.Catalog().Holder("db", "dc1"); h != "dc1-n1" {
+			return fmt.Errorf("holder of db at dc1: %q", h)
+		}
+		return nil
+	})
 	dial := func(creds *mesh.Creds, hello mesh.Hello) error {
 		pc, err := mesh.OS().ListenPacket("127.0.0.1:0")
 		if err != nil {

@@ -1,0 +1,117 @@
+package node
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the node's Prometheus metrics, served on the admin API at
+// /metrics. Counters are kept by the code that counts; the RPO, backlog
+// and link gauges are read from the catalog and the throttles at scrape
+// time.
+type metrics struct {
+	reg               *prometheus.Registry
+	replSent          *prometheus.CounterVec // link, tier
+	replLogical       *prometheus.CounterVec // link, tier
+	replDedup         *prometheus.CounterVec // link, tier
+	replCompressSaved *prometheus.CounterVec // link, tier
+	replThrottleWait  *prometheus.CounterVec // link, tier
+	replPoints        *prometheus.CounterVec // service, site
+	replErrors        *prometheus.CounterVec // service, site
+	replReceived      *prometheus.CounterVec // service
+}
+
+func newMetrics(n *Node) *metrics {
+	lt := []string{"link", "tier"}
+	ss := []string{"service", "site"}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		replSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_sent_bytes_total",
+			Help: "Bytes of replication frames sent, per link and tier (before QUIC framing)."}, lt),
+		replLogical: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_changed_bytes_total",
+			Help: "Logical bytes of changed non-zero blocks replicated, per link and tier."}, lt),
+		replDedup: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_dedup_saved_bytes_total",
+			Help: "Logical bytes not sent because the receiver already held the block."}, lt),
+		replCompressSaved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_compression_saved_bytes_total",
+			Help: "Bytes saved by compressing the blocks that were sent."}, lt),
+		replThrottleWait: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_throttle_wait_seconds_total",
+			Help: "Time senders waited for the link's bandwidth policy."}, lt),
+		replPoints: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_points_total",
+			Help: "Points replicated, per service and recovery site."}, ss),
+		replErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_errors_total",
+			Help: "Replication sessions that ended in an error."}, ss),
+		replReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_received_bytes_total",
+			Help: "Raw bytes of blocks received and stored from other sites, per service."}, []string{"service"}),
+	}
+	m.reg.MustRegister(m.replSent, m.replLogical, m.replDedup, m.replCompressSaved, m.replThrottleWait,
+		m.replPoints, m.replErrors, m.replReceived,
+		&catalogCollector{n: n},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// catalogCollector turns the catalog's watermarks and progress reports and
+// this node's link throttles into gauges at scrape time.
+type catalogCollector struct{ n *Node }
+
+var (
+	descRPO = prometheus.NewDesc("lifeboat_rpo_seconds",
+		"Age of the newest point a site holds, per service and site.", []string{"service", "site"}, nil)
+	descRPOTarget = prometheus.NewDesc("lifeboat_rpo_target_seconds",
+		"The service's RPO target from the policy.", []string{"service"}, nil)
+	descBacklog = prometheus.NewDesc("lifeboat_replication_backlog_bytes",
+		"Changed bytes the primary has that a recovery site does not, as last reported by the sender.", []string{"service", "site"}, nil)
+	descLinkRate = prometheus.NewDesc("lifeboat_link_rate_bytes_per_second",
+		"The rate this node may send on a link now (0 = unlimited).", []string{"link"}, nil)
+	descLinkWaiters = prometheus.NewDesc("lifeboat_link_waiters",
+		"Senders waiting for the link's bandwidth, per tier.", []string{"link", "tier"}, nil)
+)
+
+func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRPO
+	ch <- descRPOTarget
+	ch <- descBacklog
+	ch <- descLinkRate
+	ch <- descLinkWaiters
+}
+
+func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	cat := n.Catalog()
+	now := n.opts.Now()
+	for name, s := range cat.Services {
+		for site, w := range s.Watermarks {
+			ch <- prometheus.MustNewConstMetric(descRPO, prometheus.GaugeValue, now.Sub(w.Time).Seconds(), name, site)
+		}
+		for site, p := range s.Progress {
+			ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(p.Backlog), name, site)
+		}
+	}
+	if cat.Policy != nil && cat.Policy.Cluster != nil {
+		for _, s := range cat.Policy.Cluster.Services {
+			ch <- prometheus.MustNewConstMetric(descRPOTarget, prometheus.GaugeValue, time.Duration(s.RPO).Seconds(), s.Name)
+		}
+	}
+	if n.repl == nil {
+		return
+	}
+	n.repl.mu.Lock()
+	defer n.repl.mu.Unlock()
+	for _, l := range n.repl.links {
+		st := l.t.Stats()
+		ch <- prometheus.MustNewConstMetric(descLinkRate, prometheus.GaugeValue, st.Rate, l.name)
+		for tier, ts := range st.Tiers {
+			ch <- prometheus.MustNewConstMetric(descLinkWaiters, prometheus.GaugeValue, float64(ts.Waiters), l.name, throttle.Tier(tier).String())
+		}
+	}
+}
