@@ -66,6 +66,7 @@
 //	role               string    "node"               "node" holds data; "witness" only votes in raft
 //	bootstrap_expect   integer   1, or 3 with join    raft voters to wait for before the first election, 1 to 9
 //	dead_node_timeout  duration  "24h"                how long a dead node stays in the raft configuration; at least 1s
+//	holder_timeout     duration  "1m"                 how long a holder may be gone before another node of its site takes its services; at least 1s
 //	log_level          string    "info"               debug, info, warn or error
 //	gossip_profile     string    "wan"                failure detection timings: wan (between sites), lan (one site) or test (one host)
 //	[listen]

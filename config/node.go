@@ -28,6 +28,7 @@ const (
 	DefaultQUIC            = "0.0.0.0:7947"
 	DefaultAdmin           = "127.0.0.1:7948"
 	DefaultDeadNodeTimeout = Duration(24 * time.Hour)
+	DefaultHolderTimeout   = Duration(time.Minute)
 	DefaultLogLevel        = "info"
 )
 
@@ -51,6 +52,7 @@ type Node struct {
 	Role            Role     `toml:"role" json:"role"`
 	BootstrapExpect int      `toml:"bootstrap_expect" json:"bootstrap_expect"`
 	DeadNodeTimeout Duration `toml:"dead_node_timeout" json:"dead_node_timeout"`
+	HolderTimeout   Duration `toml:"holder_timeout" json:"holder_timeout"`
 	LogLevel        string   `toml:"log_level" json:"log_level"`
 	GossipProfile   string   `toml:"gossip_profile" json:"gossip_profile"`
 	Listen          Listen   `toml:"listen" json:"listen"`
@@ -117,6 +119,9 @@ func (n *Node) SetDefaults() {
 	if n.DeadNodeTimeout == 0 {
 		n.DeadNodeTimeout = DefaultDeadNodeTimeout
 	}
+	if n.HolderTimeout == 0 {
+		n.HolderTimeout = DefaultHolderTimeout
+	}
 	if n.LogLevel == "" {
 		n.LogLevel = DefaultLogLevel
 	}
@@ -172,6 +177,9 @@ func (n *Node) validate(ps *problems) {
 	}
 	if n.DeadNodeTimeout < Duration(time.Second) {
 		ps.add(root.key("dead_node_timeout"), "%s: want at least 1s", n.DeadNodeTimeout)
+	}
+	if n.HolderTimeout < Duration(time.Second) {
+		ps.add(root.key("holder_timeout"), "%s: want at least 1s", n.HolderTimeout)
 	}
 	if !slices.Contains(LogLevels, n.LogLevel) {
 		ps.add(root.key("log_level"), "%q: want one of %s", n.LogLevel, strings.Join(LogLevels, ", "))

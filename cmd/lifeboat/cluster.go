@@ -151,6 +151,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 			set("gossip-profile", func() { n.GossipProfile = nf.GossipProfile })
 			set("admin-tls", func() { n.Listen.AdminTLS = nf.Listen.AdminTLS })
 			set("dead-node-timeout", func() { n.DeadNodeTimeout = nf.DeadNodeTimeout })
+			set("holder-timeout", func() { n.HolderTimeout = nf.HolderTimeout })
 			set("log-level", func() { n.LogLevel = c.logLevel })
 			n.SetDefaults()
 			if err := n.Validate(); err != nil {
@@ -167,7 +168,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 			nd, err := node.New(node.Options{
 				Name: mesh.NodeID(n.Name), Site: mesh.Site(n.Site), Role: string(n.Role), DataDir: n.DataDir, Creds: creds,
 				Gossip: n.Listen.Gossip, QUIC: n.Listen.QUIC, Admin: n.Listen.Admin, Advertise: n.Listen.Advertise,
-				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(),
+				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(), HolderTimeout: n.HolderTimeout.Std(),
 				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, AdminTLS: n.Listen.AdminTLS,
 				BarrierInterval: barrierInterval,
 			})
@@ -205,6 +206,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 	f.StringVar(&nf.GossipProfile, "gossip-profile", "wan", "failure detection timings: wan (between sites), lan (one site) or test (one host)")
 	f.BoolVar(&nf.Listen.AdminTLS, "admin-tls", false, "require client certificates on the admin API even on loopback")
 	f.Var(durationFlag{&nf.DeadNodeTimeout}, "dead-node-timeout", "how long a dead node keeps its place in raft (default 24h)")
+	f.Var(durationFlag{&nf.HolderTimeout}, "holder-timeout", "how long a service's holder may be gone before another node of its site takes over (default 1m)")
 	nodeCmd.AddCommand(runCmd)
 	return nodeCmd
 }

@@ -297,3 +297,62 @@ func TestReplicationResumesAfterCut(t *testing.T) {
 		t.Errorf("dc2's image at %s differs from dc1's", pt.ID)
 	}
 }
+
+// TestHolderTakesOver: dc2 has two nodes; when the one holding web dies,
+// the other becomes the holder after HolderTimeout and receives the
+// service's points from dc1, so the copy at dc2 goes on.
+func TestHolderTakesOver(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts = func(o *node.Options) { o.HolderTimeout = 3 * time.Second }
+	h.first("dc1-n1", "dc1")
+	h.add("dc2-n1", "dc2", node.RoleNode)
+	h.add("dc2-n2", "dc2", node.RoleNode)
+	h.add("dc3-w1", "dc3", node.RoleWitness)
+	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", replPolicy("warm", ""), "test"); err != nil {
+		t.Fatal(err)
+	}
+	img := randomImage(t, 8<<20, 5)
+	startAgent(t, h, img, 300*time.Millisecond)
+	var first mesh.NodeID
+	h.eventually("dc2 holds web", 60*time.Second, func() error {
+		pt, err := newest(t, h.node("dc1-n1"))
+		if err != nil {
+			return err
+		}
+		w := watermark(h, "dc1-n1", "dc2")
+		if w.Point != pt.ID {
+			return fmt.Errorf("dc2 watermark %q, want %s", w.Point, pt.ID)
+		}
+		first = w.Node
+		return nil
+	})
+	other := mesh.NodeID("dc2-n1")
+	if first == other {
+		other = "dc2-n2"
+	}
+	h.kill(first)
+	// A new point after the holder died.
+	b, _ := os.ReadFile(img)
+	copy(b[1<<20:], bytes.Repeat([]byte("after the holder died "), 1000))
+	if err := os.WriteFile(img, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var pt blockstore.Point
+	h.eventually(string(other)+" takes over and holds the newest point", 60*time.Second, func() error {
+		var err error
+		if pt, err = newest(t, h.node("dc1-n1")); err != nil {
+			return err
+		}
+		if hd := h.node("dc1-n1").Catalog().Holder("web", "dc2"); hd != other {
+			return fmt.Errorf("holder at dc2 is %q", hd)
+		}
+		if w := watermark(h, "dc1-n1", "dc2"); w.Point != pt.ID || w.Node != other {
+			return fmt.Errorf("dc2 watermark %s from %s, want %s from %s", w.Point, w.Node, pt.ID, other)
+		}
+		return nil
+	})
+	if got := imageAt(t, h, other, pt.ID); !bytes.Equal(got, b) {
+		t.Fatalf("%s's image at %s is not the volume as written", other, pt.ID)
+	}
+}
