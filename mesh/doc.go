@@ -169,6 +169,42 @@
 // exactly at its mark, and the node composes the service point
 // "barrier/ID" from those: no write in it depends on one it lacks.
 //
+// Welcome may instead carry only {node, redirect}: this node does not hold
+// the service at its site; the agent ships to the redirect address (the
+// holder's QUIC address) and comes back to the configured node when the
+// holder stops answering.
+//
+// # Replication protocol (KindBlocks, node to node, version 1)
+//
+// The holder of a service at its primary site opens one stream per
+// recovery site to the holder there (named in the catalog). Frames:
+//
+//	20 ReplHello      sender → receiver  JSON {version: 1, service, site, tier}
+//	21 ReplWelcome    receiver → sender  JSON {node, points: [point IDs, newest first, at most 64]}
+//	22 ReplBegin      sender → receiver  JSON {base: point ID or absent, point: {id, name, group, time, volumes: [{name, root, size, block_size, used_blocks}]}}
+//	 3 Offer, 4 Want, 6 Changes          as in the ingest protocol; Changes name volumes without the "SERVICE/" prefix
+//	 5 Blocks                            as in the ingest protocol, records raw
+//	25 BlocksPacked   sender → receiver  one zstd frame whose content is a Blocks payload (at most 4 MiB once decompressed)
+//	23 ReplCommit     sender → receiver  empty
+//	24 ReplCommitted  receiver → sender  JSON {point, time}
+//
+// The sender picks as base the newest point of the Welcome that it holds
+// too (none: every volume is diffed against an empty map), then for every
+// volume walks the Merkle diff from the base's map to the point's, in
+// batches of up to 4096 changes: Offer the batch's distinct non-zero IDs,
+// send the wanted blocks in Blocks or BlocksPacked frames of about 1 MiB of
+// raw data, then the batch's Changes. A volume whose size or block size
+// differs from the base's is diffed against an empty map. The receiver
+// applies the Changes to its copy of the base's maps; at ReplCommit every
+// rebuilt root and used-block count must equal the sender's, and the point
+// committed with the same name, group and time gets the same ID. The
+// receiver refuses a stream for a service it does not hold at its site
+// (CodeUnavailable), for a site without a copy (CodeForbidden), from an
+// agent certificate, or whose Hello site is not the certificate's.
+// Received blocks are flushed every 16 MiB: after a cut, a restart or a
+// crash the next session re-offers them and they are not wanted again.
+// Each stream's writes pass through the link's throttle (mesh/throttle).
+//
 // # Testing
 //
 // mesh/meshtest provides a throw-away CA (meshtest.CA) and a Network
