@@ -201,7 +201,7 @@
 // receiver refuses a stream for a service it does not hold at its site
 // (CodeUnavailable), for a site without a copy (CodeForbidden), from an
 // agent certificate, or whose Hello site is not the certificate's.
-// Received blocks are flushed every 16 MiB: after a cut, a restart or a
+// Received blocks are flushed every 8 MiB: after a cut, a restart or a
 // crash the next session re-offers them and they are not wanted again.
 // Each stream's writes pass through the link's throttle (mesh/throttle).
 //

@@ -94,6 +94,12 @@ type Watermark struct {
 	Point   string      `json:"point"`
 	Time    time.Time   `json:"time"`
 	Size    int64       `json:"size"` // logical bytes of the service's volumes
+	// Hot copies: the point the standby images are at. Cold copies: the
+	// point of the newest export in the site's archive directory.
+	Standby     string    `json:"standby,omitempty"`
+	StandbyTime time.Time `json:"standby_time,omitzero"`
+	Export      string    `json:"export,omitempty"`
+	ExportTime  time.Time `json:"export_time,omitzero"`
 }
 
 // RecoveryRecord logs an operator-forced Raft recovery: who, when, where, and

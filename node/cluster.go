@@ -440,7 +440,9 @@ type CopyStatus struct {
 	Holder     string    `json:"holder,omitempty"`
 	Point      string    `json:"point,omitempty"`
 	PointTime  time.Time `json:"point_time,omitzero"`
-	RPO        float64   `json:"rpo_seconds"` // age of Point now; -1 = no point yet
+	RPO        float64   `json:"rpo_seconds"`       // age of Point now; -1 = no point yet
+	Standby    string    `json:"standby,omitempty"` // hot: the point the standby images are at
+	Export     string    `json:"export,omitempty"`  // cold: the point of the newest export
 	RPOMet     bool      `json:"rpo_met"`
 	Backlog    int64     `json:"backlog_bytes"`
 	Sending    string    `json:"sending,omitempty"`
@@ -614,7 +616,7 @@ func addrOf(members []mesh.Member, id mesh.NodeID) string {
 func copyStatus(cat *Catalog, svc *config.Service, c config.Copy, st *ServiceState, now time.Time) CopyStatus {
 	cs := CopyStatus{Site: c.Site, Tier: string(c.Tier), Holder: string(st.Holders[c.Site]), RPO: -1}
 	if w, ok := st.Watermarks[c.Site]; ok {
-		cs.Point, cs.PointTime = w.Point, w.Time
+		cs.Point, cs.PointTime, cs.Standby, cs.Export = w.Point, w.Time, w.Standby, w.Export
 		cs.RPO = now.Sub(w.Time).Seconds()
 		cs.RPOMet = svc.RPO == 0 || now.Sub(w.Time) <= time.Duration(svc.RPO)
 	}

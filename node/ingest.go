@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,6 +102,13 @@ func (ss *services) get(name string) *serviceState {
 		ss.svc[name] = s
 	}
 	return s
+}
+
+// names returns the services with state on this node.
+func (ss *services) names() []string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return slices.Sorted(maps.Keys(ss.svc))
 }
 
 // pointName names an ingest point after the agent and its sequence.
@@ -539,8 +547,38 @@ func (n *Node) noteWatermark(p blockstore.Point) {
 		size += v.Size
 	}
 	n.wmMu.Lock()
-	n.wm[p.Group] = Watermark{Service: p.Group, Site: string(n.opts.Site), Node: n.opts.Name, Point: p.ID, Time: p.Time, Size: size}
+	w := n.wm[p.Group]
+	if w.Service == "" {
+		w = n.tierMarks[p.Group]
+	}
+	w.Service, w.Site, w.Node, w.Point, w.Time, w.Size = p.Group, string(n.opts.Site), n.opts.Name, p.ID, p.Time, size
+	n.wm[p.Group] = w
 	n.wmMu.Unlock()
+}
+
+// noteTier records what a tier engine did for service (the standby's or
+// the newest export's point) in the service's next watermark.
+func (n *Node) noteTier(service string, fn func(*Watermark)) {
+	n.wmMu.Lock()
+	defer n.wmMu.Unlock()
+	tm := n.tierMarks[service]
+	fn(&tm)
+	n.tierMarks[service] = tm
+	w, ok := n.wm[service]
+	if !ok {
+		// No new point since: resend the newest with the tier's news.
+		p, _ := n.svcs.get(service).newest()
+		if p == nil {
+			return
+		}
+		var size int64
+		for _, v := range p.Volumes {
+			size += v.Size
+		}
+		w = Watermark{Service: service, Site: string(n.opts.Site), Node: n.opts.Name, Point: p.ID, Time: p.Time, Size: size}
+	}
+	w.Standby, w.StandbyTime, w.Export, w.ExportTime = tm.Standby, tm.StandbyTime, tm.Export, tm.ExportTime
+	n.wm[service] = w
 }
 
 // watermarkLoop writes queued watermarks to the catalog in batches, so that

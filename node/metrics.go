@@ -25,6 +25,9 @@ type metrics struct {
 	replPoints        *prometheus.CounterVec // service, site
 	replErrors        *prometheus.CounterVec // service, site
 	replReceived      *prometheus.CounterVec // service
+	standbyApplied    *prometheus.CounterVec // service
+	exports           *prometheus.CounterVec // service
+	tierErrors        *prometheus.CounterVec // service
 }
 
 func newMetrics(n *Node) *metrics {
@@ -48,8 +51,14 @@ func newMetrics(n *Node) *metrics {
 			Help: "Replication sessions that ended in an error."}, ss),
 		replReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_received_bytes_total",
 			Help: "Raw bytes of blocks received and stored from other sites, per service."}, []string{"service"}),
+		standbyApplied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_standby_points_applied_total",
+			Help: "Points applied to hot standby images, per service."}, []string{"service"}),
+		exports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_cold_exports_total",
+			Help: "Points exported as disk images into the archive directory, per service."}, []string{"service"}),
+		tierErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_tier_errors_total",
+			Help: "Failed standby applies and exports, per service (retried)."}, []string{"service"}),
 	}
-	m.reg.MustRegister(m.replSent, m.replLogical, m.replDedup, m.replCompressSaved, m.replThrottleWait,
+	m.reg.MustRegister(m.standbyApplied, m.exports, m.tierErrors,m.replSent, m.replLogical, m.replDedup, m.replCompressSaved, m.replThrottleWait,
 		m.replPoints, m.replErrors, m.replReceived,
 		&catalogCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

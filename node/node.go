@@ -178,6 +178,9 @@ type Node struct {
 	bars     barriers
 	wmMu     sync.Mutex
 	wm       map[string]Watermark // newest point per service, not yet in the catalog
+	// tierMarks: per service, the standby and export fields of its
+	// watermark (wmMu).
+	tierMarks map[string]Watermark
 	repl     *replicator
 	tiers    *tiers
 	metrics  *metrics
@@ -196,6 +199,7 @@ func New(opts Options) (_ *Node, err error) {
 		events:    make(chan mesh.Event, 256),
 		goneSince: map[mesh.NodeID]time.Time{},
 		wm:        map[string]Watermark{},
+		tierMarks: map[string]Watermark{},
 	}
 	n.metrics = newMetrics(n)
 	n.repl = &replicator{n: n, senders: map[replKey]*sender{}, links: map[mesh.Site]*linkState{}}

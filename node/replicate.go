@@ -709,12 +709,14 @@ type receiver struct {
 	begin     *mesh.ReplBegin
 	states    map[string]blockstore.VolumeState // by full volume name
 	release   func()
-	unflushed int64  // bytes put since the last flush
-	plain     []byte // a packed frame decompressed
+	unflushed int64             // bytes put since the last flush
+	plain     []byte            // a packed frame decompressed
+	last      *blockstore.Point // the point committed last on this stream
 }
 
-// replFlushBytes is how much a receiver stores between flushes.
-const replFlushBytes = 16 << 20
+// replFlushBytes is how much a receiver stores between flushes: after a
+// crash, at most this much that had arrived is wanted again.
+const replFlushBytes = 8 << 20
 
 func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 	peer := s.Peer()
@@ -749,6 +751,9 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 	}
 	if holder := cat.Holder(h.Service, string(n.opts.Site)); holder != n.opts.Name {
 		return refuse(mesh.CodeUnavailable, "service %s at site %s is held by %q, not %s", h.Service, n.opts.Site, holder, n.opts.Name)
+	}
+	if from := cat.Holder(h.Service, svc.Primary); from != peer.Name {
+		return refuse(mesh.CodeForbidden, "service %s is held at its primary site %s by %q, not %s: only the holder replicates it", h.Service, svc.Primary, from, peer.Name)
 	}
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(mesh.MaxPackedPlain))
 	if err != nil {
@@ -868,7 +873,9 @@ func (r *receiver) start(ctx context.Context, p []byte) error {
 		return refuse(mesh.CodeForbidden, "point %s is of group %s, this stream replicates %s", b.Point.ID, b.Point.Group, r.service)
 	}
 	var base *blockstore.Point
-	if b.Base != "" {
+	if r.last != nil && r.last.ID == b.Base {
+		base = r.last // the usual case: the point committed just before
+	} else if b.Base != "" {
 		pts, err := r.n.store.Points(ctx, "")
 		if err != nil {
 			return refuse(mesh.CodeInternal, "list points: %v", err)
@@ -965,6 +972,7 @@ func (r *receiver) commit(ctx context.Context) (*mesh.ReplCommitted, error) {
 		st.setLatest(&committed)
 	}
 	st.mu.Unlock()
+	r.last = &committed
 	r.n.noteWatermark(committed)
 	r.n.tiers.arrived(r.service, committed)
 	return &mesh.ReplCommitted{Point: committed.ID, Time: committed.Time}, nil

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -355,4 +357,183 @@ func TestHolderTakesOver(t *testing.T) {
 	if got := imageAt(t, h, other, pt.ID); !bytes.Equal(got, b) {
 		t.Fatalf("%s's image at %s is not the volume as written", other, pt.ID)
 	}
+}
+
+// TestReplicationHot: a hot copy keeps standby images at dc2 that equal
+// the primary's volume at the point they are at, byte for byte, and follow
+// new points; the catalog's dc2 watermark names the standby's point.
+func TestReplicationHot(t *testing.T) {
+	t.Parallel()
+	h := replSites(t, replPolicy("hot", ""))
+	img := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := workload.Image(f, 8<<20, 1); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, h, img, 300*time.Millisecond)
+	standbyAt := func(what string, not string) blockstore.Point {
+		var pt blockstore.Point
+		h.eventually(what, 60*time.Second, func() error {
+			var err error
+			if pt, err = newest(t, h.node("dc1-n1")); err != nil {
+				return err
+			}
+			if pt.ID == not {
+				return fmt.Errorf("no new point yet")
+			}
+			if w := watermark(h, "dc1-n1", "dc2"); w.Standby != pt.ID {
+				return fmt.Errorf("dc2 standby at %q, dc1 newest %s", w.Standby, pt.ID)
+			}
+			return nil
+		})
+		return pt
+	}
+	check := func(pt blockstore.Point) {
+		t.Helper()
+		path, at, ok := h.node("dc2-n1").StandbyPath("web", "web/disk")
+		if !ok || at.ID != pt.ID {
+			t.Fatalf("standby image: ok %v at %s, want %s", ok, at.ID, pt.ID)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := imageAt(t, h, "dc1-n1", pt.ID); !bytes.Equal(got, want) {
+			t.Fatalf("standby image %s differs from dc1's volume at %s", path, pt.ID)
+		}
+	}
+	p1 := standbyAt("standby at the first point", "")
+	check(p1)
+	if _, err := workload.Mutate(f, 8<<20, 2, 5); err != nil {
+		t.Fatal(err)
+	}
+	check(standbyAt("standby at a newer point", p1.ID))
+}
+
+// TestReplicationRefusals: the receiving node refuses, with a reason,
+// replication streams from an agent certificate, from a node that does not
+// hold the service at the primary site, for a site without a copy, and
+// points whose changes do not rebuild the sender's roots or whose blocks
+// do not hash to their IDs; nothing refused is committed.
+func TestReplicationRefusals(t *testing.T) {
+	t.Parallel()
+	h := replSites(t, replPolicy("warm", ""))
+	dc2 := h.node("dc2-n1")
+	open := func(creds *mesh.Creds, hello mesh.ReplHello) (*mesh.Stream, *mesh.FrameReader, func()) {
+		pc, err := mesh.OS().ListenPacket("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: creds, Conn: pc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ep.Dial(t.Context(), dc2.QUICAddr(), mesh.KindBlocks)
+		if err != nil {
+			ep.Close()
+			t.Fatalf("open a blocks stream as %s: %v", creds.Self.Name, err)
+		}
+		b, _ := json.Marshal(hello)
+		if err := mesh.WriteFrame(s, mesh.FrameReplHello, b); err != nil {
+			t.Fatal(err)
+		}
+		return s, mesh.NewFrameReader(s, mesh.KindBlocks.MaxFrame()), func() { s.Close(); ep.Close() }
+	}
+	refused := func(fr *mesh.FrameReader, want string) {
+		t.Helper()
+		for {
+			typ, p, err := fr.Next()
+			if err != nil {
+				t.Fatalf("want a refusal containing %q, got %v", want, err)
+			}
+			if typ != mesh.FrameTypeError {
+				continue
+			}
+			re, err := mesh.ParseError(p)
+			if err != nil || !strings.Contains(re.Message, want) {
+				t.Fatalf("refusal %v (%v), want one containing %q", re, err, want)
+			}
+			return
+		}
+	}
+	hello := mesh.ReplHello{Version: mesh.ReplVersion, Service: "web", Site: "dc1", Tier: "warm"}
+	for _, tc := range []struct {
+		name  string
+		creds *mesh.Creds
+		hello mesh.ReplHello
+		want  string
+	}{
+		{"not the primary's holder", h.ca.Node("dc1-n9", "dc1"), hello, "only the holder replicates it"},
+		{"hello site is not the certificate's", h.ca.Node("dc1-n1", "dc1"), mesh.ReplHello{Version: 1, Service: "web", Site: "dc3", Tier: "warm"}, "the certificate says dc1"},
+		{"unknown service", h.ca.Node("dc1-n1", "dc1"), mesh.ReplHello{Version: 1, Service: "nope", Site: "dc1", Tier: "warm"}, "not in the applied policy"},
+	} {
+		_, fr, done := open(tc.creds, tc.hello)
+		refused(fr, tc.want)
+		done()
+	}
+
+	// An agent certificate cannot even open a blocks stream.
+	pc, _ := mesh.OS().ListenPacket("127.0.0.1:0")
+	ep, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: h.ca.Agent("web1", "dc1", "web"), Conn: pc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ep.Dial(t.Context(), dc2.QUICAddr(), mesh.KindBlocks); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("agent opening a blocks stream: err = %v, want forbidden", err)
+	}
+	ep.Close()
+
+	// A point whose changes do not give its root.
+	s, fr, done := open(h.ca.Node("dc1-n1", "dc1"), hello)
+	defer done()
+	if _, err := expect(fr, mesh.FrameReplWelcome); err != nil {
+		t.Fatal(err)
+	}
+	block := bytes.Repeat([]byte("lifeboat"), 8192)
+	var key blockstore.Key
+	copy(key[:], h.ca.Node("dc1-n1", "dc1").DedupKey)
+	hs, err := blockstore.NewHasher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := hs.ID(block)
+	begin := mesh.ReplBegin{Point: blockstore.Point{ID: "0123456789abcdef", Name: "web1/1", Group: "web", Time: time.Now().UTC(),
+		Volumes: []blockstore.VolumeState{{Name: "web/disk", Root: id, Size: 8 << 20, BlockSize: 64 << 10, Used: 1}}}}
+	b, _ := json.Marshal(begin)
+	mesh.WriteFrame(s, mesh.FrameReplBegin, b)
+	mesh.WriteFrame(s, mesh.FrameBlocks, mesh.AppendBlock(nil, mesh.BlockRecord{ID: id, RawLen: len(block), Data: block}))
+	mesh.WriteFrame(s, mesh.FrameChanges, mesh.AppendChanges(nil, "disk", []mesh.BlockChange{{Block: 0, ID: id}}))
+	mesh.WriteFrame(s, mesh.FrameReplCommit, nil)
+	refused(fr, "base and diff disagree")
+
+	// A block that does not hash to its ID.
+	s2, fr2, done2 := open(h.ca.Node("dc1-n1", "dc1"), hello)
+	defer done2()
+	if _, err := expect(fr2, mesh.FrameReplWelcome); err != nil {
+		t.Fatal(err)
+	}
+	mesh.WriteFrame(s2, mesh.FrameReplBegin, b)
+	bad := append([]byte(nil), block...)
+	bad[0] ^= 1
+	mesh.WriteFrame(s2, mesh.FrameBlocks, mesh.AppendBlock(nil, mesh.BlockRecord{ID: id, RawLen: len(bad), Data: bad}))
+	refused(fr2, "hashes to")
+
+	if pts, err := dc2.Points(t.Context(), "web", ""); err != nil || len(pts) != 0 {
+		t.Fatalf("dc2 holds %d points (%v) after refusals, want none", len(pts), err)
+	}
+}
+
+func expect(fr *mesh.FrameReader, typ mesh.FrameType) ([]byte, error) {
+	got, p, err := fr.Next()
+	if err != nil {
+		return nil, err
+	}
+	if got != typ {
+		return nil, fmt.Errorf("frame type %d, want %d: %s", got, typ, p)
+	}
+	return p, nil
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package standby
+
+const raceEnabled = false
