@@ -58,7 +58,7 @@ func newMetrics(n *Node) *metrics {
 		tierErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_tier_errors_total",
 			Help: "Failed standby applies and exports, per service (retried)."}, []string{"service"}),
 	}
-	m.reg.MustRegister(m.standbyApplied, m.exports, m.tierErrors,m.replSent, m.replLogical, m.replDedup, m.replCompressSaved, m.replThrottleWait,
+	m.reg.MustRegister(m.standbyApplied, m.exports, m.tierErrors, m.replSent, m.replLogical, m.replDedup, m.replCompressSaved, m.replThrottleWait,
 		m.replPoints, m.replErrors, m.replReceived,
 		&catalogCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

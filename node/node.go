@@ -181,9 +181,9 @@ type Node struct {
 	// tierMarks: per service, the standby and export fields of its
 	// watermark (wmMu).
 	tierMarks map[string]Watermark
-	repl     *replicator
-	tiers    *tiers
-	metrics  *metrics
+	repl      *replicator
+	tiers     *tiers
+	metrics   *metrics
 }
 
 // New opens the node's state and sockets. Run starts it.
