@@ -537,3 +537,72 @@ func expect(fr *mesh.FrameReader, typ mesh.FrameType) ([]byte, error) {
 	}
 	return p, nil
 }
+
+// TestReplicationCoalesces: with a 3 s coalescing window on the link, a
+// block rewritten at every one of dc1's many points crosses about once per
+// window; each point dc2 keeps is one of dc1's, restorable byte for byte.
+func TestReplicationCoalesces(t *testing.T) {
+	t.Parallel()
+	h := replSites(t, replPolicy("warm", `coalesce = "3s"`))
+	img := randomImage(t, 8<<20, 6)
+	startAgent(t, h, img, 100*time.Millisecond)
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Rewrite the same two blocks for 10 s.
+	block := make([]byte, 128<<10)
+	end := time.Now().Add(10 * time.Second)
+	for i := 0; time.Now().Before(end); i++ {
+		for j := range block {
+			block[j] = byte(i + j)
+		}
+		if _, err := f.WriteAt(block, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Scans go on making points of the unchanged volume: wait until dc2
+	// holds the final content.
+	h.eventually("dc2 holds the final content", 30*time.Second, func() error {
+		p1, err := newest(t, h.node("dc1-n1"))
+		if err != nil {
+			return err
+		}
+		p2, err := newest(t, h.node("dc2-n1"))
+		if err != nil {
+			return err
+		}
+		if p1.Volumes[0].Root != p2.Volumes[0].Root {
+			return fmt.Errorf("dc2's newest point %s has another root than dc1's %s", p2.ID, p1.ID)
+		}
+		return nil
+	})
+	at1, err := h.node("dc1-n1").Points(t.Context(), "web", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at2, err := h.node("dc2-n1").Points(t.Context(), "web", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dc1 made %d points, dc2 received %d", len(at1), len(at2))
+	// About one point per 3 s window.
+	if len(at1) < 3*len(at2) {
+		t.Errorf("dc1 made %d points and dc2 received %d: not coalesced", len(at1), len(at2))
+	}
+	ids := map[string]bool{}
+	for _, p := range at1 {
+		ids[p.ID] = true
+	}
+	for _, p := range at2 {
+		if !ids[p.ID] {
+			t.Errorf("dc2 holds point %s, which dc1 never made", p.ID)
+			continue
+		}
+		if !bytes.Equal(imageAt(t, h, "dc2-n1", p.ID), imageAt(t, h, "dc1-n1", p.ID)) {
+			t.Errorf("point %s differs between dc1 and dc2", p.ID)
+		}
+	}
+}
