@@ -9,6 +9,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/node/internal/archive"
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 
@@ -169,7 +170,42 @@ func (n *Node) StandbyPath(service, volume string) (path string, p blockstore.Po
 	return s.Path(volume), p, true
 }
 
-// exportCold exports p into the site's archive directory.
+// exportCold exports p into the site's archive directory and prunes the
+// exports the copy's retention no longer keeps.
 func (t *tiers) exportCold(ctx context.Context, service string, c *config.Copy, p blockstore.Point) error {
+	if c.Export == config.ExportNone || c.Export == "" {
+		return nil
+	}
+	cat := t.n.Catalog()
+	site := cat.Policy.Cluster.Site(string(t.n.opts.Site))
+	if site == nil || site.ArchiveDir == "" {
+		t.n.log.Warn("cold copy has an export format but the site has no archive_dir: nothing exported", "service", service, "site", t.n.opts.Site)
+		return nil
+	}
+	if c.Export != config.ExportRaw {
+		// qcow2 and vhdx writers come with image export (issue 6).
+		t.n.log.Warn("exporting raw images: this node writes only raw exports so far", "service", service, "export", c.Export)
+	}
+	o := archive.Options{Logger: t.n.log.With("service", service), Now: t.n.opts.Now}
+	start := time.Now()
+	m, err := archive.Export(ctx, t.n.store, p, site.ArchiveDir, o)
+	if err != nil {
+		return fmt.Errorf("export point %s into %s: %w", p.ID, site.ArchiveDir, err)
+	}
+	t.n.log.Info("cold copy exported", "service", service, "point", p.ID, "dir", filepath.Join(site.ArchiveDir, service, m.DirName()),
+		"took", time.Since(start).Round(time.Millisecond))
+	t.n.metrics.exports.WithLabelValues(service).Inc()
+	t.n.noteTier(service, func(w *Watermark) { w.Export, w.ExportTime = p.ID, p.Time })
+	r := c.Retention
+	gone, err := archive.Prune(site.ArchiveDir, service, archive.Retention{
+		KeepLast: r.KeepLast, All: time.Duration(r.All), Hourly: time.Duration(r.Hourly),
+		Daily: time.Duration(r.Daily), Weekly: time.Duration(r.Weekly), Lock: time.Duration(r.Lock),
+	}, o)
+	if err != nil {
+		return fmt.Errorf("prune exports of %s: %w", service, err)
+	}
+	for _, e := range gone {
+		t.n.log.Info("old export removed by retention", "service", service, "export", e.Path)
+	}
 	return nil
 }

@@ -3,11 +3,14 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -603,6 +606,70 @@ func TestReplicationCoalesces(t *testing.T) {
 		}
 		if !bytes.Equal(imageAt(t, h, "dc2-n1", p.ID), imageAt(t, h, "dc1-n1", p.ID)) {
 			t.Errorf("point %s differs between dc1 and dc2", p.ID)
+		}
+	}
+}
+
+// TestReplicationCold: a cold copy with raw exports gets its first point
+// at once and exports it into dc2's archive directory: a sparse raw image
+// per volume with a manifest and SHA256SUMS that `sha256sum -c` accepts,
+// equal to the primary's volume at that point.
+func TestReplicationCold(t *testing.T) {
+	t.Parallel()
+	archiveDir := t.TempDir()
+	policy := bytes.Replace(replPolicy("cold", ""), []byte(`tier = "cold"`), []byte("tier = \"cold\"\n  schedule = \"every 1h\"\n  export = \"raw\""), 1)
+	policy = bytes.Replace(policy, []byte("[[site]]\nname = \"dc2\"\n"), fmt.Appendf(nil, "[[site]]\nname = \"dc2\"\narchive_dir = %q\n", archiveDir), 1)
+	h := replSites(t, policy)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := workload.Image(f, 8<<20, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	startAgent(t, h, img, time.Hour)
+	var w node.Watermark
+	h.eventually("dc2 exported a point", 60*time.Second, func() error {
+		if w = watermark(h, "dc1-n1", "dc2"); w.Export == "" {
+			return fmt.Errorf("watermark %+v", w)
+		}
+		return nil
+	})
+	dirs, err := filepath.Glob(filepath.Join(archiveDir, "web", "*-"+w.Export[:12]))
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("export of %s in %s: %v %v", w.Export, archiveDir, dirs, err)
+	}
+	var m struct {
+		Point   struct{ ID string }
+		Volumes []struct {
+			File   string
+			SHA256 string
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dirs[0], "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil || m.Point.ID != w.Export || len(m.Volumes) != 1 {
+		t.Fatalf("manifest %s: %v", b, err)
+	}
+	got, err := os.ReadFile(filepath.Join(dirs[0], m.Volumes[0].File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := imageAt(t, h, "dc1-n1", w.Export); !bytes.Equal(got, want) {
+		t.Fatal("the exported image differs from dc1's volume at that point")
+	}
+	if sum := sha256.Sum256(got); hex.EncodeToString(sum[:]) != m.Volumes[0].SHA256 {
+		t.Fatal("the exported image does not match its manifest's sha256")
+	}
+	if _, err := exec.LookPath("sha256sum"); err == nil {
+		cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
+		cmd.Dir = dirs[0]
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("sha256sum -c: %v\n%s", err, out)
 		}
 	}
 }
