@@ -335,6 +335,14 @@ func printStatus(c *cli, st *node.Status) {
 					rpo += " (over)"
 				}
 			}
+			switch {
+			case cp.Standby != "" && cp.Standby != cp.Point:
+				point += " (standby at " + cp.Standby + ")"
+			case cp.Standby != "":
+				point += " (standby)"
+			case cp.Export != "":
+				point += " (exported " + cp.Export + ")"
+			}
 			if cp.Error != "" {
 				point += " (error: " + cp.Error + ")"
 			}
