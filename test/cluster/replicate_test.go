@@ -673,3 +673,118 @@ func TestReplicationCold(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicationScheduleAndPriority: services web (hot copy) and arch
+// (cold copy) share the dc1-dc2 link. While both transfer, hot gets most
+// of it and cold still moves. The link runs at 2 Mbit/s with a schedule of
+// 16 Mbit/s from a wall-clock minute on; the nodes' clock is set so that
+// minute starts a few seconds into the test, and the new rate is in force
+// within a second.
+func TestReplicationScheduleAndPriority(t *testing.T) {
+	t.Parallel()
+	// Fake wall clock: the schedule starts 8 s from now.
+	real := time.Now()
+	switchAt := real.Truncate(time.Minute).Add(2 * time.Minute)
+	offset := switchAt.Sub(real) - 8*time.Second
+	realSwitch := real.Add(8 * time.Second)
+	h := newHarness(t)
+	h.opts = func(o *node.Options) { o.Now = func() time.Time { return time.Now().Add(offset) } }
+	h.first("dc1-n1", "dc1")
+	h.add("dc2-n1", "dc2", node.RoleNode)
+	h.add("dc3-w1", "dc3", node.RoleWitness)
+	const size = 24 << 20
+	sw := switchAt.UTC()
+	policy := fmt.Appendf(nil, `[[site]]
+name = "dc1"
+[[site]]
+name = "dc2"
+[[site]]
+name = "dc3"
+[[link]]
+between = ["dc1", "dc2"]
+rate = "2Mbit"
+timezone = "UTC"
+  [[link.schedule]]
+  hours = "%02d:%02d-%02d:%02d"
+  rate = "16Mbit"
+`, sw.Hour(), sw.Minute(), sw.Add(30*time.Minute).Hour(), sw.Add(30*time.Minute).Minute())
+	for _, svc := range []struct{ name, copy string }{{"web", `tier = "hot"`}, {"arch", "tier = \"cold\"\n  schedule = \"daily 03:00\""}} {
+		policy = fmt.Appendf(policy, `[[service]]
+name = %q
+primary = "dc1"
+  [[service.server]]
+  name = "%s1"
+    [[service.server.volume]]
+    name = "disk"
+    path = "/dev/%s"
+    size = "%dB"
+  [[service.copy]]
+  site = "dc2"
+  %s
+`, svc.name, svc.name, svc.name, size, svc.copy)
+	}
+	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", policy, "test"); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("holders placed", 20*time.Second, func() error {
+		cat := h.node("dc1-n1").Catalog()
+		if cat.Holder("arch", "dc2") == "" || cat.Holder("web", "dc2") == "" {
+			return fmt.Errorf("holders not placed")
+		}
+		return nil
+	})
+	// Both services' first points are made at once; then both transfer.
+	for i, svc := range []string{"web", "arch"} {
+		a, err := agent.New(agent.Options{
+			Name: svc + "1", Service: svc, Volumes: []agent.Volume{{Name: "disk", Path: randomImage(t, size, uint64(10+i))}},
+			Node: h.node("dc1-n1").QUICAddr(), Creds: h.ca.Agent(mesh.NodeID(svc+"1"), "dc1", svc),
+			Interval: time.Hour, SpoolDir: t.TempDir(), Network: h.net.Node(mesh.NodeID(svc+"1"), "dc1"), Logger: h.logger(svc + "1"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	admin := h.node("dc1-n1").AdminAddr()
+	tierBytes := func() (hot, cold float64) {
+		hot, _ = metric(admin, "lifeboat_replication_sent_bytes_total", `tier="hot"`)
+		cold, _ = metric(admin, "lifeboat_replication_sent_bytes_total", `tier="cold"`)
+		return hot, cold
+	}
+	h.eventually("both copies transferring", 20*time.Second, func() error {
+		if hot, cold := tierBytes(); hot == 0 || cold == 0 {
+			return fmt.Errorf("hot %.0f, cold %.0f bytes sent", hot, cold)
+		}
+		return nil
+	})
+	if time.Until(realSwitch) < 4*time.Second {
+		t.Skipf("setup took too long: %s left before the schedule starts", time.Until(realSwitch))
+	}
+	h0, c0 := tierBytes()
+	t0 := time.Now()
+	time.Sleep(time.Until(realSwitch) - 500*time.Millisecond)
+	h1, c1 := tierBytes()
+	el := time.Since(t0).Seconds()
+	before := (h1 - h0 + c1 - c0) / el
+	share := (h1 - h0) / (h1 - h0 + c1 - c0)
+	t.Logf("before the schedule: %.2f Mbit/s, hot %.1f%%, cold %.1f%%", before*8/1e6, share*100, (1-share)*100)
+	if before > 2.3e6/8 || before < 1.7e6/8 {
+		t.Errorf("before the schedule: %.2f Mbit/s, want about 2", before*8/1e6)
+	}
+	if share < 0.8 || share > 0.99 {
+		t.Errorf("hot got %.1f%% of the link while both waited, want most of it but not all", share*100)
+	}
+	time.Sleep(time.Until(realSwitch) + time.Second)
+	h2, c2 := tierBytes()
+	t2 := time.Now()
+	time.Sleep(2 * time.Second)
+	h3, c3 := tierBytes()
+	after := (h3 - h2 + c3 - c2) / time.Since(t2).Seconds()
+	t.Logf("from 1 s after the schedule started: %.2f Mbit/s", after*8/1e6)
+	if after < 16e6/8*0.85 || after > 16e6/8*1.1 {
+		t.Errorf("1 s after the schedule started: %.2f Mbit/s, want about 16", after*8/1e6)
+	}
+}
