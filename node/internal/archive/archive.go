@@ -159,7 +159,7 @@ func Export(ctx context.Context, src Source, pt blockstore.Point, dir string, o 
 		os.RemoveAll(tmp)
 		return Manifest{}, fmt.Errorf("export point %s to %s: %w", pt.ID, final, err)
 	}
-	log.Info("point exported", "service", pt.Group, "point", pt.ID, "path", final, "volumes", len(m.Volumes), "bytes", written.Load(), "duration", time.Since(start))
+	log.Debug("point exported", "service", pt.Group, "point", pt.ID, "path", final, "volumes", len(m.Volumes), "bytes", written.Load(), "duration", time.Since(start))
 	return m, nil
 }
 
@@ -431,7 +431,7 @@ func Prune(dir, service string, r Retention, o Options) ([]Entry, error) {
 		if err := os.RemoveAll(gone); err != nil {
 			return removed, fmt.Errorf("prune export %s: %w", e.Path, err)
 		}
-		o.Logger.Info("export pruned", "service", service, "path", e.Path)
+		o.Logger.Debug("export pruned", "service", service, "path", e.Path)
 	}
 	return removed, nil
 }

@@ -48,6 +48,28 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// mkdirAllDurable creates dir and any missing parents, syncing the parent
+// of each directory it creates, so that what is written inside survives a
+// power loss.
+func mkdirAllDurable(dir string) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s: not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAllDurable(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
 // readFileLimit reads a whole file of at most limit bytes.
 func readFileLimit(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)

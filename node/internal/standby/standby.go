@@ -124,7 +124,7 @@ func open(dir string, o Options, hook func(string) error) (*Set, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAllDurable(dir); err != nil {
 		return nil, fmt.Errorf("open standby: %w", err)
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
@@ -327,7 +327,6 @@ func (s *Set) Apply(ctx context.Context, src Source, pt blockstore.Point) (Stats
 		os.Remove(filepath.Join(s.dir, journalName))
 	}
 	cur, have := s.cur, s.have
-	base := ""
 	if have {
 		if pt.ID == cur.ID {
 			return Stats{Duration: time.Since(start)}, nil
@@ -338,12 +337,48 @@ func (s *Set) Apply(ctx context.Context, src Source, pt blockstore.Point) (Stats
 		if !pt.Time.After(cur.Time) {
 			return Stats{}, fmt.Errorf("apply point %s (%s): %w (%s, %s)", pt.ID, pt.Time.Format(time.RFC3339Nano), ErrOlder, cur.ID, cur.Time.Format(time.RFC3339Nano))
 		}
-		base = cur.ID
 	}
 	pt.Volumes = slices.Clone(pt.Volumes)
-	ops, err := s.plan(ctx, src, cur, have, pt)
+	whole := map[string]bool{} // image files to write whole
+	for {
+		st, err := s.apply(ctx, src, cur, have, pt, whole)
+		var bg *baseGoneError
+		if errors.As(err, &bg) && !whole[bg.file] {
+			// The store dropped the base's map between planning and
+			// journalling (prune; page caches hide it for a while).
+			s.log.Info("standby base point no longer in the store; writing the image whole", "volume", bg.volume, "point", cur.ID, "err", bg.err)
+			whole[bg.file] = true
+			continue
+		}
+		if err != nil {
+			return st, fmt.Errorf("apply point %s: %w", pt.ID, err)
+		}
+		st.Duration = time.Since(start)
+		s.log.Debug("standby images updated", "service", pt.Group, "point", pt.ID, "volumes", st.Volumes, "blocks", st.Blocks, "bytes", st.Bytes, "duration", st.Duration)
+		return st, nil
+	}
+}
+
+// baseGoneError means the store lacks a map page that the diff of an image
+// needs; the image can be written whole instead.
+type baseGoneError struct {
+	file, volume string
+	err          error
+}
+
+func (e *baseGoneError) Error() string { return fmt.Sprintf("journal volume %q: %v", e.volume, e.err) }
+func (e *baseGoneError) Unwrap() error { return e.err }
+
+// apply plans and performs one update; whole names image files to write
+// whole regardless.
+func (s *Set) apply(ctx context.Context, src Source, cur blockstore.Point, have bool, pt blockstore.Point, whole map[string]bool) (Stats, error) {
+	base := ""
+	if have {
+		base = cur.ID
+	}
+	ops, err := s.plan(ctx, src, cur, have, pt, whole)
 	if err != nil {
-		return Stats{}, fmt.Errorf("apply point %s: %w", pt.ID, err)
+		return Stats{}, err
 	}
 	if len(ops) == 0 {
 		// No image changes (a point with no writes): the state alone moves.
@@ -351,31 +386,26 @@ func (s *Set) Apply(ctx context.Context, src Source, pt blockstore.Point) (Stats
 			return Stats{}, err
 		}
 		if err := writeFileDurable(filepath.Join(s.dir, stateName), encodeState(pt)); err != nil {
-			return Stats{}, fmt.Errorf("apply point %s: write standby state: %w", pt.ID, err)
+			return Stats{}, fmt.Errorf("write standby state: %w", err)
 		}
 		s.setPoint(pt, true)
-		return Stats{Duration: time.Since(start)}, nil
+		return Stats{}, nil
 	}
 	st, j, err := s.build(ctx, src, base, ops, pt)
 	if err != nil {
 		s.discard(ops)
-		return st, fmt.Errorf("apply point %s: %w", pt.ID, err)
+		return st, err
 	}
 	s.pending = j
 	s.setPoint(cur, false)
 	if err = s.step("committed"); err == nil {
 		err = s.finish(j)
 	}
-	if err != nil {
-		return st, fmt.Errorf("apply point %s: %w", pt.ID, err)
-	}
-	st.Duration = time.Since(start)
-	s.log.Debug("standby images updated", "service", pt.Group, "point", pt.ID, "volumes", st.Volumes, "blocks", st.Blocks, "bytes", st.Bytes, "duration", st.Duration)
-	return st, nil
+	return st, err
 }
 
 // plan decides what to do to each image file.
-func (s *Set) plan(ctx context.Context, src Source, cur blockstore.Point, have bool, pt blockstore.Point) ([]op, error) {
+func (s *Set) plan(ctx context.Context, src Source, cur blockstore.Point, have bool, pt blockstore.Point, whole map[string]bool) ([]op, error) {
 	old := map[string]blockstore.VolumeState{}
 	if have {
 		for _, v := range cur.Volumes {
@@ -389,7 +419,7 @@ func (s *Set) plan(ctx context.Context, src Source, cur blockstore.Point, have b
 		o, ok := old[f]
 		delete(old, f)
 		switch {
-		case !ok || o.BlockSize != v.BlockSize:
+		case !ok || o.BlockSize != v.BlockSize || whole[f]:
 			ops = append(ops, op{kind: opReplace, file: f, old: o, new: v})
 		case o.Root == v.Root && o.Size == v.Size:
 			// unchanged
@@ -625,6 +655,9 @@ func (s *Set) journalDiff(ctx context.Context, src Source, jw *journalWriter, id
 	}
 	if err == nil {
 		err = flushZero()
+	}
+	if errors.Is(err, blockstore.ErrNotFound) {
+		return &baseGoneError{file: o.file, volume: o.new.Name, err: err}
 	}
 	if err != nil {
 		return fmt.Errorf("journal volume %q: %w", o.new.Name, err)

@@ -201,6 +201,7 @@ func TestApplyBaseGone(t *testing.T) {
 	w := newWorld(t, 5)
 	s := openSet(t, filepath.Join(t.TempDir(), "standby"))
 	w.set("a", 256<<10, 4096, 0.2)
+	w.set("b", 256<<10, 4096, 0.2)
 	if _, err := s.Apply(t.Context(), w.store, w.commit()); err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +211,22 @@ func TestApplyBaseGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAt(t, s, p, w.expect(p))
+	// The real thing: the store prunes the standby's point (and its map
+	// pages) before the next point is applied.
+	w.mutate("a", 0.05)
+	w.mutate("b", 0.05)
+	p2 := w.commit()
+	rep, err := w.store.Prune(t.Context(), blockstore.Retention{Last: 1}, blockstore.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PointsDeleted == 0 || rep.PagesDeleted == 0 {
+		t.Fatalf("prune deleted %d points and %d pages; the test needs the base gone", rep.PointsDeleted, rep.PagesDeleted)
+	}
+	if _, err := s.Apply(t.Context(), w.store, p2); err != nil {
+		t.Fatal(err)
+	}
+	checkAt(t, s, p2, w.expect(p2))
 }
 
 // failing is a store whose reads fail after a number of blocks.
