@@ -179,7 +179,7 @@
 // The holder of a service at its primary site opens one stream per
 // recovery site to the holder there (named in the catalog). Frames:
 //
-//	20 ReplHello      sender → receiver  JSON {version: 1, service, site, tier}
+//	20 ReplHello      opener → acceptor  JSON {version: 1, service, site, tier, fetch}
 //	21 ReplWelcome    receiver → sender  JSON {node, points: [point IDs, newest first, at most 64]}
 //	22 ReplBegin      sender → receiver  JSON {base: point ID or absent, point: {id, name, group, time, volumes: [{name, root, size, block_size, used_blocks}]}}
 //	 3 Offer, 4 Want, 6 Changes          as in the ingest protocol; Changes name volumes without the "SERVICE/" prefix
@@ -204,6 +204,12 @@
 // Received blocks are flushed every 8 MiB: after a cut, a restart or a
 // crash the next session re-offers them and they are not wanted again.
 // Each stream's writes pass through the link's throttle (mesh/throttle).
+//
+// With fetch set (tier "primary"), the stream runs the other way: the
+// opener is the holder at the service's primary site that has no point of
+// it (it took over from a dead holder); it sends ReplWelcome, and the
+// acceptor, the holder of a copy, sends its newest point as above and
+// closes its side. Only the primary's holder may fetch (CodeForbidden).
 //
 // # Testing
 //

@@ -294,6 +294,9 @@ func (n *Node) ingestHolder(service string) (*mesh.Welcome, error) {
 	holder := cat.Holder(service, string(n.opts.Site))
 	switch holder {
 	case n.opts.Name:
+		if since, ok := n.fetching(service); ok {
+			return nil, refuse(mesh.CodeUnavailable, "node %s took over service %s and is fetching its newest point from a copy (for %s): retry shortly", n.opts.Name, service, time.Since(since).Round(time.Second))
+		}
 		return nil, nil
 	case "":
 		return nil, refuse(mesh.CodeUnavailable, "service %s has no holder at site %s yet: the leader places it when a data node of the site is alive", service, n.opts.Site)

@@ -202,7 +202,8 @@ func New(opts Options) (_ *Node, err error) {
 		tierMarks: map[string]Watermark{},
 	}
 	n.metrics = newMetrics(n)
-	n.repl = &replicator{n: n, senders: map[replKey]*sender{}, links: map[mesh.Site]*linkState{}}
+	n.repl = &replicator{n: n, senders: map[replKey]*sender{}, links: map[mesh.Site]*linkState{},
+		fetch: fetchState{running: map[string]time.Time{}, done: map[string]bool{}}}
 	n.tiers = newTiers(n)
 	var closers []func()
 	defer func() {

@@ -45,6 +45,7 @@ type replicator struct {
 	mu      sync.Mutex
 	senders map[replKey]*sender
 	links   map[mesh.Site]*linkState
+	fetch   fetchState
 }
 
 type replKey struct {
@@ -169,6 +170,7 @@ func (rp *replicator) sync(ctx context.Context) {
 	}
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
+	rp.startFetches(ctx, cat)
 	for k, s := range rp.senders {
 		if w, ok := want[k]; !ok || !w.same(s) {
 			s.cancel()
@@ -746,6 +748,9 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 		return refuse(mesh.CodeNotFound, "service %s is not in the applied policy", h.Service)
 	}
 	svc := cat.Policy.Cluster.Service(h.Service)
+	if h.Fetch {
+		return n.serveFetch(ctx, s, fr, h, cat)
+	}
 	if svc.Copy(string(n.opts.Site)) == nil {
 		return refuse(mesh.CodeForbidden, "service %s keeps no copy at site %s", h.Service, n.opts.Site)
 	}
@@ -755,14 +760,21 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 	if from := cat.Holder(h.Service, svc.Primary); from != peer.Name {
 		return refuse(mesh.CodeForbidden, "service %s is held at its primary site %s by %q, not %s: only the holder replicates it", h.Service, svc.Primary, from, peer.Name)
 	}
+	n.log.Info("replication stream from the primary", "peer", peer.Name, "service", h.Service, "tier", h.Tier)
+	return n.receivePoints(ctx, s, fr, h.Service)
+}
+
+// receivePoints is the receiving end of a replication stream: Welcome,
+// then points until the stream ends.
+func (n *Node) receivePoints(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, service string) error {
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(mesh.MaxPackedPlain))
 	if err != nil {
 		return err
 	}
 	defer dec.Close()
-	r := &receiver{n: n, service: h.Service, dec: dec}
+	r := &receiver{n: n, service: service, dec: dec}
 	defer r.abort()
-	pts, err := n.servicePoints(ctx, h.Service, mesh.MaxWelcomePoints)
+	pts, err := n.servicePoints(ctx, service, mesh.MaxWelcomePoints)
 	if err != nil {
 		return refuse(mesh.CodeInternal, "list points: %v", err)
 	}
@@ -774,7 +786,6 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 	if err := mesh.WriteFrame(s, mesh.FrameReplWelcome, b); err != nil {
 		return err
 	}
-	n.log.Info("replication stream from the primary", "peer", peer.Name, "service", h.Service, "tier", h.Tier, "points_held", len(pts))
 	for {
 		t, p, err := fr.Next()
 		if err != nil {
@@ -807,7 +818,7 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 			if err != nil {
 				return err
 			}
-			n.metrics.replReceived.WithLabelValues(h.Service).Add(float64(raw))
+			n.metrics.replReceived.WithLabelValues(service).Add(float64(raw))
 			// Make received blocks durable every few MiB: after a cut or
 			// a crash the sender offers them again and they are not
 			// wanted.
@@ -970,6 +981,9 @@ func (r *receiver) commit(ctx context.Context) (*mesh.ReplCommitted, error) {
 	st.mu.Lock()
 	if st.latest == nil || committed.Time.After(st.latest.Time) {
 		st.setLatest(&committed)
+	}
+	if a, seq, ok := parsePointName(committed.Name); ok && seq > st.seqs[a] {
+		st.seqs[a] = seq // an agent shipping here later resumes after it
 	}
 	st.mu.Unlock()
 	r.last = &committed

@@ -76,10 +76,15 @@ func replSites(t *testing.T, policy []byte, dc2 ...mesh.NodeID) *harness {
 }
 
 // startAgent runs a scan agent for web/disk on path, shipping to dc1-n1.
-func startAgent(t *testing.T, h *harness, path string, interval time.Duration) {
+func startAgent(t *testing.T, h *harness, path string, interval time.Duration) *agent.Agent {
+	return startAgentAt(t, h, "dc1-n1", path, interval)
+}
+
+// startAgentAt runs a scan agent for web/disk on path, pointed at node at.
+func startAgentAt(t *testing.T, h *harness, at mesh.NodeID, path string, interval time.Duration) *agent.Agent {
 	a, err := agent.New(agent.Options{
 		Name: "web1", Service: "web", Volumes: []agent.Volume{{Name: "disk", Path: path}},
-		Node: h.node("dc1-n1").QUICAddr(), Creds: h.ca.Agent("web1", "dc1", "web"),
+		Node: h.node(at).QUICAddr(), Creds: h.ca.Agent("web1", "dc1", "web"),
 		Interval: interval, SpoolDir: t.TempDir(), Network: h.net.Node("web1", "dc1"),
 		Logger: h.logger("web1"),
 	})
@@ -90,6 +95,7 @@ func startAgent(t *testing.T, h *harness, path string, interval time.Duration) {
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	return a
 }
 
 // imageAt reads web/disk at a point from a node's admin API.
@@ -786,5 +792,87 @@ primary = "dc1"
 	t.Logf("from 1 s after the schedule started: %.2f Mbit/s", after*8/1e6)
 	if after < 16e6/8*0.85 || after > 16e6/8*1.1 {
 		t.Errorf("1 s after the schedule started: %.2f Mbit/s, want about 16", after*8/1e6)
+	}
+}
+
+// TestPrimaryHolderFetches: dc1 has two nodes. When the one holding web
+// dies, the other takes over, first fetches the newest point from dc2's
+// copy, and the agent, redirected to it, then sends only what changed
+// since; dc2 goes on receiving from the new holder.
+func TestPrimaryHolderFetches(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.opts = func(o *node.Options) { o.HolderTimeout = 3 * time.Second }
+	h.first("dc1-n1", "dc1")
+	h.add("dc1-n2", "dc1", node.RoleNode)
+	h.add("dc2-n1", "dc2", node.RoleNode)
+	h.add("dc3-w1", "dc3", node.RoleWitness)
+	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", replPolicy("warm", ""), "test"); err != nil {
+		t.Fatal(err)
+	}
+	var holder mesh.NodeID
+	h.eventually("web placed at dc1", 20*time.Second, func() error {
+		if holder = h.node("dc1-n1").Catalog().Holder("web", "dc1"); holder == "" {
+			return fmt.Errorf("no holder")
+		}
+		return nil
+	})
+	other := mesh.NodeID("dc1-n1")
+	if holder == other {
+		other = "dc1-n2"
+	}
+	const size = 8 << 20
+	img := randomImage(t, size, 7)
+	a := startAgentAt(t, h, other, img, 300*time.Millisecond)
+	var p1 blockstore.Point
+	h.eventually("dc2 holds web", 60*time.Second, func() error {
+		var err error
+		if p1, err = newest(t, h.node(holder)); err != nil {
+			return err
+		}
+		if w := watermark(h, other, "dc2"); w.Point != p1.ID {
+			return fmt.Errorf("dc2 watermark %q, want %s", w.Point, p1.ID)
+		}
+		return nil
+	})
+	h.kill(holder)
+	sentBefore := a.Status().SentBytes
+	b, _ := os.ReadFile(img)
+	copy(b[2<<20:], bytes.Repeat([]byte("written after the holder died "), 1000))
+	if err := os.WriteFile(img, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var p2 blockstore.Point
+	h.eventually(string(other)+" holds web with the new write, and so does dc2", 60*time.Second, func() error {
+		if hd := h.node(other).Catalog().Holder("web", "dc1"); hd != other {
+			return fmt.Errorf("holder at dc1 is %q", hd)
+		}
+		var err error
+		if p2, err = newest(t, h.node(other)); err != nil {
+			return err
+		}
+		if !bytes.Equal(imageAt(t, h, other, p2.ID), b) {
+			return fmt.Errorf("newest point %s at %s is not the volume as written", p2.ID, other)
+		}
+		if w := watermark(h, other, "dc2"); w.Point != p2.ID {
+			return fmt.Errorf("dc2 at %q, want %s", w.Point, p2.ID)
+		}
+		return nil
+	})
+	pts, err := h.node(other).Points(t.Context(), "web", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched := false
+	for _, p := range pts {
+		fetched = fetched || p.ID == p1.ID
+	}
+	if !fetched {
+		t.Errorf("%s does not hold %s, the point dc2 had: nothing was fetched", other, p1.ID)
+	}
+	sent := a.Status().SentBytes - sentBefore
+	t.Logf("after the takeover the agent sent %d KiB for a %d MiB volume", sent>>10, size>>20)
+	if sent > size/4 {
+		t.Errorf("the agent sent %d KiB to the new holder: it resent the volume instead of what changed", sent>>10)
 	}
 }

@@ -1,0 +1,172 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+)
+
+// Fetching (issue 5): a node that becomes the holder of a service at its
+// primary site without any of its points (the previous holder died) first
+// fetches the newest point from the nearest copy: a recovery site's holder,
+// over the WAN, through the link's throttle. Agents are held off (asked to
+// retry) while the fetch runs, for at most holder_timeout, so that they
+// then send only what changed since that point instead of whole volumes.
+
+// fetchState tracks the fetches of this node, by service.
+type fetchState struct {
+	running map[string]time.Time // start
+	done    map[string]bool      // fetched for the current holder assignment
+}
+
+// fetching reports whether agents of service should wait for a fetch.
+func (n *Node) fetching(service string) (since time.Time, ok bool) {
+	n.repl.mu.Lock()
+	defer n.repl.mu.Unlock()
+	since, ok = n.repl.fetch.running[service]
+	if ok && time.Since(since) > n.opts.HolderTimeout {
+		return since, false
+	}
+	return since, ok
+}
+
+// startFetches starts a fetch for every service this node holds at its
+// primary site without any point; rp.mu must be held.
+func (rp *replicator) startFetches(ctx context.Context, cat *Catalog) {
+	n := rp.n
+	if cat.Policy == nil || cat.Policy.Cluster == nil {
+		return
+	}
+	for _, svc := range cat.Policy.Cluster.Services {
+		if svc.Primary != string(n.opts.Site) || cat.Holder(svc.Name, svc.Primary) != n.opts.Name {
+			delete(rp.fetch.done, svc.Name) // a later assignment fetches again
+			continue
+		}
+		if _, ok := rp.fetch.running[svc.Name]; ok || rp.fetch.done[svc.Name] {
+			continue
+		}
+		if p, _ := n.svcs.get(svc.Name).newest(); p != nil {
+			rp.fetch.done[svc.Name] = true // it has points: nothing to fetch
+			continue
+		}
+		// The copy with the newest point; hot and warm before cold at
+		// equal age, as they are closer to the primary's state.
+		var from NodeInfo
+		var best Watermark
+		st := cat.Services[svc.Name]
+		for _, c := range svc.Copies {
+			w, ok := st.Watermarks[c.Site]
+			h := cat.Holder(svc.Name, c.Site)
+			ni, known := cat.Nodes[h]
+			if !ok || w.Point == "" || !known || ni.QUIC == "" {
+				continue
+			}
+			if from.Name == "" || w.Time.After(best.Time) {
+				from, best = ni, w
+			}
+		}
+		if from.Name == "" {
+			rp.fetch.done[svc.Name] = true // no copy anywhere: the agents ship everything
+			continue
+		}
+		rp.fetch.running[svc.Name] = time.Now()
+		name := svc.Name
+		go func() {
+			err := n.fetch(ctx, name, from)
+			rp.mu.Lock()
+			delete(rp.fetch.running, name)
+			if err == nil {
+				rp.fetch.done[name] = true
+			}
+			rp.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				n.log.Warn("fetch the newest point from a copy; will retry", "service", name, "from", from.Name, "err", err)
+			}
+		}()
+	}
+}
+
+// fetch receives the newest point of service from the holder of a copy.
+func (n *Node) fetch(ctx context.Context, service string, from NodeInfo) error {
+	n.log.Info("holder without points: fetching the newest point from a copy", "service", service, "from", from.Name, "site", from.Site)
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	s, err := n.ep.Dial(dctx, from.QUIC, mesh.KindBlocks)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", from.Name, err)
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Abort(mesh.CodeUnavailable) })
+	defer stop()
+	b, _ := json.Marshal(mesh.ReplHello{Version: mesh.ReplVersion, Service: service, Site: n.opts.Site, Tier: "primary", Fetch: true})
+	if err := mesh.WriteFrame(s, mesh.FrameReplHello, b); err != nil {
+		return err
+	}
+	fr := mesh.NewFrameReader(s, mesh.KindBlocks.MaxFrame())
+	err = n.receivePoints(ctx, s, fr, service)
+	p, _ := n.svcs.get(service).newest()
+	if p == nil {
+		if err == nil {
+			err = fmt.Errorf("the stream ended without a point")
+		}
+		return err
+	}
+	n.log.Info("fetched the newest point from a copy", "service", service, "from", from.Name, "point", p.ID, "point_time", p.Time, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// serveFetch sends the newest point of a service this node holds a copy
+// of to the holder at the primary site that asks for it, then ends.
+func (n *Node) serveFetch(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, h *mesh.ReplHello, cat *Catalog) error {
+	peer := s.Peer()
+	svc := cat.Policy.Cluster.Service(h.Service)
+	if string(peer.Site) != svc.Primary || cat.Holder(h.Service, svc.Primary) != peer.Name {
+		return refuse(mesh.CodeForbidden, "a fetch of service %s is for its holder at its primary site %s, not %s", h.Service, svc.Primary, peer.Name)
+	}
+	c := svc.Copy(string(n.opts.Site))
+	if c == nil || cat.Holder(h.Service, string(n.opts.Site)) != n.opts.Name {
+		return refuse(mesh.CodeUnavailable, "node %s does not hold a copy of service %s", n.opts.Name, h.Service)
+	}
+	latest, _ := n.svcs.get(h.Service).newest()
+	if latest == nil {
+		return refuse(mesh.CodeNotFound, "node %s holds no point of service %s yet", n.opts.Name, h.Service)
+	}
+	tier, err := throttle.ParseTier(string(c.Tier))
+	if err != nil {
+		tier = throttle.Cold
+	}
+	n.repl.mu.Lock()
+	link := n.repl.link(peer.Site)
+	n.repl.mu.Unlock()
+	sd := &sender{n: n, key: replKey{h.Service, string(peer.Site)}, dest: peer.Name, tier: tier, tierName: string(c.Tier),
+		link: link, log: n.log.With("service", h.Service, "to", peer.Name, "fetch", true)}
+	p, err := expectFrame(fr, mesh.FrameReplWelcome)
+	if err != nil {
+		return err
+	}
+	w, err := mesh.DecodeReplWelcome(p)
+	if err != nil {
+		return refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	base, err := sd.commonBase(ctx, w.Points)
+	if err != nil {
+		return err
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return err
+	}
+	defer enc.Close()
+	sd.log.Info("sending the newest point to the primary's new holder", "point", latest.ID)
+	if err := sd.sendPoint(ctx, s, fr, enc, base, latest); err != nil {
+		return err
+	}
+	return s.CloseWrite()
+}
