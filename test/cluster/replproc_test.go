@@ -165,6 +165,13 @@ func TestReplicationProcessesKill9Receiver(t *testing.T) {
 	if w := st.Services[0].Watermarks; len(w) == 0 || w[0].Site != "dc1" || w[0].Point != c.Point {
 		t.Fatalf("dc1's newest point %+v, dc2 holds %s", w, c.Point)
 	}
+	out := testbin.Run(t, bin, 0, "status", "--admin", dc1.admin)
+	t.Logf("lifeboat status:\n%s", out)
+	for _, want := range []string{"TIER", "hot", "dc2-n1", "(standby)", "40Mbit"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q", want)
+		}
+	}
 	sent, err := metric(dc1.admin, "lifeboat_replication_sent_bytes_total", `link="dc1-dc2"`)
 	if err != nil {
 		t.Fatal(err)
