@@ -718,7 +718,9 @@ func TestReplicationScheduleAndPriority(t *testing.T) {
 	switchAt := time.Now().Truncate(time.Minute).Add(3 * time.Minute)
 	var offset atomic.Int64
 	h := newHarness(t)
-	h.opts = func(o *node.Options) { o.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) } }
+	h.opts = func(o *node.Options) {
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	}
 	h.first("dc1-n1", "dc1")
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.add("dc3-w1", "dc3", node.RoleWitness)
