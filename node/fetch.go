@@ -146,7 +146,7 @@ func (n *Node) serveFetch(ctx context.Context, s *mesh.Stream, fr *mesh.FrameRea
 	link := n.repl.link(peer.Site)
 	n.repl.mu.Unlock()
 	sd := &sender{n: n, key: replKey{h.Service, string(peer.Site)}, dest: peer.Name, tier: tier, tierName: string(c.Tier),
-		link: link, log: n.log.With("service", h.Service, "to", peer.Name, "fetch", true)}
+		link: link, rated: true, log: n.log.With("service", h.Service, "to", peer.Name, "fetch", true)}
 	p, err := expectFrame(fr, mesh.FrameReplWelcome)
 	if err != nil {
 		return err

@@ -74,6 +74,7 @@ type sender struct {
 	loc      *time.Location
 	link     *linkState
 	ctx      context.Context // ends when the sender is stopped
+	rated    bool            // the link has a rate: compress harder, always
 	cancel   context.CancelFunc
 	done     chan struct{}
 	log      *slog.Logger
@@ -120,10 +121,14 @@ func (n *Node) replicatorLoop(ctx context.Context) {
 	for {
 		rp.sync(ctx)
 		rp.report(ctx)
+		n.fsm.mu.RLock()
+		applied := n.fsm.applied
+		n.fsm.mu.RUnlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-applied: // a policy or holder change starts senders at once
 		}
 	}
 }
@@ -354,8 +359,9 @@ func (s *sender) session(ctx context.Context) error {
 	s.log.Info("replicating", "receiver_has", len(w.Points), "base", pointID(base))
 	// A link with a rate is worth CPU: compress harder there.
 	level := zstd.SpeedFastest
+	s.rated = false
 	if l := s.link.policy.Load(); l != nil && (l.Rate > 0 || len(l.Schedule) > 0) {
-		level = zstd.SpeedDefault
+		level, s.rated = zstd.SpeedDefault, true
 	}
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1))
 	if err != nil {
@@ -519,7 +525,13 @@ type batchSender struct {
 	buf       []byte
 	zbuf      []byte
 	tw        *throttledWriter
+	skipZ     int // frames to send without trying to compress
 }
+
+// incompressibleSkip is how many frames a sender on an unlimited link
+// sends raw after one that did not compress (on a link with a rate, bytes
+// matter more than CPU: every frame is tried).
+const incompressibleSkip = 8
 
 // flush offers the batch's blocks, sends those wanted, then the changes.
 func (bs *batchSender) flush(ctx context.Context) error {
@@ -594,10 +606,19 @@ func (bs *batchSender) flush(ctx context.Context) error {
 // compressed together when that pays.
 func (bs *batchSender) sendBlocks(ctx context.Context, raw int) error {
 	labels := []string{bs.s.link.name, bs.s.tierName}
-	bs.zbuf = bs.enc.EncodeAll(bs.buf, bs.zbuf[:0])
 	t, p := mesh.FrameBlocks, bs.buf
-	if len(bs.zbuf) < len(bs.buf)-len(bs.buf)/16 {
-		t, p = mesh.FrameBlocksPacked, bs.zbuf
+	if bs.skipZ > 0 {
+		// The last frame did not compress: data like it (encrypted or
+		// already compressed) is sent raw for a few frames before trying
+		// again.
+		bs.skipZ--
+	} else {
+		bs.zbuf = bs.enc.EncodeAll(bs.buf, bs.zbuf[:0])
+		if len(bs.zbuf) < len(bs.buf)-len(bs.buf)/16 {
+			t, p = mesh.FrameBlocksPacked, bs.zbuf
+		} else if !bs.s.rated {
+			bs.skipZ = incompressibleSkip
+		}
 	}
 	bs.s.n.metrics.replCompressSaved.WithLabelValues(labels...).Add(float64(len(bs.buf) - len(p)))
 	err := bs.write(ctx, t, p)

@@ -129,7 +129,9 @@ func watermark(h *harness, from mesh.NodeID, site string) node.Watermark {
 	return node.Watermark{}
 }
 
-func newest(t *testing.T, n *node.Node) (blockstore.Point, error) {
+func newest(t *testing.T, n *node.Node) (blockstore.Point, error) { return newestTB(t, n) }
+
+func newestTB(t testing.TB, n *node.Node) (blockstore.Point, error) {
 	pts, err := n.Points(t.Context(), "web", "")
 	if err != nil || len(pts) == 0 {
 		return blockstore.Point{}, fmt.Errorf("points of web at %s: %v (%d)", n.Name(), err, len(pts))
