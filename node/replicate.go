@@ -775,6 +775,20 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 	if svc.Copy(string(n.opts.Site)) == nil {
 		return refuse(mesh.CodeForbidden, "service %s keeps no copy at site %s", h.Service, n.opts.Site)
 	}
+	// The sender may have seen this node's assignment first: give the
+	// local catalog a moment to apply it.
+	for wait := time.Now().Add(3 * time.Second); cat.Holder(h.Service, string(n.opts.Site)) != n.opts.Name && time.Now().Before(wait); {
+		n.fsm.mu.RLock()
+		applied := n.fsm.applied
+		n.fsm.mu.RUnlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-applied:
+		case <-time.After(100 * time.Millisecond):
+		}
+		cat = n.Catalog()
+	}
 	if holder := cat.Holder(h.Service, string(n.opts.Site)); holder != n.opts.Name {
 		return refuse(mesh.CodeUnavailable, "service %s at site %s is held by %q, not %s", h.Service, n.opts.Site, holder, n.opts.Name)
 	}
