@@ -77,15 +77,19 @@ func (n *Node) bootstrapLoop(ctx context.Context) {
 // refreshHasState notes when this node's Raft has state and tells the
 // others through the gossip metadata.
 func (n *Node) refreshHasState() bool {
-	if n.hasState.Load() {
+	if n.hasState.Load() && n.metaHasState.Load() {
 		return true
 	}
-	if n.r().LastIndex() == 0 {
+	if !n.hasState.Load() && n.r().LastIndex() == 0 {
 		return false
 	}
 	n.hasState.Store(true)
+	// The leader promotes this node once the others see the flag: an
+	// update whose broadcast timed out is sent again at the next call.
 	if err := n.gossip.UpdateMeta(n.meta(n.quicAddr)); err != nil {
-		n.log.Warn("update gossip metadata", "err", err)
+		n.log.Warn("update gossip metadata; will retry", "err", err)
+	} else {
+		n.metaHasState.Store(true)
 	}
 	return true
 }

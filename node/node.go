@@ -166,7 +166,9 @@ type Node struct {
 	admin    *http.Server
 	kick     chan struct{} // wakes the reconciler
 	hasState atomic.Bool
-	joined   atomic.Bool // the gossip join succeeded (or there was none to make)
+	// metaHasState: the gossip metadata announcing hasState went out.
+	metaHasState atomic.Bool
+	joined       atomic.Bool // the gossip join succeeded (or there was none to make)
 
 	goneMu     sync.Mutex
 	goneSince  map[mesh.NodeID]time.Time
@@ -236,6 +238,7 @@ func New(opts Options) (_ *Node, err error) {
 		return nil, &RaftStateError{Path: raftDir, Err: err}
 	}
 	n.hasState.Store(has)
+	n.metaHasState.Store(has)
 	if !has {
 		n.log.Info("no raft state; this node joins the cluster as a new member", "path", raftDir)
 	}
