@@ -267,7 +267,7 @@ func (rp *replicator) report(ctx context.Context) {
 	for _, s := range rp.senders {
 		s.progMu.Lock()
 		p := s.prog
-		if p.Sending != s.reported.Sending || p.Error != s.reported.Error || p.Backlog != s.reported.Backlog && time.Since(s.reported.At) > 5*time.Second {
+		if p.Sending != s.reported.Sending || p.Error != s.reported.Error || p.Backlog != s.reported.Backlog && rp.n.opts.Now().Sub(s.reported.At) > 5*time.Second {
 			p.At = rp.n.opts.Now()
 			batch = append(batch, p)
 			changed = append(changed, s)
