@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
 )
 
 // Sentinel errors callers branch on.
@@ -97,7 +98,7 @@ func Export(ctx context.Context, src Source, pt blockstore.Point, dir string, o 
 		return Manifest{}, fmt.Errorf("export point %s: %w", pt.ID, err)
 	}
 	sdir := filepath.Join(dir, pt.Group)
-	if err := mkdirAllDurable(sdir); err != nil {
+	if err := durable.MkdirAll(sdir, 0o755); err != nil {
 		return Manifest{}, fmt.Errorf("export point %s: %w", pt.ID, err)
 	}
 	unlock, err := lock(sdir)
@@ -138,13 +139,13 @@ func Export(ctx context.Context, src Source, pt blockstore.Point, dir string, o 
 		}
 		m.Created = now().UTC()
 		mb := encodeManifest(m)
-		if err := writeFileSynced(filepath.Join(tmp, manifestName), mb); err != nil {
+		if err := durable.Create(filepath.Join(tmp, manifestName), mb, 0o644); err != nil {
 			return err
 		}
 		if err := writeFileSynced(filepath.Join(tmp, sumsName), encodeSums(m, mb)); err != nil {
 			return err
 		}
-		if err := syncDir(tmp); err != nil {
+		if err := durable.SyncDir(tmp); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -153,7 +154,7 @@ func Export(ctx context.Context, src Source, pt blockstore.Point, dir string, o 
 		if err := os.Rename(tmp, final); err != nil {
 			return err
 		}
-		return syncDir(sdir)
+		return durable.SyncDir(sdir)
 	}()
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -270,14 +271,14 @@ func cleanLeftovers(sdir string, log *slog.Logger) error {
 		}
 	}
 	if removed {
-		return syncDir(sdir)
+		return durable.SyncDir(sdir)
 	}
 	return nil
 }
 
 func readManifest(path string) (Manifest, error) {
 	mpath := filepath.Join(path, manifestName)
-	b, err := readFileLimit(mpath, maxManifest)
+	b, err := durable.ReadFile(mpath, maxManifest)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("read manifest: %w", err)
 	}
@@ -293,7 +294,7 @@ func readManifest(path string) (Manifest, error) {
 // is a *CorruptError naming the file.
 func Verify(path string) (Manifest, error) {
 	mpath := filepath.Join(path, manifestName)
-	mb, err := readFileLimit(mpath, maxManifest)
+	mb, err := durable.ReadFile(mpath, maxManifest)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("verify export: %w", err)
 	}
@@ -305,7 +306,7 @@ func Verify(path string) (Manifest, error) {
 		return Manifest{}, corrupt(mpath, "%v", err)
 	}
 	spath := filepath.Join(path, sumsName)
-	sb, err := readFileLimit(spath, maxManifest)
+	sb, err := durable.ReadFile(spath, maxManifest)
 	if err != nil {
 		return m, fmt.Errorf("verify export: %w", err)
 	}
@@ -424,7 +425,7 @@ func Prune(dir, service string, r Retention, o Options) ([]Entry, error) {
 		if err := os.Rename(e.Path, gone); err != nil {
 			return removed, fmt.Errorf("prune export %s: %w", e.Path, err)
 		}
-		if err := syncDir(sdir); err != nil {
+		if err := durable.SyncDir(sdir); err != nil {
 			return removed, fmt.Errorf("prune export %s: %w", e.Path, err)
 		}
 		removed = append(removed, e)

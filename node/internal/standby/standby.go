@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
 )
 
 // Sentinel errors callers branch on.
@@ -124,7 +125,7 @@ func open(dir string, o Options, hook func(string) error) (*Set, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := mkdirAllDurable(dir); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open standby: %w", err)
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
@@ -226,7 +227,7 @@ func (s *Set) check() error {
 		return &CorruptError{Path: filepath.Join(s.dir, name), Offset: -1, Err: fmt.Errorf("%w: image listed in the state is missing", ErrCorrupt), Hint: stateHint}
 	}
 	if removed {
-		return syncDir(s.dir)
+		return durable.SyncDir(s.dir)
 	}
 	return nil
 }
@@ -518,7 +519,7 @@ func (s *Set) build(ctx context.Context, src Source, base string, ops []op, pt b
 	if err := jw.sync(); err != nil {
 		return st, nil, err
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := durable.SyncDir(s.dir); err != nil {
 		return st, nil, err
 	}
 	if err := s.step("journal-synced"); err != nil {
@@ -749,7 +750,7 @@ func (s *Set) replay(j *journal) error {
 			if err := closeImg(); err != nil {
 				return err
 			}
-			if err := syncDir(s.dir); err != nil {
+			if err := durable.SyncDir(s.dir); err != nil {
 				return err
 			}
 			return s.step("images-synced")

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
 )
 
 const (
@@ -172,7 +173,7 @@ func validFile(name string) bool {
 // readState reads the state file in dir; ok is false when there is none.
 func readState(dir string) (p blockstore.Point, ok bool, err error) {
 	path := filepath.Join(dir, stateName)
-	b, err := readFileLimit(path, maxStateBytes)
+	b, err := durable.ReadFile(path, maxStateBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return p, false, nil
 	}
