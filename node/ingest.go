@@ -157,30 +157,42 @@ func refuse(code mesh.ErrCode, format string, a ...any) error {
 
 // serveIngest accepts agents' ingest streams.
 func (n *Node) serveIngest(ctx context.Context) error {
+	return n.serveStreams(ctx, mesh.KindIngest, "ingest", n.ingest)
+}
+
+// serveStreams accepts streams of kind and runs handle on each: a refusal
+// it returns (refuse) goes to the peer as an error frame, and the stream
+// is aborted when ctx ends. Shutdown waits for the handlers (ingestWG).
+func (n *Node) serveStreams(ctx context.Context, kind mesh.StreamKind, what string, handle func(context.Context, *mesh.Stream) error) error {
 	for {
-		s, err := n.ep.Accept(ctx, mesh.KindIngest)
+		s, err := n.ep.Accept(ctx, kind)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, mesh.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("accept ingest stream: %w", err)
+			return fmt.Errorf("accept %s stream: %w", what, err)
 		}
 		n.ingestWG.Add(1)
 		go func() {
 			defer n.ingestWG.Done()
 			defer s.Close()
+			stop := context.AfterFunc(ctx, func() { s.Abort(mesh.CodeUnavailable) })
+			defer stop()
 			peer := s.Peer()
-			log := n.log.With("peer", peer.Name, "service", peer.Service)
-			err := n.ingest(ctx, s)
+			log := n.log.With("peer", peer.Name)
+			if peer.Agent {
+				log = log.With("service", peer.Service)
+			}
+			err := handle(ctx, s)
 			var ie *ingestError
 			switch {
 			case err == nil:
 			case errors.As(err, &ie):
-				log.Warn("ingest refused", "err", err)
+				log.Warn(what+" refused", "err", err)
 				mesh.WriteError(s, ie.code, ie.msg)
 			case ctx.Err() != nil:
 			default:
-				log.Info("ingest stream ended", "err", err)
+				log.Info(what+" stream ended", "err", err)
 			}
 		}()
 	}

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -694,33 +693,7 @@ func expectFrame(fr *mesh.FrameReader, t mesh.FrameType) ([]byte, error) {
 
 // serveBlocks accepts replication streams from other nodes.
 func (n *Node) serveBlocks(ctx context.Context) error {
-	for {
-		s, err := n.ep.Accept(ctx, mesh.KindBlocks)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, mesh.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("accept blocks stream: %w", err)
-		}
-		n.ingestWG.Add(1)
-		go func() {
-			defer n.ingestWG.Done()
-			defer s.Close()
-			stop := context.AfterFunc(ctx, func() { s.Abort(mesh.CodeUnavailable) })
-			defer stop()
-			err := n.receive(ctx, s)
-			var ie *ingestError
-			switch {
-			case err == nil:
-			case errors.As(err, &ie):
-				n.log.Warn("replication refused", "peer", s.Peer().Name, "err", err)
-				mesh.WriteError(s, ie.code, ie.msg)
-			case ctx.Err() != nil:
-			default:
-				n.log.Info("replication stream ended", "peer", s.Peer().Name, "err", err)
-			}
-		}()
-	}
+	return n.serveStreams(ctx, mesh.KindBlocks, "replication", n.receive)
 }
 
 // receiver is one incoming replication stream.
