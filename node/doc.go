@@ -1,7 +1,8 @@
 // Package node is the lifeboat daemon: it wires the mesh (QUIC endpoint,
-// gossip), the Raft catalog and the admin API; later the block store and
-// the tier engines (replicator, hot applier, cold exporter) and failover.
-// Only cmd and test import it.
+// gossip), the Raft catalog, the block store with agent ingest, the
+// replicator between sites, the tier engines (hot standby images, cold
+// exports) and the admin API with Prometheus metrics. Failover comes with
+// issue 6. Only cmd and test import it.
 //
 // # Catalog
 //
@@ -12,7 +13,7 @@
 //
 // A log entry is one Command: a version byte (1) followed by a JSON object
 // with an "op" (node_upsert, node_remove, policy_apply, watermarks,
-// recovery, note). Unknown versions, unknown fields and unknown ops are
+// recovery, note, holders, progress). Unknown versions, unknown fields and unknown ops are
 // refused with ErrBadCommand and change nothing; an entry is at most 4 MiB.
 // A snapshot is the bytes "LBCAT\x00\x01\n" followed by the catalog as JSON.
 //
@@ -48,12 +49,30 @@
 //     survivors. It refuses while a leader is reachable. The record (who,
 //     when, voters before and after) goes into the catalog.
 //
+// # Holders, replication and tiers (issue 5)
+//
+//   - The leader assigns one holder per service and site that keeps it
+//     (holders op): a data node of the site, the least loaded by logical
+//     size held; it replaces a holder gone longer than HolderTimeout.
+//     Agents are redirected to the primary site's holder.
+//   - The primary's holder runs one sender per recovery site (replicate.go,
+//     protocol in mesh doc.go); senders report their progress (progress op)
+//     at most every second, receivers their newest point, standby and export
+//     (watermarks op). A holder at the primary without points first fetches
+//     the newest point from a copy (fetch.go).
+//   - Received points feed the tier engines (tiers.go): hot copies apply
+//     them to standby images (internal/standby), cold copies export them
+//     (internal/archive).
+//
 // # Admin stream (mesh.KindAdmin, between nodes)
 //
 // Request: one frame of type 1 whose payload is an encoded Command. Reply:
 // one frame of type 2 whose payload is the entry's Raft index (8 bytes,
 // big-endian), or a mesh error frame: CodeBadRequest (the command is
 // refused; not retried), CodeNotLeader or CodeUnavailable (retried).
+// Request type 3 (empty) asks for the node's last Raft log index, answered
+// by type 4 (8 bytes): the leader asks a voter whose gossip metadata says it
+// has no Raft state before demoting it.
 //
 // # Admin API (HTTP, for operators and the CLI)
 //
