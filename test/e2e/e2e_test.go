@@ -39,6 +39,9 @@ type site struct {
 func (s *site) restartNode(t testing.TB) {
 	t.Helper()
 	s.node = testbin.Start(t, "node", filepath.Join(s.dir, "node.log"), s.bin, s.nodeArgs...)
+	// The process is started, not yet serving: callers go on to the admin
+	// API at once.
+	testbin.WaitLeader(t, s.bin, s.admin, "dc1-n1")
 }
 
 func startSite(t testing.TB, image string) *site {
