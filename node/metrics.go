@@ -21,7 +21,6 @@ type metrics struct {
 	replLogical       *prometheus.CounterVec // link, tier
 	replDedup         *prometheus.CounterVec // link, tier
 	replCompressSaved *prometheus.CounterVec // link, tier
-	replThrottleWait  *prometheus.CounterVec // link, tier
 	replPoints        *prometheus.CounterVec // service, site
 	replErrors        *prometheus.CounterVec // service, site
 	replReceived      *prometheus.CounterVec // service
@@ -43,8 +42,6 @@ func newMetrics(n *Node) *metrics {
 			Help: "Logical bytes not sent because the receiver already held the block."}, lt),
 		replCompressSaved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_compression_saved_bytes_total",
 			Help: "Bytes saved by compressing the blocks that were sent."}, lt),
-		replThrottleWait: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_throttle_wait_seconds_total",
-			Help: "Time senders waited for the link's bandwidth policy."}, lt),
 		replPoints: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_points_total",
 			Help: "Points replicated, per service and recovery site."}, ss),
 		replErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_errors_total",
@@ -58,7 +55,7 @@ func newMetrics(n *Node) *metrics {
 		tierErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_tier_errors_total",
 			Help: "Failed standby applies and exports, per service (retried)."}, []string{"service"}),
 	}
-	m.reg.MustRegister(m.standbyApplied, m.exports, m.tierErrors, m.replSent, m.replLogical, m.replDedup, m.replCompressSaved, m.replThrottleWait,
+	m.reg.MustRegister(m.standbyApplied, m.exports, m.tierErrors, m.replSent, m.replLogical, m.replDedup, m.replCompressSaved,
 		m.replPoints, m.replErrors, m.replReceived,
 		&catalogCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -82,6 +79,8 @@ var (
 		"Changed bytes the primary has that a recovery site does not, as last reported by the sender.", []string{"service", "site"}, nil)
 	descLinkRate = prometheus.NewDesc("lifeboat_link_rate_bytes_per_second",
 		"The rate this node may send on a link now (0 = unlimited).", []string{"link"}, nil)
+	descThrottleWait = prometheus.NewDesc("lifeboat_replication_throttle_wait_seconds_total",
+		"Time senders waited for the link's bandwidth policy.", []string{"link", "tier"}, nil)
 	descLinkWaiters = prometheus.NewDesc("lifeboat_link_waiters",
 		"Senders waiting for the link's bandwidth, per tier.", []string{"link", "tier"}, nil)
 )
@@ -92,6 +91,7 @@ func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descBacklog
 	ch <- descLinkRate
 	ch <- descLinkWaiters
+	ch <- descThrottleWait
 }
 
 func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
@@ -121,6 +121,7 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLinkRate, prometheus.GaugeValue, st.Rate, l.name)
 		for tier, ts := range st.Tiers {
 			ch <- prometheus.MustNewConstMetric(descLinkWaiters, prometheus.GaugeValue, float64(ts.Waiters), l.name, throttle.Tier(tier).String())
+			ch <- prometheus.MustNewConstMetric(descThrottleWait, prometheus.CounterValue, ts.Waited.Seconds(), l.name, throttle.Tier(tier).String())
 		}
 	}
 }

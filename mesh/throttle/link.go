@@ -54,6 +54,11 @@ type Options struct {
 	// compete, indexed by Tier. A zero or negative entry takes its
 	// default (16 hot, 4 warm, 1 cold); entries above 65536 count as 65536.
 	Weights [3]int
+	// Overhead is charged on top of every byte waited for, as a fraction:
+	// the transport's own bytes on the wire (QUIC packet headers,
+	// authentication tags, acknowledgements: about 1.0/32). Granted
+	// includes it. Zero or less charges nothing more.
+	Overhead float64
 	// Now tells the time; nil means time.Now. The Link sleeps with the
 	// time package's timers, so a test that fakes time runs the Link in a
 	// testing/synctest bubble (and then needs no Now).
@@ -88,6 +93,7 @@ type TierStats struct {
 // safe for concurrent use. Close it to stop its goroutine.
 type Link struct {
 	name      string
+	overhead  float64
 	rateFn    func(time.Time) float64
 	now       func() time.Time
 	weights   [numTiers]int
@@ -128,6 +134,7 @@ type waiter struct {
 func New(o Options) *Link {
 	l := &Link{
 		name:      o.Name,
+		overhead:  max(o.Overhead, 0),
 		rateFn:    o.Rate,
 		now:       o.Now,
 		errClosed: ErrClosed,
@@ -165,22 +172,15 @@ func New(o Options) *Link {
 // the link with others and sees a rate change while it waits. When the
 // link is unlimited (or n is 0), Wait returns at once.
 func (l *Link) Wait(ctx context.Context, tier Tier, n int) error {
-	return l.wait(ctx.Done(), ctx.Err, tier, n)
-}
-
-// wait is Wait with ctx taken apart, so that Writer can wait without one:
-// done nil means wait until granted or closed.
-func (l *Link) wait(done <-chan struct{}, cause func() error, tier Tier, n int) error {
 	if !tier.valid() {
 		return fmt.Errorf("wait on %s: invalid tier %d", l.label(), int(tier))
 	}
 	if n < 0 {
 		return fmt.Errorf("wait on %s: negative byte count %d", l.label(), n)
 	}
-	if cause != nil {
-		if err := cause(); err != nil {
-			return err
-		}
+	n += int(float64(n) * l.overhead)
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	l.mu.Lock()
 	if l.closed {
@@ -204,7 +204,7 @@ func (l *Link) wait(done <-chan struct{}, cause func() error, tier Tier, n int) 
 
 	select {
 	case <-w.ready:
-	case <-done:
+	case <-ctx.Done():
 	}
 	var err error
 	l.mu.Lock()
@@ -215,7 +215,7 @@ func (l *Link) wait(done <-chan struct{}, cause func() error, tier Tier, n int) 
 		err = w.err
 	default:
 		l.remove(tier, w)
-		err = cause()
+		err = ctx.Err()
 		// The head may have gone: let the dispatcher look again.
 		l.poke()
 	}

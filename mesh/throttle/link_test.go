@@ -368,7 +368,7 @@ func TestClose(t *testing.T) {
 		if err := l.Wait(t.Context(), Hot, 1); !errors.Is(err, ErrClosed) {
 			t.Errorf("Wait after Close = %v, want %v", err, ErrClosed)
 		}
-		if _, err := l.Writer(&bytes.Buffer{}, Hot).Write([]byte("x")); !errors.Is(err, ErrClosed) {
+		if _, err := l.Writer(context.Background(), &bytes.Buffer{}, Hot).Write([]byte("x")); !errors.Is(err, ErrClosed) {
 			t.Errorf("Write after Close = %v, want %v", err, ErrClosed)
 		}
 		l.Close()
@@ -457,7 +457,7 @@ func TestWriter(t *testing.T) {
 		}
 		var rec recorder
 		start := time.Now()
-		n, err := l.Writer(&rec, Cold).Write(data)
+		n, err := l.Writer(context.Background(), &rec, Cold).Write(data)
 		took := time.Since(start)
 		if n != len(data) || err != nil {
 			t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(data))
@@ -479,11 +479,11 @@ func TestWriter(t *testing.T) {
 		// The underlying writer's error and count come back.
 		boom := errors.New("boom")
 		fw := &failing{after: 2, err: boom}
-		if n, err := l.Writer(fw, Cold).Write(data[:50_000]); n != 2*8192 || !errors.Is(err, boom) {
+		if n, err := l.Writer(context.Background(), fw, Cold).Write(data[:50_000]); n != 2*8192 || !errors.Is(err, boom) {
 			t.Errorf("Write to a writer failing on its third write = %d, %v; want %d, %v", n, err, 2*8192, boom)
 		}
 		short := &failing{after: 1 << 30, short: true}
-		if n, err := l.Writer(short, Cold).Write(data[:100]); n != 99 || !errors.Is(err, io.ErrShortWrite) {
+		if n, err := l.Writer(context.Background(), short, Cold).Write(data[:100]); n != 99 || !errors.Is(err, io.ErrShortWrite) {
 			t.Errorf("Write to a short writer = %d, %v; want 99, %v", n, err, io.ErrShortWrite)
 		}
 
@@ -492,7 +492,7 @@ func TestWriter(t *testing.T) {
 		defer u.Close()
 		var urec recorder
 		start = time.Now()
-		if n, err := u.Writer(&urec, Hot).Write(data); n != len(data) || err != nil || urec.writes != 1 || time.Since(start) != 0 {
+		if n, err := u.Writer(context.Background(), &urec, Hot).Write(data); n != len(data) || err != nil || urec.writes != 1 || time.Since(start) != 0 {
 			t.Errorf("unlimited Write = %d, %v in %d writes after %v; want %d, nil, in 1 write at once",
 				n, err, urec.writes, time.Since(start), len(data))
 		}
@@ -547,5 +547,17 @@ func BenchmarkWait(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestOverhead: a Link charges its Overhead on top of the bytes waited for.
+func TestOverhead(t *testing.T) {
+	l := New(Options{Overhead: 1.0 / 32})
+	defer l.Close()
+	if err := l.Wait(t.Context(), Warm, 3200); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Stats().Tiers[Warm].Granted; got != 3300 {
+		t.Errorf("granted %d bytes for a Wait of 3200 with 1/32 overhead, want 3300", got)
 	}
 }

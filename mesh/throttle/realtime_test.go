@@ -372,7 +372,7 @@ func TestConcurrent(t *testing.T) {
 	}
 	for range 2 {
 		wg.Go(func() {
-			w := l.Writer(discard{}, Warm)
+			w := l.Writer(context.Background(), discard{}, Warm)
 			buf := make([]byte, 50_000)
 			for ctx.Err() == nil {
 				n, err := w.Write(buf)
