@@ -82,23 +82,17 @@ func (c *conn) Close() error { return c.s.Close() }
 // expect reads the next frame, which must be of type t or an error frame.
 func (c *conn) expect(t mesh.FrameType) ([]byte, error) {
 	c.s.SetReadDeadline(time.Now().Add(2 * time.Minute))
-	got, p, err := c.fr.Next()
-	if err != nil {
-		return nil, fmt.Errorf("read from node: %w", err)
-	}
-	if got == mesh.FrameTypeError {
-		re, err := mesh.ParseError(p)
-		if err != nil {
-			return nil, err
-		}
+	p, err := c.fr.Expect(t)
+	var re *mesh.RemoteError
+	switch {
+	case errors.As(err, &re):
 		switch re.Code {
 		case mesh.CodeForbidden, mesh.CodeNotFound, mesh.CodeBadRequest:
 			return nil, &RefusedError{re}
 		}
 		return nil, re
-	}
-	if got != t {
-		return nil, fmt.Errorf("node sent frame type %d, want %d", got, t)
+	case err != nil:
+		return nil, fmt.Errorf("read from node: %w", err)
 	}
 	return p, nil
 }

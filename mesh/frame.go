@@ -296,3 +296,24 @@ func ParseError(payload []byte) (*RemoteError, error) {
 	}
 	return &RemoteError{Code: ErrCode(binary.BigEndian.Uint16(payload)), Message: string(msg)}, nil
 }
+
+// Expect reads the next frame, which must be of type t. An error frame
+// from the peer is returned as a *RemoteError; another type is an error
+// naming both.
+func (fr *FrameReader) Expect(t FrameType) ([]byte, error) {
+	got, p, err := fr.Next()
+	if err != nil {
+		return nil, err
+	}
+	if got == FrameTypeError {
+		re, err := ParseError(p)
+		if err != nil {
+			return nil, err
+		}
+		return nil, re
+	}
+	if got != t {
+		return nil, fmt.Errorf("peer sent frame type %d, want %d", got, t)
+	}
+	return p, nil
+}

@@ -214,17 +214,11 @@ func (c *Catalog) apply(cmd *Command, index uint64) error {
 		}
 		c.Policy = &p
 		for _, s := range p.Cluster.Services {
-			if c.Services[s.Name] == nil {
-				c.Services[s.Name] = &ServiceState{Epoch: 1}
-			}
+			c.service(s.Name)
 		}
 	case opWatermarks:
 		for _, w := range cmd.Watermarks {
-			s := c.Services[w.Service]
-			if s == nil {
-				s = &ServiceState{Epoch: 1}
-				c.Services[w.Service] = s
-			}
+			s := c.service(w.Service)
 			if s.Watermarks == nil {
 				s.Watermarks = map[string]Watermark{}
 			}

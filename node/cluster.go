@@ -202,7 +202,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 		cfg := cf.Configuration()
 		v := membershipView{
 			Self: n.opts.Name, Servers: cfg.Servers, Members: members,
-			GoneSince: n.trackGone(cfg.Servers, members, now), Now: now, DeadTimeout: n.opts.DeadNodeTimeout,
+			GoneSince: n.trackGone(serverIDs(cfg.Servers), members, now), Now: now, DeadTimeout: n.opts.DeadNodeTimeout,
 		}
 		c, ok := planChange(v)
 		if !ok {
@@ -271,10 +271,10 @@ func (n *Node) verifyPeer(ctx context.Context, id mesh.NodeID, addr string) erro
 	return nil
 }
 
-// trackGone returns since when each server in the configuration has been
-// gone: dead or left in gossip, or unknown to it (a leader that restarted
-// starts counting from when it first missed the server).
-func (n *Node) trackGone(servers []raft.Server, members []mesh.Member, now time.Time) map[mesh.NodeID]time.Time {
+// trackGone returns since when each of ids has been gone (not alive or
+// suspect in the gossip), for those that are; a node seen again is
+// forgotten. Raft membership and holder placement both ask.
+func (n *Node) trackGone(ids []mesh.NodeID, members []mesh.Member, now time.Time) map[mesh.NodeID]time.Time {
 	n.goneMu.Lock()
 	defer n.goneMu.Unlock()
 	state := map[mesh.NodeID]mesh.Member{}
@@ -282,8 +282,7 @@ func (n *Node) trackGone(servers []raft.Server, members []mesh.Member, now time.
 		state[m.Name] = m
 	}
 	out := map[mesh.NodeID]time.Time{}
-	for _, s := range servers {
-		id := mesh.NodeID(s.ID)
+	for _, id := range ids {
 		m, ok := state[id]
 		if ok && (m.State == mesh.StateAlive || m.State == mesh.StateSuspect) {
 			delete(n.goneSince, id)
@@ -645,4 +644,12 @@ func describeLink(l *config.Link) string {
 		parts = append(parts, "coalesce "+l.Coalesce.String())
 	}
 	return strings.Join(parts, "; ")
+}
+
+func serverIDs(servers []raft.Server) []mesh.NodeID {
+	ids := make([]mesh.NodeID, len(servers))
+	for i, s := range servers {
+		ids[i] = mesh.NodeID(s.ID)
+	}
+	return ids
 }

@@ -147,7 +147,7 @@ func (n *Node) serveFetch(ctx context.Context, s *mesh.Stream, fr *mesh.FrameRea
 	n.repl.mu.Unlock()
 	sd := &sender{n: n, key: replKey{h.Service, string(peer.Site)}, dest: peer.Name, tier: tier, tierName: string(c.Tier),
 		link: link, rated: true, log: n.log.With("service", h.Service, "to", peer.Name, "fetch", true)}
-	p, err := expectFrame(fr, mesh.FrameReplWelcome)
+	p, err := fr.Expect(mesh.FrameReplWelcome)
 	if err != nil {
 		return err
 	}

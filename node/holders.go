@@ -99,37 +99,11 @@ func placeHolders(v holderView) []Holder {
 
 // reconcileHolders applies the holder changes placement wants; leader only.
 func (n *Node) reconcileHolders(ctx context.Context, members []mesh.Member, now time.Time) error {
-	state := map[mesh.NodeID]mesh.Member{}
-	for _, m := range members {
-		state[m.Name] = m
-	}
-	var cat *Catalog
-	n.fsm.read(func(c *Catalog) { cat = c.clone() })
-	present := func(id mesh.NodeID) bool {
-		m, ok := state[id]
-		return ok && (m.State == mesh.StateAlive || m.State == mesh.StateSuspect)
-	}
-	n.goneMu.Lock()
-	gone := maps.Clone(n.holderGone)
-	n.goneMu.Unlock()
-	if gone == nil {
-		gone = map[mesh.NodeID]time.Time{}
-	}
-	for id := range gone {
-		if present(id) {
-			delete(gone, id)
-		}
-	}
-	for id := range cat.Nodes {
-		if _, ok := gone[id]; !ok && !present(id) {
-			gone[id] = now
-		}
-	}
-	n.goneMu.Lock()
-	n.holderGone = gone
-	n.goneMu.Unlock()
+	cat := n.Catalog()
+	gone := n.trackGone(cat.sortedNodes(), members, now)
 	changes := placeHolders(holderView{
-		Cat: cat, Present: present, Timeout: n.opts.HolderTimeout,
+		Cat: cat, Timeout: n.opts.HolderTimeout,
+		Present: func(id mesh.NodeID) bool { _, g := gone[id]; return !g },
 		GoneFor: func(id mesh.NodeID) time.Duration {
 			if t, ok := gone[id]; ok {
 				return now.Sub(t)

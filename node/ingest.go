@@ -82,6 +82,19 @@ func (s *serviceState) setLatest(p *blockstore.Point) {
 	s.changed = make(chan struct{})
 }
 
+// hold records a point the store holds that did not come from an agent on
+// this node (read at start, or replicated here): it becomes the newest if
+// it is not older, and its agent's sequence number counts, so that an
+// agent shipping here later resumes after it. s.mu must be held.
+func (s *serviceState) hold(p *blockstore.Point) {
+	if s.latest == nil || !p.Time.Before(s.latest.Time) {
+		s.setLatest(p)
+	}
+	if a, seq, ok := parsePointName(p.Name); ok && seq > s.seqs[a] {
+		s.seqs[a] = seq
+	}
+}
+
 // newest returns the service's newest point (nil = none) and a channel
 // closed when it changes.
 func (s *serviceState) newest() (*blockstore.Point, <-chan struct{}) {
@@ -135,10 +148,9 @@ func (n *Node) loadServices(ctx context.Context) error {
 			continue // composed from agents' points; never the base of a new one
 		}
 		s := n.svcs.get(p.Group)
-		s.latest = &p
-		if a, seq, ok := parsePointName(p.Name); ok && seq > s.seqs[a] {
-			s.seqs[a] = seq
-		}
+		s.mu.Lock()
+		s.hold(&p)
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -557,43 +569,38 @@ func compareInt(a, b int64) int {
 
 // noteWatermark queues a service's newest point for the catalog.
 func (n *Node) noteWatermark(p blockstore.Point) {
-	var size int64
-	for _, v := range p.Volumes {
-		size += v.Size
-	}
 	n.wmMu.Lock()
-	w := n.wm[p.Group]
-	if w.Service == "" {
-		w = n.tierMarks[p.Group]
-	}
-	w.Service, w.Site, w.Node, w.Point, w.Time, w.Size = p.Group, string(n.opts.Site), n.opts.Name, p.ID, p.Time, size
-	n.wm[p.Group] = w
+	n.queueWatermark(&p)
 	n.wmMu.Unlock()
 }
 
+// queueWatermark queues p as its service's watermark, with what the tier
+// engines last noted; n.wmMu must be held.
+func (n *Node) queueWatermark(p *blockstore.Point) {
+	w := n.tierMarks[p.Group]
+	w.Service, w.Site, w.Node, w.Point, w.Time, w.Size = p.Group, string(n.opts.Site), n.opts.Name, p.ID, p.Time, 0
+	for _, v := range p.Volumes {
+		w.Size += v.Size
+	}
+	n.wm[p.Group] = w
+}
+
 // noteTier records what a tier engine did for service (the standby's or
-// the newest export's point) in the service's next watermark.
+// the newest export's point) in the service's next watermark; without a
+// new point queued, the newest goes again with the news.
 func (n *Node) noteTier(service string, fn func(*Watermark)) {
+	newest, _ := n.svcs.get(service).newest() // before wmMu: commits hold the service's lock, then wmMu
 	n.wmMu.Lock()
 	defer n.wmMu.Unlock()
 	tm := n.tierMarks[service]
 	fn(&tm)
 	n.tierMarks[service] = tm
-	w, ok := n.wm[service]
-	if !ok {
-		// No new point since: resend the newest with the tier's news.
-		p, _ := n.svcs.get(service).newest()
-		if p == nil {
-			return
-		}
-		var size int64
-		for _, v := range p.Volumes {
-			size += v.Size
-		}
-		w = Watermark{Service: service, Site: string(n.opts.Site), Node: n.opts.Name, Point: p.ID, Time: p.Time, Size: size}
+	if w, ok := n.wm[service]; ok {
+		w.Standby, w.StandbyTime, w.Export, w.ExportTime = tm.Standby, tm.StandbyTime, tm.Export, tm.ExportTime
+		n.wm[service] = w
+	} else if newest != nil {
+		n.queueWatermark(newest)
 	}
-	w.Standby, w.StandbyTime, w.Export, w.ExportTime = tm.Standby, tm.StandbyTime, tm.Export, tm.ExportTime
-	n.wm[service] = w
 }
 
 // watermarkLoop writes queued watermarks to the catalog in batches, so that

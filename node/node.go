@@ -170,9 +170,8 @@ type Node struct {
 	metaHasState atomic.Bool
 	joined       atomic.Bool // the gossip join succeeded (or there was none to make)
 
-	goneMu     sync.Mutex
-	goneSince  map[mesh.NodeID]time.Time
-	holderGone map[mesh.NodeID]time.Time // nodes of the catalog not present in the gossip, since when
+	goneMu    sync.Mutex
+	goneSince map[mesh.NodeID]time.Time
 
 	store    *blockstore.Store // nil on a witness
 	ingestWG sync.WaitGroup    // running ingest sessions

@@ -46,6 +46,7 @@ type replicator struct {
 	senders map[replKey]*sender
 	links   map[mesh.Site]*linkState
 	fetch   fetchState
+	cat     *Catalog // as sync last read it
 }
 
 type replKey struct {
@@ -147,10 +148,7 @@ func (rp *replicator) sync(ctx context.Context) {
 			holder := cat.Holder(svc.Name, svc.Primary)
 			for _, c := range svc.Copies {
 				dest := cat.Holder(svc.Name, c.Site)
-				if holder == "" || dest == "" {
-					continue
-				}
-				if holder != n.opts.Name {
+				if holder != n.opts.Name || dest == "" {
 					continue
 				}
 				w := wanted{key: replKey{svc.Name, c.Site}, dest: dest, tier: c.Tier, cadence: c.Schedule}
@@ -163,18 +161,13 @@ func (rp *replicator) sync(ctx context.Context) {
 				want[w.key] = w
 			}
 		}
-		rp.mu.Lock()
-		for site, l := range rp.links {
-			l.policy.Store(pol.Link(string(n.opts.Site), string(site)))
-			// Distinct holders of this site sending on the link share it
-			// evenly: every node enforces its part without talking to the
-			// others.
-			l.share.Store(int64(max(1, distinctSenders(cat, n.opts.Site, site))))
-		}
-		rp.mu.Unlock()
 	}
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
+	rp.cat = cat
+	for site, l := range rp.links {
+		rp.refreshLink(l, site)
+	}
 	rp.startFetches(ctx, cat)
 	for k, s := range rp.senders {
 		if w, ok := want[k]; !ok || !w.same(s) {
@@ -199,7 +192,7 @@ func (rp *replicator) sync(ctx context.Context) {
 // distinctSenders counts the nodes of site from that hold a service with a
 // copy at site to.
 func distinctSenders(cat *Catalog, from mesh.Site, to mesh.Site) int {
-	if cat.Policy == nil || cat.Policy.Cluster == nil {
+	if cat == nil || cat.Policy == nil || cat.Policy.Cluster == nil {
 		return 0
 	}
 	seen := map[mesh.NodeID]bool{}
@@ -214,16 +207,24 @@ func distinctSenders(cat *Catalog, from mesh.Site, to mesh.Site) int {
 	return len(seen)
 }
 
+// refreshLink sets a link's policy and share from the catalog sync last
+// read; rp.mu must be held. Distinct holders of this site sending on the
+// link share it evenly: every node enforces its part without talking to
+// the others.
+func (rp *replicator) refreshLink(l *linkState, site mesh.Site) {
+	l.share.Store(int64(max(1, distinctSenders(rp.cat, rp.n.opts.Site, site))))
+	if rp.cat != nil && rp.cat.Policy != nil && rp.cat.Policy.Cluster != nil {
+		l.policy.Store(rp.cat.Policy.Cluster.Link(string(rp.n.opts.Site), string(site)))
+	}
+}
+
 // link returns the throttle of the link to site; rp.mu must be held.
 func (rp *replicator) link(site mesh.Site) *linkState {
 	if l := rp.links[site]; l != nil {
 		return l
 	}
 	l := &linkState{name: string(rp.n.opts.Site) + "-" + string(site)}
-	l.share.Store(1)
-	if c := rp.n.Catalog(); c.Policy != nil && c.Policy.Cluster != nil {
-		l.policy.Store(c.Policy.Cluster.Link(string(rp.n.opts.Site), string(site)))
-	}
+	rp.refreshLink(l, site)
 	l.t = throttle.New(throttle.Options{
 		Name: l.name,
 		Rate: func(t time.Time) float64 {
@@ -344,7 +345,7 @@ func (s *sender) session(ctx context.Context) error {
 	if err := mesh.WriteFrame(st, mesh.FrameReplHello, b); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	p, err := expectFrame(fr, mesh.FrameReplWelcome)
+	p, err := fr.Expect(mesh.FrameReplWelcome)
 	if err != nil {
 		return err
 	}
@@ -496,7 +497,7 @@ func (s *sender) sendPoint(ctx context.Context, st *mesh.Stream, fr *mesh.FrameR
 	if err := mesh.WriteFrame(st, mesh.FrameReplCommit, nil); err != nil {
 		return err
 	}
-	p, err := expectFrame(fr, mesh.FrameReplCommitted)
+	p, err := fr.Expect(mesh.FrameReplCommitted)
 	if err != nil {
 		return err
 	}
@@ -560,7 +561,7 @@ func (bs *batchSender) flush(ctx context.Context) error {
 		if err := bs.write(ctx, mesh.FrameOffer, mesh.AppendOffer(nil, offer)); err != nil {
 			return err
 		}
-		p, err := expectFrame(bs.fr, mesh.FrameWant)
+		p, err := bs.fr.Expect(mesh.FrameWant)
 		if err != nil {
 			return err
 		}
@@ -644,26 +645,6 @@ func (s sentCounter) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
 	s.c.Add(float64(n))
 	return n, err
-}
-
-// expectFrame reads the next frame, which must be of type t; an error
-// frame becomes a *mesh.RemoteError.
-func expectFrame(fr *mesh.FrameReader, t mesh.FrameType) ([]byte, error) {
-	got, p, err := fr.Next()
-	if err != nil {
-		return nil, err
-	}
-	if got == mesh.FrameTypeError {
-		re, err := mesh.ParseError(p)
-		if err != nil {
-			return nil, err
-		}
-		return nil, re
-	}
-	if got != t {
-		return nil, fmt.Errorf("frame type %d, want %d", got, t)
-	}
-	return p, nil
 }
 
 // serveBlocks accepts replication streams from other nodes.
@@ -962,12 +943,7 @@ func (r *receiver) commit(ctx context.Context) (*mesh.ReplCommitted, error) {
 	}
 	st := r.n.svcs.get(r.service)
 	st.mu.Lock()
-	if st.latest == nil || committed.Time.After(st.latest.Time) {
-		st.setLatest(&committed)
-	}
-	if a, seq, ok := parsePointName(committed.Name); ok && seq > st.seqs[a] {
-		st.seqs[a] = seq // an agent shipping here later resumes after it
-	}
+	st.hold(&committed)
 	st.mu.Unlock()
 	r.last = &committed
 	r.n.noteWatermark(committed)

@@ -49,7 +49,7 @@ func (p *proc) kill9() {
 func TestProcessesFormKillRestart(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
-		t.Skip("builds the binary and runs five processes")
+		t.Skip("-short: this test builds the lifeboat binary and runs five processes; it runs without -short (as CI does)")
 	}
 	bin := testbin.Build(t)
 	dir := t.TempDir()

@@ -146,15 +146,7 @@ func newestTB(t testing.TB, n *node.Node) (blockstore.Point, error) {
 func TestReplicationWarm(t *testing.T) {
 	t.Parallel()
 	h := replSites(t, replPolicy("warm", ""))
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := workload.Image(f, 8<<20, 1); err != nil {
-		t.Fatal(err)
-	}
+	img, f := workloadImage(t)
 	startAgent(t, h, img, 300*time.Millisecond)
 	caughtUp := func(what string) blockstore.Point {
 		var pt blockstore.Point
@@ -190,6 +182,23 @@ func TestReplicationWarm(t *testing.T) {
 	if !bytes.Equal(got, b) {
 		t.Fatalf("dc2's image at %s is not the volume as written", p2.ID)
 	}
+}
+
+// workloadImage writes the project's 8 MiB workload image (seed 1) to a
+// new file and returns its path and the file, open for writing, closed at
+// the end of the test.
+func workloadImage(t *testing.T) (string, *os.File) {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := workload.Image(f, 8<<20, 1); err != nil {
+		t.Fatal(err)
+	}
+	return img, f
 }
 
 // randomImage writes size bytes of incompressible data to a new file.
@@ -401,15 +410,7 @@ func TestHolderTakesOver(t *testing.T) {
 func TestReplicationHot(t *testing.T) {
 	t.Parallel()
 	h := replSites(t, replPolicy("hot", ""))
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := workload.Image(f, 8<<20, 1); err != nil {
-		t.Fatal(err)
-	}
+	img, f := workloadImage(t)
 	startAgent(t, h, img, 300*time.Millisecond)
 	standbyAt := func(what string, not string) blockstore.Point {
 		var pt blockstore.Point
@@ -526,7 +527,7 @@ func TestReplicationRefusals(t *testing.T) {
 	// A point whose changes do not give its root.
 	s, fr, done := open(h.ca.Node("dc1-n1", "dc1"), hello)
 	defer done()
-	if _, err := expect(fr, mesh.FrameReplWelcome); err != nil {
+	if _, err := fr.Expect(mesh.FrameReplWelcome); err != nil {
 		t.Fatal(err)
 	}
 	block := bytes.Repeat([]byte("lifeboat"), 8192)
@@ -549,7 +550,7 @@ func TestReplicationRefusals(t *testing.T) {
 	// A block that does not hash to its ID.
 	s2, fr2, done2 := open(h.ca.Node("dc1-n1", "dc1"), hello)
 	defer done2()
-	if _, err := expect(fr2, mesh.FrameReplWelcome); err != nil {
+	if _, err := fr2.Expect(mesh.FrameReplWelcome); err != nil {
 		t.Fatal(err)
 	}
 	mesh.WriteFrame(s2, mesh.FrameReplBegin, b)
@@ -561,17 +562,6 @@ func TestReplicationRefusals(t *testing.T) {
 	if pts, err := dc2.Points(t.Context(), "web", ""); err != nil || len(pts) != 0 {
 		t.Fatalf("dc2 holds %d points (%v) after refusals, want none", len(pts), err)
 	}
-}
-
-func expect(fr *mesh.FrameReader, typ mesh.FrameType) ([]byte, error) {
-	got, p, err := fr.Next()
-	if err != nil {
-		return nil, err
-	}
-	if got != typ {
-		return nil, fmt.Errorf("frame type %d, want %d: %s", got, typ, p)
-	}
-	return p, nil
 }
 
 // TestReplicationCoalesces: with a 3 s coalescing window on the link, a
@@ -653,15 +643,7 @@ func TestReplicationCold(t *testing.T) {
 	policy := bytes.Replace(replPolicy("cold", ""), []byte(`tier = "cold"`), []byte("tier = \"cold\"\n  schedule = \"every 1h\"\n  export = \"raw\""), 1)
 	policy = bytes.Replace(policy, []byte("[[site]]\nname = \"dc2\"\n"), fmt.Appendf(nil, "[[site]]\nname = \"dc2\"\narchive_dir = %q\n", archiveDir), 1)
 	h := replSites(t, policy)
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := workload.Image(f, 8<<20, 1); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	img, _ := workloadImage(t)
 	startAgent(t, h, img, time.Hour)
 	var w node.Watermark
 	h.eventually("dc2 exported a point", 60*time.Second, func() error {

@@ -57,7 +57,7 @@ func metric(admin, name string, match ...string) (float64, error) {
 func TestReplicationProcessesKill9Receiver(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
-		t.Skip("builds the binary and runs four processes")
+		t.Skip("-short: this test builds the lifeboat binary and runs four processes for about 30 s; it runs without -short (as CI does)")
 	}
 	const size = 48 << 20
 	bin := testbin.Build(t)
