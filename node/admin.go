@@ -102,6 +102,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/image", func(w http.ResponseWriter, r *http.Request) {
 		n.serveImage(w, r)
 	})
+	n.registerFailoverAPI(mux)
 	mux.HandleFunc("POST /v1/raft/recover", func(w http.ResponseWriter, r *http.Request) {
 		rec, err := n.RecoverRaft(r.Context(), operator(r), r.URL.Query().Get("force") == "true")
 		if err != nil {

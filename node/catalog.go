@@ -65,6 +65,15 @@ type ServiceState struct {
 	Watermarks map[string]Watermark   `json:"watermarks,omitempty"` // by site
 	Holders    map[string]mesh.NodeID `json:"holders,omitempty"`    // by site: the node keeping the service's points there
 	Progress   map[string]Progress    `json:"progress,omitempty"`   // by recovery site: the replicator's last report
+	// Active is the site the service runs at after a failover; "" means
+	// the policy's primary. Epoch counts failovers from 1.
+	Active string `json:"active,omitempty"`
+	// Reprotect makes the site the service last failed over from a warm
+	// copy again: the way back (failback).
+	Reprotect bool             `json:"reprotect,omitempty"`
+	Failovers []FailoverRecord `json:"failovers,omitempty"` // newest last
+	Branches  []Branch         `json:"branches,omitempty"`  // divergent points kept at returning sites
+	Drills    []DrillRecord    `json:"drills,omitempty"`    // newest last
 }
 
 // Holder assigns a service's copy at a site to a node.
@@ -122,7 +131,15 @@ const (
 	opNote       = "note"
 	opHolders    = "holders"
 	opProgress   = "progress"
+	opFailover   = "failover"      // a new epoch: the service runs at another site
+	opFailedOver = "failover_done" // the failover's outcome: RPO, RTO or error
+	opReprotect  = "reprotect"
+	opBranch     = "branch"
+	opDrill      = "drill"
 )
+
+// historyLen bounds the failover and drill records kept per service.
+const historyLen = 32
 
 const commandVersion = 1
 
@@ -139,6 +156,11 @@ type Command struct {
 	Recovery   *RecoveryRecord `json:"recovery,omitempty"`
 	Holders    []Holder        `json:"holders,omitempty"`
 	Progress   []Progress      `json:"progress,omitempty"`
+	Failover   *FailoverRecord `json:"failover,omitempty"`
+	Branch     *Branch         `json:"branch,omitempty"`
+	Drill      *DrillRecord    `json:"drill,omitempty"`
+	Service    string          `json:"service,omitempty"`
+	On         bool            `json:"on,omitempty"`
 	Key        string          `json:"key,omitempty"`
 	Value      string          `json:"value,omitempty"`
 }
@@ -251,6 +273,39 @@ func (c *Catalog) apply(cmd *Command, index uint64) error {
 			return fmt.Errorf("%w: recovery without a record", ErrBadCommand)
 		}
 		c.Recoveries = append(c.Recoveries, *cmd.Recovery)
+	case opFailover, opFailedOver:
+		return c.applyFailover(cmd, index)
+	case opReprotect:
+		s := c.Services[cmd.Service]
+		if s == nil || s.Active == "" {
+			return fmt.Errorf("%w: reprotect: service %q has not failed over", ErrBadCommand, cmd.Service)
+		}
+		s.Reprotect = cmd.On
+	case opBranch:
+		b := cmd.Branch
+		if b == nil || b.Service == "" || b.Node == "" || len(b.Points) == 0 {
+			return fmt.Errorf("%w: branch needs a service, a node and points", ErrBadCommand)
+		}
+		s := c.service(b.Service)
+		if i := slices.IndexFunc(s.Branches, func(o Branch) bool { return o.Name == b.Name }); i >= 0 {
+			s.Branches[i] = *b
+		} else {
+			s.Branches = append(s.Branches, *b)
+		}
+	case opDrill:
+		d := cmd.Drill
+		if d == nil || d.Service == "" || d.ID == "" {
+			return fmt.Errorf("%w: drill needs a service and an ID", ErrBadCommand)
+		}
+		s := c.service(d.Service)
+		if i := slices.IndexFunc(s.Drills, func(o DrillRecord) bool { return o.ID == d.ID }); i >= 0 {
+			s.Drills[i] = *d
+		} else {
+			s.Drills = append(s.Drills, *d)
+			if len(s.Drills) > historyLen {
+				s.Drills = slices.Delete(s.Drills, 0, len(s.Drills)-historyLen)
+			}
+		}
 	case opNote:
 		if c.Notes == nil {
 			c.Notes = map[string]string{}

@@ -432,6 +432,9 @@ type ServiceStatus struct {
 	Holders    map[string]string `json:"holders,omitempty"` // by site
 	Watermarks []Watermark       `json:"watermarks"`
 	Copies     []CopyStatus      `json:"copies,omitempty"`
+	Failover   *FailoverRecord   `json:"failover,omitempty"` // the newest
+	Branches   []Branch          `json:"branches,omitempty"`
+	Drill      *DrillRecord      `json:"drill,omitempty"` // the newest
 }
 
 // CopyStatus is a service's copy at one recovery site: its tier, how old
@@ -525,7 +528,10 @@ func (n *Node) Status() Status {
 	st.Services = []ServiceStatus{}
 	now := n.opts.Now()
 	for name, svc := range cat.Services {
-		ss := ServiceStatus{Name: name, Epoch: svc.Epoch, Watermarks: []Watermark{}}
+		ss := ServiceStatus{Name: name, Epoch: svc.Epoch, Watermarks: []Watermark{}, Failover: svc.LastFailover(), Branches: svc.Branches}
+		if len(svc.Drills) > 0 {
+			ss.Drill = &svc.Drills[len(svc.Drills)-1]
+		}
 		for _, w := range svc.Watermarks {
 			ss.Watermarks = append(ss.Watermarks, w)
 		}
@@ -537,7 +543,7 @@ func (n *Node) Status() Status {
 			}
 		}
 		if cat.Policy != nil && cat.Policy.Cluster != nil {
-			if p := cat.Policy.Cluster.Service(name); p != nil {
+			if p := cat.Service(name); p != nil {
 				ss.Primary, ss.RPOTarget = p.Primary, time.Duration(p.RPO).Seconds()
 				for _, c := range p.Copies {
 					ss.Copies = append(ss.Copies, copyStatus(cat, p, c, svc, now))

@@ -43,7 +43,7 @@ func (rp *replicator) startFetches(ctx context.Context, cat *Catalog) {
 	if cat.Policy == nil || cat.Policy.Cluster == nil {
 		return
 	}
-	for _, svc := range cat.Policy.Cluster.Services {
+	for _, svc := range cat.ServiceList() {
 		if svc.Primary != string(n.opts.Site) || cat.Holder(svc.Name, svc.Primary) != n.opts.Name {
 			delete(rp.fetch.done, svc.Name) // a later assignment fetches again
 			continue
@@ -126,7 +126,7 @@ func (n *Node) fetch(ctx context.Context, service string, from NodeInfo) error {
 // of to the holder at the primary site that asks for it, then ends.
 func (n *Node) serveFetch(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, h *mesh.ReplHello, cat *Catalog) error {
 	peer := s.Peer()
-	svc := cat.Policy.Cluster.Service(h.Service)
+	svc := cat.Service(h.Service)
 	if string(peer.Site) != svc.Primary || cat.Holder(h.Service, svc.Primary) != peer.Name {
 		return refuse(mesh.CodeForbidden, "a fetch of service %s is for its holder at its primary site %s, not %s", h.Service, svc.Primary, peer.Name)
 	}

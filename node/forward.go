@@ -93,17 +93,21 @@ func (n *Node) serveForwarded(ctx context.Context) error {
 			}
 			return fmt.Errorf("accept admin stream: %w", err)
 		}
-		go n.handleForwarded(s)
+		go n.handleForwarded(ctx, s)
 	}
 }
 
-func (n *Node) handleForwarded(s *mesh.Stream) {
+func (n *Node) handleForwarded(ctx context.Context, s *mesh.Stream) {
 	defer s.Close()
 	s.SetDeadline(time.Now().Add(30 * time.Second))
 	fr := mesh.NewFrameReader(s, maxCommand)
 	t, p, err := fr.Next()
 	if err != nil {
 		n.log.Debug("read forwarded write", "peer", s.Peer().Name, "err", err)
+		return
+	}
+	if t == frameStop {
+		n.serveStop(ctx, s, p)
 		return
 	}
 	if t == frameRaftState {

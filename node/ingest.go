@@ -305,6 +305,18 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 	}
 }
 
+// fenced refuses the writes of a service that failed over to another
+// site: sessions opened before the failover end at their next commit.
+func (n *Node) fenced(service string) error {
+	var err error
+	n.fsm.read(func(cat *Catalog) {
+		if st := cat.Services[service]; st != nil && st.Active != "" && st.Active != string(n.opts.Site) {
+			err = refuse(mesh.CodeForbidden, "fenced: service %s failed over to site %s (epoch %d); this node at %s takes no more writes for it", service, st.Active, st.Epoch, n.opts.Site)
+		}
+	})
+	return err
+}
+
 // ingestHolder checks that this node holds service at its site. When
 // another node does, it returns the Welcome that redirects the agent there.
 func (n *Node) ingestHolder(service string) (*mesh.Welcome, error) {
@@ -312,7 +324,7 @@ func (n *Node) ingestHolder(service string) (*mesh.Welcome, error) {
 	if cat.Policy == nil || cat.Policy.Cluster == nil {
 		return nil, nil // openSession explains
 	}
-	if svc := cat.Policy.Cluster.Service(service); svc == nil || svc.Primary != string(n.opts.Site) {
+	if svc := cat.Service(service); svc == nil || svc.Primary != string(n.opts.Site) {
 		return nil, nil // openSession explains
 	}
 	holder := cat.Holder(service, string(n.opts.Site))
@@ -334,15 +346,19 @@ func (n *Node) ingestHolder(service string) (*mesh.Welcome, error) {
 
 // openSession checks a Hello against the applied policy.
 func (n *Node) openSession(h *mesh.Hello) (*ingestSession, *mesh.Welcome, error) {
-	pol := n.Catalog().Policy
+	cat := n.Catalog()
+	pol := cat.Policy
 	if pol == nil || pol.Cluster == nil {
 		return nil, nil, refuse(mesh.CodeUnavailable, "no cluster policy applied yet: `lifeboat policy apply FILE` must name service %s", h.Service)
 	}
-	svc := pol.Cluster.Service(h.Service)
+	svc := cat.Service(h.Service)
 	if svc == nil {
 		return nil, nil, refuse(mesh.CodeNotFound, "service %s is not in the cluster policy (version %d)", h.Service, pol.Version)
 	}
 	if svc.Primary != string(n.opts.Site) {
+		if st := cat.Services[h.Service]; st != nil && st.Active != "" {
+			return nil, nil, refuse(mesh.CodeForbidden, "fenced: service %s failed over to site %s (epoch %d); this node at %s takes no more writes for it", h.Service, svc.Primary, st.Epoch, n.opts.Site)
+		}
 		return nil, nil, refuse(mesh.CodeForbidden, "service %s runs at site %s; this node is at %s", h.Service, svc.Primary, n.opts.Site)
 	}
 	sess := &ingestSession{n: n, svc: svc, state: n.svcs.get(h.Service), agent: h.Agent,
@@ -481,6 +497,9 @@ func (s *ingestSession) changes(p []byte) error {
 // commit makes a point of the service: the newest state of every volume,
 // with this stream's changes applied.
 func (s *ingestSession) commit(ctx context.Context, c *mesh.Commit) (*mesh.Committed, error) {
+	if err := s.n.fenced(s.svc.Name); err != nil {
+		return nil, err
+	}
 	st := s.state
 	st.mu.Lock()
 	defer st.mu.Unlock()

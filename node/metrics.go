@@ -81,6 +81,12 @@ var (
 		"The rate this node may send on a link now (0 = unlimited).", []string{"link"}, nil)
 	descThrottleWait = prometheus.NewDesc("lifeboat_replication_throttle_wait_seconds_total",
 		"Time senders waited for the link's bandwidth policy.", []string{"link", "tier"}, nil)
+	descEpoch = prometheus.NewDesc("lifeboat_service_epoch",
+		"The service's epoch: 1 plus its failovers.", []string{"service"}, nil)
+	descFailoverRPO = prometheus.NewDesc("lifeboat_failover_rpo_seconds",
+		"The data-loss window of the service's last failover.", []string{"service", "site"}, nil)
+	descFailoverRTO = prometheus.NewDesc("lifeboat_failover_rto_seconds",
+		"Command to servers up in the service's last finished failover.", []string{"service", "site"}, nil)
 	descLinkWaiters = prometheus.NewDesc("lifeboat_link_waiters",
 		"Senders waiting for the link's bandwidth, per tier.", []string{"link", "tier"}, nil)
 )
@@ -92,6 +98,9 @@ func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLinkRate
 	ch <- descLinkWaiters
 	ch <- descThrottleWait
+	ch <- descEpoch
+	ch <- descFailoverRPO
+	ch <- descFailoverRTO
 }
 
 func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
@@ -99,6 +108,11 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	cat := n.Catalog()
 	now := n.opts.Now()
 	for name, s := range cat.Services {
+		ch <- prometheus.MustNewConstMetric(descEpoch, prometheus.GaugeValue, float64(s.Epoch), name)
+		if f := s.LastFailover(); f != nil && f.Done {
+			ch <- prometheus.MustNewConstMetric(descFailoverRPO, prometheus.GaugeValue, f.RPO, name, f.To)
+			ch <- prometheus.MustNewConstMetric(descFailoverRTO, prometheus.GaugeValue, f.RTO, name, f.To)
+		}
 		for site, w := range s.Watermarks {
 			ch <- prometheus.MustNewConstMetric(descRPO, prometheus.GaugeValue, now.Sub(w.Time).Seconds(), name, site)
 		}

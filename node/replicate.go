@@ -120,6 +120,7 @@ func (n *Node) replicatorLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		n.checkBranches(ctx)
 		rp.sync(ctx)
 		rp.report(ctx)
 		n.fsm.mu.RLock()
@@ -141,7 +142,7 @@ func (rp *replicator) sync(ctx context.Context) {
 	want := map[replKey]wanted{}
 	if cat.Policy != nil && cat.Policy.Cluster != nil {
 		pol := cat.Policy.Cluster
-		for _, svc := range pol.Services {
+		for _, svc := range cat.ServiceList() {
 			if svc.Primary != string(n.opts.Site) {
 				continue
 			}
@@ -196,7 +197,7 @@ func distinctSenders(cat *Catalog, from mesh.Site, to mesh.Site) int {
 		return 0
 	}
 	seen := map[mesh.NodeID]bool{}
-	for _, svc := range cat.Policy.Cluster.Services {
+	for _, svc := range cat.ServiceList() {
 		if svc.Primary != string(from) || svc.Copy(string(to)) == nil {
 			continue
 		}
@@ -694,10 +695,10 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 		return refuse(mesh.CodeForbidden, "hello says site %s, the certificate says %s", h.Site, peer.Site)
 	}
 	cat := n.Catalog()
-	if cat.Policy == nil || cat.Policy.Cluster == nil || cat.Policy.Cluster.Service(h.Service) == nil {
+	svc := cat.Service(h.Service)
+	if svc == nil {
 		return refuse(mesh.CodeNotFound, "service %s is not in the applied policy", h.Service)
 	}
-	svc := cat.Policy.Cluster.Service(h.Service)
 	if h.Fetch {
 		return n.serveFetch(ctx, s, fr, h, cat)
 	}
@@ -723,6 +724,9 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 	}
 	if from := cat.Holder(h.Service, svc.Primary); from != peer.Name {
 		return refuse(mesh.CodeForbidden, "service %s is held at its primary site %s by %q, not %s: only the holder replicates it", h.Service, svc.Primary, from, peer.Name)
+	}
+	if f := n.branchCheckDue(cat, h.Service); f != nil {
+		return refuse(mesh.CodeUnavailable, "service %s failed over away from %s at epoch %d: this node lists its divergent points first", h.Service, n.opts.Site, f.Epoch)
 	}
 	n.log.Info("replication stream from the primary", "peer", peer.Name, "service", h.Service, "tier", h.Tier)
 	return n.receivePoints(ctx, s, fr, h.Service)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/node/internal/archive"
+	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 
@@ -25,10 +27,14 @@ type tiers struct {
 	todo map[string]blockstore.Point // newest point per service not yet handled
 	wake chan struct{}
 	sets map[string]*standby.Set // open standby sets, by service
+	// busy is held while a point is handled; take holds it to move a
+	// standby away. paused services (taken by a failover) are skipped.
+	busy   sync.Mutex
+	paused map[string]bool
 }
 
 func newTiers(n *Node) *tiers {
-	return &tiers{n: n, todo: map[string]blockstore.Point{}, wake: make(chan struct{}, 1), sets: map[string]*standby.Set{}}
+	return &tiers{n: n, todo: map[string]blockstore.Point{}, wake: make(chan struct{}, 1), sets: map[string]*standby.Set{}, paused: map[string]bool{}}
 }
 
 // arrived tells the engines that a point of service was committed here.
@@ -51,7 +57,7 @@ func (t *tiers) copyHere(service string) *config.Copy {
 	if cat.Policy == nil || cat.Policy.Cluster == nil || cat.Holder(service, string(t.n.opts.Site)) != t.n.opts.Name {
 		return nil
 	}
-	svc := cat.Policy.Cluster.Service(service)
+	svc := cat.Service(service)
 	if svc == nil {
 		return nil
 	}
@@ -104,8 +110,13 @@ func (t *tiers) run(ctx context.Context) {
 }
 
 func (t *tiers) handle(ctx context.Context, service string, p blockstore.Point) error {
+	t.busy.Lock()
+	defer t.busy.Unlock()
+	t.mu.Lock()
+	paused := t.paused[service]
+	t.mu.Unlock()
 	c := t.copyHere(service)
-	if c == nil {
+	if c == nil || paused {
 		return nil
 	}
 	switch c.Tier {
@@ -154,6 +165,43 @@ func (t *tiers) applyHot(ctx context.Context, service string, p blockstore.Point
 	t.n.metrics.standbyApplied.WithLabelValues(service).Inc()
 	t.n.noteTier(service, func(w *Watermark) { w.Standby, w.StandbyTime = p.ID, p.Time })
 	return nil
+}
+
+// take moves the service's standby directory to dst when its images are
+// at point p, for a failover, and stops the hot tier from touching the
+// service again (until the node restarts: by then the catalog says the
+// service runs here). It reports false, changing nothing, when the images
+// are not at p.
+func (t *tiers) take(service string, p blockstore.Point, dst string) (bool, error) {
+	t.busy.Lock()
+	defer t.busy.Unlock()
+	s, err := t.set(service)
+	if err != nil {
+		return false, err
+	}
+	if cur, ok := s.Point(); !ok || cur.ID != p.ID {
+		return false, nil
+	}
+	t.mu.Lock()
+	t.paused[service] = true
+	delete(t.sets, service)
+	t.mu.Unlock()
+	if err := s.Close(); err != nil {
+		return false, err
+	}
+	if err := durable.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return false, err
+	}
+	if err := os.RemoveAll(dst); err != nil {
+		return false, err
+	}
+	if err := os.Rename(t.standbyDir(service), dst); err != nil {
+		return false, fmt.Errorf("move the standby images: %w", err)
+	}
+	if err := durable.SyncDir(filepath.Dir(dst)); err != nil {
+		return false, err
+	}
+	return true, durable.SyncDir(filepath.Dir(t.standbyDir(service)))
 }
 
 // StandbyPath returns the path of a volume's standby image of service on

@@ -359,6 +359,39 @@ func printStatus(c *cli, st *node.Status) {
 		}
 	}
 	tw.Flush()
+	for _, s := range st.Services {
+		if f := s.Failover; f != nil {
+			state := fmt.Sprintf("RPO %s, RTO %s", secs(f.RPO), secs(f.RTO))
+			if !f.Done {
+				state = "NOT FINISHED: run the failover again to finish it"
+				if f.Error != "" {
+					state += " (" + f.Error + ")"
+				}
+			}
+			kind := "failover"
+			if f.Planned {
+				kind = "planned failover"
+			}
+			fmt.Fprintf(c.stdout, "%s: %s %s -> %s at %s, epoch %d, point %s; %s\n", s.Name, kind, f.From, f.To,
+				f.Started.Local().Format(time.RFC3339), f.Epoch, f.Point, state)
+		}
+		for _, b := range s.Branches {
+			fmt.Fprintf(c.stdout, "%s: divergent branch %s on %s: %d points from %s to %s (kept; restore --admin with --at to export)\n",
+				s.Name, b.Name, b.Node, len(b.Points), b.First.Local().Format(time.RFC3339), b.Last.Local().Format(time.RFC3339))
+		}
+		if d := s.Drill; d != nil {
+			res := "passed"
+			if !d.Passed {
+				res = "FAILED: " + d.Error
+			}
+			fmt.Fprintf(c.stdout, "%s: last drill %s at %s on %s: %s\n", s.Name, d.ID, d.Site, d.Node, res)
+		}
+	}
+}
+
+// secs formats seconds.
+func secs(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }
 
 func writeJSONOut(w interface{ Write([]byte) (int, error) }, v any) error {

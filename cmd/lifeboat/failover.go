@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/node"
+)
+
+func (c *cli) failoverCmd() *cobra.Command {
+	var (
+		af                   adminFlags
+		req                  node.FailoverRequest
+		yes, jsonOut, dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "failover SERVICE [--admin ADDR] [--to SITE] [--at latest|POINT|TIME] [--planned] [--force] [--yes]",
+		Short: "Bring a service up at a recovery site from its newest (or a chosen) point",
+		Long: `failover runs against a node of the site taking over (by default the site of
+the node at --admin). It prints the plan first: the point and so the RPO, the
+images and the hooks; then, after --yes or a "y" on a terminal, it makes the
+images exist at the point (hot: the standby images; warm and cold: from the
+store), starts a new epoch in the catalog (the old primary is fenced: its
+nodes take no more writes for the service), runs the service's start hook
+with the images in its environment, then the health hook until it passes.
+It reports the RPO and RTO it achieved. Interrupted, it finishes when run
+again.
+
+  --at       an older point: the answer to corruption or ransomware that was
+             already replicated (a point ID, or an RFC 3339 time: the newest
+             point at or before it)
+  --planned  both sites are up: the primary runs the stop hook, the final
+             point is shipped, and the failover loses nothing
+  --force    the primary site is gone and with it the catalog's quorum: this
+             node becomes the catalog's only voter first (lifeboat raft recover)
+
+Hooks get LIFEBOAT_SERVICE, LIFEBOAT_SITE, LIFEBOAT_EPOCH, LIFEBOAT_POINT,
+LIFEBOAT_POINT_TIME, LIFEBOAT_IMAGE_DIR, LIFEBOAT_IMAGES (space-separated
+paths), LIFEBOAT_IMAGE_<VOLUME> per volume and LIFEBOAT_PHASE (start, health).`,
+		Args: oneArg("SERVICE"),
+		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
+			req.Service, req.DryRun = args[0], dryRun
+			return c.failover(cmd.Context(), &af, req, yes, jsonOut)
+		}),
+	}
+	af.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&req.Site, "to", "", "the site taking over (default: the site of the node at --admin)")
+	f.StringVar(&req.At, "at", "latest", "the point: latest, a point ID (8+ characters) or an RFC 3339 time")
+	f.BoolVar(&req.Planned, "planned", false, "both sites are up: stop the service at its primary, ship the final point, lose nothing")
+	f.BoolVar(&req.Force, "force", false, "the primary site is lost for good: recover the catalog on this node first")
+	f.BoolVar(&yes, "yes", false, "do not ask before acting")
+	f.BoolVar(&dryRun, "dry-run", false, "print the plan and stop")
+	f.BoolVar(&jsonOut, "json", false, "print the plan, the progress and the result as JSON lines")
+	return cmd
+}
+
+// redirected returns a client for the node that must run a failover
+// or drill: the one at --admin, or the holder it names.
+func (c *cli) redirected(af *adminFlags, err error) (*node.Client, bool, error) {
+	var nh *node.NotHolderError
+	if !errors.As(err, &nh) || nh.Admin == "" {
+		return nil, false, err
+	}
+	fmt.Fprintf(c.stderr, "lifeboat: the service's holder at this site runs it: continuing with the node at %s\n", nh.Admin)
+	af2 := *af
+	af2.addr = nh.Admin
+	cl, err := af2.client()
+	return cl, err == nil, err
+}
+
+func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverRequest, yes, jsonOut bool) error {
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	printEvent := func(e node.FailoverEvent) {
+		if jsonOut {
+			writeJSONOut(c.stdout, e)
+			return
+		}
+		if e.Plan != nil {
+			printPlan(c, e.Plan)
+			return
+		}
+		line := fmt.Sprintf("[%s] %s", e.Step, e.Message)
+		if e.Total > 0 {
+			line += fmt.Sprintf(" (%s of %s)", formatBytes(e.Done), formatBytes(e.Total))
+		}
+		fmt.Fprintln(c.stdout, line)
+	}
+	plan := req
+	plan.DryRun = true
+	var seen *node.FailoverPlan
+	onPlan := func(e node.FailoverEvent) {
+		if e.Plan != nil {
+			seen = e.Plan
+		}
+		printEvent(e)
+	}
+	_, err = cl.Failover(ctx, plan, onPlan)
+	if cl2, ok, rerr := c.redirected(af, err); ok {
+		cl = cl2
+		_, err = cl.Failover(ctx, plan, onPlan)
+	} else if rerr != nil && !errors.Is(rerr, err) {
+		return rerr
+	}
+	if err != nil {
+		return err
+	}
+	if req.DryRun {
+		return nil
+	}
+	if seen != nil && seen.NeedForce && !req.Force {
+		return fmt.Errorf("%w: the catalog has no quorum; if the primary site is lost for good, run again with --force", node.ErrNoQuorum)
+	}
+	if !yes {
+		if !isTerminal(c.stdout) || !isTerminalFile(os.Stdin) {
+			return usagef("failover changes where %s runs: run it again with --yes to act on this plan", req.Service)
+		}
+		fmt.Fprintf(c.stdout, "Fail over %s now? [y/N] ", req.Service)
+		ans, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(ans)); a != "y" && a != "yes" {
+			return errors.New("failover not confirmed: nothing changed")
+		}
+	}
+	rec, err := cl.Failover(ctx, req, func(e node.FailoverEvent) {
+		if e.Plan == nil || jsonOut { // the plan was shown already
+			printEvent(e)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return writeJSONOut(c.stdout, rec)
+	}
+	met := ""
+	if seen != nil && seen.RPOTarget > 0 {
+		met = " (target " + secs(seen.RPOTarget) + ": met)"
+		if rec.RPO > seen.RPOTarget {
+			met = " (target " + secs(seen.RPOTarget) + ": NOT met)"
+		}
+	}
+	fmt.Fprintf(c.stdout, "failover done: %s runs at %s, epoch %d, from point %s (%s); RPO %s%s; RTO %s\n",
+		rec.Service, rec.To, rec.Epoch, rec.Point, rec.PointTime.Local().Format(time.RFC3339Nano), secs(rec.RPO), met, secs(rec.RTO))
+	return nil
+}
+
+func isTerminalFile(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func printPlan(c *cli, p *node.FailoverPlan) {
+	w := c.stdout
+	kind := "failover"
+	if p.Planned {
+		kind = "planned failover"
+	}
+	if p.Resume {
+		kind = "the unfinished failover (resumed)"
+	}
+	fmt.Fprintf(w, "Plan: %s of %s from %s to %s, run by node %s (%s copy), epoch %d\n", kind, p.Service, p.From, p.To, p.Node, p.Tier, p.Epoch)
+	switch {
+	case p.Point != "":
+		fmt.Fprintf(w, "  point:  %s at %s\n", p.Point, p.PointTime.Local().Format(time.RFC3339Nano))
+		if !p.PrimaryNewest.IsZero() {
+			fmt.Fprintf(w, "  RPO:    %s (%s's newest known point is from %s)\n", secs(p.RPO), p.From, p.PrimaryNewest.Local().Format(time.RFC3339Nano))
+		}
+	case p.Planned:
+		fmt.Fprintf(w, "  point:  the final point, made after %s's stop hook: RPO 0\n", p.From)
+	}
+	for _, im := range p.Images {
+		fmt.Fprintf(w, "  image:  %s -> %s (%s, %s)\n", im.Volume, im.Path, formatBytes(im.Size), im.Source)
+	}
+	hook := func(name, cmd string) {
+		if cmd == "" {
+			cmd = "(none)"
+		}
+		fmt.Fprintf(w, "  %-7s %s\n", name+":", cmd)
+	}
+	if p.Planned {
+		hook("stop", p.Hooks.Stop+" (at "+p.From+")")
+	}
+	hook("start", p.Hooks.Start)
+	hook("health", p.Hooks.Health)
+	if p.NeedForce {
+		fmt.Fprintf(w, "  catalog: NO QUORUM: --force makes %s the catalog's only voter first\n", p.Node)
+	}
+}
+
+func (c *cli) failbackCmd() *cobra.Command {
+	var af adminFlags
+	cmd := &cobra.Command{
+		Use:   "failback SERVICE [--admin ADDR]",
+		Short: "Make the site a service failed over from a copy again, to bring it home later",
+		Long: `failback re-protects a service in the reverse direction: the site it last
+failed over from becomes a warm copy and receives only the blocks that
+differ from what it already holds. Points that site took after the
+failover stay there as a divergent branch (lifeboat status lists it). When
+it has caught up, "lifeboat failover SERVICE --planned --to SITE" brings the
+service home with no data loss.`,
+		Args: oneArg("SERVICE"),
+		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			st, err := cl.Failback(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			f := st.LastFailover()
+			fmt.Fprintf(c.stdout, "failback: %s (running at %s, epoch %d) now replicates to %s as a warm copy; watch lifeboat status, then: lifeboat failover %s --planned --to %s\n",
+				args[0], st.Active, st.Epoch, f.From, args[0], f.From)
+			return nil
+		}),
+	}
+	af.register(cmd)
+	return cmd
+}
+
+func (c *cli) drillCmd() *cobra.Command {
+	var (
+		af          adminFlags
+		req         node.DrillRequest
+		cleanup, js bool
+	)
+	cmd := &cobra.Command{
+		Use:   "drill SERVICE [--admin ADDR] [--at ...] [--hook CMD] [--keep] | drill SERVICE --cleanup",
+		Short: "Bring up an isolated copy of a service at a recovery site and test it",
+		Long: `drill materializes the service's images at a point (default the newest)
+into the node's drills directory, runs the test hook (--hook, or the
+service's health hook) with the images in its environment (as for a
+failover, plus LIFEBOAT_DRILL), reports pass or fail with timings, records
+the result in the catalog and removes the images (unless --keep; then
+"drill SERVICE --cleanup" removes them). Production is not touched: the
+standby images, replication, the points and the epoch stay as they are.
+Run it against a node of the recovery site.`,
+		Args: oneArg("SERVICE"),
+		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			if cleanup {
+				ds, err := cl.CleanupDrills(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "removed the images of %d kept drills of %s\n", len(ds), args[0])
+				return nil
+			}
+			req.Service = args[0]
+			onEvent := func(e node.FailoverEvent) {
+				if js {
+					writeJSONOut(c.stdout, e)
+					return
+				}
+				line := fmt.Sprintf("[%s] %s", e.Step, e.Message)
+				if e.Total > 0 {
+					line += fmt.Sprintf(" (%s of %s)", formatBytes(e.Done), formatBytes(e.Total))
+				}
+				fmt.Fprintln(c.stdout, line)
+			}
+			d, err := cl.Drill(cmd.Context(), req, onEvent)
+			if cl2, ok, rerr := c.redirected(&af, err); ok {
+				d, err = cl2.Drill(cmd.Context(), req, onEvent)
+			} else if rerr != nil && !errors.Is(rerr, err) {
+				return rerr
+			}
+			if err != nil {
+				return err
+			}
+			if js {
+				return writeJSONOut(c.stdout, d)
+			}
+			res := "PASSED"
+			if !d.Passed {
+				res = "FAILED"
+			}
+			fmt.Fprintf(c.stdout, "drill %s %s: %s at %s from point %s (%s); images %s, hook %s\n", d.ID, res, d.Service, d.Site, d.Point,
+				d.PointTime.Local().Format(time.RFC3339), secs(d.Materialize), secs(d.Hook))
+			if d.Output != "" {
+				fmt.Fprintf(c.stdout, "hook output:\n%s\n", d.Output)
+			}
+			if d.Dir != "" {
+				fmt.Fprintf(c.stdout, "images kept in %s: lifeboat drill %s --cleanup removes them\n", d.Dir, d.Service)
+			}
+			if !d.Passed {
+				return fmt.Errorf("drill failed: %s", d.Error)
+			}
+			return nil
+		}),
+	}
+	af.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&req.At, "at", "latest", "the point: latest, a point ID (8+ characters) or an RFC 3339 time")
+	f.StringVar(&req.Hook, "hook", "", "test command, run with sh -c (default: the service's health hook)")
+	f.BoolVar(&req.Keep, "keep", false, "keep the drill's images for exploring")
+	f.BoolVar(&cleanup, "cleanup", false, "remove the images of kept drills")
+	f.BoolVar(&js, "json", false, "print progress and the result as JSON lines")
+	return cmd
+}

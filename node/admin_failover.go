@@ -1,0 +1,216 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore"
+)
+
+// Failover and drill requests on the admin API stream their progress as
+// JSON lines (FailoverEvent), the last carrying the result or the error:
+//
+//	POST /v1/failover            body: FailoverRequest → JSON lines
+//	POST /v1/drill               body: DrillRequest → JSON lines
+//	POST /v1/drill/cleanup?service=S   DrillRecords cleaned up
+//	POST /v1/failback?service=S  ServiceState (the old primary becomes a warm copy)
+
+const apiNotHolder = "not_holder"
+
+// streamEvents runs fn, writing each event it emits as a JSON line, then
+// the final event.
+func (n *Node) streamEvents(w http.ResponseWriter, r *http.Request, into any, fn func(ctx context.Context, emit func(FailoverEvent)) (FailoverEvent, error)) {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(into); err != nil {
+		writeErr(w, http.StatusBadRequest, apiBadRequest, "request body: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	fl, _ := w.(http.Flusher)
+	var mu sync.Mutex
+	enc := json.NewEncoder(w)
+	emit := func(e FailoverEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		enc.Encode(e)
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+	last, err := fn(r.Context(), emit)
+	if err != nil {
+		last = FailoverEvent{Error: err.Error(), Code: apiCode(err)}
+		var nh *NotHolderError
+		if errors.As(err, &nh) {
+			last.Code, last.Message = apiNotHolder, nh.Admin
+		}
+		n.log.Warn("admin request failed", "path", r.URL.Path, "err", err)
+	}
+	emit(last)
+}
+
+// apiCode is the API code of an error.
+func apiCode(err error) string {
+	switch {
+	case errors.Is(err, ErrBadCommand), errors.Is(err, errBadPolicy):
+		return apiBadRequest
+	case errors.Is(err, ErrNoQuorum):
+		return apiNoQuorum
+	case errors.Is(err, ErrNeedForce):
+		return apiNeedForce
+	case errors.Is(err, ErrHasLeader):
+		return apiHasLeader
+	case errors.Is(err, blockstore.ErrNotFound), errors.Is(err, errNoStore):
+		return apiNotFound
+	}
+	return apiInternal
+}
+
+func (n *Node) registerFailoverAPI(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/failover", func(w http.ResponseWriter, r *http.Request) {
+		var req FailoverRequest
+		n.streamEvents(w, r, &req, func(ctx context.Context, emit func(FailoverEvent)) (FailoverEvent, error) {
+			req.By = operator(r)
+			rec, err := n.Failover(ctx, req, emit)
+			return FailoverEvent{Step: "done", Result: rec}, err
+		})
+	})
+	mux.HandleFunc("POST /v1/drill", func(w http.ResponseWriter, r *http.Request) {
+		var req DrillRequest
+		n.streamEvents(w, r, &req, func(ctx context.Context, emit func(FailoverEvent)) (FailoverEvent, error) {
+			req.By = operator(r)
+			d, err := n.Drill(ctx, req, emit)
+			return FailoverEvent{Step: "done", Drill: d}, err
+		})
+	})
+	mux.HandleFunc("POST /v1/drill/cleanup", func(w http.ResponseWriter, r *http.Request) {
+		ds, err := n.CleanupDrills(r.Context(), r.URL.Query().Get("service"))
+		if err != nil {
+			n.writeAPIError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, ds)
+	})
+	mux.HandleFunc("POST /v1/failback", func(w http.ResponseWriter, r *http.Request) {
+		st, err := n.Failback(r.Context(), r.URL.Query().Get("service"), operator(r))
+		if err != nil {
+			n.writeAPIError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
+}
+
+// Failback makes the site the service last failed over from a warm copy
+// of it: it receives the blocks that differ from what it holds, and a
+// planned failover then brings the service home.
+func (n *Node) Failback(ctx context.Context, service, by string) (*ServiceState, error) {
+	st := n.Catalog().Services[service]
+	last := st.LastFailover()
+	if st == nil || st.Active == "" || last == nil {
+		return nil, fmt.Errorf("%w: service %s has not failed over: nothing to fail back", ErrBadCommand, service)
+	}
+	if err := n.Apply(ctx, &Command{Op: opReprotect, Service: service, On: true}); err != nil {
+		return nil, err
+	}
+	n.log.Warn("failback: the old primary site becomes a warm copy", "service", service, "site", last.From, "by", by)
+	return n.Catalog().Services[service], nil
+}
+
+// streamPost posts body and reads JSON lines of events until the last.
+func (c *Client) streamPost(ctx context.Context, path string, body any, onEvent func(FailoverEvent)) (FailoverEvent, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return FailoverEvent{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, strings.NewReader(string(b)))
+	if err != nil {
+		return FailoverEvent{}, err
+	}
+	if c.Operator != "" {
+		req.Header.Set(operatorHeader, c.Operator)
+	}
+	hc := *c.http
+	hc.Timeout = 0 // failovers take as long as their hooks; ctx bounds them
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return FailoverEvent{}, ctx.Err()
+		}
+		return FailoverEvent{}, fmt.Errorf("%w: %s: %v", ErrUnreachable, strings.TrimPrefix(c.base, "http://"), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var ae apiError
+		if json.Unmarshal(rb, &ae) != nil || ae.Error == "" {
+			return FailoverEvent{}, &APIError{Status: resp.StatusCode, Code: apiInternal, Msg: fmt.Sprintf("admin API: %s", resp.Status)}
+		}
+		return FailoverEvent{}, &APIError{Status: resp.StatusCode, Code: ae.Code, Msg: ae.Error}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var last FailoverEvent
+	for sc.Scan() {
+		var e FailoverEvent
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return FailoverEvent{}, fmt.Errorf("decode admin API event: %w", err)
+		}
+		if e.Step == "done" || e.Error != "" {
+			last = e
+			break
+		}
+		if onEvent != nil {
+			onEvent(e)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if ctx.Err() != nil {
+			return FailoverEvent{}, ctx.Err()
+		}
+		return FailoverEvent{}, fmt.Errorf("%w: the connection broke before the end (the node may still be working: run the command again to see or finish it): %v", ErrUnreachable, err)
+	}
+	if last.Error != "" {
+		if last.Code == apiNotHolder {
+			return last, &NotHolderError{Admin: last.Message, Msg: last.Error}
+		}
+		return last, &APIError{Status: http.StatusOK, Code: last.Code, Msg: last.Error}
+	}
+	if last.Step != "done" {
+		return FailoverEvent{}, fmt.Errorf("%w: the answer ended without a result (the node may still be working: run the command again)", ErrUnreachable)
+	}
+	return last, nil
+}
+
+// Failover runs (or with DryRun plans) a failover on the node; onEvent
+// gets the plan and the progress.
+func (c *Client) Failover(ctx context.Context, req FailoverRequest, onEvent func(FailoverEvent)) (*FailoverRecord, error) {
+	e, err := c.streamPost(ctx, "/v1/failover", req, onEvent)
+	return e.Result, err
+}
+
+// Drill runs a drill on the node.
+func (c *Client) Drill(ctx context.Context, req DrillRequest, onEvent func(FailoverEvent)) (*DrillRecord, error) {
+	e, err := c.streamPost(ctx, "/v1/drill", req, onEvent)
+	return e.Drill, err
+}
+
+// CleanupDrills removes the kept drill images of service on the node.
+func (c *Client) CleanupDrills(ctx context.Context, service string) ([]DrillRecord, error) {
+	var out []DrillRecord
+	return out, c.do(ctx, http.MethodPost, "/v1/drill/cleanup?"+url.Values{"service": {service}}.Encode(), nil, &out)
+}
+
+// Failback makes the service's old primary site a warm copy again.
+func (c *Client) Failback(ctx context.Context, service string) (*ServiceState, error) {
+	var st ServiceState
+	return &st, c.do(ctx, http.MethodPost, "/v1/failback?"+url.Values{"service": {service}}.Encode(), nil, &st)
+}

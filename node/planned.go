@@ -1,0 +1,144 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+)
+
+// A planned failover asks the service's holder at the site it runs at to
+// stop it (admin stream frames 5 and 6): the holder runs the stop hook,
+// then waits for the agent's first point made after the hook ended. That
+// point holds every write the servers made, so failing over at it loses
+// nothing.
+const (
+	frameStop    mesh.FrameType = 5 // JSON stopRequest
+	frameStopped mesh.FrameType = 6 // JSON stopReply
+)
+
+type stopRequest struct {
+	Service string `json:"service"`
+	By      string `json:"by"`
+}
+
+type stopReply struct {
+	Point  string    `json:"point"`
+	Time   time.Time `json:"time"`
+	Output string    `json:"output,omitempty"`
+}
+
+// finalPointWait bounds the wait for the agent's point after the stop
+// hook, beyond the hook timeout.
+const finalPointWait = time.Minute
+
+// plannedFinalPoint has the primary's holder stop the service and returns
+// the final point once this node holds it.
+func (n *Node) plannedFinalPoint(ctx context.Context, service string, svc *config.Service, emit func(FailoverEvent)) (blockstore.Point, error) {
+	cat := n.Catalog()
+	holder := cat.Holder(service, svc.Primary)
+	addr := addrOf(n.gossip.Members(), holder)
+	if holder == "" || addr == "" {
+		return blockstore.Point{}, fmt.Errorf("%w: planned failover: the holder of %s at %s (%q) is not reachable; for a lost site use --force without --planned", ErrNoQuorum, service, svc.Primary, holder)
+	}
+	emit(FailoverEvent{Step: "stop", Message: fmt.Sprintf("stopping %s at %s (%s): stop hook, then the final point", service, svc.Primary, holder)})
+	wait := time.Duration(svc.Hooks.Timeout) + finalPointWait
+	sctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
+	defer cancel()
+	s, err := n.ep.Dial(sctx, addr, mesh.KindAdmin)
+	if err != nil {
+		return blockstore.Point{}, fmt.Errorf("planned failover: dial %s: %w", holder, err)
+	}
+	defer s.Close()
+	if d, ok := sctx.Deadline(); ok {
+		s.SetDeadline(d)
+	}
+	req, _ := json.Marshal(stopRequest{Service: service, By: string(n.opts.Name)})
+	if err := mesh.WriteFrame(s, frameStop, req); err != nil {
+		return blockstore.Point{}, fmt.Errorf("planned failover: ask %s to stop: %w", holder, err)
+	}
+	p, err := mesh.NewFrameReader(s, 64<<10).Expect(frameStopped)
+	if err != nil {
+		return blockstore.Point{}, fmt.Errorf("planned failover: %s: %w", holder, err)
+	}
+	var rep stopReply
+	if err := json.Unmarshal(p, &rep); err != nil || rep.Point == "" {
+		return blockstore.Point{}, fmt.Errorf("planned failover: bad answer from %s: %q", holder, p)
+	}
+	emit(FailoverEvent{Step: "stop", Message: fmt.Sprintf("stopped; final point %s at %s; stop hook: %s", shortID(rep.Point), rep.Time.Format(time.RFC3339Nano), rep.Output)})
+	// Wait for the final point to arrive here.
+	st := n.svcs.get(service)
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		latest, changed := st.newest()
+		if latest != nil && !latest.Time.Before(rep.Time) {
+			pt, err := n.resolveServicePoint(ctx, service, rep.Point)
+			if err == nil {
+				emit(FailoverEvent{Step: "stop", Message: "the final point is here"})
+				return pt, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return blockstore.Point{}, fmt.Errorf("planned failover: waiting for the final point %s to arrive: %w", shortID(rep.Point), ctx.Err())
+		case <-changed:
+		case <-tick.C:
+			emit(FailoverEvent{Step: "stop", Message: "waiting for the final point to arrive by replication"})
+		}
+	}
+}
+
+// serveStop runs on the service's holder at the site it runs at.
+func (n *Node) serveStop(ctx context.Context, s *mesh.Stream, p []byte) {
+	var req stopRequest
+	if err := json.Unmarshal(p, &req); err != nil || req.Service == "" {
+		mesh.WriteError(s, mesh.CodeBadRequest, "stop request: bad payload")
+		return
+	}
+	if s.Peer().Agent {
+		mesh.WriteError(s, mesh.CodeForbidden, "stop request from an agent certificate")
+		return
+	}
+	cat := n.Catalog()
+	svc := cat.Service(req.Service)
+	if svc == nil || svc.Primary != string(n.opts.Site) || cat.Holder(req.Service, svc.Primary) != n.opts.Name {
+		mesh.WriteError(s, mesh.CodeForbidden, fmt.Sprintf("this node does not run service %s as its primary holder", req.Service))
+		return
+	}
+	timeout := time.Duration(svc.Hooks.Timeout)
+	s.SetDeadline(time.Now().Add(timeout + finalPointWait + 10*time.Second))
+	n.log.Warn("planned failover: stopping the service", "service", req.Service, "by", req.By, "peer", s.Peer().Name)
+	out := "no stop hook"
+	if svc.Hooks.Stop != "" {
+		var err error
+		out, err = runHook(ctx, "stop", svc.Hooks.Stop, []string{"LIFEBOAT_SERVICE=" + req.Service, "LIFEBOAT_SITE=" + string(n.opts.Site)}, timeout)
+		if err != nil {
+			mesh.WriteError(s, mesh.CodeUnavailable, err.Error())
+			return
+		}
+	}
+	stopped := n.opts.Now()
+	st := n.svcs.get(req.Service)
+	deadline := time.After(finalPointWait)
+	for {
+		latest, changed := st.newest()
+		if latest != nil && !latest.Time.Before(stopped) {
+			b, _ := json.Marshal(stopReply{Point: latest.ID, Time: latest.Time, Output: out})
+			mesh.WriteFrame(s, frameStopped, b)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-deadline:
+			mesh.WriteError(s, mesh.CodeUnavailable, fmt.Sprintf("no point of %s after the stop hook within %s: is its agent running?", req.Service, finalPointWait))
+			return
+		}
+	}
+}

@@ -1,0 +1,332 @@
+package cluster
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
+)
+
+// The failover tests run the real binary: node processes at dc1 and dc2
+// and a witness at dc3, an agent process scanning a volume that a writer
+// changes all the time, and the failover, failback and drill commands.
+
+type pnode struct {
+	name, site, role, admin, quic, gossip, data string
+	args                                        []string
+	p                                           *testbin.Proc
+}
+
+type pcluster struct {
+	t     *testing.T
+	bin   string
+	dir   string
+	ca    string
+	nodes map[string]*pnode
+}
+
+// newPCluster starts the nodes named in specs ({name, site, role}); the
+// first one bootstraps the cluster.
+func newPCluster(t *testing.T, specs ...[3]string) *pcluster {
+	c := &pcluster{t: t, bin: testbin.Build(t), dir: t.TempDir(), nodes: map[string]*pnode{}}
+	c.ca = filepath.Join(c.dir, "ca")
+	c.lb(0, "ca", "init", "--dir", c.ca)
+	var first *pnode
+	for _, s := range specs {
+		n := &pnode{name: s[0], site: s[1], role: s[2], admin: testbin.FreePort(t), quic: testbin.FreePort(t), gossip: testbin.FreePort(t),
+			data: filepath.Join(c.dir, s[0])}
+		tls := filepath.Join(c.dir, s[0]+"-tls")
+		c.lb(0, "ca", "issue", "--dir", c.ca, "--name", n.name, "--site", n.site, "--out", tls)
+		n.args = []string{"node", "run", "--name", n.name, "--site", n.site, "--role", n.role, "--data-dir", n.data,
+			"--listen-gossip", n.gossip, "--listen-quic", n.quic, "--listen-admin", n.admin, "--tls-dir", tls,
+			"--gossip-profile", "test"}
+		if first != nil {
+			n.args = append(n.args, "--join", first.gossip, "--bootstrap-expect", "1")
+		}
+		c.nodes[n.name] = n
+		if first == nil {
+			first = n
+			c.start(n)
+			testbin.WaitLeader(t, c.bin, n.admin, n.name)
+			continue
+		}
+		c.start(n)
+	}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.p.Stop()
+			if t.Failed() {
+				t.Logf("=== %s ===\n%s", n.name, n.p.Tail(30))
+			}
+		}
+	})
+	return c
+}
+
+func (c *pcluster) start(n *pnode, extra ...string) {
+	n.p = testbin.Start(c.t, n.name, filepath.Join(c.dir, n.name+".log"), c.bin, append(append([]string(nil), n.args...), extra...)...)
+}
+
+
+func (c *pcluster) lb(want int, args ...string) string {
+	c.t.Helper()
+	return testbin.Run(c.t, c.bin, want, args...)
+}
+
+// agent starts a scan agent for service web on the volume at path,
+// shipping to the node at quic.
+func (c *pcluster) agent(name, site, path, quic string) *testbin.Proc {
+	tls := filepath.Join(c.dir, name+"-"+site+"-tls")
+	if _, err := os.Stat(tls); err != nil {
+		c.lb(0, "ca", "issue", "--dir", c.ca, "--agent", "--name", name, "--site", site, "--service", "web", "--out", tls)
+	}
+	p := testbin.Start(c.t, name, filepath.Join(c.dir, name+"-"+site+".log"), c.bin, "agent", "run", "--name", name, "--service", "web",
+		"--volume", "disk="+path, "--node", quic, "--tls-dir", tls, "--mode", "scan", "--interval", "500ms",
+		"--spool", filepath.Join(c.dir, name+"-"+site+"-spool"))
+	c.t.Cleanup(p.Stop)
+	return p
+}
+
+func (c *pcluster) status(admin string) (*node.Status, error) { return testbin.Status(c.bin, admin) }
+
+// service returns web's status as the node at admin sees it.
+func (c *pcluster) service(admin string) (node.ServiceStatus, error) {
+	st, err := c.status(admin)
+	if err != nil {
+		return node.ServiceStatus{}, err
+	}
+	for _, s := range st.Services {
+		if s.Name == "web" {
+			return s, nil
+		}
+	}
+	return node.ServiceStatus{}, fmt.Errorf("no service web in the status")
+}
+
+func (c *pcluster) copyAt(admin, site string) (node.CopyStatus, error) {
+	s, err := c.service(admin)
+	if err != nil {
+		return node.CopyStatus{}, err
+	}
+	for _, cp := range s.Copies {
+		if cp.Site == site {
+			return cp, nil
+		}
+	}
+	return node.CopyStatus{}, fmt.Errorf("no copy of web at %s", site)
+}
+
+// failoverPolicy is web at dc1 with a hot copy at dc2; the hooks record
+// what they were given in hooks/.
+func failoverPolicy(size int64, img, hooks, link string) []byte {
+	return fmt.Appendf(nil, `[[site]]
+name = "dc1"
+[[site]]
+name = "dc2"
+[[site]]
+name = "dc3"
+[[link]]
+between = ["dc1", "dc2"]
+%s
+[[service]]
+name = "web"
+primary = "dc1"
+rpo = "10s"
+  [service.hooks]
+  start = 'sha256sum "$LIFEBOAT_IMAGE_DISK" | cut -d" " -f1 > "%[2]s/started-$LIFEBOAT_EPOCH"; env | grep ^LIFEBOAT_ | sort > "%[2]s/env-$LIFEBOAT_EPOCH"'
+  health = 'test -s "%[2]s/started-$LIFEBOAT_EPOCH"'
+  stop = 'touch "%[2]s/stop"; while [ ! -e "%[2]s/stopped" ]; do sleep 0.05; done'
+  timeout = "30s"
+  [[service.server]]
+  name = "web1"
+    [[service.server.volume]]
+    name = "disk"
+    path = %[3]q
+    size = "%[4]dB"
+    block_size = "4KiB"
+  [[service.copy]]
+  site = "dc2"
+  tier = "hot"
+`, link, hooks, img, size)
+}
+
+// writer changes random 4 KiB blocks of the image until the stop hook asks
+// it to stop (file hooks/stop), then syncs and answers (hooks/stopped).
+type writer struct {
+	path, hooks string
+	done        chan struct{}
+	mu          sync.Mutex
+	writes      int
+}
+
+func startWriter(t *testing.T, path, hooks string, seed uint64) *writer {
+	w := &writer{path: path, hooks: hooks, done: make(chan struct{})}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	go func() {
+		defer close(w.done)
+		defer f.Close()
+		r := rand.New(rand.NewPCG(seed, 1))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := os.Stat(filepath.Join(hooks, "stop")); err == nil {
+				f.Sync()
+				os.WriteFile(filepath.Join(hooks, "stopped"), nil, 0o644)
+				return
+			}
+			for i := range buf {
+				buf[i] = byte(r.Uint32())
+			}
+			f.WriteAt(buf, r.Int64N(st.Size()/4096)*4096)
+			w.mu.Lock()
+			w.writes++
+			w.mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(hooks, "stop"), nil, 0o644)
+		<-w.done
+	})
+	return w
+}
+
+func fileSHA(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func readTrim(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestFailoverPlannedAndDrill: a drill at dc2 while dc1 writes and
+// replicates changes nothing in production; then a planned failover to
+// dc2 loses nothing: the image the start hook gets at dc2 is the image
+// dc1's servers left when the stop hook stopped them. The agent at dc1 is
+// fenced afterwards.
+func TestFailoverPlannedAndDrill(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("-short: this test builds the lifeboat binary and runs five processes for about 40 s; it runs without -short (as CI does)")
+	}
+	const size = 16 << 20
+	c := newPCluster(t, [3]string{"dc1-n1", "dc1", "node"}, [3]string{"dc2-n1", "dc2", "node"}, [3]string{"dc3-w1", "dc3", "witness"})
+	dc1, dc2 := c.nodes["dc1-n1"], c.nodes["dc2-n1"]
+	hooks := filepath.Join(c.dir, "hooks")
+	os.MkdirAll(hooks, 0o755)
+	img := randomImage(t, size, 21)
+	policy := filepath.Join(c.dir, "cluster.toml")
+	os.WriteFile(policy, failoverPolicy(size, img, hooks, `rate = "200Mbit"`), 0o644)
+	c.lb(0, "policy", "apply", "--admin", dc1.admin, policy)
+	testbin.Eventually(t, "holder at dc2", 30*time.Second, func() error {
+		cp, err := c.copyAt(dc1.admin, "dc2")
+		if err == nil && cp.Holder != dc2.name {
+			err = fmt.Errorf("holder %q", cp.Holder)
+		}
+		return err
+	})
+	startWriter(t, img, hooks, 1)
+	agent := c.agent("web1", "dc1", img, dc1.quic)
+	testbin.Eventually(t, "dc2's standby at a point", 60*time.Second, func() error {
+		cp, err := c.copyAt(dc1.admin, "dc2")
+		if err == nil && cp.Standby == "" {
+			err = fmt.Errorf("no standby yet (point %q)", cp.Point)
+		}
+		return err
+	})
+
+	// (4) A drill while replication goes on.
+	before, err := c.copyAt(dc1.admin, "dc2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	standbyImg := filepath.Join(dc2.data, "standby", "web", "disk.img")
+	out := c.lb(0, "drill", "web", "--admin", dc2.admin,
+		"--hook", `sha256sum "$LIFEBOAT_IMAGE_DISK" && test -n "$LIFEBOAT_DRILL" && dd if=/dev/urandom of="$LIFEBOAT_IMAGE_DISK" bs=4096 count=16 conv=notrunc 2>/dev/null && echo drill-ok`)
+	t.Logf("lifeboat drill:\n%s", out)
+	if !strings.Contains(out, "PASSED") || !strings.Contains(out, "drill-ok") {
+		t.Fatalf("drill did not pass:\n%s", out)
+	}
+	testbin.Eventually(t, "replication goes on after the drill", 30*time.Second, func() error {
+		cp, err := c.copyAt(dc1.admin, "dc2")
+		if err == nil && !cp.PointTime.After(before.PointTime) {
+			err = fmt.Errorf("dc2 still at %s", cp.PointTime)
+		}
+		return err
+	})
+	svc, err := c.service(dc1.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Epoch != 1 || svc.Primary != "dc1" || svc.Failover != nil || svc.Drill == nil || !svc.Drill.Passed || svc.Drill.Dir != "" {
+		t.Fatalf("after the drill: epoch %d, primary %s, failover %+v, drill %+v", svc.Epoch, svc.Primary, svc.Failover, svc.Drill)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dc2.data, "drills", "web")); len(ents) != 0 {
+		t.Fatalf("the drill left %d directories behind", len(ents))
+	}
+	if _, err := os.Stat(standbyImg); err != nil {
+		t.Fatalf("standby image after the drill: %v", err)
+	}
+
+	// (1) Planned failover.
+	out = c.lb(0, "failover", "web", "--admin", dc2.admin, "--planned", "--yes")
+	t.Logf("lifeboat failover --planned:\n%s", out)
+	final := fileSHA(t, img) // the writer stopped for good in the stop hook
+	if got := readTrim(t, filepath.Join(hooks, "started-2")); got != final {
+		t.Fatalf("the start hook at dc2 got an image with sha256 %s; dc1's servers left %s: writes were lost", got, final)
+	}
+	env := readTrim(t, filepath.Join(hooks, "env-2"))
+	for _, want := range []string{"LIFEBOAT_SITE=dc2", "LIFEBOAT_EPOCH=2", "LIFEBOAT_PHASE=start", "LIFEBOAT_PLANNED=true",
+		"LIFEBOAT_IMAGE_DISK=" + filepath.Join(dc2.data, "failover", "web")} {
+		if !strings.Contains(env, want) {
+			t.Errorf("start hook environment lacks %q:\n%s", want, env)
+		}
+	}
+	if !strings.Contains(out, "RPO 0s") {
+		t.Errorf("planned failover did not report RPO 0:\n%s", out)
+	}
+	svc, err = c.service(dc1.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := svc.Failover; svc.Epoch != 2 || svc.Primary != "dc2" || f == nil || !f.Done || !f.Planned || f.RPO != 0 || f.RTO <= 0 {
+		t.Fatalf("after the failover: epoch %d, primary %s, record %+v", svc.Epoch, svc.Primary, svc.Failover)
+	}
+	t.Logf("planned failover: RPO %.3fs, RTO %.3fs", svc.Failover.RPO, svc.Failover.RTO)
+	// Fenced: the agent at dc1 is refused from now on.
+	os.Remove(filepath.Join(hooks, "stop"))
+	testbin.Eventually(t, "dc1 refuses the agent", 20*time.Second, func() error {
+		if b, _ := os.ReadFile(agent.Log); !bytes.Contains(b, []byte("fenced")) {
+			return fmt.Errorf("agent log does not say fenced yet")
+		}
+		return nil
+	})
+	// Running it again is refused: the service runs at dc2.
+	if _, errOut, code := testbin.RunCode(c.bin, "failover", "web", "--admin", dc2.admin, "--yes"); code == 0 || !strings.Contains(errOut, "already runs at site dc2") {
+		t.Fatalf("a second failover: exit %d: %s", code, errOut)
+	}
+}
