@@ -53,14 +53,14 @@ type FailoverRequest struct {
 
 // FailoverPlan is what a failover will do, shown before it does it.
 type FailoverPlan struct {
-	Service   string       `json:"service"`
-	From      string       `json:"from"`
-	To        string       `json:"to"`
-	Node      mesh.NodeID  `json:"node"`
-	Tier      config.Tier  `json:"tier"`
-	Epoch     uint64       `json:"epoch"` // the epoch it will start
-	Point     string       `json:"point,omitempty"`
-	PointTime time.Time    `json:"point_time,omitzero"`
+	Service   string      `json:"service"`
+	From      string      `json:"from"`
+	To        string      `json:"to"`
+	Node      mesh.NodeID `json:"node"`
+	Tier      config.Tier `json:"tier"`
+	Epoch     uint64      `json:"epoch"` // the epoch it will start
+	Point     string      `json:"point,omitempty"`
+	PointTime time.Time   `json:"point_time,omitzero"`
 	// PrimaryNewest is the newest point the catalog knows at From; RPO is
 	// the data this failover loses, PrimaryNewest minus PointTime.
 	PrimaryNewest time.Time    `json:"primary_newest,omitzero"`

@@ -77,7 +77,6 @@ func (c *pcluster) start(n *pnode, extra ...string) {
 	n.p = testbin.Start(c.t, n.name, filepath.Join(c.dir, n.name+".log"), c.bin, append(append([]string(nil), n.args...), extra...)...)
 }
 
-
 func (c *pcluster) lb(want int, args ...string) string {
 	c.t.Helper()
 	return testbin.Run(c.t, c.bin, want, args...)
