@@ -329,3 +329,190 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 		t.Fatalf("a second failover: exit %d: %s", code, errOut)
 	}
 }
+
+// TestFailoverUnplannedForceFailback: dc1 and the witness die under
+// continuous writes, so dc2 alone has no catalog quorum. failover without
+// --force refuses; with --force it recovers the catalog on dc2 and brings
+// web up from dc2's newest point, with an RPO within the target. dc1 comes
+// back: it is fenced, keeps the points dc2 never got as a divergent branch,
+// and its image at the failover point is the one dc2 started. After
+// failback dc1 receives only the blocks written at dc2 since.
+func TestFailoverUnplannedForceFailback(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("-short: this test builds the lifeboat binary and runs six processes for about 60 s; it runs without -short (as CI does)")
+	}
+	const size = 16 << 20
+	c := newPCluster(t, [3]string{"dc1-n1", "dc1", "node"}, [3]string{"dc2-n1", "dc2", "node"}, [3]string{"dc3-w1", "dc3", "witness"})
+	dc1, dc2, w := c.nodes["dc1-n1"], c.nodes["dc2-n1"], c.nodes["dc3-w1"]
+	hooks := filepath.Join(c.dir, "hooks")
+	os.MkdirAll(hooks, 0o755)
+	img := randomImage(t, size, 22)
+	policy := filepath.Join(c.dir, "cluster.toml")
+	// dc2 gets at most one point every 3 s: dc1 is always a little ahead.
+	os.WriteFile(policy, failoverPolicy(size, img, hooks, `coalesce = "3s"`), 0o644)
+	c.lb(0, "policy", "apply", "--admin", dc1.admin, policy)
+	testbin.Eventually(t, "holder at dc2", 30*time.Second, func() error {
+		cp, err := c.copyAt(dc1.admin, "dc2")
+		if err == nil && cp.Holder != dc2.name {
+			err = fmt.Errorf("holder %q", cp.Holder)
+		}
+		return err
+	})
+	wr := startWriter(t, img, hooks, 2)
+	agent := c.agent("web1", "dc1", img, dc1.quic)
+	testbin.Eventually(t, "dc2's standby at its second point", 60*time.Second, func() error {
+		cp, err := c.copyAt(dc1.admin, "dc2")
+		if err == nil && (cp.Standby == "" || cp.Standby != cp.Point) {
+			err = fmt.Errorf("no standby yet (point %q, standby %q)", cp.Point, cp.Standby)
+		}
+		return err
+	})
+	time.Sleep(4 * time.Second) // a few more points at both sites
+
+	// dc1 is lost, and the witness with it.
+	dc1.p.Kill()
+	agent.Kill()
+	w.p.Kill()
+	os.WriteFile(filepath.Join(hooks, "stop"), nil, 0o644)
+	<-wr.done
+	t.Logf("dc1-n1, its agent and dc3-w1 killed with SIGKILL")
+	testbin.Eventually(t, "dc2 sees no leader", 30*time.Second, func() error {
+		st, err := c.status(dc2.admin)
+		if err == nil && st.Leader != "" {
+			err = fmt.Errorf("leader %s", st.Leader)
+		}
+		return err
+	})
+	_, errOut, code := testbin.RunCode(c.bin, "failover", "web", "--admin", dc2.admin, "--yes")
+	if code != 6 || !strings.Contains(errOut, "--force") {
+		t.Fatalf("failover without quorum and without --force: exit %d, want 6 and a hint at --force: %s", code, errOut)
+	}
+	out := c.lb(0, "failover", "web", "--admin", dc2.admin, "--force", "--yes")
+	t.Logf("lifeboat failover --force:\n%s", out)
+	svc, err := c.service(dc2.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := svc.Failover
+	if svc.Epoch != 2 || f == nil || !f.Done || !f.Forced || f.Planned {
+		t.Fatalf("after the failover: epoch %d, record %+v", svc.Epoch, f)
+	}
+	if f.RPO > 10 {
+		t.Errorf("RPO %.3fs is over the 10s target", f.RPO)
+	}
+	t.Logf("unplanned failover: RPO %.3fs (target 10s), RTO %.3fs, point %s", f.RPO, f.RTO, f.Point)
+	started := readTrim(t, filepath.Join(hooks, "started-2"))
+
+	// dc1 and the witness come back. Their Raft state predates the forced
+	// recovery, so they rejoin as new members.
+	c.start(dc1, "--reset-raft", "--join", dc2.gossip)
+	c.start(w, "--reset-raft", "--join", dc2.gossip)
+	var branch node.Branch
+	testbin.Eventually(t, "dc1 lists its divergent branch", 60*time.Second, func() error {
+		s, err := c.service(dc2.admin)
+		if err != nil {
+			return err
+		}
+		if len(s.Branches) == 0 {
+			return fmt.Errorf("no branch yet")
+		}
+		branch = s.Branches[0]
+		return nil
+	})
+	t.Logf("branch %s on %s: %d points from %s to %s", branch.Name, branch.Node, len(branch.Points), branch.First, branch.Last)
+	if string(branch.Node) != dc1.name || branch.Epoch != 1 || !branch.First.After(f.PointTime) {
+		t.Fatalf("branch %+v after failover point at %s", branch, f.PointTime)
+	}
+	// The primary's image at the chosen point is the one dc2 started.
+	restored := filepath.Join(c.dir, "dc1-at-failover.img")
+	c.lb(0, "restore", "--admin", dc1.admin, "--volume", "web/disk", "--at", f.Point, "--out", restored)
+	if got := fileSHA(t, restored); got != started {
+		t.Fatalf("dc2 started an image with sha256 %s; dc1's image at point %s is %s", started, f.Point, got)
+	}
+	// Fenced: dc1 refuses its agent.
+	agent = c.agent("web1", "dc1", img, dc1.quic)
+	testbin.Eventually(t, "dc1 refuses the agent", 30*time.Second, func() error {
+		if b, _ := os.ReadFile(agent.Log); !bytes.Contains(b, []byte("fenced")) {
+			return fmt.Errorf("agent log does not say fenced yet")
+		}
+		return nil
+	})
+	agent.Stop()
+
+	// The service runs at dc2 now: an agent there protects the started
+	// image, and 1 MiB of it changes.
+	started2 := filepath.Join(dc2.data, "failover", "web", f.Point[:12], "disk.img")
+	c.agent("web1", "dc2", started2, dc2.quic)
+	fw, err := os.OpenFile(started2, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	blk := make([]byte, 4096)
+	for i := range 256 {
+		for j := range blk {
+			blk[j] = byte(r.Uint32())
+		}
+		fw.WriteAt(blk, int64(i*16)*4096)
+	}
+	fw.Close()
+	want := fileSHA(t, started2)
+	var newest node.Watermark
+	testbin.Eventually(t, "dc2 holds a point after the changes", 30*time.Second, func() error {
+		s, err := c.service(dc2.admin)
+		if err != nil {
+			return err
+		}
+		for _, wm := range s.Watermarks {
+			if wm.Site == "dc2" && wm.Time.After(f.Finished) {
+				newest = wm
+				return nil
+			}
+		}
+		return fmt.Errorf("no new point at dc2")
+	})
+	// Wait for the scan that saw all the changes: two more scans.
+	time.Sleep(1500 * time.Millisecond)
+	out = c.lb(0, "failback", "web", "--admin", dc2.admin)
+	t.Logf("lifeboat failback: %s", out)
+	testbin.Eventually(t, "dc1 catches up", 60*time.Second, func() error {
+		cp, err := c.copyAt(dc2.admin, "dc1")
+		if err != nil {
+			return err
+		}
+		s, err := c.service(dc2.admin)
+		if err != nil {
+			return err
+		}
+		for _, wm := range s.Watermarks {
+			if wm.Site == "dc2" {
+				newest = wm
+			}
+		}
+		if cp.Point != newest.Point {
+			return fmt.Errorf("dc1 at %q, dc2 at %q", cp.Point, newest.Point)
+		}
+		return nil
+	})
+	back := filepath.Join(c.dir, "dc1-after-failback.img")
+	c.lb(0, "restore", "--admin", dc1.admin, "--volume", "web/disk", "--at", newest.Point, "--out", back)
+	if got := fileSHA(t, back); got != want {
+		t.Fatalf("dc1's copy after failback differs from dc2's image")
+	}
+	sent, err := metric(dc2.admin, "lifeboat_replication_sent_bytes_total", `link="dc2-dc1"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("failback sent %.2f MB to dc1 for 1 MiB of changed blocks in a %d MiB volume", sent/1e6, size>>20)
+	if sent > 3<<20 {
+		t.Errorf("failback sent %.2f MB: more than the blocks that differ", sent/1e6)
+	}
+	// The branch's points are still at dc1.
+	pts := c.lb(0, "points", "--admin", dc1.admin, "--service", "web")
+	for _, id := range branch.Points {
+		if !strings.Contains(pts, id[:12]) {
+			t.Errorf("branch point %s is gone from dc1", id)
+		}
+	}
+}
