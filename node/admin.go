@@ -334,11 +334,14 @@ func (c *Client) Points(ctx context.Context, service, volume string) ([]blocksto
 	return pts, c.do(ctx, http.MethodGet, "/v1/points?"+q.Encode(), nil, &pts)
 }
 
-// Image streams a volume's image at a point into w, sequentially, and
-// returns the point it came from. Zero blocks are skipped with Seek when w
-// can seek, so files stay sparse.
-func (c *Client) Image(ctx context.Context, volume, at string, w io.WriteSeeker) (string, int64, error) {
+// Image streams a volume's image at a point into w, sequentially, in
+// format ("" = raw; qcow2, vhdx) and returns the point it came from and the
+// bytes written. Zero runs are skipped with Seek, so files stay sparse.
+func (c *Client) Image(ctx context.Context, volume, at, format string, w io.WriteSeeker) (string, int64, error) {
 	q := url.Values{"volume": {volume}, "at": {at}}
+	if format != "" {
+		q.Set("format", format)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/image?"+q.Encode(), nil)
 	if err != nil {
 		return "", 0, err

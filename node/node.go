@@ -184,6 +184,7 @@ type Node struct {
 	tierMarks map[string]Watermark
 	repl      *replicator
 	tiers     *tiers
+	images    imageCache // block maps of images read through the admin API
 	metrics   *metrics
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore"
 )
 
 // Format names a disk image format Write can produce.
@@ -312,3 +314,18 @@ func writeRaw(ctx context.Context, o *out, c *copier) error {
 
 // ceilDiv returns a/b rounded up, for a >= 0 and b > 0.
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
+
+// storeImage adapts a blockstore image.
+type storeImage struct{ *blockstore.Image }
+
+func (s storeImage) Extents() []Extent {
+	es := s.Image.Extents()
+	out := make([]Extent, len(es))
+	for i, e := range es {
+		out[i] = Extent{Off: e.Off, Len: e.Len}
+	}
+	return out
+}
+
+// FromStore returns a blockstore image as an Image.
+func FromStore(im *blockstore.Image) Image { return storeImage{im} }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
 )
 
 // storeOrAdmin is --store or --admin (with --tls-dir): exactly one.
@@ -39,7 +41,7 @@ func (w *storeOrAdmin) check() error {
 
 // restoreRemote streams a volume image from a node into out (a new file,
 // renamed into place once complete and synced).
-func (c *cli) restoreRemote(ctx context.Context, af *adminFlags, volume, at, out string, force bool) (err error) {
+func (c *cli) restoreRemote(ctx context.Context, af *adminFlags, volume, at string, format imgfmt.Format, out string, force bool) (err error) {
 	cl, err := af.client()
 	if err != nil {
 		return err
@@ -61,7 +63,7 @@ func (c *cli) restoreRemote(ctx context.Context, af *adminFlags, volume, at, out
 		}
 	}()
 	start := time.Now()
-	point, size, err := cl.Image(ctx, volume, at, f)
+	point, size, err := cl.Image(ctx, volume, at, string(format), f)
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", volume, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -423,6 +424,14 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 	t.Logf("branch %s on %s: %d points from %s to %s", branch.Name, branch.Node, len(branch.Points), branch.First, branch.Last)
 	if string(branch.Node) != dc1.name || branch.Epoch != 1 || !branch.First.After(f.PointTime) {
 		t.Fatalf("branch %+v after failover point at %s", branch, f.PointTime)
+	}
+	// The branch can be exported, here as qcow2 through dc1's admin API.
+	if q, err := exec.LookPath("qemu-img"); err == nil {
+		exp := filepath.Join(c.dir, "branch.qcow2")
+		c.lb(0, "restore", "--admin", dc1.admin, "--volume", "web/disk", "--at", branch.Points[len(branch.Points)-1], "--format", "qcow2", "--out", exp)
+		if b, err := exec.Command(q, "check", exp).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img check of the exported branch: %v\n%s", err, b)
+		}
 	}
 	// The primary's image at the chosen point is the one dc2 started.
 	restored := filepath.Join(c.dir, "dc1-at-failover.img")

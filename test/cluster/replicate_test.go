@@ -111,7 +111,7 @@ func imageAt(t *testing.T, h *harness, n mesh.NodeID, at string) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, _, err := c.Image(t.Context(), "web/disk", at, f); err != nil {
+	if _, _, err := c.Image(t.Context(), "web/disk", at, "", f); err != nil {
 		t.Fatalf("image of web/disk at %s from %s: %v", at, n, err)
 	}
 	b, err := os.ReadFile(f.Name())
