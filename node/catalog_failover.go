@@ -77,17 +77,25 @@ func (c *Catalog) applyFailover(cmd *Command, index uint64) error {
 	if r == nil || r.Service == "" || r.To == "" || r.Point == "" {
 		return fmt.Errorf("%w: %s needs a record with service, site and point", ErrBadCommand, cmd.Op)
 	}
-	s := c.service(r.Service)
+	epoch := uint64(1)
+	if s := c.Services[r.Service]; s != nil {
+		epoch = s.Epoch
+	}
 	if cmd.Op == opFailover {
-		if r.Epoch != s.Epoch+1 {
-			return fmt.Errorf("%w: failover of %s to epoch %d, but the service is at epoch %d (another failover ran meanwhile)", ErrBadCommand, r.Service, r.Epoch, s.Epoch)
+		if r.Epoch != epoch+1 {
+			return fmt.Errorf("%w: failover of %s to epoch %d, but the service is at epoch %d (another failover ran meanwhile)", ErrBadCommand, r.Service, r.Epoch, epoch)
 		}
+		s := c.service(r.Service)
 		s.Epoch, s.Active, s.Reprotect = r.Epoch, r.To, false
 		s.Failovers = append(s.Failovers, *r)
 		if len(s.Failovers) > historyLen {
 			s.Failovers = slices.Delete(s.Failovers, 0, len(s.Failovers)-historyLen)
 		}
 	} else {
+		s := c.Services[r.Service]
+		if s == nil {
+			return fmt.Errorf("%w: failover_done: no service %s", ErrBadCommand, r.Service)
+		}
 		i := slices.IndexFunc(s.Failovers, func(o FailoverRecord) bool { return o.Epoch == r.Epoch })
 		if i < 0 {
 			return fmt.Errorf("%w: failover_done: service %s has no failover at epoch %d", ErrBadCommand, r.Service, r.Epoch)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
@@ -152,4 +153,97 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		}
 		c.clone()
 	})
+}
+
+// TestCatalogFailover: a failover starts the next epoch only; the service
+// view then has the new primary without its own copy, and with Reprotect
+// the old primary as a warm copy; refused commands change nothing.
+func TestCatalogFailover(t *testing.T) {
+	t.Parallel()
+	f := newFSM()
+	src := []byte(`[[site]]
+name = "dc1"
+[[site]]
+name = "dc2"
+[[site]]
+name = "dc3"
+[[service]]
+name = "web"
+primary = "dc1"
+  [[service.server]]
+  name = "s1"
+    [[service.server.volume]]
+    name = "disk"
+    path = "/dev/x"
+    size = "1MiB"
+  [[service.copy]]
+  site = "dc2"
+  tier = "hot"
+  [[service.copy]]
+  site = "dc3"
+  tier = "warm"
+`)
+	pc, err := config.ParseCluster("c.toml", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyCmd(t, f, 1, &Command{Op: opPolicy, Policy: &PolicyRecord{Cluster: pc}}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	rec := &FailoverRecord{Service: "web", Epoch: 2, From: "dc1", To: "dc2", Node: "dc2-n1", Point: "p1", PointTime: at}
+	before := f.cat.clone()
+	for _, c := range []*Command{
+		{Op: opFailover, Failover: &FailoverRecord{Service: "web", Epoch: 3, From: "dc1", To: "dc2", Point: "p1"}}, // skips an epoch
+		{Op: opFailover, Failover: &FailoverRecord{Service: "web", Epoch: 2, To: "dc2"}},                           // no point
+		{Op: opFailedOver, Failover: rec},                // no such failover yet
+		{Op: opReprotect, Service: "web", On: true},      // has not failed over
+		{Op: opBranch, Branch: &Branch{Service: "web"}},  // no node, no points
+		{Op: opDrill, Drill: &DrillRecord{Service: "x"}}, // no ID
+	} {
+		if err := applyCmd(t, f, 2, c); !errors.Is(err, ErrBadCommand) {
+			t.Fatalf("%s %+v: err %v, want ErrBadCommand", c.Op, c.Failover, err)
+		}
+	}
+	before.Index = f.cat.Index
+	if !reflect.DeepEqual(before, f.cat) {
+		t.Fatal("refused commands changed the catalog")
+	}
+	if err := applyCmd(t, f, 3, &Command{Op: opFailover, Failover: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyCmd(t, f, 4, &Command{Op: opFailover, Failover: rec}); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("the same failover twice: %v", err)
+	}
+	v := f.cat.Service("web")
+	if v.Primary != "dc2" || v.Copy("dc2") != nil || v.Copy("dc3") == nil || v.Copy("dc1") != nil {
+		t.Fatalf("view after failover: primary %s, copies %+v", v.Primary, v.Copies)
+	}
+	if pc.Service("web").Primary != "dc1" || len(f.cat.Policy.Cluster.Service("web").Copies) != 2 {
+		t.Fatal("the view changed the applied policy")
+	}
+	if err := applyCmd(t, f, 5, &Command{Op: opReprotect, Service: "web", On: true}); err != nil {
+		t.Fatal(err)
+	}
+	v = f.cat.Service("web")
+	if c := v.Copy("dc1"); c == nil || c.Tier != config.TierWarm {
+		t.Fatalf("view with reprotect: copies %+v", v.Copies)
+	}
+	done := *rec
+	done.Done, done.RPO, done.RTO = true, 1.5, 3
+	if err := applyCmd(t, f, 6, &Command{Op: opFailedOver, Failover: &done}); err != nil {
+		t.Fatal(err)
+	}
+	st := f.cat.Services["web"]
+	if st.Epoch != 2 || st.Active != "dc2" || !st.LastFailover().Done || st.LastFailover().RTO != 3 {
+		t.Fatalf("state %+v", st)
+	}
+	// Home again: the view is the policy.
+	home := &FailoverRecord{Service: "web", Epoch: 3, From: "dc2", To: "dc1", Point: "p2", PointTime: at.Add(time.Hour)}
+	if err := applyCmd(t, f, 7, &Command{Op: opFailover, Failover: home}); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.cat.Service("web"); v.Primary != "dc1" || len(v.Copies) != 2 || f.cat.Services["web"].Reprotect {
+		t.Fatalf("view back home: %+v", v)
+	}
 }

@@ -29,7 +29,7 @@ type pnode struct {
 }
 
 type pcluster struct {
-	t     *testing.T
+	t     testing.TB
 	bin   string
 	dir   string
 	ca    string
@@ -38,7 +38,7 @@ type pcluster struct {
 
 // newPCluster starts the nodes named in specs ({name, site, role}); the
 // first one bootstraps the cluster.
-func newPCluster(t *testing.T, specs ...[3]string) *pcluster {
+func newPCluster(t testing.TB, specs ...[3]string) *pcluster {
 	c := &pcluster{t: t, bin: testbin.Build(t), dir: t.TempDir(), nodes: map[string]*pnode{}}
 	c.ca = filepath.Join(c.dir, "ca")
 	c.lb(0, "ca", "init", "--dir", c.ca)
@@ -214,7 +214,7 @@ func fileSHA(t *testing.T, path string) string {
 	return hex.EncodeToString(s[:])
 }
 
-func readTrim(t *testing.T, path string) string {
+func readTrim(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

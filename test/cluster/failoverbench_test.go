@@ -1,0 +1,145 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
+	"github.com/lifeboat-dr/lifeboat/test/workload"
+)
+
+// rtoPolicy protects the same image as two services: "hot" with a hot copy
+// at dc2 and "warm" with a warm one. Their start hooks write the time they
+// started.
+func rtoPolicy(size int64, img, hooks string) []byte {
+	svc := func(name, tier string) string {
+		return fmt.Sprintf(`[[service]]
+name = %[1]q
+primary = "dc1"
+  [service.hooks]
+  start = 'date +%%s.%%N > "%[3]s/start-$LIFEBOAT_SERVICE"'
+  [[service.server]]
+  name = "s1"
+    [[service.server.volume]]
+    name = "disk"
+    path = %[4]q
+    size = "%[5]dB"
+  [[service.copy]]
+  site = "dc2"
+  tier = %[2]q
+`, name, tier, hooks, img, size)
+	}
+	return []byte(`[[site]]
+name = "dc1"
+[[site]]
+name = "dc2"
+[[site]]
+name = "dc3"
+` + svc("hot", "hot") + svc("warm", "warm"))
+}
+
+// BenchmarkFailoverRTO measures recovery time for a 2 GiB volume of the
+// workload (LIFEBOAT_RTO_SIZE overrides), with node and agent processes:
+// the hot tier from the failover command to the start hook running; the
+// warm tier the same, against cp (and cp plus fsync) of the image on the
+// same file system. Run it with -benchtime 1x.
+func BenchmarkFailoverRTO(b *testing.B) {
+	size := int64(2 << 30)
+	if s := os.Getenv("LIFEBOAT_RTO_SIZE"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = n
+	}
+	c := newPCluster(b, [3]string{"dc1-n1", "dc1", "node"}, [3]string{"dc2-n1", "dc2", "node"}, [3]string{"dc3-w1", "dc3", "witness"})
+	dc1, dc2 := c.nodes["dc1-n1"], c.nodes["dc2-n1"]
+	hooks := filepath.Join(c.dir, "hooks")
+	os.MkdirAll(hooks, 0o755)
+	img := filepath.Join(c.dir, "disk.img")
+	f, err := os.Create(img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := workload.Image(f, size, 1); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	policy := filepath.Join(c.dir, "cluster.toml")
+	os.WriteFile(policy, rtoPolicy(size, img, hooks), 0o644)
+	c.lb(0, "policy", "apply", "--admin", dc1.admin, policy)
+	for _, svc := range []string{"hot", "warm"} {
+		tls := filepath.Join(c.dir, svc+"-agent-tls")
+		c.lb(0, "ca", "issue", "--dir", c.ca, "--agent", "--name", "s1", "--site", "dc1", "--service", svc, "--out", tls)
+		p := testbin.Start(b, svc+"-agent", filepath.Join(c.dir, svc+"-agent.log"), c.bin, "agent", "run", "--name", "s1", "--service", svc,
+			"--volume", "disk="+img, "--node", dc1.quic, "--tls-dir", tls, "--mode", "scan", "--interval", "1h",
+			"--spool", filepath.Join(c.dir, svc+"-spool"))
+		b.Cleanup(p.Stop)
+	}
+	t0 := time.Now()
+	testbin.Eventually(b, "both copies at dc2 (hot: standby at the point)", 15*time.Minute, func() error {
+		st, err := c.status(dc1.admin)
+		if err != nil {
+			return err
+		}
+		ready := 0
+		for _, s := range st.Services {
+			for _, cp := range s.Copies {
+				if cp.Point != "" && (cp.Tier != "hot" || cp.Standby == cp.Point) {
+					ready++
+				}
+			}
+		}
+		if ready < 2 {
+			return fmt.Errorf("%d of 2 copies ready", ready)
+		}
+		return nil
+	})
+	b.Logf("%d MiB volume: both copies ready at dc2 %s after the agents started", size>>20, time.Since(t0).Round(time.Second))
+
+	rto := func(svc string) (cmd, reported time.Duration) {
+		start := time.Now()
+		out := c.lb(0, "failover", svc, "--admin", dc2.admin, "--yes")
+		hook := readTrim(b, filepath.Join(hooks, "start-"+svc))
+		sec, err := strconv.ParseFloat(hook, 64)
+		if err != nil {
+			b.Fatalf("start hook time %q: %v", hook, err)
+		}
+		running := time.Unix(0, int64(sec*1e9))
+		i := strings.Index(out, "RTO ")
+		rep, _ := time.ParseDuration(strings.TrimSpace(out[i+4:]))
+		b.Logf("failover %s:\n%s", svc, out)
+		return running.Sub(start), rep
+	}
+	hot, hotRep := rto("hot")
+	warm, warmRep := rto("warm")
+
+	// cp of the image on the same file system, then cp and fsync.
+	dst := filepath.Join(dc2.data, "cp-test.img")
+	s := time.Now()
+	if out, err := exec.Command("cp", img, dst).CombinedOutput(); err != nil {
+		b.Fatalf("cp: %v %s", err, out)
+	}
+	cpTime := time.Since(s)
+	os.Remove(dst)
+	s = time.Now()
+	if out, err := exec.Command("sh", "-c", `cp "$0" "$1" && sync "$1"`, img, dst).CombinedOutput(); err != nil {
+		b.Fatalf("cp+sync: %v %s", err, out)
+	}
+	cpSync := time.Since(s)
+	os.Remove(dst)
+	b.Logf("RTO hot: %.2fs from the command to the start hook running (lifeboat reports %s); target < 5s", hot.Seconds(), hotRep)
+	b.Logf("RTO warm: %.2fs (lifeboat reports %s); cp of the image %.2fs, cp+fsync %.2fs: %.2fx cp, %.2fx cp+fsync; target < 2x cp",
+		warm.Seconds(), warmRep, cpTime.Seconds(), cpSync.Seconds(), warm.Seconds()/cpTime.Seconds(), warm.Seconds()/cpSync.Seconds())
+	b.ReportMetric(hot.Seconds(), "hot-rto-s")
+	b.ReportMetric(warm.Seconds(), "warm-rto-s")
+	b.ReportMetric(warm.Seconds()/cpTime.Seconds(), "warm/cp")
+	for range b.N {
+	}
+}
