@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,7 +187,7 @@ type Status struct {
 	Service    string    `json:"service"`
 	Mode       string    `json:"mode"`
 	Node       string    `json:"node"`
-	State      string    `json:"state"` // starting, connected, shipping, idle, disconnected, refused, overflow, resync, stopped
+	State      string    `json:"state"` // starting, connected, shipping, idle, disconnected, refused, fenced, overflow, resync, stopped
 	Detail     string    `json:"detail,omitempty"`
 	Seq        uint64    `json:"seq"`
 	Point      string    `json:"point,omitempty"`
@@ -271,7 +272,7 @@ func (a *Agent) setState(state, detail string, err error) {
 		// status file follows within a second (statusLoop).
 		a.log.Debug("agent "+state, "detail", detail)
 		return
-	case "disconnected", "refused", "overflow":
+	case "disconnected", "refused", "fenced", "overflow":
 		a.log.Warn("agent "+state, "detail", detail, "err", err)
 	default:
 		a.log.Info("agent "+state, "detail", detail)
@@ -401,7 +402,13 @@ func (a *Agent) connect(ctx context.Context) (*conn, error) {
 			a.setHolder("")
 		}
 		if isRefused(err) {
-			a.setState("refused", "", err)
+			state := "refused"
+			if strings.Contains(err.Error(), "fenced:") {
+				// The service failed over to another site: this side
+				// takes no more writes for it.
+				state = "fenced"
+			}
+			a.setState(state, "", err)
 			return nil, err
 		}
 		a.setState("disconnected", "retrying in "+backoff.String(), err)
