@@ -30,6 +30,10 @@ type FailoverRecord struct {
 	// RPO is the data-loss window: the time of the newest point the
 	// catalog knew at From, minus Point's time (0 when not older).
 	RPO float64 `json:"rpo_seconds"`
+	// PointAge is how old the point was when the failover started: an
+	// upper bound of the data lost (it includes the time to notice the
+	// loss and decide).
+	PointAge float64 `json:"point_age_seconds"`
 	// RTO runs from the command's start to the servers being up: the
 	// health hook passing, or the start hook ending when there is none.
 	RTO   float64 `json:"rto_seconds"`

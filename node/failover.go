@@ -65,6 +65,7 @@ type FailoverPlan struct {
 	// the data this failover loses, PrimaryNewest minus PointTime.
 	PrimaryNewest time.Time    `json:"primary_newest,omitzero"`
 	RPO           float64      `json:"rpo_seconds"`
+	PointAge      float64      `json:"point_age_seconds"` // at the failover's start
 	RPOTarget     float64      `json:"rpo_target_seconds"`
 	Images        []PlanImage  `json:"images"`
 	Hooks         config.Hooks `json:"hooks"`
@@ -247,6 +248,7 @@ func (n *Node) Failover(ctx context.Context, req FailoverRequest, emit func(Fail
 		if plan.PrimaryNewest.After(pt.Time) {
 			plan.RPO = plan.PrimaryNewest.Sub(pt.Time).Seconds()
 		}
+		plan.PointAge = max(0, started.Sub(pt.Time).Seconds())
 		plan.Images = n.planImages(req.Service, pt, plan.Tier)
 	}
 	if pt.ID != "" {
@@ -283,7 +285,7 @@ func (n *Node) Failover(ctx context.Context, req FailoverRequest, emit func(Fail
 	rec := resume
 	if rec == nil {
 		rec = &FailoverRecord{Service: req.Service, Epoch: plan.Epoch, From: plan.From, To: site, Node: n.opts.Name,
-			Point: pt.ID, PointTime: pt.Time, Planned: req.Planned, Forced: forced, By: req.By, Started: started.UTC(), RPO: plan.RPO}
+			Point: pt.ID, PointTime: pt.Time, Planned: req.Planned, Forced: forced, By: req.By, Started: started.UTC(), RPO: plan.RPO, PointAge: plan.PointAge}
 		if err := n.Apply(ctx, &Command{Op: opFailover, Failover: rec}); err != nil {
 			return nil, fmt.Errorf("start epoch %d in the catalog: %w", plan.Epoch, err)
 		}

@@ -151,6 +151,10 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 	}
 	fmt.Fprintf(c.stdout, "failover done: %s runs at %s, epoch %d, from point %s (%s); RPO %s%s; RTO %s\n",
 		rec.Service, rec.To, rec.Epoch, rec.Point, rec.PointTime.Local().Format(time.RFC3339Nano), secs(rec.RPO), met, secs(rec.RTO))
+	if !rec.Planned {
+		fmt.Fprintf(c.stdout, "(RPO: the data the catalog knew %s had past the point; the point was %s old when the failover started, which bounds it from above)\n",
+			rec.From, secs(rec.PointAge))
+	}
 	return nil
 }
 
@@ -173,7 +177,7 @@ func printPlan(c *cli, p *node.FailoverPlan) {
 	case p.Point != "":
 		fmt.Fprintf(w, "  point:  %s at %s\n", p.Point, p.PointTime.Local().Format(time.RFC3339Nano))
 		if !p.PrimaryNewest.IsZero() {
-			fmt.Fprintf(w, "  RPO:    %s (%s's newest known point is from %s)\n", secs(p.RPO), p.From, p.PrimaryNewest.Local().Format(time.RFC3339Nano))
+			fmt.Fprintf(w, "  RPO:    %s (%s's newest known point is from %s; the point is %s old)\n", secs(p.RPO), p.From, p.PrimaryNewest.Local().Format(time.RFC3339Nano), secs(p.PointAge))
 		}
 	case p.Planned:
 		fmt.Fprintf(w, "  point:  the final point, made after %s's stop hook: RPO 0\n", p.From)

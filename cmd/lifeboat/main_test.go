@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
 
 // result is what one lifeboat invocation produced.
@@ -439,15 +442,68 @@ func TestVerifyDamage(t *testing.T) {
 // TestDemo runs the built-in demo end to end on a small image and keeps its
 // store, which must then pass verify.
 func TestDemo(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "demo")
-	r := mustRun(t, "demo", "--size", "16MiB", "--keep", dir)
-	if !strings.Contains(r.stdout, "demo ok") {
-		t.Fatalf("demo stdout = %q, want a success line", r.stdout)
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("-short: the demo builds the binary and runs seven processes for about 15 s; it runs without -short (as CI does)")
 	}
-	for _, want := range []string{"identical to day0.img", "identical to day1.img", "dedup"} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("demo stderr lacks %q:\n%s", want, r.stderr)
+	bin := testbin.Build(t)
+	dir := filepath.Join(t.TempDir(), "demo")
+	start := time.Now()
+	out, errOut, code := testbin.RunCode(bin, "demo", "--keep", dir)
+	took := time.Since(start)
+	t.Logf("lifeboat demo (%s):\n%s%s", took.Round(time.Millisecond), out, errOut)
+	if code != 0 || !strings.Contains(out, "demo ok: web is up at dc2 (epoch 2)") || !strings.Contains(out, "the started image equals the point") {
+		t.Fatalf("demo: exit %d, no success line", code)
+	}
+	if took > 60*time.Second {
+		t.Errorf("the demo took %s; it must finish in under 60 s", took)
+	}
+	for _, f := range []string{"cluster.toml", "ca/ca.crt", "dc2-n1/store", "dc2-n1.log", "hooks/started.sha256"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("--keep: %v", err)
 		}
 	}
-	mustRun(t, "verify", "--store", filepath.Join(dir, "store"))
+	// No process of the demo is left running.
+	if b, _ := exec.Command("pgrep", "-f", dir).Output(); len(b) > 0 {
+		t.Errorf("processes left running: %s", b)
+	}
+}
+
+// TestDemoInterrupted: Ctrl-C stops the demo's processes and removes its
+// files.
+func TestDemoInterrupted(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("-short: builds the binary and runs the demo for a few seconds")
+	}
+	bin := testbin.Build(t)
+	tmp := t.TempDir()
+	cmd := exec.Command(bin, "demo")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	logPath := filepath.Join(t.TempDir(), "demo.out")
+	log, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	output := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(output(), "initial sync") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("demo after SIGINT: %v, want exit 130:\n%s", err, output())
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("the demo left %d entries in TMPDIR", len(ents))
+	}
+	if b, _ := exec.Command("pgrep", "-f", tmp).Output(); len(b) > 0 {
+		t.Errorf("processes left running: %s", b)
+	}
 }
