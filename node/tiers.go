@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/node/internal/archive"
 	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
@@ -230,11 +231,7 @@ func (t *tiers) exportCold(ctx context.Context, service string, c *config.Copy, 
 		t.n.log.Warn("cold copy has an export format but the site has no archive_dir: nothing exported", "service", service, "site", t.n.opts.Site)
 		return nil
 	}
-	if c.Export != config.ExportRaw {
-		// qcow2 and vhdx writers come with image export (issue 6).
-		t.n.log.Warn("exporting raw images: this node writes only raw exports so far", "service", service, "export", c.Export)
-	}
-	o := archive.Options{Logger: t.n.log.With("service", service), Now: t.n.opts.Now}
+	o := archive.Options{Logger: t.n.log.With("service", service), Now: t.n.opts.Now, ImageFormat: imgfmt.Format(c.Export)}
 	start := time.Now()
 	m, err := archive.Export(ctx, t.n.store, p, site.ArchiveDir, o)
 	if err != nil {

@@ -2,6 +2,8 @@ package archive
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
 	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
 )
 
@@ -44,6 +47,8 @@ type Source interface {
 	// Restore writes a volume state to w; holes are skipped unless
 	// o.WriteZeros, so a new truncated file stays sparse.
 	Restore(ctx context.Context, v blockstore.VolumeState, w io.WriterAt, o blockstore.RestoreOptions) error
+	// OpenImage opens a volume state for random reads (qcow2 and vhdx).
+	OpenImage(ctx context.Context, v blockstore.VolumeState) (*blockstore.Image, error)
 }
 
 var _ Source = (*blockstore.Store)(nil)
@@ -56,6 +61,8 @@ type Options struct {
 	// Now is the clock: the manifest's creation time, and the time
 	// against which Prune ages exports. nil means time.Now.
 	Now func() time.Time
+	// ImageFormat of the images Export writes; "" means raw.
+	ImageFormat imgfmt.Format
 }
 
 func (o Options) withDefaults() Options {
@@ -64,6 +71,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ImageFormat == "" {
+		o.ImageFormat = imgfmt.Raw
 	}
 	return o
 }
@@ -83,8 +93,8 @@ const (
 )
 
 // Export writes point pt of its service (pt.Group) into
-// dir/SERVICE/<time>-<ID prefix>/: a sparse raw image per volume,
-// manifest.json and SHA256SUMS. It writes into a temporary directory
+// dir/SERVICE/<time>-<ID prefix>/: an image per volume (sparse raw, or
+// qcow2 or vhdx as o.ImageFormat says), manifest.json and SHA256SUMS. It writes into a temporary directory
 // beside the final one, syncs every file and the directory, then renames
 // it into place and syncs the parent: an export is there completely or
 // not at all. Leftovers of an interrupted Export or Prune of the service
@@ -93,7 +103,7 @@ const (
 func Export(ctx context.Context, src Source, pt blockstore.Point, dir string, o Options) (Manifest, error) {
 	o = o.withDefaults()
 	log, now := o.Logger, o.Now
-	m, err := newManifest(pt)
+	m, err := newManifest(pt, o.ImageFormat)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("export point %s: %w", pt.ID, err)
 	}
@@ -131,7 +141,11 @@ func Export(ctx context.Context, src Source, pt blockstore.Point, dir string, o 
 		for i := range m.Volumes {
 			v := &m.Volumes[i]
 			vs, _ := pt.Volume(v.Name)
-			sum, err := writeImage(ctx, src, vs, filepath.Join(tmp, v.File), &written)
+			write := writeImage
+			if o.ImageFormat != imgfmt.Raw {
+				write = writeFormatted(o.ImageFormat)
+			}
+			sum, err := write(ctx, src, vs, filepath.Join(tmp, v.File), &written)
 			if err != nil {
 				return err
 			}
@@ -165,7 +179,11 @@ func Export(ctx context.Context, src Source, pt blockstore.Point, dir string, o 
 }
 
 // newManifest checks pt and returns its manifest without digests.
-func newManifest(pt blockstore.Point) (Manifest, error) {
+func newManifest(pt blockstore.Point, format imgfmt.Format) (Manifest, error) {
+	ext, ok := imageExts[string(format)]
+	if !ok {
+		return Manifest{}, fmt.Errorf("image format %q: want raw, qcow2 or vhdx", format)
+	}
 	if err := checkService(pt.Group); err != nil {
 		return Manifest{}, err
 	}
@@ -178,11 +196,11 @@ func newManifest(pt blockstore.Point) (Manifest, error) {
 	if len(pt.Volumes) == 0 || len(pt.Volumes) > maxVolumes {
 		return Manifest{}, fmt.Errorf("%d volumes, want 1..%d", len(pt.Volumes), maxVolumes)
 	}
-	m := Manifest{Format: formatName, Version: formatVersion, ImageFormat: imageFormat, Service: pt.Group,
+	m := Manifest{Format: formatName, Version: formatVersion, ImageFormat: string(format), Service: pt.Group,
 		Point: Point{ID: pt.ID, Name: pt.Name, Time: pt.Time.UTC()}}
 	files := map[string]string{}
 	for _, v := range pt.Volumes {
-		f, err := fileName(v.Name)
+		f, err := fileName(v.Name, ext)
 		if err != nil {
 			return Manifest{}, err
 		}
@@ -234,6 +252,42 @@ func writeImage(ctx context.Context, src Source, v blockstore.VolumeState, path 
 		return "", err
 	}
 	return sum, f.Close()
+}
+
+// writeFormatted returns the writer of qcow2 or vhdx images: streamed
+// from the store into a new file, hashed as written, synced.
+func writeFormatted(format imgfmt.Format) func(ctx context.Context, src Source, v blockstore.VolumeState, path string, written *atomic.Int64) (string, error) {
+	return func(ctx context.Context, src Source, v blockstore.VolumeState, path string, written *atomic.Int64) (string, error) {
+		im, err := src.OpenImage(ctx, v)
+		if err != nil {
+			return "", fmt.Errorf("open volume %q: %w", v.Name, err)
+		}
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		h := sha256.New()
+		cw := &countWriter{w: io.MultiWriter(f, h), n: written}
+		if err := imgfmt.Write(ctx, cw, format, imgfmt.FromStore(im), nil); err != nil {
+			return "", fmt.Errorf("write %s image %s of volume %q: %w", format, path, v.Name, err)
+		}
+		if err := f.Sync(); err != nil {
+			return "", fmt.Errorf("sync image %s: %w", path, err)
+		}
+		return hex.EncodeToString(h.Sum(nil)), f.Close()
+	}
+}
+
+type countWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // lock takes the service directory's lock file.
@@ -325,14 +379,14 @@ func Verify(path string) (Manifest, error) {
 		if sums[v.File] != v.SHA256 {
 			return m, corrupt(spath, "%s: sha256 %q, the manifest says %s", v.File, sums[v.File], v.SHA256)
 		}
-		if err := verifyImage(ipath, v); err != nil {
+		if err := verifyImage(ipath, m.ImageFormat, v); err != nil {
 			return m, err
 		}
 	}
 	return m, nil
 }
 
-func verifyImage(path string, v Volume) error {
+func verifyImage(path, format string, v Volume) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("verify export: %w", err)
@@ -342,10 +396,14 @@ func verifyImage(path string, v Volume) error {
 	if err != nil {
 		return fmt.Errorf("verify export: %w", err)
 	}
-	if !fi.Mode().IsRegular() || fi.Size() != v.Size {
+	size := v.Size
+	if format != "raw" {
+		size = fi.Size() // a qcow2 or vhdx file is not the volume's size
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != size {
 		return &CorruptError{Path: path, Err: fmt.Errorf("%w: image is %d bytes (%s), the manifest says %d", ErrCorrupt, fi.Size(), fi.Mode().Type(), v.Size), Hint: corruptHint}
 	}
-	sum, err := hashFile(f, v.Size)
+	sum, err := hashFile(f, size)
 	if err != nil {
 		return fmt.Errorf("verify export: %w", err)
 	}

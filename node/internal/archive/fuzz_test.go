@@ -11,7 +11,7 @@ import (
 func fuzzManifest() Manifest {
 	var root blockstore.ID
 	root[0] = 9
-	return Manifest{Format: formatName, Version: formatVersion, ImageFormat: imageFormat, Service: "erp",
+	return Manifest{Format: formatName, Version: formatVersion, ImageFormat: "raw", Service: "erp",
 		Point:   Point{ID: "0123456789abcdef", Name: "nightly", Time: time.Unix(1700000000, 7).UTC()},
 		Created: time.Unix(1700000100, 0).UTC(),
 		Volumes: []Volume{
@@ -28,13 +28,14 @@ func FuzzDecodeManifest(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add(bytes.Replace(good, []byte(`"db.img"`), []byte(`"../db.img"`), 1))
 	f.Add([]byte(`{}`))
+	f.Add(bytes.Replace(bytes.Replace(bytes.Replace(good, []byte(`"raw"`), []byte(`"qcow2"`), 1), []byte(`db.img`), []byte(`db.qcow2`), 1), []byte(`logs.img`), []byte(`logs.qcow2`), 1))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeManifest(b)
 		if err != nil {
 			return
 		}
 		for _, v := range m.Volumes {
-			if f, err := fileName(v.Name); err != nil || f != v.File {
+			if f, err := fileName(v.Name, imageExts[m.ImageFormat]); err != nil || f != v.File {
 				t.Fatalf("decoded volume %q has file %q", v.Name, v.File)
 			}
 		}

@@ -15,10 +15,8 @@ import (
 const (
 	manifestName  = "manifest.json"
 	sumsName      = "SHA256SUMS"
-	imageExt      = ".img"
 	formatName    = "lifeboat-export"
 	formatVersion = 1
-	imageFormat   = "raw"
 	timeLayout    = "20060102T150405Z"
 	idPrefixLen   = 12
 	pointIDLen    = 16
@@ -30,7 +28,7 @@ const (
 type Manifest struct {
 	Format      string    `json:"format"`       // "lifeboat-export"
 	Version     int       `json:"version"`      // 1
-	ImageFormat string    `json:"image_format"` // "raw"
+	ImageFormat string    `json:"image_format"` // "raw", "qcow2" or "vhdx"
 	Service     string    `json:"service"`
 	Point       Point     `json:"point"`
 	Created     time.Time `json:"created"`
@@ -109,8 +107,9 @@ func decodeManifest(b []byte) (Manifest, error) {
 	if m.Version != formatVersion {
 		return m, fmt.Errorf("manifest: version %d, this lifeboat reads version %d", m.Version, formatVersion)
 	}
-	if m.ImageFormat != imageFormat {
-		return m, fmt.Errorf("manifest: image format %q, want %q", m.ImageFormat, imageFormat)
+	ext, ok := imageExts[m.ImageFormat]
+	if !ok {
+		return m, fmt.Errorf("manifest: image format %q, want raw, qcow2 or vhdx", m.ImageFormat)
 	}
 	if err := checkService(m.Service); err != nil {
 		return m, fmt.Errorf("manifest: %w", err)
@@ -131,7 +130,7 @@ func decodeManifest(b []byte) (Manifest, error) {
 	}
 	files := map[string]bool{}
 	for _, v := range m.Volumes {
-		f, err := fileName(v.Name)
+		f, err := fileName(v.Name, ext)
 		if err != nil {
 			return m, fmt.Errorf("manifest: %w", err)
 		}
@@ -169,9 +168,12 @@ func checkPointID(id string) error {
 	return nil
 }
 
+// imageExts are the image file extensions by image format.
+var imageExts = map[string]string{"raw": ".img", "qcow2": ".qcow2", "vhdx": ".vhdx"}
+
 // fileName returns the image file name of a volume: the part of its name
-// after the last '/', plus ".img".
-func fileName(volume string) (string, error) {
+// after the last '/', plus the format's extension.
+func fileName(volume, ext string) (string, error) {
 	if err := blockstore.ValidName("volume", volume); err != nil {
 		return "", err
 	}
@@ -179,7 +181,7 @@ func fileName(volume string) (string, error) {
 	if base == "" || base[0] == '.' {
 		return "", fmt.Errorf("volume name %q: the part after the last '/' must be a file name not starting with '.'", volume)
 	}
-	return base + imageExt, nil
+	return base + ext, nil
 }
 
 // encodeSums returns the SHA256SUMS file for m and the manifest bytes, in
