@@ -1,0 +1,78 @@
+// Package nbd serves one point-in-time disk image over the Network Block
+// Device protocol, so that a VM (qemu, the Linux nbd client, libnbd tools)
+// can boot from a point straight out of the blockstore before any copy is
+// made: `lifeboat serve-nbd --volume V --at POINT [--listen ADDR]
+// [--writable]`. The caller supplies the image as an io.ReaderAt; this
+// package knows nothing of the store.
+//
+// Invariants:
+//   - The point is never written: Export.Data is only read. With
+//     Export.Writable, writes go to an overlay (below) and are lost when the
+//     Server is closed.
+//   - Nothing a client sends makes the server allocate without bound:
+//     option data is capped at 64 KiB (longer options are drained and
+//     refused), READ and WRITE at 32 MiB, and the requests in flight on one
+//     connection at 64 MiB (or 256 requests).
+//   - A refused request leaves the connection usable; only a broken
+//     message (bad magic, unknown client flags, an unknown name in
+//     NBD_OPT_EXPORT_NAME, a short read) closes it.
+//   - Every goroutine Serve starts is joined before it returns.
+//
+// # Protocol (NetworkBlockDevice/nbd doc/proto.md)
+//
+// Handshake: fixed newstyle only (NBDMAGIC, IHAVEOPT, handshake flags
+// FIXED_NEWSTYLE|NO_ZEROES); client flags FIXED_NEWSTYLE and NO_ZEROES,
+// any other bit closes the connection. Options:
+//
+//	NBD_OPT_EXPORT_NAME  the export; an unknown name closes the connection
+//	NBD_OPT_INFO, _GO    NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE (min 1,
+//	                     preferred 4096, max 32 MiB, always sent), and
+//	                     NBD_INFO_NAME when asked; unknown name:
+//	                     NBD_REP_ERR_UNKNOWN; malformed: NBD_REP_ERR_INVALID
+//	NBD_OPT_LIST         one NBD_REP_SERVER, then NBD_REP_ACK
+//	NBD_OPT_ABORT        NBD_REP_ACK, then close
+//	anything else        NBD_REP_ERR_UNSUP: no structured replies (so no
+//	                     block status or meta contexts), no TLS, no
+//	                     extended headers
+//
+// The name "" selects the export whatever its Name. Transmission flags:
+// HAS_FLAGS and SEND_FLUSH always; READ_ONLY and CAN_MULTI_CONN for a
+// read-only export; SEND_FUA, SEND_TRIM and SEND_WRITE_ZEROES for a
+// writable one.
+//
+// Transmission uses simple replies. Requests run concurrently per
+// connection and replies go out as they complete, one at a time.
+//
+//	READ          from the overlay or the point; a failed read of either
+//	              is EIO (no payload follows)
+//	WRITE         into the overlay
+//	WRITE_ZEROES  whole blocks become holes in the overlay file unless
+//	              NO_HOLE is set; partial blocks are written with zeroes
+//	FLUSH         succeeds at once: the overlay is scratch that dies
+//	              with the server, there is nothing to make durable
+//	TRIM, CACHE   succeed and do nothing (both are hints)
+//	DISC          waits for the requests in flight, then closes
+//
+// Errors, all leaving the connection open: unknown commands and flags,
+// READ or WRITE over 32 MiB, READ, TRIM or CACHE past the end: EINVAL;
+// WRITE or WRITE_ZEROES past the end: ENOSPC; WRITE, WRITE_ZEROES or TRIM
+// on a read-only export: EPERM. A WRITE's payload is always read, and
+// dropped when the write is refused. The command flag FUA is accepted
+// everywhere and needs no work, for the reason FLUSH needs none.
+//
+// # Overlay
+//
+// A writable export keeps a sparse temporary file as large as the export
+// (created in Export.OverlayDir and unlinked at once, so it never outlives
+// the process) and an in-memory bitmap with one bit per 4 KiB block, set
+// when the file holds that block's full content. A read takes each run of
+// blocks from the file or the point as the bitmap says. A write that
+// covers part of a block whose bit is clear first completes the block from
+// the point (read-modify-write), so unaligned writes of any size are
+// exact. Writers are serialized; readers are not blocked by them.
+//
+// # What it must never do
+//
+// Write to Export.Data; trust a length from the wire before checking it
+// against a limit; keep the overlay after Close.
+package nbd
