@@ -120,6 +120,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
 		c.failoverCmd(),
 		c.failbackCmd(),
 		c.drillCmd(),
+		c.serveNBDCmd(),
 		c.configCmd(),
 		c.agentCmd(),
 	)
