@@ -208,7 +208,11 @@ func (n *Node) validate(ps *problems) {
 func checkName(ps *problems, p path, s, kind, example string) {
 	switch {
 	case s == "":
-		ps.add(p, "missing: want a %s name like %q", kind, example)
+		article := "a"
+		if strings.ContainsRune("aeiou", rune(kind[0])) {
+			article = "an"
+		}
+		ps.add(p, "missing: want %s %s name like %q", article, kind, example)
 	case !validName(s):
 		ps.add(p, "%s: %s", quote(s), nameWant)
 	}

@@ -14,7 +14,7 @@ import (
 func (c *cli) configCmd() *cobra.Command {
 	cfg := &cobra.Command{
 		Use:   "config",
-		Short: "Check node files and cluster policies",
+		Short: "Check node files, agent files and cluster policies",
 		Args:  noArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -22,15 +22,15 @@ func (c *cli) configCmd() *cobra.Command {
 	check := &cobra.Command{
 		Use:   "check FILE... [--json]",
 		Short: "Validate config files and summarise them",
-		Long: `Parse and validate each FILE, a node file or a cluster policy (told apart
-by their keys), and print a summary of each, with warnings about what is
+		Long: `Parse and validate each FILE, a node file, an agent file or a cluster
+policy (told apart by their keys; docs/config.md lists every key), and print a summary of each, with warnings about what is
 allowed but probably a mistake. Nothing is changed.
 
 Every problem in every file is printed, one a line, as FILE:LINE: KEY: what
 is wrong and what is allowed. If any file is invalid the exit code is 2.
 
 With --json, print a JSON array with one object per file: "file", "kind"
-("node", "cluster" or "" when unknown), "config" (the parsed file with
+("node", "agent", "cluster" or "" when unknown), "config" (the parsed file with
 defaults applied), "warnings" and "errors" (each with file, line, key and
 message).`,
 		Example: "  lifeboat config check /etc/lifeboat/node.toml cluster.toml",
