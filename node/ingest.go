@@ -306,14 +306,24 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 }
 
 // fenced refuses the writes of a service that failed over to another
-// site: sessions opened before the failover end at their next commit.
+// site (sessions opened before the failover end at their next commit), and
+// holds them back while the service is stopped for a planned failover.
 func (n *Node) fenced(service string) error {
 	var err error
+	epoch := uint64(1)
 	n.fsm.read(func(cat *Catalog) {
-		if st := cat.Services[service]; st != nil && st.Active != "" && st.Active != string(n.opts.Site) {
+		st := cat.Services[service]
+		if st == nil {
+			return
+		}
+		epoch = st.Epoch
+		if st.Active != "" && st.Active != string(n.opts.Site) {
 			err = refuse(mesh.CodeForbidden, "fenced: service %s failed over to site %s (epoch %d); this node at %s takes no more writes for it", service, st.Active, st.Epoch, n.opts.Site)
 		}
 	})
+	if err == nil && n.stops.holds(service, epoch, n.opts.Now()) {
+		err = refuse(mesh.CodeUnavailable, "service %s is stopped here for a planned failover: its writes wait", service)
+	}
 	return err
 }
 

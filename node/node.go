@@ -185,6 +185,7 @@ type Node struct {
 	repl      *replicator
 	tiers     *tiers
 	images    imageCache // block maps of images read through the admin API
+	stops     stopMarks  // services stopped here for a planned failover
 	metrics   *metrics
 }
 

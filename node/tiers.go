@@ -29,13 +29,14 @@ type tiers struct {
 	wake chan struct{}
 	sets map[string]*standby.Set // open standby sets, by service
 	// busy is held while a point is handled; take holds it to move a
-	// standby away. paused services (taken by a failover) are skipped.
+	// standby away. A service whose standby a failover took is skipped
+	// until its epoch is past that failover's (the service came back).
 	busy   sync.Mutex
-	paused map[string]bool
+	paused map[string]uint64 // service → the epoch when its standby was taken
 }
 
 func newTiers(n *Node) *tiers {
-	return &tiers{n: n, todo: map[string]blockstore.Point{}, wake: make(chan struct{}, 1), sets: map[string]*standby.Set{}, paused: map[string]bool{}}
+	return &tiers{n: n, todo: map[string]blockstore.Point{}, wake: make(chan struct{}, 1), sets: map[string]*standby.Set{}, paused: map[string]uint64{}}
 }
 
 // arrived tells the engines that a point of service was committed here.
@@ -90,6 +91,16 @@ func (t *tiers) run(ctx context.Context) {
 			return
 		case <-t.wake:
 		case <-tick.C:
+			// A hot copy that became one again (the service failed
+			// back home) gets its standby images without waiting for
+			// a new point.
+			for _, name := range t.n.svcs.names() {
+				if c := t.copyHere(name); c != nil && c.Tier == config.TierHot {
+					if p, _ := t.n.svcs.get(name).newest(); p != nil {
+						t.arrived(name, *p)
+					}
+				}
+			}
 		}
 		t.mu.Lock()
 		todo := t.todo
@@ -114,10 +125,15 @@ func (t *tiers) handle(ctx context.Context, service string, p blockstore.Point) 
 	t.busy.Lock()
 	defer t.busy.Unlock()
 	t.mu.Lock()
-	paused := t.paused[service]
+	pausedAt, paused := t.paused[service]
 	t.mu.Unlock()
+	if paused {
+		if st := t.n.Catalog().Services[service]; st != nil && st.Epoch <= pausedAt+1 {
+			return nil
+		}
+	}
 	c := t.copyHere(service)
-	if c == nil || paused {
+	if c == nil {
 		return nil
 	}
 	switch c.Tier {
@@ -170,9 +186,9 @@ func (t *tiers) applyHot(ctx context.Context, service string, p blockstore.Point
 
 // take moves the service's standby directory to dst when its images are
 // at point p, for a failover, and stops the hot tier from touching the
-// service again (until the node restarts: by then the catalog says the
-// service runs here). It reports false, changing nothing, when the images
-// are not at p.
+// service until the service has failed over again (home: the standby is
+// then rebuilt). It reports false, changing nothing, when the images are
+// not at p.
 func (t *tiers) take(service string, p blockstore.Point, dst string) (bool, error) {
 	t.busy.Lock()
 	defer t.busy.Unlock()
@@ -183,8 +199,12 @@ func (t *tiers) take(service string, p blockstore.Point, dst string) (bool, erro
 	if cur, ok := s.Point(); !ok || cur.ID != p.ID {
 		return false, nil
 	}
+	var epoch uint64
+	if st := t.n.Catalog().Services[service]; st != nil {
+		epoch = st.Epoch
+	}
 	t.mu.Lock()
-	t.paused[service] = true
+	t.paused[service] = epoch
 	delete(t.sets, service)
 	t.mu.Unlock()
 	if err := s.Close(); err != nil {
@@ -202,6 +222,7 @@ func (t *tiers) take(service string, p blockstore.Point, dst string) (bool, erro
 	if err := durable.SyncDir(filepath.Dir(dst)); err != nil {
 		return false, err
 	}
+	t.n.noteTier(service, func(w *Watermark) { w.Standby, w.StandbyTime = "", time.Time{} })
 	return true, durable.SyncDir(filepath.Dir(t.standbyDir(service)))
 }
 

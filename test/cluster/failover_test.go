@@ -552,4 +552,26 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 			t.Errorf("branch point %s is gone from dc1", id)
 		}
 	}
+
+	// Home again: a planned failover to dc1 loses nothing, and dc2's hot
+	// standby comes back.
+	out = c.lb(0, "failover", "web", "--admin", dc1.admin, "--planned", "--yes")
+	t.Logf("lifeboat failover --planned (home):\n%s", out)
+	if got := readTrim(t, filepath.Join(hooks, "started-3")); got != want {
+		t.Fatalf("dc1 started an image with sha256 %s; dc2's servers left %s", got, want)
+	}
+	svc, err = c.service(dc1.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Epoch != 3 || svc.Primary != "dc1" || !svc.Failover.Done || svc.Failover.RPO != 0 {
+		t.Fatalf("back home: epoch %d, primary %s, record %+v", svc.Epoch, svc.Primary, svc.Failover)
+	}
+	testbin.Eventually(t, "dc2's hot standby rebuilt", 60*time.Second, func() error {
+		cp, err := c.copyAt(dc1.admin, "dc2")
+		if err == nil && (cp.Standby == "" || cp.Standby != cp.Point) {
+			err = fmt.Errorf("dc2 at %q, standby at %q", cp.Point, cp.Standby)
+		}
+		return err
+	})
 }
