@@ -1,8 +1,8 @@
 // Package node is the lifeboat daemon: it wires the mesh (QUIC endpoint,
 // gossip), the Raft catalog, the block store with agent ingest, the
 // replicator between sites, the tier engines (hot standby images, cold
-// exports) and the admin API with Prometheus metrics. Failover comes with
-// issue 6. Only cmd and test import it.
+// exports), failover, failback and drills, and the admin API with
+// Prometheus metrics. Only cmd and test import it.
 //
 // # Catalog
 //
@@ -13,7 +13,8 @@
 //
 // A log entry is one Command: a version byte (1) followed by a JSON object
 // with an "op" (node_upsert, node_remove, policy_apply, watermarks,
-// recovery, note, holders, progress). Unknown versions, unknown fields and unknown ops are
+// recovery, note, holders, progress, failover, failover_done, reprotect,
+// branch, drill). Unknown versions, unknown fields and unknown ops are
 // refused with ErrBadCommand and change nothing; an entry is at most 4 MiB.
 // A snapshot is the bytes "LBCAT\x00\x01\n" followed by the catalog as JSON.
 //
@@ -64,6 +65,27 @@
 //     them to standby images (internal/standby), cold copies export them
 //     (internal/archive).
 //
+// # Failover, fencing, failback, drills (issue 6)
+//
+//   - Failover (failover.go) runs on the holder at the site taking over:
+//     point, images (the hot standby moved, or materialized from the
+//     store), a new epoch in the catalog (failover op; the catalog's
+//     Service view then names the new site as primary and drops its copy),
+//     start and health hooks, RPO/RTO (failover_done op). Every step is
+//     idempotent; a failover not done is resumed by running it again.
+//   - Fencing: a node refuses ingest for a service whose catalog record
+//     says it runs at another site, also on sessions already open
+//     (Node.fenced). A planned failover (planned.go) first asks the old
+//     primary's holder to stop (admin stream type 5): it runs the stop
+//     hook, waits for the agent's point after it and holds further writes,
+//     so that point is the one replicated and failed over to.
+//   - A site the service failed over from lists the points it holds past
+//     the failover point as a branch (branches.go, branch op) before it
+//     accepts replicated points of the service again; failback (reprotect
+//     op) makes it a warm copy.
+//   - Drills (drill.go) materialize a point into DATA_DIR/drills and run a
+//     hook; the result is a drill op.
+//
 // # Admin stream (mesh.KindAdmin, between nodes)
 //
 // Request: one frame of type 1 whose payload is an encoded Command. Reply:
@@ -72,7 +94,10 @@
 // refused; not retried), CodeNotLeader or CodeUnavailable (retried).
 // Request type 3 (empty) asks for the node's last Raft log index, answered
 // by type 4 (8 bytes): the leader asks a voter whose gossip metadata says it
-// has no Raft state before demoting it.
+// has no Raft state before demoting it. Request type 5 (JSON {service, by})
+// asks the service's holder at its primary site to stop it for a planned
+// failover; the answer is type 6 (JSON {point, time, output}): the final
+// point, or an error frame.
 //
 // # Admin API (HTTP, for operators and the CLI)
 //

@@ -1,9 +1,11 @@
 // Package archive writes the cold tier's exports: for one consistency point
-// of one service, a directory of raw disk images that an operator can check
-// with sha256sum and boot without lifeboat.
+// of one service, a directory of disk images (raw, qcow2 or vhdx) that an
+// operator can check with sha256sum and boot without lifeboat.
 //
 // Export restores each volume of the point from a Source (the site's block
-// store) into a sparse raw image, reads it back once to compute its SHA-256,
+// store) into a sparse raw image and reads it back once to compute its
+// SHA-256, or streams it as qcow2 or vhdx (blockstore/imgfmt) hashing it as
+// written,
 // and writes a manifest and a SHA256SUMS file. Verify re-reads an export
 // and checks it against its manifest; List finds a service's exports; Prune
 // removes those a Retention no longer keeps.
@@ -45,7 +47,7 @@
 //
 //	NAME.img       the raw image of volume SERVICE/.../NAME (the part of the
 //	               volume name after its last '/'), exactly the volume's
-//	               size, sparse
+//	               size, sparse; NAME.qcow2 or NAME.vhdx in those formats
 //	manifest.json  the manifest (below)
 //	SHA256SUMS     checksums in the format `sha256sum -c` reads
 //
@@ -57,7 +59,7 @@
 //	{
 //	  "format": "lifeboat-export",
 //	  "version": 1,
-//	  "image_format": "raw",
+//	  "image_format": "raw", "qcow2" or "vhdx",
 //	  "service": SERVICE,
 //	  "point": {"id": 16 hex digits, "name": optional, "time": RFC 3339 UTC},
 //	  "created": RFC 3339 UTC, when the export was written,
@@ -68,7 +70,7 @@
 //	    "block_size": bytes, a power of two from 4 KiB to 1 MiB,
 //	    "root": 64 hex digits, the volume's block map root in the store
 //	            (all zeros for an all-zero volume),
-//	    "sha256": 64 lowercase hex digits, of the whole raw image
+//	    "sha256": 64 lowercase hex digits, of the whole image file
 //	  }, ...]
 //	}
 //
