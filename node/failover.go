@@ -214,6 +214,8 @@ func (n *Node) Failover(ctx context.Context, req FailoverRequest, emit func(Fail
 		RPOTarget: time.Duration(svc.RPO).Seconds(), Hooks: svc.Hooks, Planned: req.Planned, NeedForce: !quorum}
 	if cp != nil {
 		plan.Tier = cp.Tier
+	} else if pc := cat.Policy.Cluster.Service(req.Service).Copy(site); pc != nil {
+		plan.Tier = pc.Tier // resumed: the view no longer has a copy here
 	}
 	if w, ok := st.Watermarks[svc.Primary]; ok {
 		plan.PrimaryNewest = w.Time

@@ -223,8 +223,8 @@ service home with no data loss.`,
 				return err
 			}
 			f := st.LastFailover()
-			fmt.Fprintf(c.stdout, "failback: %s (running at %s, epoch %d) now replicates to %s as a warm copy; watch lifeboat status, then: lifeboat failover %s --planned --to %s\n",
-				args[0], st.Active, st.Epoch, f.From, args[0], f.From)
+			fmt.Fprintf(c.stdout, "failback: %s (running at %s, epoch %d) now replicates to %s as a warm copy; when lifeboat status shows %s caught up, run against a node of %s: lifeboat failover %s --planned --admin ADDR\n",
+				args[0], st.Active, st.Epoch, f.From, f.From, f.From, args[0])
 			return nil
 		}),
 	}
