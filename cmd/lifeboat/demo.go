@@ -112,6 +112,7 @@ func (c *cli) demo(ctx context.Context, keep string, size int64) (err error) {
 	var (
 		procsMu sync.Mutex
 		procs   []*demoProc
+		nodes   []*demoNode
 	)
 	run := func(name string, args ...string) (*demoProc, error) {
 		log, err := os.Create(filepath.Join(dir, name+".log"))
@@ -140,7 +141,11 @@ func (c *cli) demo(ctx context.Context, keep string, size int64) (err error) {
 		}
 		wg.Wait()
 		if keep != "" {
-			fmt.Fprintf(c.stdout, "kept configs, certificates, data directories and logs in %s (the processes are stopped)\n", dir)
+			if err := writeDemoScripts(dir, nodes); err != nil {
+				fmt.Fprintf(c.stderr, "lifeboat: demo: %v\n", err)
+			}
+			fmt.Fprintf(c.stdout, "kept configs, certificates, data directories and logs in %s (the processes are stopped);\n", dir)
+			fmt.Fprintf(c.stdout, "start the five nodes again with: sh %s/start-nodes.sh   (then . %s/env.sh for $DC1_ADMIN, $DC2_ADMIN, ...)\n", dir, dir)
 		}
 	}()
 
@@ -149,7 +154,6 @@ func (c *cli) demo(ctx context.Context, keep string, size int64) (err error) {
 	if err := mesh.InitCA(ca); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	var nodes []*demoNode
 	for _, s := range [][3]string{{"dc1-n1", "dc1", node.RoleNode}, {"dc1-n2", "dc1", node.RoleNode}, {"dc2-n1", "dc2", node.RoleNode},
 		{"dc2-n2", "dc2", node.RoleNode}, {"dc3-w1", "dc3", node.RoleWitness}} {
 		n := &demoNode{name: s[0], site: s[1], role: s[2], dir: filepath.Join(dir, s[0])}
@@ -347,6 +351,39 @@ rpo = "10s"
 	}
 	fmt.Fprintf(c.stdout, "demo ok: web is up at dc2 (epoch %d) from point %s: RPO %s (at most %s: the point's age at the failover; target 10s), RTO %s; the started image equals the point; total %s\n",
 		rec.Epoch, rec.Point, secs(rec.RPO), secs(rec.PointAge), secs(rec.RTO), time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// writeDemoScripts writes start-nodes.sh, stop-nodes.sh and env.sh into a
+// kept demo directory: the nodes again, with the same names, ports and
+// data, for exploring with the other commands.
+func writeDemoScripts(dir string, nodes []*demoNode) error {
+	var start, env strings.Builder
+	start.WriteString("#!/bin/sh\n# Starts the demo's five nodes again (made by lifeboat demo --keep).\n# LIFEBOAT names the binary (default: lifeboat on the PATH).\nset -e\nbin=${LIFEBOAT:-lifeboat}\n")
+	var gossips []string
+	for _, n := range nodes {
+		gossips = append(gossips, n.gossip)
+	}
+	for _, n := range nodes {
+		var join []string
+		for _, g := range gossips {
+			if g != n.gossip {
+				join = append(join, "--join "+g)
+			}
+		}
+		fmt.Fprintf(&start, "$bin node run --name %s --site %s --role %s --data-dir %q --listen-gossip %s --listen-quic %s --listen-admin %s --tls-dir %q --gossip-profile test %s >>%q 2>&1 &\necho $! >%q\n",
+			n.name, n.site, n.role, n.dir, n.gossip, n.quic, n.admin, filepath.Join(dir, n.name+"-tls"), strings.Join(join, " "),
+			filepath.Join(dir, n.name+".log"), filepath.Join(dir, n.name+".pid"))
+		fmt.Fprintf(&env, "%s_ADMIN=%s\n", strings.ToUpper(strings.ReplaceAll(n.name, "-", "_")), n.admin)
+	}
+	fmt.Fprintf(&env, "DC1_ADMIN=%s\nDC2_ADMIN=%s\nexport DC1_N1_ADMIN DC1_N2_ADMIN DC2_N1_ADMIN DC2_N2_ADMIN DC3_W1_ADMIN DC1_ADMIN DC2_ADMIN\n", nodes[0].admin, nodes[2].admin)
+	start.WriteString("echo \"nodes started; logs in " + dir + "/*.log\"\n")
+	stop := "#!/bin/sh\n# Stops the nodes start-nodes.sh started.\nfor f in " + filepath.Join(dir, "*.pid") + "; do kill $(cat \"$f\") 2>/dev/null; rm -f \"$f\"; done\n"
+	for name, body := range map[string]string{"start-nodes.sh": start.String(), "stop-nodes.sh": stop, "env.sh": env.String()} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -458,7 +458,7 @@ func TestDemo(t *testing.T) {
 	if took > 60*time.Second {
 		t.Errorf("the demo took %s; it must finish in under 60 s", took)
 	}
-	for _, f := range []string{"cluster.toml", "ca/ca.crt", "dc2-n1/store", "dc2-n1.log", "hooks/started.sha256"} {
+	for _, f := range []string{"cluster.toml", "ca/ca.crt", "dc2-n1/store", "dc2-n1.log", "hooks/started.sha256", "start-nodes.sh", "stop-nodes.sh", "env.sh"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("--keep: %v", err)
 		}
