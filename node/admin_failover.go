@@ -156,7 +156,13 @@ func (c *Client) streamPost(ctx context.Context, path string, body any, onEvent 
 		}
 		return FailoverEvent{}, &APIError{Status: resp.StatusCode, Code: ae.Code, Msg: ae.Error}
 	}
-	sc := bufio.NewScanner(resp.Body)
+	return readEvents(ctx, resp.Body, onEvent)
+}
+
+// readEvents reads JSON lines of events until the last (a "done" step or
+// an error) and returns it; onEvent gets the others.
+func readEvents(ctx context.Context, r io.Reader, onEvent func(FailoverEvent)) (FailoverEvent, error) {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	var last FailoverEvent
 	for sc.Scan() {

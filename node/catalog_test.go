@@ -116,6 +116,11 @@ func FuzzDecodeCommand(f *testing.F) {
 		{Op: opNote, Key: "a", Value: "b"},
 		{Op: opNodeUpsert, Node: &NodeInfo{Name: "n", Site: "s"}},
 		{Op: opWatermarks, Watermarks: []Watermark{{Service: "s", Site: "x", Point: "p"}}},
+		{Op: opFailover, Failover: &FailoverRecord{Service: "s", Epoch: 2, From: "a", To: "b", Point: "p"}},
+		{Op: opFailedOver, Failover: &FailoverRecord{Service: "s", Epoch: 2, To: "b", Point: "p", Done: true}},
+		{Op: opReprotect, Service: "s", On: true},
+		{Op: opBranch, Branch: &Branch{Name: "s@a-epoch1", Service: "s", Node: "n", Points: []string{"p"}}},
+		{Op: opDrill, Drill: &DrillRecord{ID: "d", Service: "s"}},
 	} {
 		b, _ := encodeCommand(c)
 		f.Add(b)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -133,11 +134,28 @@ func (n *Node) plannedFinalPoint(ctx context.Context, service string, svc *confi
 	}
 }
 
+// decodeStopRequest checks a stop request's payload.
+func decodeStopRequest(p []byte) (stopRequest, error) {
+	var req stopRequest
+	if len(p) > 64<<10 {
+		return req, fmt.Errorf("stop request: %d bytes, limit 64 KiB", len(p))
+	}
+	dec := json.NewDecoder(bytes.NewReader(p))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("stop request: %v", err)
+	}
+	if err := blockstore.ValidName("service", req.Service); err != nil {
+		return req, fmt.Errorf("stop request: %w", err)
+	}
+	return req, nil
+}
+
 // serveStop runs on the service's holder at the site it runs at.
 func (n *Node) serveStop(ctx context.Context, s *mesh.Stream, p []byte) {
-	var req stopRequest
-	if err := json.Unmarshal(p, &req); err != nil || req.Service == "" {
-		mesh.WriteError(s, mesh.CodeBadRequest, "stop request: bad payload")
+	req, err := decodeStopRequest(p)
+	if err != nil {
+		mesh.WriteError(s, mesh.CodeBadRequest, err.Error())
 		return
 	}
 	if s.Peer().Agent {
