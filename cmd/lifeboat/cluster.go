@@ -519,8 +519,8 @@ func joinIDs(ids []mesh.NodeID) string {
 type durationFlag struct{ d *config.Duration }
 
 func (f durationFlag) String() string {
-	if f.d == nil {
-		return ""
+	if f.d == nil || *f.d == 0 {
+		return "" // unset: the help text names the default
 	}
 	return f.d.String()
 }
