@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -83,7 +84,7 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 	}
 	printEvent := func(e node.FailoverEvent) {
 		if jsonOut {
-			writeJSONOut(c.stdout, e)
+			json.NewEncoder(c.stdout).Encode(e) // one line each
 			return
 		}
 		if e.Plan != nil {
@@ -118,6 +119,10 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 	if req.DryRun {
 		return nil
 	}
+	if seen != nil && !seen.Resume && !seen.Planned && seen.Point != "" {
+		// Act on the plan shown: the newest point may change meanwhile.
+		req.At = seen.Point
+	}
 	if seen != nil && seen.NeedForce && !req.Force {
 		return fmt.Errorf("%w: the catalog has no quorum; if the primary site is lost for good, run again with --force", node.ErrNoQuorum)
 	}
@@ -140,7 +145,7 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 		return err
 	}
 	if jsonOut {
-		return writeJSONOut(c.stdout, rec)
+		return json.NewEncoder(c.stdout).Encode(rec)
 	}
 	met := ""
 	if seen != nil && seen.RPOTarget > 0 {
@@ -266,7 +271,7 @@ Run it against a node of the recovery site.`,
 			req.Service = args[0]
 			onEvent := func(e node.FailoverEvent) {
 				if js {
-					writeJSONOut(c.stdout, e)
+					json.NewEncoder(c.stdout).Encode(e)
 					return
 				}
 				line := fmt.Sprintf("[%s] %s", e.Step, e.Message)
@@ -285,7 +290,7 @@ Run it against a node of the recovery site.`,
 				return err
 			}
 			if js {
-				return writeJSONOut(c.stdout, d)
+				return json.NewEncoder(c.stdout).Encode(d)
 			}
 			res := "PASSED"
 			if !d.Passed {

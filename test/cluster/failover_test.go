@@ -509,29 +509,34 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 		}
 		return fmt.Errorf("no new point at dc2")
 	})
-	// Wait for the scan that saw all the changes: two more scans.
+	// Wait for a scan that saw all the changes, then take dc2's newest.
 	time.Sleep(1500 * time.Millisecond)
+	s2, err := c.service(dc2.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, wm := range s2.Watermarks {
+		if wm.Site == "dc2" {
+			newest = wm
+		}
+	}
 	out = c.lb(0, "failback", "web", "--admin", dc2.admin)
 	t.Logf("lifeboat failback: %s", out)
+	// dc2's agent goes on making points; dc1 gets one per coalescing
+	// window. Any point from after newest holds the changes.
+	var atDC1 node.CopyStatus
 	testbin.Eventually(t, "dc1 catches up", 60*time.Second, func() error {
 		cp, err := c.copyAt(dc2.admin, "dc1")
 		if err != nil {
 			return err
 		}
-		s, err := c.service(dc2.admin)
-		if err != nil {
-			return err
+		if cp.Point == "" || cp.PointTime.Before(newest.Time) {
+			return fmt.Errorf("dc1 at %q (%s), dc2's point with the changes is from %s", cp.Point, cp.PointTime, newest.Time)
 		}
-		for _, wm := range s.Watermarks {
-			if wm.Site == "dc2" {
-				newest = wm
-			}
-		}
-		if cp.Point != newest.Point {
-			return fmt.Errorf("dc1 at %q, dc2 at %q", cp.Point, newest.Point)
-		}
+		atDC1 = cp
 		return nil
 	})
+	newest.Point = atDC1.Point
 	back := filepath.Join(c.dir, "dc1-after-failback.img")
 	c.lb(0, "restore", "--admin", dc1.admin, "--volume", "web/disk", "--at", newest.Point, "--out", back)
 	if got := fileSHA(t, back); got != want {
