@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -46,40 +45,20 @@ func (c *cli) restoreRemote(ctx context.Context, af *adminFlags, volume, at stri
 	if err != nil {
 		return err
 	}
-	tmp := out + ".lifeboat-tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return &hintError{fmt.Errorf("restore: temporary file %s exists", tmp),
-			"another restore may be writing it; if not, an earlier restore was killed: remove the file and try again"}
-	}
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	placed := false
-	defer func() {
-		f.Close()
-		if !placed {
-			os.Remove(tmp)
-		}
-	}()
 	start := time.Now()
-	point, size, err := cl.Image(ctx, volume, at, string(format), f)
+	var point string
+	var size int64
+	err = writeImageFile(ctx, out, force, func(f *os.File) error {
+		var err error
+		point, size, err = cl.Image(ctx, volume, at, string(format), f)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", volume, err)
+		}
+		return f.Truncate(size)
+	})
 	if err != nil {
-		return fmt.Errorf("restore %s: %w", volume, err)
-	}
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("restore: size %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("restore: sync %s: %w", tmp, err)
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := place(tmp, out, force); err != nil {
-		return err
-	}
-	placed = true
 	elapsed := time.Since(start)
 	fmt.Fprintf(c.stderr, "restored %s at point %s from %s to %s: %s in %s, %s\n",
 		volume, point, af.addr, out, formatBytes(size), formatDuration(elapsed), formatRate(size, elapsed))

@@ -484,41 +484,34 @@ func restoreFormatted(ctx context.Context, s *blockstore.Store, v blockstore.Vol
 	if err != nil {
 		return err
 	}
-	tmp := out + ".lifeboat-tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return &hintError{fmt.Errorf("restore: temporary file %s exists", tmp),
-			"another restore may be writing it; if not, an earlier restore was killed: remove the file and try again"}
-	}
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	placed := false
-	defer func() {
-		f.Close()
-		if !placed {
-			os.Remove(tmp)
+	return writeImageFile(ctx, out, force, func(f *os.File) error {
+		if err := imgfmt.Write(ctx, f, format, imgfmt.FromStore(im), pr.callback()); err != nil {
+			return fmt.Errorf("restore %s as %s: %w", v.Name, format, err)
 		}
-	}()
-	if err := imgfmt.Write(ctx, f, format, imgfmt.FromStore(im), pr.callback()); err != nil {
-		return fmt.Errorf("restore %s as %s: %w", v.Name, format, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("restore: sync %s: %w", tmp, err)
-	}
-	if err := place(tmp, out, force); err != nil {
-		return err
-	}
-	placed = true
-	return nil
+		return nil
+	})
 }
 
 // restoreFile restores v into a new file and renames it over out once it is
 // complete and synced. The temporary file is removed on any error, including
 // cancellation.
-func (c *cli) restoreFile(ctx context.Context, s *blockstore.Store, v blockstore.VolumeState, out string, force bool, pr *progress) (err error) {
+func (c *cli) restoreFile(ctx context.Context, s *blockstore.Store, v blockstore.VolumeState, out string, force bool, pr *progress) error {
+	return writeImageFile(ctx, out, force, func(f *os.File) error {
+		// Sizing the new file first leaves every zero block a hole.
+		if err := f.Truncate(v.Size); err != nil {
+			return fmt.Errorf("restore: size %s: %w", f.Name(), err)
+		}
+		return s.Restore(ctx, v, newWriteback(f), blockstore.RestoreOptions{Progress: pr.callback()})
+	})
+}
+
+// writeImageFile writes an image to out through write: into
+// out.lifeboat-tmp (which must not exist), synced, closed and then moved
+// into place (over an existing out only with force). The temporary file is
+// removed on any error, including cancellation.
+func writeImageFile(ctx context.Context, out string, force bool, write func(*os.File) error) error {
 	tmp := out + ".lifeboat-tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return &hintError{fmt.Errorf("restore: temporary file %s exists", tmp),
 			"another restore may be writing it; if not, an earlier restore was killed: remove the file and try again"}
@@ -535,11 +528,7 @@ func (c *cli) restoreFile(ctx context.Context, s *blockstore.Store, v blockstore
 			os.Remove(tmp)
 		}
 	}()
-	// Sizing the new file first leaves every zero block a hole.
-	if err := f.Truncate(v.Size); err != nil {
-		return fmt.Errorf("restore: size %s: %w", tmp, err)
-	}
-	if err := s.Restore(ctx, v, newWriteback(f), blockstore.RestoreOptions{Progress: pr.callback()}); err != nil {
+	if err := write(f); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
