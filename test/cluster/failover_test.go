@@ -160,6 +160,28 @@ rpo = "10s"
 `, link, hooks, img, size)
 }
 
+// failoverSites starts dc1-n1, dc2-n1 and the witness dc3-w1, applies
+// failoverPolicy for a random image of size bytes and waits until dc2-n1
+// holds web at dc2. It returns the image and the hooks directory.
+func failoverSites(t *testing.T, size int64, seed uint64, link string) (c *pcluster, dc1, dc2 *pnode, img, hooks string) {
+	c = newPCluster(t, [3]string{"dc1-n1", "dc1", "node"}, [3]string{"dc2-n1", "dc2", "node"}, [3]string{"dc3-w1", "dc3", "witness"})
+	dc1, dc2 = c.nodes["dc1-n1"], c.nodes["dc2-n1"]
+	hooks = filepath.Join(c.dir, "hooks")
+	os.MkdirAll(hooks, 0o755)
+	img = randomImage(t, size, seed)
+	policy := filepath.Join(c.dir, "cluster.toml")
+	os.WriteFile(policy, failoverPolicy(size, img, hooks, link), 0o644)
+	c.lb(0, "policy", "apply", "--admin", dc1.admin, policy)
+	testbin.Eventually(t, "holder at dc2", 30*time.Second, func() error {
+		cp, err := c.copyAt(dc1.admin, "dc2")
+		if err == nil && cp.Holder != dc2.name {
+			err = fmt.Errorf("holder %q", cp.Holder)
+		}
+		return err
+	})
+	return c, dc1, dc2, img, hooks
+}
+
 // writer changes random 4 KiB blocks of the image until the stop hook asks
 // it to stop (file hooks/stop), then syncs and answers (hooks/stopped).
 type writer struct {
@@ -234,21 +256,7 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 		t.Skip("-short: this test builds the lifeboat binary and runs five processes for about 40 s; it runs without -short (as CI does)")
 	}
 	const size = 16 << 20
-	c := newPCluster(t, [3]string{"dc1-n1", "dc1", "node"}, [3]string{"dc2-n1", "dc2", "node"}, [3]string{"dc3-w1", "dc3", "witness"})
-	dc1, dc2 := c.nodes["dc1-n1"], c.nodes["dc2-n1"]
-	hooks := filepath.Join(c.dir, "hooks")
-	os.MkdirAll(hooks, 0o755)
-	img := randomImage(t, size, 21)
-	policy := filepath.Join(c.dir, "cluster.toml")
-	os.WriteFile(policy, failoverPolicy(size, img, hooks, `rate = "200Mbit"`), 0o644)
-	c.lb(0, "policy", "apply", "--admin", dc1.admin, policy)
-	testbin.Eventually(t, "holder at dc2", 30*time.Second, func() error {
-		cp, err := c.copyAt(dc1.admin, "dc2")
-		if err == nil && cp.Holder != dc2.name {
-			err = fmt.Errorf("holder %q", cp.Holder)
-		}
-		return err
-	})
+	c, dc1, dc2, img, hooks := failoverSites(t, size, 21, `rate = "200Mbit"`)
 	startWriter(t, img, hooks, 1)
 	agent := c.agent("web1", "dc1", img, dc1.quic)
 	testbin.Eventually(t, "dc2's standby at a point", 60*time.Second, func() error {
@@ -372,22 +380,9 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 		t.Skip("-short: this test builds the lifeboat binary and runs six processes for about 60 s; it runs without -short (as CI does)")
 	}
 	const size = 16 << 20
-	c := newPCluster(t, [3]string{"dc1-n1", "dc1", "node"}, [3]string{"dc2-n1", "dc2", "node"}, [3]string{"dc3-w1", "dc3", "witness"})
-	dc1, dc2, w := c.nodes["dc1-n1"], c.nodes["dc2-n1"], c.nodes["dc3-w1"]
-	hooks := filepath.Join(c.dir, "hooks")
-	os.MkdirAll(hooks, 0o755)
-	img := randomImage(t, size, 22)
-	policy := filepath.Join(c.dir, "cluster.toml")
 	// dc2 gets at most one point every 3 s: dc1 is always a little ahead.
-	os.WriteFile(policy, failoverPolicy(size, img, hooks, `coalesce = "3s"`), 0o644)
-	c.lb(0, "policy", "apply", "--admin", dc1.admin, policy)
-	testbin.Eventually(t, "holder at dc2", 30*time.Second, func() error {
-		cp, err := c.copyAt(dc1.admin, "dc2")
-		if err == nil && cp.Holder != dc2.name {
-			err = fmt.Errorf("holder %q", cp.Holder)
-		}
-		return err
-	})
+	c, dc1, dc2, img, hooks := failoverSites(t, size, 22, `coalesce = "3s"`)
+	w := c.nodes["dc3-w1"]
 	wr := startWriter(t, img, hooks, 2)
 	agent := c.agent("web1", "dc1", img, dc1.quic)
 	testbin.Eventually(t, "dc2's standby at its second point", 60*time.Second, func() error {
