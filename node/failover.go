@@ -432,7 +432,7 @@ func (n *Node) materialize(ctx context.Context, p blockstore.Point, dir string, 
 		}
 		err = f.Truncate(v.Size)
 		if err == nil {
-			err = n.store.Restore(ctx, v, f, blockstore.RestoreOptions{Progress: func(done, _ int64) {
+			err = n.store.Restore(ctx, v, blockstore.NewWriteback(f), blockstore.RestoreOptions{Progress: func(done, _ int64) {
 				if now := time.Now(); now.Sub(last) >= time.Second {
 					last = now
 					emit(FailoverEvent{Step: "images", Message: "materializing from the store", Done: base + done, Total: total})

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"sync/atomic"
-
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io"
 	"math"
 	"os"
@@ -501,7 +498,7 @@ func (c *cli) restoreFile(ctx context.Context, s *blockstore.Store, v blockstore
 		if err := f.Truncate(v.Size); err != nil {
 			return fmt.Errorf("restore: size %s: %w", f.Name(), err)
 		}
-		return s.Restore(ctx, v, newWriteback(f), blockstore.RestoreOptions{Progress: pr.callback()})
+		return s.Restore(ctx, v, blockstore.NewWriteback(f), blockstore.RestoreOptions{Progress: pr.callback()})
 	})
 }
 
@@ -596,7 +593,7 @@ func restoreDevice(ctx context.Context, s *blockstore.Store, v blockstore.Volume
 	if size < v.Size {
 		return fmt.Errorf("restore: block device %s holds %d bytes (%s); the volume needs %d (%s)", dev, size, formatBytes(size), v.Size, formatBytes(v.Size))
 	}
-	if err := s.Restore(ctx, v, newWriteback(f), blockstore.RestoreOptions{WriteZeros: true, Progress: pr.callback()}); err != nil {
+	if err := s.Restore(ctx, v, blockstore.NewWriteback(f), blockstore.RestoreOptions{WriteZeros: true, Progress: pr.callback()}); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
@@ -922,27 +919,4 @@ func printStats(w io.Writer, s blockstore.Stats) error {
 func isBlockDevice(fi os.FileInfo) bool {
 	m := fi.Mode()
 	return m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0
-}
-
-// writeback wraps the restore target and starts asynchronous writeback of
-// everything written so far every 32 MiB, so that the disk works while
-// blocks are still being decompressed and the final sync finds little left.
-type writeback struct {
-	f       *os.File
-	written atomic.Int64
-	kicked  atomic.Int64
-}
-
-func newWriteback(f *os.File) *writeback { return &writeback{f: f} }
-
-const writebackEvery = 32 << 20
-
-func (w *writeback) WriteAt(p []byte, off int64) (int, error) {
-	n, err := w.f.WriteAt(p, off)
-	total := w.written.Add(int64(n))
-	if k := w.kicked.Load(); total-k >= writebackEvery && w.kicked.CompareAndSwap(k, total) {
-		// Only a hint: errors surface at the sync.
-		unix.SyncFileRange(int(w.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-	}
-	return n, err
 }

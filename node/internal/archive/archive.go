@@ -218,7 +218,7 @@ func newManifest(pt blockstore.Point, format imgfmt.Format) (Manifest, error) {
 
 // countingWriter counts the bytes written through it.
 type countingWriter struct {
-	f *os.File
+	f io.WriterAt
 	n *atomic.Int64
 }
 
@@ -239,7 +239,7 @@ func writeImage(ctx context.Context, src Source, v blockstore.VolumeState, path 
 	if err := f.Truncate(v.Size); err != nil {
 		return "", fmt.Errorf("size image %s: %w", path, err)
 	}
-	if err := src.Restore(ctx, v, countingWriter{f, written}, blockstore.RestoreOptions{}); err != nil {
+	if err := src.Restore(ctx, v, countingWriter{blockstore.NewWriteback(f), written}, blockstore.RestoreOptions{}); err != nil {
 		return "", fmt.Errorf("write image %s of volume %q: %w", path, v.Name, err)
 	}
 	if err := f.Sync(); err != nil {
