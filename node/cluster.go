@@ -200,6 +200,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 			return fmt.Errorf("read raft configuration: %w", err)
 		}
 		cfg := cf.Configuration()
+		members = n.confirmRaftState(ctx, cfg.Servers, members)
 		v := membershipView{
 			Self: n.opts.Name, Servers: cfg.Servers, Members: members,
 			GoneSince: n.trackGone(serverIDs(cfg.Servers), members, now), Now: now, DeadTimeout: n.opts.DeadNodeTimeout,
@@ -251,6 +252,37 @@ func (n *Node) reconcile(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// confirmRaftState asks each alive non-voter whose gossip metadata says it
+// has no Raft state for its last log index, and marks those that have
+// some. The metadata update can be lost (its broadcast times out) and
+// would then arrive only with the next full gossip sync, up to a minute
+// later, while the placement waits to promote the node.
+func (n *Node) confirmRaftState(ctx context.Context, servers []raft.Server, members []mesh.Member) []mesh.Member {
+	nonvoter := map[mesh.NodeID]bool{}
+	for _, s := range servers {
+		if s.Suffrage != raft.Voter {
+			nonvoter[mesh.NodeID(s.ID)] = true
+		}
+	}
+	var out []mesh.Member
+	for i, m := range members {
+		if !nonvoter[m.Name] || m.Meta.Raft || m.State != mesh.StateAlive || m.Meta.QUIC == "" {
+			continue
+		}
+		if last, err := n.peerLastIndex(ctx, m.Meta.QUIC); err == nil && last > 0 {
+			if out == nil {
+				out = slices.Clone(members)
+			}
+			out[i].Meta.Raft = true
+			n.log.Debug("non-voter has raft state before its gossip metadata says so", "peer", m.Name, "last_index", last)
+		}
+	}
+	if out == nil {
+		return members
+	}
+	return out
 }
 
 // verifyPeer checks, before a node gets a place in Raft, that the QUIC
