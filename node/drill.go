@@ -3,18 +3,25 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/node/nbd"
 )
 
 // A drill brings up an isolated copy of a service at a recovery site: the
 // images of a point materialized from the store into DATA_DIR/drills/
-// SERVICE/ID/ (a copy: the standby images, the store's points, replication
-// and the catalog's epoch are not touched), then a test hook runs against
-// them. The result goes into the catalog's drill records.
+// SERVICE/ID/, or with NBD served from the store over NBD with
+// copy-on-write overlays there (the standby images, the store's points,
+// replication and the catalog's epoch are not touched), then a test hook
+// runs against them. The result goes into the catalog's drill records.
 
 // DrillRequest asks for a drill on this node.
 type DrillRequest struct {
@@ -22,7 +29,11 @@ type DrillRequest struct {
 	At      string `json:"at,omitempty"`   // as for a failover
 	Hook    string `json:"hook,omitempty"` // run with sh -c; "" = the service's health hook
 	Keep    bool   `json:"keep,omitempty"` // leave the images for `drill --cleanup`
-	By      string `json:"by,omitempty"`
+	// NBD serves the point's volumes over NBD on loopback with a
+	// copy-on-write overlay instead of copying them: instant, and the
+	// hook's writes go to the overlay (dropped at the end).
+	NBD bool   `json:"nbd,omitempty"`
+	By  string `json:"by,omitempty"`
 }
 
 func (n *Node) drillsDir(service string) string {
@@ -56,7 +67,17 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 	dir := filepath.Join(n.drillsDir(req.Service), d.ID)
 	emit(FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s) into %s", d.ID, req.Service, shortID(pt.ID), pt.Time.Format(time.RFC3339), dir)})
 	t0 := time.Now()
-	if err := n.materialize(ctx, pt, dir, emit); err != nil {
+	var nbdEnv []string
+	if req.NBD {
+		env, stop, err := n.serveDrillNBD(ctx, pt, dir)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		defer stop()
+		nbdEnv = env
+		emit(FailoverEvent{Step: "images", Message: fmt.Sprintf("serving %d volume(s) over NBD with copy-on-write overlays: %s", len(pt.Volumes), strings.Join(env, " "))})
+	} else if err := n.materialize(ctx, pt, dir, emit); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -66,8 +87,13 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 		hook = svc.Hooks.Health
 	}
 	st := cat.Services[req.Service]
-	env := hookEnv(req.Service, site, st.Epoch, pt, dir, pointImages(dir, pt, "store"))
+	var images []PlanImage
+	if !req.NBD {
+		images = pointImages(dir, pt, "store")
+	}
+	env := hookEnv(req.Service, site, st.Epoch, pt, dir, images)
 	env = append(env, "LIFEBOAT_DRILL="+d.ID)
+	env = append(env, nbdEnv...)
 	d.Passed = true
 	if hook == "" {
 		d.Output = "no hook: the images were materialized and nothing else was checked"
@@ -95,6 +121,49 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 	}
 	n.log.Info("drill", "service", req.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", req.By)
 	return d, nil
+}
+
+// serveDrillNBD serves every volume of p over NBD on 127.0.0.1, writable
+// into overlays in dir, until stop is called. It returns the hook
+// environment: LIFEBOAT_NBD_<VOLUME>=nbd://ADDR/NAME and LIFEBOAT_NBDS.
+func (n *Node) serveDrillNBD(ctx context.Context, p blockstore.Point, dir string) (env []string, stop func(), err error) {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	var servers []*nbd.Server
+	var wg sync.WaitGroup
+	stop = func() {
+		cancel()
+		wg.Wait()
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	var uris []string
+	for _, v := range p.Volumes {
+		im, err := n.store.OpenImage(ctx, v)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		srv, err := nbd.NewServer(nbd.Export{Name: v.Name, Size: im.Size(), Data: im, Writable: true, OverlayDir: dir, Log: n.log})
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		servers = append(servers, srv)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("drill: serve NBD: %w", err)
+		}
+		wg.Go(func() { srv.Serve(sctx, ln) })
+		uri := "nbd://" + ln.Addr().String() + "/" + v.Name
+		uris = append(uris, uri)
+		env = append(env, "LIFEBOAT_NBD_"+envName(v.Name[strings.LastIndexByte(v.Name, '/')+1:])+"="+uri)
+	}
+	return append(env, "LIFEBOAT_NBDS="+strings.Join(uris, " ")), stop, nil
 }
 
 // CleanupDrills removes the images of this node's kept drills of service.

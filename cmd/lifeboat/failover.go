@@ -244,7 +244,7 @@ func (c *cli) drillCmd() *cobra.Command {
 		cleanup, js bool
 	)
 	cmd := &cobra.Command{
-		Use:   "drill SERVICE [--admin ADDR] [--at ...] [--hook CMD] [--keep] | drill SERVICE --cleanup",
+		Use:   "drill SERVICE [--admin ADDR] [--at ...] [--hook CMD] [--keep] [--nbd] | drill SERVICE --cleanup",
 		Short: "Bring up an isolated copy of a service at a recovery site and test it",
 		Long: `drill materializes the service's images at a point (default the newest)
 into the node's drills directory, runs the test hook (--hook, or the
@@ -253,7 +253,12 @@ failover, plus LIFEBOAT_DRILL), reports pass or fail with timings, records
 the result in the catalog and removes the images (unless --keep; then
 "drill SERVICE --cleanup" removes them). Production is not touched: the
 standby images, replication, the points and the epoch stay as they are.
-Run it against a node of the recovery site.`,
+Run it against a node of the recovery site.
+
+With --nbd nothing is copied: each volume is served from the store over NBD
+on 127.0.0.1 with a copy-on-write overlay (LIFEBOAT_NBD_<VOLUME> and
+LIFEBOAT_NBDS hold the nbd:// URIs, e.g. for qemu -drive file=...); the
+hook's writes go to the overlay and are dropped when the drill ends.`,
 		Args: oneArg("SERVICE"),
 		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
 			cl, err := af.client()
@@ -315,6 +320,7 @@ Run it against a node of the recovery site.`,
 	f.StringVar(&req.At, "at", "latest", "the point: latest, a point ID (8+ characters) or an RFC 3339 time")
 	f.StringVar(&req.Hook, "hook", "", "test command, run with sh -c (default: the service's health hook)")
 	f.BoolVar(&req.Keep, "keep", false, "keep the drill's images for exploring")
+	f.BoolVar(&req.NBD, "nbd", false, "serve the point over NBD with copy-on-write overlays instead of copying it (instant; the hook gets LIFEBOAT_NBD_<VOLUME>=nbd://...)")
 	f.BoolVar(&cleanup, "cleanup", false, "remove the images of kept drills")
 	f.BoolVar(&js, "json", false, "print progress and the result as JSON lines")
 	return cmd

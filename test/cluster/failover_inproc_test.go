@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,5 +96,42 @@ func TestFailoverResumes(t *testing.T) {
 	// Now the service runs at dc2: another failover there is refused.
 	if _, err := dc2.Failover(ctx, node.FailoverRequest{Service: "web"}, noEvents); !errors.Is(err, node.ErrBadCommand) {
 		t.Fatalf("second failover: %v", err)
+	}
+}
+
+// TestDrillOverNBD: a drill with NBD copies nothing; the hook reads the
+// point over NBD and writes into the overlay, and the point is unchanged.
+func TestDrillOverNBD(t *testing.T) {
+	t.Parallel()
+	qemuIO, err := exec.LookPath("qemu-io")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("qemu-io not found: CI installs qemu-utils")
+		}
+		t.Skip("qemu-io not found: apt-get install qemu-utils")
+	}
+	h := replSites(t, replPolicy("warm", ""))
+	img, _ := workloadImage(t)
+	startAgent(t, h, img, time.Hour)
+	dc2 := h.node("dc2-n1")
+	var pt blockstore.Point
+	h.eventually("a point at dc2", 60*time.Second, func() error {
+		var err error
+		pt, err = newest(t, dc2)
+		return err
+	})
+	hook := qemuIO + ` -f raw -c "write -P 0xab 0 65536" -c "read -P 0xab 0 65536" "$LIFEBOAT_NBD_DISK" && test -z "$LIFEBOAT_IMAGE_DISK"`
+	d, err := dc2.Drill(t.Context(), node.DrillRequest{Service: "web", Hook: hook, NBD: true, By: "test"}, func(node.FailoverEvent) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Passed || d.Point != pt.ID {
+		t.Fatalf("drill %+v", d)
+	}
+	if want := imageAt(t, h, "dc1-n1", pt.ID); !bytes.Equal(imageAt(t, h, "dc2-n1", pt.ID), want) {
+		t.Fatal("the drill's writes reached the point")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(h.nodes["dc2-n1"].dir, "drills", "web")); len(ents) != 0 {
+		t.Fatalf("the drill left %d entries", len(ents))
 	}
 }
