@@ -12,6 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Restore's concurrency: workers in flight, and the most bytes each
+// collects before it writes.
+const (
+	restoreWorkers  = 16
+	restoreRunBytes = 1 << 20
+)
+
 // RestoreOptions control Restore.
 type RestoreOptions struct {
 	// WriteZeros writes holes as zeros. Leave it false for a new or
@@ -33,9 +40,11 @@ func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o Res
 		first int64
 		ids   []ID
 	}
-	// One more worker than cores: writes to one file serialize in the
-	// kernel, and a worker waiting there should not leave a core idle.
-	workers := runtime.GOMAXPROCS(0) + 1
+	// Restore waits on the disk more than on the CPU (pread of packs that
+	// are not cached, pwrite of the image): restoreWorkers keep enough
+	// reads and writes in flight, each with a buffer of at most
+	// restoreRunBytes.
+	workers := max(runtime.GOMAXPROCS(0)+1, restoreWorkers)
 	jobs := make(chan job, 2*workers)
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
@@ -54,9 +63,11 @@ func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o Res
 	for range workers {
 		eg.Go(func() error {
 			r := blockReader{s: s}
-			buf := make([]byte, fanout*bs)
+			maxRun := max(1, int(restoreRunBytes/bs))
+			buf := make([]byte, int64(min(maxRun, fanout))*bs)
 			for j := range jobs {
-				// Write each run of consecutive blocks with one call.
+				// Write each run of consecutive blocks (up to maxRun)
+				// with one call.
 				runStart := -1
 				flush := func(end int) error {
 					if runStart < 0 {
@@ -64,7 +75,7 @@ func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o Res
 					}
 					off := (j.first + int64(runStart)) * bs
 					n := min(int64(end-runStart)*bs, g.Size-off)
-					if _, err := w.WriteAt(buf[int64(runStart)*bs:int64(runStart)*bs+n], off); err != nil {
+					if _, err := w.WriteAt(buf[:n], off); err != nil {
 						return fmt.Errorf("restore: write at offset %d: %w", off, err)
 					}
 					runStart = -1
@@ -77,8 +88,17 @@ func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o Res
 						}
 						continue
 					}
+					if runStart >= 0 && i-runStart == maxRun {
+						if err := flush(i); err != nil {
+							return err
+						}
+					}
+					if runStart < 0 {
+						runStart = i
+					}
 					blk := j.first + int64(i)
-					dst := buf[int64(i)*bs : int64(i)*bs+int64(g.BlockLen(blk))]
+					at := int64(i-runStart) * bs
+					dst := buf[at : at+int64(g.BlockLen(blk))]
 					if id.IsZero() {
 						clear(dst)
 					} else {
@@ -90,9 +110,6 @@ func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o Res
 							return fmt.Errorf("restore block %d: stored block is %d bytes, volume wants %d", blk, len(b), len(dst))
 						}
 						copy(dst, b)
-					}
-					if runStart < 0 {
-						runStart = i
 					}
 				}
 				if err := flush(len(j.ids)); err != nil {
