@@ -89,9 +89,14 @@ func (c *cli) rootCmd() *cobra.Command {
 		Use:   "lifeboat",
 		Short: "Disaster recovery with deduplicated, point-in-time block storage",
 		Long: `lifeboat keeps deduplicated, compressed, point-in-time copies of disk
-volumes and brings them back.
+volumes at several sites and brings servers up from them at the surviving
+site when one is lost.
 
-The commands here work offline against a local store directory (--store).
+Try it: lifeboat demo. Nodes run with "lifeboat node run", agents with
+"lifeboat agent run"; the cluster commands (status, policy, failover,
+failback, drill, points/restore/serve-nbd --admin) talk to a node's admin
+API (--admin); snapshot, points, restore, verify, prune and stats also work
+offline on a local store (--store).
 Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
 6 unavailable (no node or no quorum), 130 interrupted.`,
 		SilenceErrors:     true,
