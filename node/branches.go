@@ -43,16 +43,23 @@ func (n *Node) branchCheckDue(cat *Catalog, service string) *FailoverRecord {
 // checkBranches records the divergent points of every service that failed
 // over away from this site, once per failover.
 func (n *Node) checkBranches(ctx context.Context) {
-	if n.store == nil || !n.hasQuorum() {
+	if n.store == nil {
 		return
 	}
-	cat := n.Catalog()
-	for name := range cat.Services {
-		f := n.branchCheckDue(cat, name)
-		if f == nil {
-			continue
+	// Called every second: look without copying the catalog.
+	due := map[string]FailoverRecord{}
+	n.fsm.read(func(cat *Catalog) {
+		for name := range cat.Services {
+			if f := n.branchCheckDue(cat, name); f != nil {
+				due[name] = *f
+			}
 		}
-		if err := n.recordBranch(ctx, name, f); err != nil {
+	})
+	if len(due) == 0 || !n.hasQuorum() {
+		return
+	}
+	for name, f := range due {
+		if err := n.recordBranch(ctx, name, &f); err != nil {
 			n.log.Warn("divergent points check", "service", name, "err", err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 
 // Failover (DESIGN "Data path" step 4) runs on the holder of the service
@@ -339,8 +340,9 @@ func shortID(id string) string {
 // holds the point's ID.
 const completeName = "COMPLETE"
 
-// imageFile is a volume's image file name: the part after the last '/'.
-func imageFile(volume string) string { return volume[strings.LastIndexByte(volume, '/')+1:] + ".img" }
+// imageFile is a volume's image file name, as the standby names it: a hot
+// failover moves the standby images into place under these names.
+func imageFile(volume string) string { return standby.ImageName(volume) }
 
 // planImages says where each volume's image of p will come from.
 func (n *Node) planImages(service string, p blockstore.Point, tier config.Tier) []PlanImage {

@@ -54,8 +54,7 @@ func (t *tiers) arrived(service string, p blockstore.Point) {
 
 // copyHere returns the policy's copy of service at this node's site, if
 // this node holds it.
-func (t *tiers) copyHere(service string) *config.Copy {
-	cat := t.n.Catalog()
+func (t *tiers) copyHere(cat *Catalog, service string) *config.Copy {
 	if cat.Policy == nil || cat.Policy.Cluster == nil || cat.Holder(service, string(t.n.opts.Site)) != t.n.opts.Name {
 		return nil
 	}
@@ -94,8 +93,9 @@ func (t *tiers) run(ctx context.Context) {
 			// A hot copy that became one again (the service failed
 			// back home) gets its standby images without waiting for
 			// a new point.
+			cat := t.n.Catalog()
 			for _, name := range t.n.svcs.names() {
-				if c := t.copyHere(name); c != nil && c.Tier == config.TierHot {
+				if c := t.copyHere(cat, name); c != nil && c.Tier == config.TierHot {
 					if p, _ := t.n.svcs.get(name).newest(); p != nil {
 						t.arrived(name, *p)
 					}
@@ -127,12 +127,13 @@ func (t *tiers) handle(ctx context.Context, service string, p blockstore.Point) 
 	t.mu.Lock()
 	pausedAt, paused := t.paused[service]
 	t.mu.Unlock()
+	cat := t.n.Catalog()
 	if paused {
-		if st := t.n.Catalog().Services[service]; st != nil && st.Epoch <= pausedAt+1 {
+		if st := cat.Services[service]; st != nil && st.Epoch <= pausedAt+1 {
 			return nil
 		}
 	}
-	c := t.copyHere(service)
+	c := t.copyHere(cat, service)
 	if c == nil {
 		return nil
 	}

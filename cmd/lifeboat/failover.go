@@ -82,21 +82,7 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 	if err != nil {
 		return err
 	}
-	printEvent := func(e node.FailoverEvent) {
-		if jsonOut {
-			json.NewEncoder(c.stdout).Encode(e) // one line each
-			return
-		}
-		if e.Plan != nil {
-			printPlan(c, e.Plan)
-			return
-		}
-		line := fmt.Sprintf("[%s] %s", e.Step, e.Message)
-		if e.Total > 0 {
-			line += fmt.Sprintf(" (%s of %s)", formatBytes(e.Done), formatBytes(e.Total))
-		}
-		fmt.Fprintln(c.stdout, line)
-	}
+	printEvent := func(e node.FailoverEvent) { c.printEvent(e, jsonOut) }
 	plan := req
 	plan.DryRun = true
 	var seen *node.FailoverPlan
@@ -161,6 +147,23 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 			rec.From, secs(rec.PointAge))
 	}
 	return nil
+}
+
+// printEvent prints one progress event of a failover or drill: a JSON
+// line, the plan, or "[step] message (done of total)".
+func (c *cli) printEvent(e node.FailoverEvent, jsonOut bool) {
+	switch {
+	case jsonOut:
+		json.NewEncoder(c.stdout).Encode(e) // one line each
+	case e.Plan != nil:
+		printPlan(c, e.Plan)
+	default:
+		line := fmt.Sprintf("[%s] %s", e.Step, e.Message)
+		if e.Total > 0 {
+			line += fmt.Sprintf(" (%s of %s)", formatBytes(e.Done), formatBytes(e.Total))
+		}
+		fmt.Fprintln(c.stdout, line)
+	}
 }
 
 func isTerminalFile(f *os.File) bool {
@@ -274,17 +277,7 @@ hook's writes go to the overlay and are dropped when the drill ends.`,
 				return nil
 			}
 			req.Service = args[0]
-			onEvent := func(e node.FailoverEvent) {
-				if js {
-					json.NewEncoder(c.stdout).Encode(e)
-					return
-				}
-				line := fmt.Sprintf("[%s] %s", e.Step, e.Message)
-				if e.Total > 0 {
-					line += fmt.Sprintf(" (%s of %s)", formatBytes(e.Done), formatBytes(e.Total))
-				}
-				fmt.Fprintln(c.stdout, line)
-			}
+			onEvent := func(e node.FailoverEvent) { c.printEvent(e, js) }
 			d, err := cl.Drill(cmd.Context(), req, onEvent)
 			if cl2, ok, rerr := c.redirected(&af, err); ok {
 				d, err = cl2.Drill(cmd.Context(), req, onEvent)

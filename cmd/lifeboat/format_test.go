@@ -6,28 +6,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// qemuImg returns the qemu-img binary, skipping (failing under CI) when
-// it is missing.
-func qemuImg(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("qemu-img")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-img not found: CI installs the Debian package qemu-utils")
-		}
-		t.Skip("qemu-img not found: apt-get install qemu-utils")
-	}
-	return p
-}
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
+)
 
 // TestRestoreFormats: restore --format qcow2 and vhdx write images that
 // qemu-img info, check and compare accept and find identical to the raw
 // image; bad formats are refused and change nothing.
 func TestRestoreFormats(t *testing.T) {
 	t.Parallel()
-	q := qemuImg(t)
+	q := testbin.NeedTool(t, "qemu-img", "qemu-utils")
 	tmp := t.TempDir()
 	store := newStore(t)
 	img := filepath.Join(tmp, "disk.img")

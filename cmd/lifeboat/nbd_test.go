@@ -4,25 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found: CI installs the Debian package %s", name, pkg)
-		}
-		t.Skipf("%s not found: apt-get install %s", name, pkg)
-	}
-	return p
-}
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
+)
 
 func freePort(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -39,9 +28,9 @@ func freePort(t *testing.T) string {
 // was.
 func TestServeNBD(t *testing.T) {
 	t.Parallel()
-	qemuImg := needTool(t, "qemu-img", "qemu-utils")
-	qemuIO := needTool(t, "qemu-io", "qemu-utils")
-	nbdinfo := needTool(t, "nbdinfo", "libnbd-bin")
+	qemuImg := testbin.NeedTool(t, "qemu-img", "qemu-utils")
+	qemuIO := testbin.NeedTool(t, "qemu-io", "qemu-utils")
+	nbdinfo := testbin.NeedTool(t, "nbdinfo", "libnbd-bin")
 	tmp := t.TempDir()
 	store := newStore(t)
 	img := filepath.Join(tmp, "disk.img")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +12,25 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
+
+// pointAtDC2 starts the replication sites with policy, ships the workload
+// image once from an agent at dc1, and returns the harness, dc2-n1 and the
+// point once dc2 holds it.
+func pointAtDC2(t *testing.T, policy []byte) (*harness, *node.Node, blockstore.Point) {
+	h := replSites(t, policy)
+	img, _ := workloadImage(t)
+	startAgent(t, h, img, time.Hour)
+	dc2 := h.node("dc2-n1")
+	var pt blockstore.Point
+	h.eventually("a point at dc2", 60*time.Second, func() error {
+		var err error
+		pt, err = newest(t, dc2)
+		return err
+	})
+	return h, dc2, pt
+}
 
 // TestFailoverResumes: a warm failover whose health hook fails leaves the
 // service at the new epoch, not done; run again after the cause is fixed
@@ -28,16 +45,7 @@ func TestFailoverResumes(t *testing.T) {
   health = 'test -e %[1]q/healthy'
   timeout = "2s"
   [[service.server]]`, hooks), 1)
-	h := replSites(t, policy)
-	img, _ := workloadImage(t)
-	startAgent(t, h, img, time.Hour)
-	dc2 := h.node("dc2-n1")
-	var pt blockstore.Point
-	h.eventually("a point at dc2", 60*time.Second, func() error {
-		var err error
-		pt, err = newest(t, dc2)
-		return err
-	})
+	h, dc2, pt := pointAtDC2(t, policy)
 	ctx := t.Context()
 	noEvents := func(node.FailoverEvent) {}
 	var plan *node.FailoverPlan
@@ -103,23 +111,8 @@ func TestFailoverResumes(t *testing.T) {
 // point over NBD and writes into the overlay, and the point is unchanged.
 func TestDrillOverNBD(t *testing.T) {
 	t.Parallel()
-	qemuIO, err := exec.LookPath("qemu-io")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-io not found: CI installs qemu-utils")
-		}
-		t.Skip("qemu-io not found: apt-get install qemu-utils")
-	}
-	h := replSites(t, replPolicy("warm", ""))
-	img, _ := workloadImage(t)
-	startAgent(t, h, img, time.Hour)
-	dc2 := h.node("dc2-n1")
-	var pt blockstore.Point
-	h.eventually("a point at dc2", 60*time.Second, func() error {
-		var err error
-		pt, err = newest(t, dc2)
-		return err
-	})
+	qemuIO := testbin.NeedTool(t, "qemu-io", "qemu-utils")
+	h, dc2, pt := pointAtDC2(t, replPolicy("warm", ""))
 	hook := qemuIO + ` -f raw -c "write -P 0xab 0 65536" -c "read -P 0xab 0 65536" "$LIFEBOAT_NBD_DISK" && test -z "$LIFEBOAT_IMAGE_DISK"`
 	d, err := dc2.Drill(t.Context(), node.DrillRequest{Service: "web", Hook: hook, NBD: true, By: "test"}, func(node.FailoverEvent) {})
 	if err != nil {

@@ -113,7 +113,7 @@ func BenchmarkFailoverRTO(b *testing.B) {
 	// first block read by a client (qemu-io, started again every 20 ms
 	// until it reads; its own start-up counts).
 	var nbdFirst time.Duration
-	if qemuIO, err := exec.LookPath("qemu-io"); err == nil {
+	if qemuIO := testbin.Tool(b, "qemu-io", "qemu-utils"); qemuIO != "" {
 		addr := testbin.FreePort(b)
 		s := time.Now()
 		srv := testbin.Start(b, "serve-nbd", filepath.Join(c.dir, "serve-nbd.log"), c.bin, "serve-nbd", "--admin", dc2.admin,

@@ -270,20 +270,7 @@ func run(t testing.TB, timeout time.Duration, env []string, name string, args ..
 // lbCode runs /lifeboat with args in a container and returns stdout, stderr
 // and the exit code.
 func lbCode(container string, args ...string) (string, string, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", append([]string{"exec", container, "/lifeboat"}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return stdout.String(), stderr.String(), 0
-	case errors.As(err, &ee):
-		return stdout.String(), stderr.String(), ee.ExitCode()
-	}
-	return stdout.String(), stderr.String() + err.Error(), -1
+	return testbin.RunCode("docker", append([]string{"exec", container, "/lifeboat"}, args...)...)
 }
 
 // lb runs /lifeboat in a container and fails the test unless it exits

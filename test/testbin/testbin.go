@@ -200,3 +200,29 @@ func WaitLeader(t testing.TB, bin, admin, leader string) {
 		return nil
 	})
 }
+
+// Tool returns the path of an external program a test uses, or "" when it
+// is not installed; under CI=true a missing program fails the test instead
+// (CI installs the Debian package pkg).
+func Tool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found: CI installs the Debian package %s", name, pkg)
+	}
+	return ""
+}
+
+// NeedTool is Tool for tests that cannot run without the program: they
+// skip, naming the package to install.
+func NeedTool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p := Tool(t, name, pkg)
+	if p == "" {
+		t.Skipf("%s not found: apt-get install %s to run this test", name, pkg)
+	}
+	return p
+}

@@ -163,6 +163,14 @@ func fileName(volume string) (string, error) {
 	return base + imageExt, nil
 }
 
+// ImageName returns the image file name of a volume (SERVICE/.../NAME →
+// NAME.img), as standby images are named; "" for a name that makes none.
+// Failover images taken from a standby keep these names.
+func ImageName(volume string) string {
+	f, _ := fileName(volume)
+	return f
+}
+
 // validFile reports whether name is an image file name as fileName makes
 // them (journals name files; they are checked before any is touched).
 func validFile(name string) bool {
