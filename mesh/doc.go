@@ -21,14 +21,30 @@
 //
 //	lifeboat://node/<site>/<name>              a node
 //	lifeboat://agent/<site>/<service>/<name>   an agent, scoped to one service
+//	lifeboat://operator/<role>/<name>          a person or tool on the admin API;
+//	                                           role viewer, operator or admin
 //
 // The certificate's CN equals <name>. Names, sites and services are 1-64
 // characters from [A-Za-z0-9._-], not starting with '.' or '-'. Node
 // certificates carry the ServerAuth and ClientAuth extended key usages,
 // agent certificates ClientAuth only, so an agent can never act as a
-// server. A credentials directory (Issue, LoadCreds) holds ca.crt,
-// cert.crt, cert.key (0600), and for nodes gossip.key and dedup.key (32
-// bytes each, hex, 0600), copied from the CA directory (InitCA).
+// server. Operator certificates carry both (serve-nbd may serve TLS with
+// one on the operator's own host) and the SANs 127.0.0.1, ::1 and
+// localhost. The QUIC endpoint refuses operator certificates: operators
+// use the admin API, never the mesh. A credentials directory (Issue,
+// LoadCreds) holds ca.crt, cert.crt, cert.key (0600), for nodes gossip.key
+// and dedup.key (32 bytes each, hex, 0600) and for agents dedup.key,
+// copied from the CA directory (InitCA); for operators the GnuTLS names
+// ca-cert.pem, client-cert.pem and client-key.pem link to the same files.
+// Issue refuses a certificate that would be expired or not yet valid, and
+// appends every certificate it signs to the CA's ledger, issued.jsonl
+// (one JSON object a line: serial in lowercase hex, kind, name, site,
+// service, role, validity).
+//
+// Revocation: Creds.SetRevoked installs the set of revoked serials (the
+// node takes it from the catalog); every later handshake with a config
+// from ServerTLS, AdminServerTLS or ClientTLS refuses a peer in it, and
+// Endpoint.DropRevoked closes the connections made before.
 //
 // # QUIC endpoint
 //

@@ -75,7 +75,7 @@ type Endpoint struct {
 
 	mu      sync.Mutex
 	dialing map[string]*dialEntry   // outbound connections by remote address
-	inbound map[*quic.Conn]struct{} // accepted connections
+	inbound map[*quic.Conn]Identity // accepted connections and their peers
 }
 
 type dialEntry struct {
@@ -128,7 +128,7 @@ func NewEndpoint(opts EndpointOptions) (*Endpoint, error) {
 		opts:      opts,
 		done:      make(chan struct{}),
 		dialing:   make(map[string]*dialEntry),
-		inbound:   make(map[*quic.Conn]struct{}),
+		inbound:   make(map[*quic.Conn]Identity),
 	}
 	for k := range e.queues {
 		e.slots[k] = make(chan struct{}, opts.AcceptQueue)
@@ -234,6 +234,37 @@ func (e *Endpoint) Close() error {
 	return nil
 }
 
+// DropRevoked closes every open connection, inbound or dialed, whose peer
+// holds a certificate the credentials now list as revoked (Creds.SetRevoked
+// refuses new handshakes; this ends the ones made before). It returns how
+// many it closed.
+func (e *Endpoint) DropRevoked() int {
+	e.mu.Lock()
+	var conns []*quic.Conn
+	var peers []Identity
+	for c, id := range e.inbound {
+		if e.creds.Revoked(id.Serial) {
+			conns, peers = append(conns, c), append(peers, id)
+		}
+	}
+	for addr, d := range e.dialing {
+		select {
+		case <-d.ready:
+			if d.conn != nil && e.creds.Revoked(d.peer.Serial) {
+				conns, peers = append(conns, d.conn), append(peers, d.peer)
+				delete(e.dialing, addr)
+			}
+		default:
+		}
+	}
+	e.mu.Unlock()
+	for i, c := range conns {
+		e.log.Warn("connection closed: certificate revoked", "peer", peers[i].String(), "serial", peers[i].Serial)
+		c.CloseWithError(quic.ApplicationErrorCode(CodeForbidden), "certificate revoked")
+	}
+	return len(conns)
+}
+
 func (e *Endpoint) closed() bool {
 	select {
 	case <-e.done:
@@ -262,13 +293,19 @@ func (e *Endpoint) acceptConns() {
 			conn.CloseWithError(quic.ApplicationErrorCode(CodeForbidden), "no identity")
 			continue
 		}
+		if id.Operator {
+			// Operators use the admin API; the mesh is for nodes and agents.
+			e.log.Warn("connection refused: operator certificates are for the admin API", "peer", id.String(), "addr", conn.RemoteAddr().String())
+			conn.CloseWithError(quic.ApplicationErrorCode(CodeForbidden), "operator certificate")
+			continue
+		}
 		e.mu.Lock()
 		if e.closed() {
 			e.mu.Unlock()
 			conn.CloseWithError(appCodeClosed, "endpoint closed")
 			return
 		}
-		e.inbound[conn] = struct{}{}
+		e.inbound[conn] = id
 		e.mu.Unlock()
 		e.log.Debug("connection accepted", "peer", id.String(), "addr", conn.RemoteAddr().String())
 		e.wg.Add(1)

@@ -8,15 +8,19 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,14 +52,72 @@ const identityScheme = "lifeboat"
 // maxNameLen bounds names, sites and services in identities.
 const maxNameLen = 64
 
+// Role is what an operator certificate allows on the admin API. Roles are
+// ordered: each allows what the ones below it allow.
+type Role int
+
+// Roles, lowest first. RoleNone is no role at all (agents).
+const (
+	RoleNone     Role = iota
+	RoleViewer        // reads status, points, metrics
+	RoleOperator      // runs drills, failovers, failbacks, restores, image reads
+	RoleAdmin         // applies policies, recovers raft, revokes certificates
+)
+
+var roleNames = [...]string{"none", "viewer", "operator", "admin"}
+
+func (r Role) String() string {
+	if r < 0 || int(r) >= len(roleNames) {
+		return fmt.Sprintf("role(%d)", int(r))
+	}
+	return roleNames[r]
+}
+
+// ParseRole parses viewer, operator or admin.
+func ParseRole(s string) (Role, error) {
+	for i, n := range roleNames[1:] {
+		if s == n {
+			return Role(i + 1), nil
+		}
+	}
+	return RoleNone, fmt.Errorf("role %q: want viewer, operator or admin", s)
+}
+
 // Identity is what a verified certificate says about its holder. It is
-// encoded in a URI SAN: lifeboat://node/<site>/<name> or
-// lifeboat://agent/<site>/<service>/<name>.
+// encoded in a URI SAN: lifeboat://node/<site>/<name>,
+// lifeboat://agent/<site>/<service>/<name> or
+// lifeboat://operator/<role>/<name>.
 type Identity struct {
-	Name    NodeID
-	Site    Site
-	Agent   bool
-	Service string
+	Name     NodeID
+	Site     Site // "" for operators
+	Agent    bool
+	Service  string
+	Operator bool
+	Role     Role   // operators only
+	Serial   string // the certificate's serial number, hex; "" when not from a certificate
+}
+
+// Kind is "node", "agent" or "operator".
+func (id Identity) Kind() string {
+	switch {
+	case id.Agent:
+		return "agent"
+	case id.Operator:
+		return "operator"
+	}
+	return "node"
+}
+
+// AdminRole is the role id holds on the admin API: an operator's own,
+// viewer for a node (monitoring), none for an agent.
+func (id Identity) AdminRole() Role {
+	switch {
+	case id.Operator:
+		return id.Role
+	case id.Agent:
+		return RoleNone
+	}
+	return RoleViewer
 }
 
 // String returns the identity's URI form.
@@ -63,6 +125,9 @@ func (id Identity) String() string { return id.URI().String() }
 
 // URI returns the URI SAN that encodes id.
 func (id Identity) URI() *url.URL {
+	if id.Operator {
+		return &url.URL{Scheme: identityScheme, Host: "operator", Path: "/" + id.Role.String() + "/" + string(id.Name)}
+	}
 	if id.Agent {
 		return &url.URL{Scheme: identityScheme, Host: "agent", Path: "/" + string(id.Site) + "/" + id.Service + "/" + string(id.Name)}
 	}
@@ -99,8 +164,17 @@ func parseIdentity(u *url.URL) (Identity, error) {
 		id = Identity{Site: Site(parts[0]), Name: NodeID(parts[1])}
 	case u.Host == "agent" && len(parts) == 3:
 		id = Identity{Site: Site(parts[0]), Service: parts[1], Name: NodeID(parts[2]), Agent: true}
+	case u.Host == "operator" && len(parts) == 2:
+		r, err := ParseRole(parts[0])
+		if err != nil {
+			return Identity{}, fmt.Errorf("identity %q: %w", u, err)
+		}
+		if !ValidName(parts[1]) {
+			return Identity{}, fmt.Errorf("identity %q: bad operator name", u)
+		}
+		return Identity{Name: NodeID(parts[1]), Operator: true, Role: r}, nil
 	default:
-		return Identity{}, fmt.Errorf("identity %q: want lifeboat://node/SITE/NAME or lifeboat://agent/SITE/SERVICE/NAME", u)
+		return Identity{}, fmt.Errorf("identity %q: want lifeboat://node/SITE/NAME, lifeboat://agent/SITE/SERVICE/NAME or lifeboat://operator/ROLE/NAME", u)
 	}
 	if !ValidName(string(id.Site)) || !ValidName(string(id.Name)) || (id.Agent && !ValidName(id.Service)) {
 		return Identity{}, fmt.Errorf("identity %q: bad name, site or service", u)
@@ -132,8 +206,13 @@ func identityOf(cert *x509.Certificate) (Identity, error) {
 	if cert.Subject.CommonName != string(found[0].Name) {
 		return Identity{}, fmt.Errorf("certificate CN %q does not match identity %s", cert.Subject.CommonName, found[0])
 	}
+	found[0].Serial = SerialString(cert.SerialNumber)
 	return found[0], nil
 }
+
+// SerialString is how a certificate serial number is written everywhere
+// (revocation list, audit log, ca issue): lowercase hex.
+func SerialString(n *big.Int) string { return n.Text(16) }
 
 // PeerIdentity extracts the Identity from the verified chain of a TLS
 // connection. It needs cs.VerifiedChains, which crypto/tls fills when it
@@ -146,13 +225,44 @@ func PeerIdentity(cs tls.ConnectionState) (Identity, error) {
 	return identityOf(cs.VerifiedChains[0][0])
 }
 
-// Creds are the credentials of one node or agent, loaded by LoadCreds.
+// Creds are the credentials of one node, agent or operator, loaded by
+// LoadCreds.
 type Creds struct {
 	CA        *x509.CertPool
 	Cert      tls.Certificate // Leaf is set
 	Self      Identity
-	GossipKey []byte // nil for agents
+	GossipKey []byte // nil for agents and operators
 	DedupKey  []byte // nil if absent
+
+	revoked atomic.Pointer[map[string]bool] // serials refused on new handshakes
+}
+
+// SetRevoked replaces the set of revoked certificate serials (SerialString
+// form). Every handshake made afterwards with a config from ServerTLS or
+// ClientTLS refuses a peer whose serial is in it. Safe for concurrent use.
+func (c *Creds) SetRevoked(serials []string) {
+	m := make(map[string]bool, len(serials))
+	for _, s := range serials {
+		m[s] = true
+	}
+	c.revoked.Store(&m)
+}
+
+// Revoked reports whether serial is in the set given to SetRevoked.
+func (c *Creds) Revoked(serial string) bool {
+	m := c.revoked.Load()
+	return m != nil && (*m)[serial]
+}
+
+// ErrRevoked reports a peer whose certificate has been revoked.
+var ErrRevoked = errors.New("certificate revoked")
+
+// checkRevoked refuses id when its serial is revoked.
+func (c *Creds) checkRevoked(id Identity) error {
+	if id.Serial != "" && c.Revoked(id.Serial) {
+		return fmt.Errorf("%s (serial %s): %w", id, id.Serial, ErrRevoked)
+	}
+	return nil
 }
 
 // VerifyPeer verifies the peer certificates of cs against the cluster CA (for
@@ -192,10 +302,30 @@ func (c *Creds) ServerTLS() *tls.Config {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    c.CA,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			_, err := PeerIdentity(cs)
-			return err
+			id, err := PeerIdentity(cs)
+			if err != nil {
+				return err
+			}
+			return c.checkRevoked(id)
 		},
 	}
+}
+
+// AdminServerTLS is ServerTLS for the admin API: a client certificate is
+// requested and, when sent, verified against the CA (a bad or revoked one
+// fails the handshake), but a client may come without one so that the API
+// can refuse it with an answer it can read and record the attempt.
+func (c *Creds) AdminServerTLS() *tls.Config {
+	cfg := c.ServerTLS()
+	cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		return verify(cs)
+	}
+	return cfg
 }
 
 // ClientTLS returns a TLS 1.3 client config presenting c's certificate and
@@ -215,10 +345,10 @@ func (c *Creds) ClientTLS() *tls.Config {
 			if err != nil {
 				return err
 			}
-			if id.Agent {
-				return fmt.Errorf("server %s holds an agent certificate, want a node", id)
+			if id.Agent || id.Operator {
+				return fmt.Errorf("server %s holds an %s certificate, want a node", id, id.Kind())
 			}
-			return nil
+			return c.checkRevoked(id)
 		},
 	}
 }
@@ -273,10 +403,12 @@ func InitCA(dir string) error {
 
 // IssueRequest describes a certificate for Issue.
 type IssueRequest struct {
-	Name     string        // node or agent name (the certificate's CN and identity)
-	Site     string        // site of the node or agent
+	Name     string        // node, agent or operator name (the certificate's CN and identity)
+	Site     string        // site of the node or agent; not used for operators
 	Agent    bool          // an agent certificate, scoped to Service
 	Service  string        // required for agents, refused for nodes
+	Operator bool          // an operator certificate for the admin API, with Role
+	Role     Role          // required for operators
 	Hosts    []string      // optional extra DNS names / IPs
 	Validity time.Duration // zero = DefaultCertValidity; negative is refused
 	// NotBefore is the start of validity; zero = now minus one minute (for
@@ -291,6 +423,26 @@ func (r IssueRequest) Identity() (Identity, error) {
 	if !ValidName(r.Name) {
 		errs = append(errs, fmt.Errorf("name %q: want 1-64 characters from [A-Za-z0-9._-]", r.Name))
 	}
+	if r.Validity < 0 {
+		errs = append(errs, fmt.Errorf("validity %v: must not be negative", r.Validity))
+	}
+	if r.Operator {
+		switch {
+		case r.Agent:
+			errs = append(errs, errors.New("a certificate is for an operator or for an agent, not both"))
+		case r.Service != "":
+			errs = append(errs, fmt.Errorf("service %q: only agent certificates are scoped to a service", r.Service))
+		case r.Role < RoleViewer || r.Role > RoleAdmin:
+			errs = append(errs, errors.New("an operator certificate needs a role: viewer, operator or admin"))
+		}
+		if err := errors.Join(errs...); err != nil {
+			return Identity{}, err
+		}
+		return Identity{Name: NodeID(r.Name), Operator: true, Role: r.Role}, nil
+	}
+	if r.Role != RoleNone {
+		errs = append(errs, fmt.Errorf("role %s: only operator certificates have a role", r.Role))
+	}
 	if !ValidName(r.Site) {
 		errs = append(errs, fmt.Errorf("site %q: want 1-64 characters from [A-Za-z0-9._-]", r.Site))
 	}
@@ -300,9 +452,6 @@ func (r IssueRequest) Identity() (Identity, error) {
 	case !r.Agent && r.Service != "":
 		errs = append(errs, fmt.Errorf("service %q: only agent certificates are scoped to a service", r.Service))
 	}
-	if r.Validity < 0 {
-		errs = append(errs, fmt.Errorf("validity %v: must not be negative", r.Validity))
-	}
 	if err := errors.Join(errs...); err != nil {
 		return Identity{}, err
 	}
@@ -310,89 +459,194 @@ func (r IssueRequest) Identity() (Identity, error) {
 }
 
 // Issue signs a new key pair with the CA in caDir and writes into outDir
-// (created if missing): ca.crt, cert.crt, cert.key (0600), a copy of
-// dedup.key (agents hash blocks to offer their IDs), and for nodes also a
-// copy of gossip.key. It refuses to overwrite existing files.
+// (created if missing): ca.crt, cert.crt, cert.key (0600); for agents a
+// copy of dedup.key (agents hash blocks to offer their IDs); for nodes
+// copies of dedup.key and gossip.key; for operators nothing more but the
+// GnuTLS names qemu and libnbd look for (ca-cert.pem, client-cert.pem,
+// client-key.pem, symbolic links). It refuses to overwrite existing
+// files, and to write a certificate that is already expired or not yet
+// valid. Every certificate issued is appended to the CA's ledger
+// (issued.jsonl), which `ca revoke NAME` reads.
 func Issue(caDir string, req IssueRequest, outDir string) error {
+	_, err := IssueCert(caDir, req, outDir)
+	return err
+}
+
+// IssueCert is Issue, returning the record of what it issued.
+func IssueCert(caDir string, req IssueRequest, outDir string) (*IssuedCert, error) {
 	id, err := req.Identity()
 	if err != nil {
-		return fmt.Errorf("issue certificate: %w", err)
+		return nil, fmt.Errorf("issue certificate: %w", err)
 	}
 	caPEM, caCert, caKey, err := loadCA(caDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var extra []struct {
+	type file struct {
 		name string
 		data []byte
+		mode os.FileMode
 	}
-	keys := []string{FileDedupKey}
-	if !id.Agent {
-		keys = append(keys, FileGossipKey)
+	var keys []string
+	switch {
+	case id.Agent:
+		keys = []string{FileDedupKey}
+	case !id.Operator:
+		keys = []string{FileDedupKey, FileGossipKey}
 	}
+	var extra []file
 	for _, name := range keys {
 		b, err := os.ReadFile(filepath.Join(caDir, name))
 		if err != nil {
-			return fmt.Errorf("read %s: %w", filepath.Join(caDir, name), err)
+			return nil, fmt.Errorf("read %s: %w", filepath.Join(caDir, name), err)
 		}
-		extra = append(extra, struct {
-			name string
-			data []byte
-		}{name, b})
+		extra = append(extra, file{name, b, 0o600})
 	}
-	certPEM, keyPEM, err := signCert(caCert, caKey, id, req)
+	cert, certPEM, keyPEM, err := signCert(caCert, caKey, id, req)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	links := map[string]string{}
+	if id.Operator {
+		links = map[string]string{"ca-cert.pem": FileCA, "client-cert.pem": FileCert, "client-key.pem": FileKey}
 	}
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", outDir, err)
+		return nil, fmt.Errorf("create %s: %w", outDir, err)
 	}
-	names := []string{FileCA, FileCert, FileKey}
-	for _, e := range extra {
-		names = append(names, e.name)
+	files := append([]file{{FileCA, caPEM, 0o644}, {FileCert, certPEM, 0o644}, {FileKey, keyPEM, 0o600}}, extra...)
+	names := slices.Collect(maps.Keys(links))
+	for _, f := range files {
+		names = append(names, f.name)
 	}
 	for _, n := range names {
 		p := filepath.Join(outDir, n)
 		if _, err := os.Lstat(p); err == nil {
-			return fmt.Errorf("issue certificate: %s already exists; refusing to overwrite", p)
+			return nil, fmt.Errorf("issue certificate: %s already exists; refusing to overwrite", p)
 		}
 	}
-	if err := writeNewFile(filepath.Join(outDir, FileCA), caPEM, 0o644); err != nil {
-		return err
-	}
-	if err := writeNewFile(filepath.Join(outDir, FileCert), certPEM, 0o644); err != nil {
-		return err
-	}
-	if err := writeNewFile(filepath.Join(outDir, FileKey), keyPEM, 0o600); err != nil {
-		return err
-	}
-	for _, e := range extra {
-		if err := writeNewFile(filepath.Join(outDir, e.name), e.data, 0o600); err != nil {
-			return err
+	for _, f := range files {
+		if err := writeNewFile(filepath.Join(outDir, f.name), f.data, f.mode); err != nil {
+			return nil, err
 		}
 	}
-	return syncDir(outDir)
+	for link, target := range links {
+		if err := os.Symlink(target, filepath.Join(outDir, link)); err != nil {
+			return nil, fmt.Errorf("issue certificate: %w", err)
+		}
+	}
+	if err := syncDir(outDir); err != nil {
+		return nil, err
+	}
+	rec := &IssuedCert{
+		Serial: SerialString(cert.SerialNumber), Kind: id.Kind(), Name: string(id.Name), Site: string(id.Site),
+		Service: id.Service, NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), Issued: time.Now().UTC(),
+	}
+	if id.Operator {
+		rec.Role = id.Role.String()
+	}
+	if err := appendLedger(caDir, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// IssuedCert is one line of a CA's ledger (issued.jsonl).
+type IssuedCert struct {
+	Serial    string    `json:"serial"`
+	Kind      string    `json:"kind"` // node, agent or operator
+	Name      string    `json:"name"`
+	Site      string    `json:"site,omitempty"`
+	Service   string    `json:"service,omitempty"`
+	Role      string    `json:"role,omitempty"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	Issued    time.Time `json:"issued"`
+}
+
+// FileLedger is the CA directory's record of issued certificates.
+const FileLedger = "issued.jsonl"
+
+func appendLedger(caDir string, rec *IssuedCert) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(caDir, FileLedger)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("record issued certificate: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("record issued certificate in %s: %w", path, err)
+	}
+	return nil
+}
+
+// Ledger reads the certificates a CA issued, oldest first. A CA made
+// before the ledger existed has none (not an error).
+func Ledger(caDir string) ([]IssuedCert, error) {
+	path := filepath.Join(caDir, FileLedger)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []IssuedCert
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var rec IssuedCert
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
 }
 
 // signCert creates a key and a certificate for id signed by the CA.
-func signCert(caCert *x509.Certificate, caKey any, id Identity, req IssueRequest) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate key: %w", err)
-	}
+func signCert(caCert *x509.Certificate, caKey any, id Identity, req IssueRequest) (cert *x509.Certificate, certPEM, keyPEM []byte, err error) {
 	validity := req.Validity
 	if validity == 0 {
 		validity = DefaultCertValidity
 	}
-	nb := req.NotBefore
+	now := time.Now()
+	nb, na := req.NotBefore, req.NotBefore.Add(validity)
 	if nb.IsZero() {
-		nb = time.Now().Add(-time.Minute)
+		// A minute back for clock skew; the lifetime counts from now.
+		nb, na = now.Add(-time.Minute), now.Add(validity)
+	}
+	switch {
+	case !na.After(now):
+		return nil, nil, nil, fmt.Errorf("issue certificate: it would be expired already (valid until %s)", na.UTC().Format(time.RFC3339))
+	case nb.After(now):
+		return nil, nil, nil, fmt.Errorf("issue certificate: it would not be valid yet (from %s)", nb.UTC().Format(time.RFC3339))
+	case na.After(caCert.NotAfter):
+		return nil, nil, nil, fmt.Errorf("issue certificate: valid until %s, past the CA's own expiry %s", na.UTC().Format(time.RFC3339), caCert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	ou := string(id.Site)
+	if id.Operator {
+		ou = "operator " + id.Role.String()
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: string(id.Name), Organization: []string{"lifeboat"}, OrganizationalUnit: []string{string(id.Site)}},
+		Subject:      pkix.Name{CommonName: string(id.Name), Organization: []string{"lifeboat"}, OrganizationalUnit: []string{ou}},
 		NotBefore:    nb,
-		NotAfter:     nb.Add(validity),
+		NotAfter:     na,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{id.URI()},
@@ -400,7 +654,13 @@ func signCert(caCert *x509.Certificate, caKey any, id Identity, req IssueRequest
 	if !id.Agent {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 	}
-	for _, h := range req.Hosts {
+	hosts := req.Hosts
+	if id.Operator {
+		// An operator may serve a point over NBD with TLS on its own
+		// host (serve-nbd --tls-dir), where clients check these names.
+		hosts = append([]string{"127.0.0.1", "::1", "localhost"}, hosts...)
+	}
+	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		} else {
@@ -409,13 +669,16 @@ func signCert(caCert *x509.Certificate, caKey any, id Identity, req IssueRequest
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sign certificate for %s: %w", id, err)
+		return nil, nil, nil, fmt.Errorf("sign certificate for %s: %w", id, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("marshal key: %w", err)
+		return nil, nil, nil, fmt.Errorf("marshal key: %w", err)
 	}
-	return pemBytes("CERTIFICATE", der), pemBytes("PRIVATE KEY", keyDER), nil
+	if cert, err = x509.ParseCertificate(der); err != nil {
+		return nil, nil, nil, err
+	}
+	return cert, pemBytes("CERTIFICATE", der), pemBytes("PRIVATE KEY", keyDER), nil
 }
 
 // loadCA reads ca.crt and ca.key from caDir.
@@ -507,7 +770,7 @@ func LoadCreds(dir string) (*Creds, error) {
 	if c.DedupKey, err = readHexKey(filepath.Join(dir, FileDedupKey), true); err != nil {
 		return nil, fmt.Errorf("load credentials: %w", err)
 	}
-	if !id.Agent {
+	if !id.Agent && !id.Operator {
 		if c.GossipKey, err = readHexKey(filepath.Join(dir, FileGossipKey), false); err != nil {
 			return nil, fmt.Errorf("load credentials: %w", err)
 		}

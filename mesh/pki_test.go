@@ -45,7 +45,7 @@ func TestInitCAAndIssue(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load node: %v", err)
 	}
-	if want := (mesh.Identity{Name: "n1", Site: "dc1"}); c.Self != want {
+	if want := (mesh.Identity{Name: "n1", Site: "dc1"}); noSerial(c.Self) != want {
 		t.Errorf("self = %+v, want %+v", c.Self, want)
 	}
 	if len(c.GossipKey) != 32 || len(c.DedupKey) != 32 {
@@ -69,7 +69,7 @@ func TestInitCAAndIssue(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load agent: %v", err)
 	}
-	if want := (mesh.Identity{Name: "a1", Site: "dc1", Agent: true, Service: "erp"}); a.Self != want {
+	if want := (mesh.Identity{Name: "a1", Site: "dc1", Agent: true, Service: "erp"}); noSerial(a.Self) != want {
 		t.Errorf("agent self = %+v", a.Self)
 	}
 	if a.GossipKey != nil {
@@ -127,9 +127,7 @@ func TestLoadCredsErrors(t *testing.T) {
 			copyFile(t, filepath.Join(other.Dir, "ca.crt"), filepath.Join(dir, "ca.crt"))
 		}, []string{"cert.crt", "not signed by", "ca.crt"}},
 		{"expired", func(t *testing.T, dir string) {
-			old := ca.IssueDir(mesh.IssueRequest{Name: "n", Site: "dc1", NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
-			copyFile(t, filepath.Join(old, "cert.crt"), filepath.Join(dir, "cert.crt"))
-			copyFile(t, filepath.Join(old, "cert.key"), filepath.Join(dir, "cert.key"))
+			ca.ExpiredFiles("n", "dc1", filepath.Join(dir, "cert.crt"), filepath.Join(dir, "cert.key"))
 		}, []string{"cert.crt", "expired"}},
 		{"bad gossip key", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "gossip.key"), []byte("abcd\n"), 0o600)
@@ -208,4 +206,87 @@ func TestTLSConfigsForHTTPS(t *testing.T) {
 		t.Error("client accepted a foreign server")
 	}
 	var _ net.Conn = conn
+}
+
+func TestIssueOperator(t *testing.T) {
+	ca := meshtest.CA(t)
+	out := filepath.Join(t.TempDir(), "alice")
+	rec, err := mesh.IssueCert(ca.Dir, mesh.IssueRequest{Name: "alice", Operator: true, Role: mesh.RoleOperator}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := mesh.LoadCreds(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (mesh.Identity{Name: "alice", Operator: true, Role: mesh.RoleOperator}); noSerial(c.Self) != want {
+		t.Errorf("identity %+v, want %+v", c.Self, want)
+	}
+	if c.Self.Serial != rec.Serial || rec.Kind != "operator" || rec.Role != "operator" {
+		t.Errorf("ledger record %+v, identity serial %s", rec, c.Self.Serial)
+	}
+	for _, f := range []string{"gossip.key", "dedup.key"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err == nil {
+			t.Errorf("operator directory holds %s", f)
+		}
+	}
+	for _, f := range []string{"ca-cert.pem", "client-cert.pem", "client-key.pem"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("operator directory lacks %s: %v", f, err)
+		}
+	}
+	led, err := mesh.Ledger(ca.Dir)
+	if err != nil || len(led) != 1 || led[0].Name != "alice" {
+		t.Errorf("ledger %+v, %v", led, err)
+	}
+	if got := c.Self.AdminRole(); got != mesh.RoleOperator {
+		t.Errorf("admin role %v", got)
+	}
+}
+
+func TestIssueRefusesInvalid(t *testing.T) {
+	ca := meshtest.CA(t)
+	cases := []struct {
+		name string
+		req  mesh.IssueRequest
+		want string
+	}{
+		{"expired at issue", mesh.IssueRequest{Name: "n", Site: "dc1", NotBefore: time.Now().Add(-2 * time.Hour), Validity: time.Hour}, "expired already"},
+		{"not yet valid", mesh.IssueRequest{Name: "n", Site: "dc1", NotBefore: time.Now().Add(time.Hour)}, "not be valid yet"},
+		{"operator without role", mesh.IssueRequest{Name: "o", Operator: true}, "needs a role"},
+		{"operator and agent", mesh.IssueRequest{Name: "o", Operator: true, Agent: true, Role: mesh.RoleAdmin}, "not both"},
+		{"role on a node", mesh.IssueRequest{Name: "n", Site: "dc1", Role: mesh.RoleAdmin}, "only operator certificates"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			err := mesh.Issue(ca.Dir, tc.req, out)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(out, "cert.crt")); err == nil {
+				t.Error("a certificate was written")
+			}
+		})
+	}
+	// A short validity counts from now: 20 s is valid at once.
+	out := filepath.Join(t.TempDir(), "short")
+	if err := mesh.Issue(ca.Dir, mesh.IssueRequest{Name: "n", Site: "dc1", Validity: 20 * time.Second}, out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mesh.LoadCreds(out); err != nil {
+		t.Fatalf("20s certificate: %v", err)
+	}
+}
+
+func TestParseRole(t *testing.T) {
+	for _, r := range []mesh.Role{mesh.RoleViewer, mesh.RoleOperator, mesh.RoleAdmin} {
+		got, err := mesh.ParseRole(r.String())
+		if err != nil || got != r {
+			t.Errorf("ParseRole(%q) = %v, %v", r, got, err)
+		}
+	}
+	if _, err := mesh.ParseRole("root"); err == nil {
+		t.Error("root parsed")
+	}
 }

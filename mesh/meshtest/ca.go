@@ -1,9 +1,16 @@
 package meshtest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
+	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,9 +28,10 @@ type TestCA struct {
 	t   testing.TB
 	Dir string // the CA directory (InitCA)
 
-	mu      sync.Mutex
-	n       int
-	foreign *TestCA
+	mu         sync.Mutex
+	n          int
+	foreign    *TestCA
+	expiredOut func(cert, key []byte) // set by ExpiredFiles while it runs Expired
 }
 
 // CA creates a new CA for t.
@@ -84,33 +92,93 @@ func (c *TestCA) Foreign(name mesh.NodeID, site mesh.Site) *mesh.Creds {
 	return f.Node(name, site)
 }
 
+// Operator returns credentials for an operator with role.
+func (c *TestCA) Operator(name string, role mesh.Role) *mesh.Creds {
+	c.t.Helper()
+	return c.Creds(mesh.IssueRequest{Name: name, Operator: true, Role: role})
+}
+
+// OperatorDir issues an operator certificate with role and returns its
+// directory (what --tls-dir takes).
+func (c *TestCA) OperatorDir(name string, role mesh.Role) string {
+	c.t.Helper()
+	return c.IssueDir(mesh.IssueRequest{Name: name, Operator: true, Role: role})
+}
+
 // Expired returns node credentials whose certificate expired an hour ago.
-// LoadCreds refuses them, so they are assembled here directly.
+// mesh.Issue refuses to write such a certificate and LoadCreds to load
+// one, so it is signed here directly with the CA's key.
 func (c *TestCA) Expired(name mesh.NodeID, site mesh.Site) *mesh.Creds {
 	c.t.Helper()
-	dir := c.IssueDir(mesh.IssueRequest{
-		Name: string(name), Site: string(site),
-		NotBefore: time.Now().Add(-2 * time.Hour), Validity: time.Hour,
-	})
-	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, mesh.FileCert), filepath.Join(dir, mesh.FileKey))
-	if err != nil {
-		c.t.Fatalf("load expired pair: %v", err)
-	}
-	pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		c.t.Fatalf("parse expired certificate: %v", err)
-	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, mesh.FileCA))
+	caPEM, err := os.ReadFile(filepath.Join(c.Dir, mesh.FileCA))
 	if err != nil {
 		c.t.Fatalf("read CA: %v", err)
 	}
+	blk, _ := pem.Decode(caPEM)
+	caCert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		c.t.Fatalf("parse CA: %v", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(c.Dir, mesh.FileCAKey))
+	if err != nil {
+		c.t.Fatalf("read CA key: %v", err)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	caKey, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		c.t.Fatalf("parse CA key: %v", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	id := mesh.Identity{Name: name, Site: site}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: string(name)},
+		NotBefore:    time.Now().Add(-2 * time.Hour),
+		NotAfter:     time.Now().Add(-time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		URIs:         []*url.URL{id.URI()},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		c.t.Fatalf("sign expired certificate: %v", err)
+	}
+	if c.expiredOut != nil {
+		keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+		c.expiredOut(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	pool.AddCert(caCert)
 	return &mesh.Creds{
-		CA: pool, Cert: pair,
-		Self:      mesh.Identity{Name: name, Site: site},
+		CA: pool, Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
+		Self:      id,
 		GossipKey: c.GossipKey(),
 	}
+}
+
+// ExpiredFiles writes an expired node certificate and its key (PEM) to
+// certPath and keyPath.
+func (c *TestCA) ExpiredFiles(name mesh.NodeID, site mesh.Site, certPath, keyPath string) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expiredOut = func(cert, key []byte) {
+		if err := os.WriteFile(certPath, cert, 0o644); err != nil {
+			c.t.Fatal(err)
+		}
+		if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	defer func() { c.expiredOut = nil }()
+	c.Expired(name, site)
 }
 
 // GossipKey returns the cluster's gossip key.
