@@ -17,13 +17,33 @@ type Cluster struct {
 	Sites    []Site    `toml:"site" json:"sites"`
 	Links    []Link    `toml:"link" json:"links"`
 	Services []Service `toml:"service" json:"services"`
+	Audit    Audit     `toml:"audit" json:"audit"`
+	// Approvals is how many different admins must agree before a policy
+	// that adds or changes a hook, or shortens a retention lock, takes
+	// effect: 1 (the default) or 2 (four-eyes).
+	Approvals int `toml:"approvals" json:"approvals"`
 }
+
+// Audit says how long the cluster keeps its audit log.
+type Audit struct {
+	Keep       Duration `toml:"keep" json:"keep"`               // default 365d
+	MaxEntries int      `toml:"max_entries" json:"max_entries"` // default 100000
+}
+
+// Audit log defaults.
+const (
+	DefaultAuditKeep       = Duration(365 * 24 * time.Hour)
+	DefaultAuditMaxEntries = 100000
+)
 
 // Site is a data center, room or cloud region.
 type Site struct {
 	Name       string `toml:"name" json:"name"`
 	Timezone   string `toml:"timezone" json:"timezone"`       // IANA name; default "UTC"
 	ArchiveDir string `toml:"archive_dir" json:"archive_dir"` // where cold exports go; "" = none
+	// Encrypt makes the site's nodes keep their stores encrypted at rest
+	// (each node's file names its key-encryption key).
+	Encrypt bool `toml:"encrypt" json:"encrypt"`
 }
 
 // Link is the WAN path between two sites and its bandwidth policy.
@@ -86,6 +106,7 @@ type Hooks struct {
 	Start   string   `toml:"start" json:"start"`
 	Stop    string   `toml:"stop" json:"stop"`
 	Health  string   `toml:"health" json:"health"`
+	Drill   string   `toml:"drill" json:"drill"`     // run by `lifeboat drill` on the node; default the health hook
 	Timeout Duration `toml:"timeout" json:"timeout"` // per hook run; default 60s
 }
 
@@ -176,6 +197,15 @@ func decodeCluster(filename string, m map[string]any, lines map[string]int) (*Cl
 
 // SetDefaults fills every unset field with its default.
 func (c *Cluster) SetDefaults() {
+	if c.Approvals == 0 {
+		c.Approvals = 1
+	}
+	if c.Audit.Keep == 0 {
+		c.Audit.Keep = DefaultAuditKeep
+	}
+	if c.Audit.MaxEntries == 0 {
+		c.Audit.MaxEntries = DefaultAuditMaxEntries
+	}
 	for i := range c.Sites {
 		if c.Sites[i].Timezone == "" {
 			c.Sites[i].Timezone = "UTC"
@@ -244,6 +274,15 @@ func (ps *problems) firstAt(p path) string {
 }
 
 func (c *Cluster) validate(ps *problems) {
+	if c.Approvals < 1 || c.Approvals > 2 {
+		ps.add(path{}.key("approvals"), "%d: want 1, or 2 for a second admin's approval of hook and lock changes", c.Approvals)
+	}
+	if c.Audit.Keep < 0 {
+		ps.add(path{}.key("audit").key("keep"), "%s: want a positive duration, like \"365d\"", c.Audit.Keep)
+	}
+	if c.Audit.MaxEntries < 0 {
+		ps.add(path{}.key("audit").key("max_entries"), "%d: want a positive number", c.Audit.MaxEntries)
+	}
 	if len(c.Sites) == 0 {
 		ps.add(path{}.key("site"), `missing: want at least one [[site]] with a name, like name = "dc1"`)
 	}

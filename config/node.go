@@ -57,6 +57,18 @@ type Node struct {
 	GossipProfile   string   `toml:"gossip_profile" json:"gossip_profile"`
 	Listen          Listen   `toml:"listen" json:"listen"`
 	TLS             TLS      `toml:"tls" json:"tls"`
+	// HooksUser is the local user the node runs the policy's hooks as;
+	// "" = the node's own user.
+	HooksUser  string     `toml:"hooks_user" json:"hooks_user"`
+	Encryption Encryption `toml:"encryption" json:"encryption"`
+}
+
+// Encryption names the key-encryption key of an encrypted store: a file
+// holding 32 bytes in hex, or a command (an argv, no shell) that prints
+// them. One of the two is needed at sites whose policy says encrypt.
+type Encryption struct {
+	KEKFile    string   `toml:"kek_file" json:"kek_file"`
+	KEKCommand []string `toml:"kek_command" json:"kek_command"`
 }
 
 // Listen holds the addresses a node listens on.
@@ -65,7 +77,6 @@ type Listen struct {
 	QUIC      string `toml:"quic" json:"quic"`           // data, raft and agents, host:port (UDP)
 	Admin     string `toml:"admin" json:"admin"`         // admin API, host:port
 	Advertise string `toml:"advertise" json:"advertise"` // host peers reach this node at; "" = the listen host
-	AdminTLS  bool   `toml:"admin_tls" json:"admin_tls"` // client certificates on the admin API even on loopback
 }
 
 // TLS says where the node's certificates are.
@@ -154,6 +165,12 @@ func (n *Node) validate(ps *problems) {
 	root := path{}
 	checkName(ps, root.key("name"), n.Name, "node", "dc1-n1")
 	checkName(ps, root.key("site"), n.Site, "site", "dc1")
+	if n.Encryption.KEKFile != "" && len(n.Encryption.KEKCommand) > 0 {
+		ps.add(root.key("encryption").key("kek_command"), "set with kek_file: want one source of the key-encryption key")
+	}
+	if n.HooksUser != "" && strings.ContainsAny(n.HooksUser, " \t:/") {
+		ps.add(root.key("hooks_user"), "%q: want a local user name, like \"lifeboat-hooks\"", n.HooksUser)
+	}
 	if n.DataDir == "" {
 		ps.add(root.key("data_dir"), `missing: want the directory for the node's data, like "/var/lib/lifeboat"`)
 	}

@@ -73,9 +73,9 @@ func TestParseNodeErrors(t *testing.T) {
 		want []string
 	}{
 		{"unknown key", minimalNode + "colour = \"red\"\n",
-			[]string{"node.toml:4: colour: unknown key: want one of bootstrap_expect, data_dir, dead_node_timeout, gossip_profile, holder_timeout, join, listen, log_level, name, role, site, tls"}},
+			[]string{"node.toml:4: colour: unknown key: want one of bootstrap_expect, data_dir, dead_node_timeout, encryption, gossip_profile, holder_timeout, hooks_user, join, listen, log_level, name, role, site, tls"}},
 		{"unknown nested key", minimalNode + "[listen]\ngossip = \"0.0.0.0:1\"\nqic = \"0.0.0.0:2\"\n",
-			[]string{"node.toml:6: listen.qic: unknown key: want one of admin, admin_tls, advertise, gossip, quic"}},
+			[]string{"node.toml:6: listen.qic: unknown key: want one of admin, advertise, gossip, quic"}},
 		{"wrong type", minimalNode + "bootstrap_expect = \"three\"\n",
 			[]string{`node.toml:4: bootstrap_expect: "three": want an integer, not a string`}},
 		{"wrong type table", "name = \"a\"\nsite = \"dc1\"\ndata_dir = \"/d\"\nlisten = 5\n",
@@ -116,7 +116,7 @@ func TestParseNodeErrors(t *testing.T) {
 				`node.toml:1: name: "X": want 1 to 63 of a-z, 0-9, '_', '.', '-', starting with a letter or digit`,
 				`node.toml:2: site: 7: want a string, not an integer`,
 				`node.toml:4: role: "boss": want "node" or "witness"`,
-				`node.toml:5: bogus: unknown key: want one of bootstrap_expect, data_dir, dead_node_timeout, gossip_profile, holder_timeout, join, listen, log_level, name, role, site, tls`,
+				`node.toml:5: bogus: unknown key: want one of bootstrap_expect, data_dir, dead_node_timeout, encryption, gossip_profile, holder_timeout, hooks_user, join, listen, log_level, name, role, site, tls`,
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,8 +17,14 @@ func (n *Node) Summary() string {
 	row("gossip", n.Listen.Gossip)
 	row("quic", n.Listen.QUIC)
 	row("admin", n.Listen.Admin)
-	if n.Listen.AdminTLS {
-		row("admin tls", "client certificates required")
+	if n.HooksUser != "" {
+		row("hooks run as", n.HooksUser)
+	}
+	switch {
+	case n.Encryption.KEKFile != "":
+		row("store key", "key-encryption key from "+n.Encryption.KEKFile)
+	case len(n.Encryption.KEKCommand) > 0:
+		row("store key", "key-encryption key from `"+strings.Join(n.Encryption.KEKCommand, " ")+"`")
 	}
 	if n.Listen.Advertise != "" {
 		row("advertise", n.Listen.Advertise)

@@ -43,8 +43,10 @@
 //
 // Revocation: Creds.SetRevoked installs the set of revoked serials (the
 // node takes it from the catalog); every later handshake with a config
-// from ServerTLS, AdminServerTLS or ClientTLS refuses a peer in it, and
-// Endpoint.DropRevoked closes the connections made before.
+// from ServerTLS or ClientTLS refuses a peer in it, and
+// Endpoint.DropRevoked closes the connections made before. The admin API
+// (AdminServerTLS) lets revoked and certificate-less clients through the
+// handshake so that it can refuse them itself and record the attempt.
 //
 // # QUIC endpoint
 //

@@ -312,18 +312,19 @@ func (c *Creds) ServerTLS() *tls.Config {
 }
 
 // AdminServerTLS is ServerTLS for the admin API: a client certificate is
-// requested and, when sent, verified against the CA (a bad or revoked one
-// fails the handshake), but a client may come without one so that the API
-// can refuse it with an answer it can read and record the attempt.
+// requested and, when sent, verified against the CA (a foreign or expired
+// one fails the handshake), but a client may come without one, and a
+// revoked one passes the handshake, so that the API can refuse them with
+// an answer they can read and record the attempt in the audit log.
 func (c *Creds) AdminServerTLS() *tls.Config {
 	cfg := c.ServerTLS()
 	cfg.ClientAuth = tls.VerifyClientCertIfGiven
-	verify := cfg.VerifyConnection
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return nil
 		}
-		return verify(cs)
+		_, err := PeerIdentity(cs)
+		return err
 	}
 	return cfg
 }

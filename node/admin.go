@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,24 +21,27 @@ import (
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
-// The admin API is HTTP with JSON bodies on the node's admin address. On a
-// loopback address it is plain HTTP; anywhere else it is HTTPS and needs a
-// client certificate from the cluster CA. Errors are JSON objects
-// {"error": text, "code": one of the apiCode values}.
+// The admin API is HTTPS with JSON bodies on the node's admin address,
+// with mutual TLS on every address, loopback included (auth.go says how
+// callers are identified and refused). Errors are JSON objects
+// {"error": text, "code": one of the apiCode values}. Each route needs a
+// role; mutations and data reads go into the audit log:
 //
-//	GET  /v1/status                      Status
-//	GET  /v1/policy                      PolicyRecord (404 when none)
-//	PUT  /v1/policy?file=NAME            body: cluster policy TOML → PolicyRecord
-//	POST /v1/raft/recover?force=true     RecoveryRecord
-//	GET  /v1/catalog                     Catalog
-//	GET  /v1/points?service=S&volume=V   []blockstore.Point held by this node
-//	GET  /v1/image?volume=S/V&at=X       the volume's raw image at a point (headers name the point)
+//	GET  /metrics                        viewer
+//	GET  /v1/status                      viewer    Status
+//	GET  /v1/policy                      viewer    PolicyRecord (404 when none)
+//	GET  /v1/catalog                     viewer    Catalog
+//	GET  /v1/points?service=S&volume=V   viewer    []blockstore.Point held by this node
+//	GET  /v1/image?volume=S/V&at=X       operator  the volume's image at a point (audited)
+//	POST /v1/failover, /v1/drill, ...    operator  see admin_failover.go (audited)
+//	GET  /v1/audit?since=T&limit=N       operator  []AuditEntry
+//	PUT  /v1/policy?file=NAME            admin     body: cluster policy TOML → PolicyRecord (audited)
+//	POST /v1/policy/approve?version=N    admin     a pending policy's second approval (audited)
+//	POST /v1/raft/recover?force=true     admin     RecoveryRecord (audited)
+//	POST /v1/revoke                      admin     body: RevokeRequest → []Revocation (audited)
 
 // maxPolicy bounds a policy file sent to the admin API.
 const maxPolicy = 1 << 20
-
-// operatorHeader carries who runs a command, for the record.
-const operatorHeader = "X-Lifeboat-Operator"
 
 // API error codes.
 const (
@@ -55,14 +61,15 @@ type apiError struct {
 
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", n.metrics.handler())
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	viewer, operator, admin := mesh.RoleViewer, mesh.RoleOperator, mesh.RoleAdmin
+	n.route(mux, "GET /metrics", viewer, auditNone, n.metrics.handler().ServeHTTP)
+	n.route(mux, "GET /v1/status", viewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
-	mux.HandleFunc("GET /v1/catalog", func(w http.ResponseWriter, r *http.Request) {
+	n.route(mux, "GET /v1/catalog", viewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Catalog())
 	})
-	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+	n.route(mux, "GET /v1/policy", viewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
 		p := n.Catalog().Policy
 		if p == nil {
 			writeErr(w, http.StatusNotFound, apiNotFound, "no cluster policy applied yet: lifeboat policy apply FILE")
@@ -70,7 +77,7 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, p)
 	})
-	mux.HandleFunc("PUT /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+	n.route(mux, "PUT /v1/policy", admin, auditAlways, func(w http.ResponseWriter, r *http.Request) {
 		src, err := io.ReadAll(io.LimitReader(r.Body, maxPolicy+1))
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, apiBadRequest, "read policy: "+err.Error())
@@ -80,18 +87,32 @@ func (n *Node) adminHandler() http.Handler {
 			writeErr(w, http.StatusBadRequest, apiBadRequest, fmt.Sprintf("policy larger than %d bytes", maxPolicy))
 			return
 		}
-		file := r.URL.Query().Get("file")
-		if file == "" {
-			file = "policy.toml"
+		file, err := policyFileName(r.URL.Query().Get("file"))
+		if err != nil {
+			n.writeAPIError(w, err)
+			return
 		}
-		p, err := n.ApplyPolicy(r.Context(), file, src, operator(r))
+		p, err := n.ApplyPolicy(r.Context(), file, src, callerOf(r))
 		if err != nil {
 			n.writeAPIError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, p)
 	})
-	mux.HandleFunc("GET /v1/points", func(w http.ResponseWriter, r *http.Request) {
+	n.route(mux, "POST /v1/policy/approve", admin, auditAlways, func(w http.ResponseWriter, r *http.Request) {
+		v, err := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, apiBadRequest, "version: want the pending policy's number (lifeboat policy show)")
+			return
+		}
+		p, err := n.ApprovePolicy(r.Context(), v, callerOf(r))
+		if err != nil {
+			n.writeAPIError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, p)
+	})
+	n.route(mux, "GET /v1/points", viewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
 		pts, err := n.Points(r.Context(), r.URL.Query().Get("service"), r.URL.Query().Get("volume"))
 		if err != nil {
 			n.writeAPIError(w, err)
@@ -99,49 +120,33 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, pts)
 	})
-	mux.HandleFunc("GET /v1/image", func(w http.ResponseWriter, r *http.Request) {
-		n.serveImage(w, r)
-	})
+	n.route(mux, "GET /v1/image", operator, auditData, n.serveImage)
+	n.route(mux, "GET /v1/audit", operator, auditNone, n.serveAudit)
 	n.registerFailoverAPI(mux)
-	mux.HandleFunc("POST /v1/raft/recover", func(w http.ResponseWriter, r *http.Request) {
-		rec, err := n.RecoverRaft(r.Context(), operator(r), r.URL.Query().Get("force") == "true")
+	n.route(mux, "POST /v1/raft/recover", admin, auditAlways, func(w http.ResponseWriter, r *http.Request) {
+		rec, err := n.RecoverRaft(r.Context(), callerOf(r).who(), r.URL.Query().Get("force") == "true")
 		if err != nil {
 			n.writeAPIError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, rec)
 	})
-	return onlyNodeCerts(mux)
+	n.route(mux, "POST /v1/revoke", admin, auditAlways, n.serveRevoke)
+	// Anything else: refused the same way, so that probes are recorded.
+	n.route(mux, "/", mesh.RoleAdmin+1, auditNone, func(w http.ResponseWriter, r *http.Request) {})
+	return n.hostCheck(http.NewCrossOriginProtection().Handler(mux))
 }
 
-// onlyNodeCerts refuses admin requests made with an agent certificate: an
-// agent may ship its own service's volumes, nothing more.
-func onlyNodeCerts(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil {
-			id, err := mesh.PeerIdentity(*r.TLS)
-			if err != nil || id.Agent {
-				writeErr(w, http.StatusForbidden, apiForbidden, "the admin API takes node certificates, not agent ones")
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// operator names who sent the request: the client certificate's holder,
-// or what the CLI says on a loopback connection, with the remote address.
-func operator(r *http.Request) string {
-	who := r.Header.Get(operatorHeader)
-	if r.TLS != nil {
-		if id, err := mesh.PeerIdentity(*r.TLS); err == nil {
-			who = string(id.Name) + " (certificate)"
-		}
+// policyFileName checks the name a policy is recorded under: a base name,
+// not a path.
+func policyFileName(file string) (string, error) {
+	if file == "" {
+		return "policy.toml", nil
 	}
-	if who == "" {
-		who = "unknown"
+	if file != filepath.Base(file) || !mesh.ValidName(file) {
+		return "", fmt.Errorf("%w: file %q: want a file name like \"cluster.toml\" (1-64 of A-Z a-z 0-9 . _ -), not a path", ErrBadCommand, file)
 	}
-	return fmt.Sprintf("%s from %s", who, r.RemoteAddr)
+	return file, nil
 }
 
 func (n *Node) writeAPIError(w http.ResponseWriter, err error) {
@@ -179,16 +184,27 @@ var errBadPolicy = errors.New("invalid cluster policy")
 
 // ApplyPolicy validates a cluster policy file and writes it to the catalog.
 // A policy that does not validate changes nothing.
-func (n *Node) ApplyPolicy(ctx context.Context, file string, src []byte, by string) (*PolicyRecord, error) {
+func (n *Node) ApplyPolicy(ctx context.Context, file string, src []byte, by caller) (*PolicyRecord, error) {
 	c, err := config.ParseCluster(file, src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadPolicy, err)
 	}
-	rec := &PolicyRecord{File: file, Source: string(src), Cluster: c, AppliedAt: n.opts.Now().UTC(), AppliedBy: by}
+	rec := &PolicyRecord{File: file, Source: string(src), Cluster: c, AppliedAt: n.opts.Now().UTC(), AppliedBy: by.who(), AppliedBySerial: by.id.Serial}
+	cat := n.Catalog()
+	if changes := sensitiveChanges(cat.policyCluster(), c); len(changes) > 0 && needsApprovals(cat.policyCluster(), c) > 1 {
+		rec.Changes = changes
+		if err := n.Apply(ctx, &Command{Op: opPolicyPropose, Policy: rec}); err != nil {
+			return nil, err
+		}
+		p := n.Catalog().PendingPolicy
+		noteAudit(ctx, "pending", fmt.Sprintf("policy %s v%d waits for a second admin: %s", file, p.Version, strings.Join(changes, "; ")))
+		n.log.Warn("cluster policy waits for a second admin's approval", "file", file, "by", by.who(), "version", p.Version, "changes", strings.Join(changes, "; "))
+		return p, nil
+	}
 	if err := n.Apply(ctx, &Command{Op: opPolicy, Policy: rec}); err != nil {
 		return nil, err
 	}
-	n.log.Info("cluster policy applied", "file", file, "by", by)
+	n.log.Info("cluster policy applied", "file", file, "by", by.who())
 	p := n.Catalog().Policy
 	if p == nil {
 		return rec, nil
@@ -196,34 +212,56 @@ func (n *Node) ApplyPolicy(ctx context.Context, file string, src []byte, by stri
 	return p, nil
 }
 
-// Client talks to a node's admin API.
-type Client struct {
-	base     string
-	http     *http.Client
-	Operator string // sent with writes, for the record
+// ApprovePolicy applies the pending policy with that version, approved by
+// an admin other than the one who proposed it.
+func (n *Node) ApprovePolicy(ctx context.Context, version uint64, by caller) (*PolicyRecord, error) {
+	p := n.Catalog().PendingPolicy
+	switch {
+	case p == nil:
+		return nil, fmt.Errorf("%w: no policy waits for approval", ErrBadCommand)
+	case p.Version != version:
+		return nil, fmt.Errorf("%w: the pending policy is version %d, not %d", ErrBadCommand, p.Version, version)
+	case p.AppliedBy == by.who() || (p.AppliedBySerial != "" && p.AppliedBySerial == by.id.Serial):
+		return nil, fmt.Errorf("%w: %s proposed policy v%d: a different admin must approve it", ErrBadCommand, by.who(), version)
+	}
+	rec := *p
+	rec.ApprovedBy = by.who()
+	if err := n.Apply(ctx, &Command{Op: opPolicy, Policy: &rec}); err != nil {
+		return nil, err
+	}
+	n.log.Info("cluster policy approved and applied", "file", rec.File, "by", rec.AppliedBy, "approved_by", by.who())
+	return n.Catalog().Policy, nil
 }
 
-// NewClient returns a client for the admin API at addr (host:port). With
-// creds it uses HTTPS with creds' client certificate; without, only plain
-// HTTP to a loopback address.
+// Client talks to a node's admin API.
+type Client struct {
+	base  string
+	http  *http.Client
+	creds *mesh.Creds
+}
+
+// NewClient returns a client for the admin API at addr (host:port), which
+// authenticates with creds' certificate (an operator's; a node's reads as
+// a viewer). creds nil makes a client that presents none, which every
+// route refuses: tests use it to see that.
 func NewClient(addr string, creds *mesh.Creds) (*Client, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("admin address %q: %w", addr, err)
 	}
-	c := &Client{http: &http.Client{Timeout: 60 * time.Second}}
-	ip := net.ParseIP(host)
-	if creds == nil && (ip != nil && ip.IsLoopback() || host == "localhost") {
-		c.base = "http://" + addr
-		return c, nil
+	c := &Client{http: &http.Client{Timeout: 60 * time.Second}, base: "https://" + addr, creds: creds}
+	var tc *tls.Config
+	if creds != nil {
+		tc = creds.ClientTLS()
+	} else {
+		tc = &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true} // refused anyway: no certificate
 	}
-	if creds == nil {
-		return nil, fmt.Errorf("admin address %s is not on this host: it needs a client certificate (--tls-dir)", addr)
-	}
-	c.base = "https://" + addr
-	c.http.Transport = &http.Transport{TLSClientConfig: creds.ClientTLS()}
+	c.http.Transport = &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}
 	return c, nil
 }
+
+// At returns a client for another node's admin address with the same
+// credentials (a redirect to the service's holder).
+func (c *Client) At(addr string) (*Client, error) { return NewClient(addr, c.creds) }
 
 // APIError is an error the admin API returned.
 type APIError struct {
@@ -245,6 +283,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Code == apiHasLeader
 	case errBadPolicy, ErrBadCommand:
 		return e.Code == apiBadRequest
+	case ErrForbidden:
+		return e.Code == apiForbidden || e.Code == apiUnauthenticated || e.Code == apiRevoked
 	case blockstore.ErrNotFound:
 		return e.Code == apiNotFound
 	}
@@ -257,6 +297,10 @@ func IsBadRequest(err error) bool {
 	return errors.As(err, &ae) && ae.Code == apiBadRequest
 }
 
+// ErrForbidden reports an admin call refused for who made it: no
+// certificate, a revoked one, or a role too low.
+var ErrForbidden = errors.New("admin API refused the caller")
+
 // ErrUnreachable reports an admin API that does not answer.
 var ErrUnreachable = errors.New("admin API unreachable")
 
@@ -265,15 +309,19 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if err != nil {
 		return err
 	}
-	if c.Operator != "" {
-		req.Header.Set(operatorHeader, c.Operator)
+	if body != nil {
+		ct := "application/json"
+		if strings.HasPrefix(path, "/v1/policy?") {
+			ct = "application/toml"
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%w: %s: %v", ErrUnreachable, strings.TrimPrefix(c.base, "http://"), err)
+		return fmt.Errorf("%w: %s: %v", ErrUnreachable, strings.TrimPrefix(c.base, "https://"), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -315,6 +363,12 @@ func (c *Client) Policy(ctx context.Context) (*PolicyRecord, error) {
 func (c *Client) ApplyPolicy(ctx context.Context, file string, src []byte) (*PolicyRecord, error) {
 	var p PolicyRecord
 	return &p, c.do(ctx, http.MethodPut, "/v1/policy?file="+url.QueryEscape(file), src, &p)
+}
+
+// ApprovePolicy approves the pending policy with that version.
+func (c *Client) ApprovePolicy(ctx context.Context, version uint64) (*PolicyRecord, error) {
+	var p PolicyRecord
+	return &p, c.do(ctx, http.MethodPost, "/v1/policy/approve?version="+strconv.FormatUint(version, 10), nil, &p)
 }
 
 // RecoverRaft asks the node for a forced Raft recovery.

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
 // Failover and drill requests on the admin API stream their progress as
@@ -28,9 +29,14 @@ const apiNotHolder = "not_holder"
 // streamEvents runs fn, writing each event it emits as a JSON line, then
 // the final event.
 func (n *Node) streamEvents(w http.ResponseWriter, r *http.Request, into any, fn func(ctx context.Context, emit func(FailoverEvent)) (FailoverEvent, error)) {
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(into); err != nil {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields() // e.g. a "hook": requests carry no commands
+	if err := dec.Decode(into); err != nil {
 		writeErr(w, http.StatusBadRequest, apiBadRequest, "request body: "+err.Error())
 		return
+	}
+	if b, err := json.Marshal(into); err == nil {
+		noteAudit(r.Context(), "", string(b))
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
@@ -53,6 +59,7 @@ func (n *Node) streamEvents(w http.ResponseWriter, r *http.Request, into any, fn
 			last.Code, last.Message = apiNotHolder, nh.Admin
 		}
 		n.log.Warn("admin request failed", "path", r.URL.Path, "err", err)
+		noteAudit(r.Context(), "error", err.Error())
 	}
 	emit(last)
 }
@@ -75,23 +82,24 @@ func apiCode(err error) string {
 }
 
 func (n *Node) registerFailoverAPI(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/failover", func(w http.ResponseWriter, r *http.Request) {
+	operator := mesh.RoleOperator
+	n.route(mux, "POST /v1/failover", operator, auditAlways, func(w http.ResponseWriter, r *http.Request) {
 		var req FailoverRequest
 		n.streamEvents(w, r, &req, func(ctx context.Context, emit func(FailoverEvent)) (FailoverEvent, error) {
-			req.By = operator(r)
+			req.By = callerOf(r).who()
 			rec, err := n.Failover(ctx, req, emit)
 			return FailoverEvent{Step: "done", Result: rec}, err
 		})
 	})
-	mux.HandleFunc("POST /v1/drill", func(w http.ResponseWriter, r *http.Request) {
+	n.route(mux, "POST /v1/drill", operator, auditAlways, func(w http.ResponseWriter, r *http.Request) {
 		var req DrillRequest
 		n.streamEvents(w, r, &req, func(ctx context.Context, emit func(FailoverEvent)) (FailoverEvent, error) {
-			req.By = operator(r)
+			req.By = callerOf(r).who()
 			d, err := n.Drill(ctx, req, emit)
 			return FailoverEvent{Step: "done", Drill: d}, err
 		})
 	})
-	mux.HandleFunc("POST /v1/drill/cleanup", func(w http.ResponseWriter, r *http.Request) {
+	n.route(mux, "POST /v1/drill/cleanup", operator, auditAlways, func(w http.ResponseWriter, r *http.Request) {
 		ds, err := n.CleanupDrills(r.Context(), r.URL.Query().Get("service"))
 		if err != nil {
 			n.writeAPIError(w, err)
@@ -99,8 +107,8 @@ func (n *Node) registerFailoverAPI(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, ds)
 	})
-	mux.HandleFunc("POST /v1/failback", func(w http.ResponseWriter, r *http.Request) {
-		st, err := n.Failback(r.Context(), r.URL.Query().Get("service"), operator(r))
+	n.route(mux, "POST /v1/failback", operator, auditAlways, func(w http.ResponseWriter, r *http.Request) {
+		st, err := n.Failback(r.Context(), r.URL.Query().Get("service"), callerOf(r).who())
 		if err != nil {
 			n.writeAPIError(w, err)
 			return
@@ -135,9 +143,7 @@ func (c *Client) streamPost(ctx context.Context, path string, body any, onEvent 
 	if err != nil {
 		return FailoverEvent{}, err
 	}
-	if c.Operator != "" {
-		req.Header.Set(operatorHeader, c.Operator)
-	}
+	req.Header.Set("Content-Type", "application/json")
 	hc := *c.http
 	hc.Timeout = 0 // failovers take as long as their hooks; ctx bounds them
 	resp, err := hc.Do(req)
@@ -145,7 +151,7 @@ func (c *Client) streamPost(ctx context.Context, path string, body any, onEvent 
 		if ctx.Err() != nil {
 			return FailoverEvent{}, ctx.Err()
 		}
-		return FailoverEvent{}, fmt.Errorf("%w: %s: %v", ErrUnreachable, strings.TrimPrefix(c.base, "http://"), err)
+		return FailoverEvent{}, fmt.Errorf("%w: %s: %v", ErrUnreachable, strings.TrimPrefix(c.base, "https://"), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -28,7 +28,36 @@ type Catalog struct {
 	Recoveries []RecoveryRecord         `json:"recoveries,omitempty"`
 	Notes      map[string]string        `json:"notes,omitempty"`
 	Sites      map[mesh.Site]SiteInfo   `json:"sites"`
-	Index      uint64                   `json:"index"` // last applied Raft index
+	// Revoked lists the certificates no node accepts, by serial.
+	Revoked map[string]Revocation `json:"revoked,omitempty"`
+	// PendingPolicy is a policy that waits for a second admin's approval
+	// (policy approvals = 2 and it changes a hook or shortens a lock).
+	PendingPolicy *PolicyRecord `json:"pending_policy,omitempty"`
+	Index         uint64        `json:"index"` // last applied Raft index
+}
+
+// Revocation records a revoked certificate.
+type Revocation struct {
+	Serial   string    `json:"serial"`
+	Name     string    `json:"name,omitempty"`
+	Kind     string    `json:"kind,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"` // the certificate's own end: after it the entry may go
+	At       time.Time `json:"at"`
+	By       string    `json:"by"`
+	Reason   string    `json:"reason,omitempty"`
+}
+
+// policyCluster returns the applied policy, or nil.
+func (c *Catalog) policyCluster() *config.Cluster {
+	if c.Policy == nil {
+		return nil
+	}
+	return c.Policy.Cluster
+}
+
+// revokedSerials lists the revoked serials.
+func (c *Catalog) revokedSerials() []string {
+	return slices.Sorted(maps.Keys(c.Revoked))
 }
 
 // NodeInfo is what the catalog knows of a node, registered by the leader
@@ -57,6 +86,12 @@ type PolicyRecord struct {
 	Cluster   *config.Cluster `json:"cluster"`
 	AppliedAt time.Time       `json:"applied_at"`
 	AppliedBy string          `json:"applied_by"`
+	// AppliedBySerial is the proposer's certificate serial.
+	AppliedBySerial string `json:"applied_by_serial,omitempty"`
+	// ApprovedBy is the second admin of a four-eyes apply.
+	ApprovedBy string `json:"approved_by,omitempty"`
+	// Changes lists the hook and lock changes that needed approval.
+	Changes []string `json:"changes,omitempty"`
 }
 
 // ServiceState is the catalog's per-service record.
@@ -136,6 +171,9 @@ const (
 	opReprotect  = "reprotect"
 	opBranch     = "branch"
 	opDrill      = "drill"
+	opAudit         = "audit"          // audit entries (kept beside the catalog, not in it)
+	opRevoke        = "revoke"         // certificates no node accepts any more
+	opPolicyPropose = "policy_propose" // a policy waiting for a second admin
 )
 
 // historyLen bounds the failover and drill records kept per service.
@@ -163,6 +201,8 @@ type Command struct {
 	On         bool            `json:"on,omitempty"`
 	Key        string          `json:"key,omitempty"`
 	Value      string          `json:"value,omitempty"`
+	Audit      []AuditEntry    `json:"audit,omitempty"`
+	Revoke     []Revocation    `json:"revoke,omitempty"`
 }
 
 // ErrBadCommand reports a log entry that does not decode or does not apply.
@@ -230,13 +270,42 @@ func (c *Catalog) apply(cmd *Command, index uint64) error {
 			return fmt.Errorf("%w: policy_apply without a policy", ErrBadCommand)
 		}
 		p := *cmd.Policy
-		p.Version = 1
-		if c.Policy != nil {
-			p.Version = c.Policy.Version + 1
+		if c.PendingPolicy != nil && p.ApprovedBy != "" {
+			// The approval of the pending policy: it keeps its number.
+			if p.Version != c.PendingPolicy.Version {
+				return fmt.Errorf("%w: policy_apply: approval of version %d, pending is %d", ErrBadCommand, p.Version, c.PendingPolicy.Version)
+			}
+		} else {
+			p.Version = c.nextPolicyVersion()
 		}
 		c.Policy = &p
+		c.PendingPolicy = nil
 		for _, s := range p.Cluster.Services {
 			c.service(s.Name)
+		}
+	case opPolicyPropose:
+		if cmd.Policy == nil || cmd.Policy.Cluster == nil {
+			return fmt.Errorf("%w: policy_propose without a policy", ErrBadCommand)
+		}
+		p := *cmd.Policy
+		p.Version = c.nextPolicyVersion()
+		c.PendingPolicy = &p
+	case opRevoke:
+		if len(cmd.Revoke) == 0 {
+			return fmt.Errorf("%w: revoke without serials", ErrBadCommand)
+		}
+		if c.Revoked == nil {
+			c.Revoked = map[string]Revocation{}
+		}
+		for _, r := range cmd.Revoke {
+			if r.Serial == "" {
+				return fmt.Errorf("%w: revoke: empty serial", ErrBadCommand)
+			}
+		}
+		for _, r := range cmd.Revoke {
+			if _, ok := c.Revoked[r.Serial]; !ok {
+				c.Revoked[r.Serial] = r
+			}
 		}
 	case opWatermarks:
 		for _, w := range cmd.Watermarks {
@@ -319,6 +388,18 @@ func (c *Catalog) apply(cmd *Command, index uint64) error {
 	return nil
 }
 
+// nextPolicyVersion numbers a new policy, applied or pending.
+func (c *Catalog) nextPolicyVersion() uint64 {
+	v := uint64(1)
+	if c.Policy != nil {
+		v = c.Policy.Version + 1
+	}
+	if c.PendingPolicy != nil && c.PendingPolicy.Version >= v {
+		v = c.PendingPolicy.Version + 1
+	}
+	return v
+}
+
 // service returns the service's record, creating it.
 func (c *Catalog) service(name string) *ServiceState {
 	s := c.Services[name]
@@ -375,6 +456,7 @@ func (c *Catalog) clone() *Catalog {
 type fsm struct {
 	mu      sync.RWMutex
 	cat     *Catalog
+	audit   auditLog      // beside the catalog: Catalog() does not copy it
 	applied chan struct{} // closed and replaced at every applied entry
 }
 
@@ -426,6 +508,16 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if cmd.Op == opAudit {
+		var pol *config.Audit
+		if p := f.cat.policyCluster(); p != nil {
+			pol = &p.Audit
+		}
+		f.audit.add(cmd.Audit, pol)
+		f.cat.Index = l.Index
+		f.notify()
+		return applyResult{}
+	}
 	err = f.cat.apply(cmd, l.Index)
 	if err != nil {
 		// A refused command still consumed its index.
@@ -442,19 +534,30 @@ func (f *fsm) read(fn func(*Catalog)) {
 	fn(f.cat)
 }
 
-// Snapshot implements raft.FSM: a JSON copy of the catalog.
+// Snapshot implements raft.FSM: a JSON copy of the catalog and the audit
+// log.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := json.Marshal(f.cat)
+	b, err := json.Marshal(snapshotBody{Catalog: f.cat, Audit: f.audit.entries})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot catalog: %w", err)
 	}
 	return &fsmSnapshot{data: b}, nil
 }
 
+// snapshotBody is what a version 2 snapshot holds after its magic.
+type snapshotBody struct {
+	Catalog *Catalog     `json:"catalog"`
+	Audit   []AuditEntry `json:"audit,omitempty"`
+}
+
 // snapshotMagic starts a catalog snapshot: name and format version.
-var snapshotMagic = []byte("LBCAT\x00\x01\n")
+// Version 1 held the catalog alone; version 2 a snapshotBody.
+var (
+	snapshotMagicV1 = []byte("LBCAT\x00\x01\n")
+	snapshotMagic   = []byte("LBCAT\x00\x02\n")
+)
 
 // maxSnapshot bounds a catalog snapshot read back from disk or the wire.
 const maxSnapshot = 256 << 20
@@ -466,27 +569,40 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("read catalog snapshot: %w", err)
 	}
-	cat, err := decodeSnapshot(b)
+	cat, audit, err := decodeSnapshot(b)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	f.cat = cat
+	f.audit = auditLog{entries: audit}
 	f.notify()
 	f.mu.Unlock()
 	return nil
 }
 
-func decodeSnapshot(b []byte) (*Catalog, error) {
+func decodeSnapshot(b []byte) (*Catalog, []AuditEntry, error) {
 	if len(b) > maxSnapshot {
-		return nil, fmt.Errorf("catalog snapshot: larger than %d bytes", maxSnapshot)
-	}
-	if !bytes.HasPrefix(b, snapshotMagic) {
-		return nil, fmt.Errorf("catalog snapshot: bad header (want %q)", snapshotMagic)
+		return nil, nil, fmt.Errorf("catalog snapshot: larger than %d bytes", maxSnapshot)
 	}
 	cat := newCatalog()
-	if err := json.Unmarshal(b[len(snapshotMagic):], cat); err != nil {
-		return nil, fmt.Errorf("catalog snapshot: %w", err)
+	var audit []AuditEntry
+	switch {
+	case bytes.HasPrefix(b, snapshotMagicV1):
+		if err := json.Unmarshal(b[len(snapshotMagicV1):], cat); err != nil {
+			return nil, nil, fmt.Errorf("catalog snapshot: %w", err)
+		}
+	case bytes.HasPrefix(b, snapshotMagic):
+		body := snapshotBody{Catalog: cat}
+		if err := json.Unmarshal(b[len(snapshotMagic):], &body); err != nil {
+			return nil, nil, fmt.Errorf("catalog snapshot: %w", err)
+		}
+		if body.Catalog == nil {
+			return nil, nil, errors.New("catalog snapshot: no catalog")
+		}
+		cat, audit = body.Catalog, body.Audit
+	default:
+		return nil, nil, fmt.Errorf("catalog snapshot: bad header (want %q)", snapshotMagic)
 	}
 	if cat.Nodes == nil {
 		cat.Nodes = map[mesh.NodeID]NodeInfo{}
@@ -496,11 +612,11 @@ func decodeSnapshot(b []byte) (*Catalog, error) {
 	}
 	for k, s := range cat.Services {
 		if s == nil {
-			return nil, fmt.Errorf("catalog snapshot: service %q: null record", k)
+			return nil, nil, fmt.Errorf("catalog snapshot: service %q: null record", k)
 		}
 	}
 	cat.rebuildSites()
-	return cat, nil
+	return cat, audit, nil
 }
 
 type fsmSnapshot struct{ data []byte }

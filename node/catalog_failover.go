@@ -69,6 +69,8 @@ type DrillRecord struct {
 	Finished    time.Time   `json:"finished,omitzero"`
 	Materialize float64     `json:"materialize_seconds"`
 	Hook        float64     `json:"hook_seconds"`
+	HookCommand string      `json:"hook_command,omitempty"` // the hook that ran, as the policy (or the operator's own machine) gave it
+	Where       string      `json:"where,omitempty"`        // "node" or "operator": where the hook ran
 	Passed      bool        `json:"passed"`
 	Output      string      `json:"output,omitempty"` // the hook's last lines
 	Error       string      `json:"error,omitempty"`

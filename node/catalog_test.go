@@ -152,7 +152,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(sink.Bytes())
 	f.Add(snapshotMagic)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := decodeSnapshot(b)
+		c, _, err := decodeSnapshot(b)
 		if err != nil {
 			return
 		}

@@ -27,7 +27,6 @@ import (
 type DrillRequest struct {
 	Service string `json:"service"`
 	At      string `json:"at,omitempty"`   // as for a failover
-	Hook    string `json:"hook,omitempty"` // run with sh -c; "" = the service's health hook
 	Keep    bool   `json:"keep,omitempty"` // leave the images for `drill --cleanup`
 	// NBD serves the point's volumes over NBD on loopback with a
 	// copy-on-write overlay instead of copying them: instant, and the
@@ -82,10 +81,13 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 		return nil, err
 	}
 	d.Materialize = time.Since(t0).Seconds()
-	hook := req.Hook
+	// The hook comes from the applied policy only: no request carries a
+	// command for a node to run (issue 13).
+	hook := svc.Hooks.Drill
 	if hook == "" {
 		hook = svc.Hooks.Health
 	}
+	d.HookCommand, d.Where = hook, "node"
 	st := cat.Services[req.Service]
 	var images []PlanImage
 	if !req.NBD {
@@ -103,7 +105,7 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 		if timeout <= 0 {
 			timeout = time.Duration(config.DefaultHookTimeout)
 		}
-		out, err := runHook(ctx, "drill", hook, env, timeout)
+		out, err := n.runHook(ctx, "drill", hook, env, timeout)
 		d.Hook, d.Output = time.Since(t1).Seconds(), out
 		if err != nil {
 			d.Passed, d.Error = false, err.Error()

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -493,11 +494,17 @@ func envName(s string) string {
 
 // runHook runs cmd with sh -c and env added, killing it after timeout. It
 // returns the output's last lines.
-func runHook(ctx context.Context, phase, cmd string, env []string, timeout time.Duration) (string, error) {
+// runHook runs a hook of the applied policy with sh -c, as the node's
+// hooks user when one is set.
+func (n *Node) runHook(ctx context.Context, phase, cmd string, env []string, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
 	c.Env = append(append(os.Environ(), env...), "LIFEBOAT_PHASE="+phase)
+	if n.hookCred != nil {
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: n.hookCred}
+	}
+	n.log.Info("hook", "phase", phase, "command", cmd, "user", n.opts.HooksUser)
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	c.WaitDelay = time.Second
@@ -531,7 +538,7 @@ func (n *Node) startAndCheck(ctx context.Context, h config.Hooks, env []string, 
 		emit(FailoverEvent{Step: "start", Message: "no start hook in the policy: the images are ready, start the servers by hand"})
 	} else {
 		t0 := time.Now()
-		out, err := runHook(ctx, "start", h.Start, env, timeout)
+		out, err := n.runHook(ctx, "start", h.Start, env, timeout)
 		if err != nil {
 			return err
 		}
@@ -543,7 +550,7 @@ func (n *Node) startAndCheck(ctx context.Context, h config.Hooks, env []string, 
 	t0 := time.Now()
 	deadline := t0.Add(timeout)
 	for try := 1; ; try++ {
-		out, err := runHook(ctx, "health", h.Health, env, timeout)
+		out, err := n.runHook(ctx, "health", h.Health, env, timeout)
 		if err == nil {
 			emit(FailoverEvent{Step: "health", Message: fmt.Sprintf("health hook passed after %s (try %d): %s", time.Since(t0).Round(time.Millisecond), try, out)})
 			return nil

@@ -8,9 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -39,8 +42,8 @@ type Options struct {
 	Network   mesh.Network // nil = the operating system's
 	Gossip    string       // gossip listen address; required
 	QUIC      string       // QUIC listen address; required
-	Admin     string       // admin API listen address; "" = no admin API
-	AdminTLS  bool         // client certificates on the admin API even on loopback (always off loopback)
+	Admin     string       // admin API listen address; "" = no admin API (HTTPS with mutual TLS on every address)
+	HooksUser string       // local user the policy's hooks run as; "" = the node's own
 	Advertise string       // host to advertise when listening on 0.0.0.0; "" = the gossip layer's choice
 
 	Join            []string      // gossip addresses of nodes to join
@@ -162,8 +165,11 @@ type Node struct {
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
 
-	adminLn  net.Listener
-	admin    *http.Server
+	adminLn    net.Listener
+	admin      *http.Server
+	adminConns adminConns
+	audit      *auditor
+	hookCred   *syscall.Credential // the hooks user's; nil = the node's own
 	kick     chan struct{} // wakes the reconciler
 	hasState atomic.Bool
 	// metaHasState: the gossip metadata announcing hasState went out.
@@ -205,6 +211,12 @@ func New(opts Options) (_ *Node, err error) {
 		tierMarks: map[string]Watermark{},
 	}
 	n.metrics = newMetrics(n)
+	n.audit = newAuditor(n)
+	if opts.HooksUser != "" {
+		if n.hookCred, err = lookupCred(opts.HooksUser); err != nil {
+			return nil, err
+		}
+	}
 	n.repl = &replicator{n: n, senders: map[replKey]*sender{}, links: map[mesh.Site]*linkState{},
 		fetch: fetchState{running: map[string]time.Time{}, done: map[string]bool{}}}
 	n.tiers = newTiers(n)
@@ -431,18 +443,18 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.serveBlocks(ctx) })
 	g.Go(func() error { n.replicatorLoop(ctx); return nil })
 	g.Go(func() error { n.tiers.run(ctx); return nil })
+	g.Go(func() error { n.audit.run(ctx); return nil })
+	g.Go(func() error { n.revocationLoop(ctx); return nil })
 	if n.adminLn != nil {
-		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		if n.adminTLS() {
-			n.admin.TLSConfig = n.opts.Creds.ServerTLS()
+		n.admin = &http.Server{
+			Handler:           n.adminHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			TLSConfig:         n.opts.Creds.AdminServerTLS(),
+			ConnState:         n.adminConns.track,
+			ErrorLog:          slog.NewLogLogger(n.log.With("component", "admin").Handler(), slog.LevelDebug),
 		}
 		g.Go(func() error {
-			var err error
-			if n.adminTLS() {
-				err = n.admin.ServeTLS(n.adminLn, "", "")
-			} else {
-				err = n.admin.Serve(n.adminLn)
-			}
+			err := n.admin.ServeTLS(n.adminLn, "", "")
 			if errors.Is(err, http.ErrServerClosed) {
 				return nil
 			}
@@ -461,20 +473,6 @@ func (n *Node) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
-}
-
-// adminTLS reports whether the admin API needs client certificates: it does
-// everywhere but on a loopback address, and there too when AdminTLS is set.
-func (n *Node) adminTLS() bool {
-	if n.opts.AdminTLS {
-		return true
-	}
-	host, _, err := net.SplitHostPort(n.adminLn.Addr().String())
-	if err != nil {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip == nil || !ip.IsLoopback()
 }
 
 // joinLoop joins the gossip cluster, retrying in the background until at
@@ -534,4 +532,19 @@ type slogWriter struct{ log *slog.Logger }
 func (w *slogWriter) Write(p []byte) (int, error) {
 	w.log.Debug(string(p))
 	return len(p), nil
+}
+
+// lookupCred returns the uid and gid hooks run as for a user name.
+func lookupCred(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("hooks user %q: %w", name, err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("hooks user %q: uid %q gid %q are not numbers", name, u.Uid, u.Gid)
+	}
+	// No supplementary groups: the node's (root's) must not pass on.
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
 }

@@ -174,7 +174,7 @@ func (n *Node) serveStop(ctx context.Context, s *mesh.Stream, p []byte) {
 	out := "no stop hook"
 	if svc.Hooks.Stop != "" {
 		var err error
-		out, err = runHook(ctx, "stop", svc.Hooks.Stop, []string{"LIFEBOAT_SERVICE=" + req.Service, "LIFEBOAT_SITE=" + string(n.opts.Site)}, timeout)
+		out, err = n.runHook(ctx, "stop", svc.Hooks.Stop, []string{"LIFEBOAT_SERVICE=" + req.Service, "LIFEBOAT_SITE=" + string(n.opts.Site)}, timeout)
 		if err != nil {
 			mesh.WriteError(s, mesh.CodeUnavailable, err.Error())
 			return

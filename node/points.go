@@ -65,6 +65,7 @@ func (n *Node) serveImage(w http.ResponseWriter, r *http.Request) {
 		n.writeAPIError(w, err)
 		return
 	}
+	noteAudit(ctx, "", "point "+p.ID)
 	w.Header().Set("X-Lifeboat-Point", p.ID)
 	w.Header().Set("X-Lifeboat-Point-Time", p.Time.Format("2006-01-02T15:04:05.000000000Z07:00"))
 	if format == imgfmt.Raw {

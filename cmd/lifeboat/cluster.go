@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -55,46 +55,236 @@ to the cluster.`,
 		req mesh.IssueRequest
 		out string
 	)
+	var operator, role string
 	issueCmd := &cobra.Command{
-		Use:   "issue --dir DIR --name NAME --site SITE [--agent --service SVC] --out DIR",
-		Short: "Issue a node or agent certificate signed by the cluster CA",
-		Long: `Issue a node or agent certificate signed by the cluster CA in --dir and write
-it, with the CA certificate (and for nodes the gossip and dedup keys), into
---out: the directory a node's tls.dir or an agent's --tls-dir points at. An
-agent certificate is scoped to one service.`,
+		Use:   "issue --dir DIR (--name NAME --site SITE [--agent --service SVC] | --operator NAME --role ROLE) --out DIR",
+		Short: "Issue a node, agent or operator certificate signed by the cluster CA",
+		Long: `Issue a certificate signed by the cluster CA in --dir and write it, with the
+CA certificate, into --out:
+  - a node's (--name, --site): with the gossip and dedup keys; what a node's
+    tls.dir points at;
+  - an agent's (--agent --service): with the dedup key, scoped to one service;
+    what an agent's --tls-dir points at;
+  - an operator's (--operator NAME --role viewer|operator|admin): for the
+    admin API, what cluster commands take with --tls-dir or LIFEBOAT_TLS_DIR.
+    A viewer reads status, points and metrics; an operator also runs drills,
+    failovers, failbacks, restores and image reads; an admin also applies
+    policies, recovers raft and revokes certificates.
+Every certificate issued is recorded in DIR/issued.jsonl for ca revoke.`,
 		Args: noArgs,
 		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if operator != "" {
+				if req.Name != "" || req.Site != "" || req.Agent || req.Service != "" {
+					return usagef("--operator takes no --name, --site, --agent or --service")
+				}
+				r, err := mesh.ParseRole(role)
+				if err != nil {
+					return usagef("--role: %v", err)
+				}
+				req.Name, req.Operator, req.Role = operator, true, r
+			} else {
+				if role != "" {
+					return usagef("--role is only for operator certificates (--operator NAME)")
+				}
+				if req.Name == "" || req.Site == "" {
+					return usagef("--name and --site are required (or --operator NAME --role ROLE)")
+				}
+			}
 			if req.Agent && req.Service == "" {
 				return usagef("--agent needs --service: an agent certificate is scoped to one service")
 			}
 			if !req.Agent && req.Service != "" {
 				return usagef("--service is only for agent certificates (--agent)")
 			}
-			if err := mesh.Issue(dir, req, out); err != nil {
+			rec, err := mesh.IssueCert(dir, req, out)
+			if err != nil {
 				return err
 			}
-			kind := "node"
-			if req.Agent {
-				kind = "agent (service " + req.Service + ")"
+			switch {
+			case req.Operator:
+				fmt.Fprintf(c.stdout, "operator certificate for %s with role %s written to %s (serial %s, valid until %s)\n",
+					req.Name, req.Role, out, rec.Serial, rec.NotAfter.Format(time.RFC3339))
+				fmt.Fprintf(c.stdout, "use it: export %s=%s\n", envTLSDir, out)
+			case req.Agent:
+				fmt.Fprintf(c.stdout, "agent (service %s) certificate for %s at site %s written to %s (serial %s)\n", req.Service, req.Name, req.Site, out, rec.Serial)
+			default:
+				fmt.Fprintf(c.stdout, "node certificate for %s at site %s written to %s (serial %s)\n", req.Name, req.Site, out, rec.Serial)
 			}
-			fmt.Fprintf(c.stdout, "%s certificate for %s at site %s written to %s\n", kind, req.Name, req.Site, out)
 			return nil
 		}),
 	}
 	f := issueCmd.Flags()
 	f.StringVar(&dir, "dir", "", "the CA directory made by `lifeboat ca init` (required)")
-	f.StringVar(&req.Name, "name", "", "node or agent name (required)")
-	f.StringVar(&req.Site, "site", "", "site of the node or agent (required)")
+	f.StringVar(&req.Name, "name", "", "node or agent name")
+	f.StringVar(&req.Site, "site", "", "site of the node or agent")
 	f.BoolVar(&req.Agent, "agent", false, "issue an agent certificate")
 	f.StringVar(&req.Service, "service", "", "the service an agent certificate is for")
+	f.StringVar(&operator, "operator", "", "issue an operator certificate for the admin API, for this person or tool")
+	f.StringVar(&role, "role", "", "the operator's role: viewer, operator or admin")
 	f.StringSliceVar(&req.Hosts, "host", nil, "extra DNS name or IP for the certificate (repeatable)")
-	f.DurationVar(&req.Validity, "validity", 0, "certificate lifetime (default 5 years)")
+	f.DurationVar(&req.Validity, "validity", 0, "certificate lifetime, counted from now (default 5 years)")
 	f.StringVar(&out, "out", "", "directory to write the certificate into (required)")
-	for _, n := range []string{"dir", "name", "site", "out"} {
+	for _, n := range []string{"dir", "out"} {
 		issueCmd.MarkFlagRequired(n)
 	}
-	ca.AddCommand(initCmd, issueCmd)
+	ca.AddCommand(initCmd, issueCmd, c.caRevokeCmd())
 	return ca
+}
+
+func (c *cli) caRevokeCmd() *cobra.Command {
+	var (
+		af     adminFlags
+		dir    string
+		reason string
+	)
+	cmd := &cobra.Command{
+		Use:   "revoke [--dir CA] [--admin ADDR] NAME|SERIAL...",
+		Short: "Revoke certificates: every node refuses them within seconds",
+		Long: `Revoke certificates by serial (hex, as ca issue printed it) or by name (every
+certificate of that name in the CA's ledger, --dir). The serials go into the
+catalog; every node refuses them on new handshakes and closes the
+connections they hold open as soon as it applies the entry (within a second
+or two where the cluster has a quorum). Needs an admin certificate.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
+			var ledger []mesh.IssuedCert
+			if dir != "" {
+				var err error
+				if ledger, err = mesh.Ledger(dir); err != nil {
+					return err
+				}
+			}
+			var req node.RevokeRequest
+			req.Reason = reason
+			for _, a := range args {
+				found := false
+				for _, rec := range ledger {
+					if rec.Name == a || rec.Serial == strings.ToLower(a) {
+						req.Certificates = append(req.Certificates, node.Revocation{Serial: rec.Serial, Name: rec.Name, Kind: rec.Kind, NotAfter: rec.NotAfter})
+						found = true
+					}
+				}
+				if found {
+					continue
+				}
+				if isSerial(a) {
+					req.Certificates = append(req.Certificates, node.Revocation{Serial: strings.ToLower(a)})
+					continue
+				}
+				if dir == "" {
+					return usagef("%q is not a serial (hex): to revoke by name, give --dir CA (its issued.jsonl names the serials)", a)
+				}
+				return usagef("%q: no certificate of that name or serial in %s", a, filepath.Join(dir, mesh.FileLedger))
+			}
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			out, err := cl.Revoke(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			for _, r := range out {
+				who := r.Name
+				if who == "" {
+					who = "(name not known)"
+				}
+				fmt.Fprintf(c.stdout, "revoked %s %s serial %s at %s by %s\n", r.Kind, who, r.Serial, r.At.Format(time.RFC3339), r.By)
+			}
+			return nil
+		}),
+	}
+	af.register(cmd)
+	cmd.Flags().StringVar(&dir, "dir", "", "the CA directory, to revoke by name")
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
+	return cmd
+}
+
+func isSerial(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range strings.ToLower(s) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *cli) auditCmd() *cobra.Command {
+	var (
+		af      adminFlags
+		since   string
+		limit   int
+		jsonOut bool
+	)
+	cmd := &cobra.Command{
+		Use:   "audit [--admin ADDR] [--since TIME|DURATION] [--limit N] [--json]",
+		Short: "Show the cluster's audit log: who did or read what, from where, with what result",
+		Long: `Show the audit log the cluster keeps in its Raft catalog: every mutating admin
+call, every read of data (images, restores, NBD through the API) and every
+refused attempt, with the identity of the caller's certificate, its role, its
+address, what it asked and the result. Needs an operator or admin
+certificate. --since takes an RFC 3339 time or a duration back from now
+(e.g. 24h).`,
+		Args: noArgs,
+		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			var t time.Time
+			if since != "" {
+				if d, err := config.ParseDuration(since); err == nil {
+					t = time.Now().Add(-d.Std())
+				} else if t, err = time.Parse(time.RFC3339, since); err != nil {
+					return usagef("--since %q: want an RFC 3339 time or a duration like 24h", since)
+				}
+			}
+			if limit < 0 {
+				return usagef("--limit %d: want a positive number", limit)
+			}
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			es, err := cl.Audit(cmd.Context(), t, limit)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSONOut(c.stdout, es)
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tWHO\tFROM\tNODE\tACTION\tTARGET\tRESULT\tDETAIL")
+			for _, e := range es {
+				who := e.Who
+				if e.Kind != "none" {
+					who += " (" + e.Kind
+					if e.Role != "" {
+						who += " " + e.Role
+					}
+					who += ")"
+				}
+				res := e.Result
+				if e.Count > 1 {
+					res += fmt.Sprintf(" x%d", e.Count)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.RFC3339), who, e.From, e.Node,
+					e.Action, orDash(e.Target), res, orDash(e.Detail))
+			}
+			return tw.Flush()
+		}),
+	}
+	af.register(cmd)
+	cmd.Flags().StringVar(&since, "since", "", "only entries since this time or for this long back")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many of the newest entries (default 1000)")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func (c *cli) nodeCmd() *cobra.Command {
@@ -149,7 +339,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 			set("tls-dir", func() { n.TLS.Dir = nf.TLS.Dir })
 			set("bootstrap-expect", func() { n.BootstrapExpect = nf.BootstrapExpect })
 			set("gossip-profile", func() { n.GossipProfile = nf.GossipProfile })
-			set("admin-tls", func() { n.Listen.AdminTLS = nf.Listen.AdminTLS })
+			set("hooks-user", func() { n.HooksUser = nf.HooksUser })
 			set("dead-node-timeout", func() { n.DeadNodeTimeout = nf.DeadNodeTimeout })
 			set("holder-timeout", func() { n.HolderTimeout = nf.HolderTimeout })
 			set("log-level", func() { n.LogLevel = c.logLevel })
@@ -169,7 +359,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 				Name: mesh.NodeID(n.Name), Site: mesh.Site(n.Site), Role: string(n.Role), DataDir: n.DataDir, Creds: creds,
 				Gossip: n.Listen.Gossip, QUIC: n.Listen.QUIC, Admin: n.Listen.Admin, Advertise: n.Listen.Advertise,
 				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(), HolderTimeout: n.HolderTimeout.Std(),
-				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, AdminTLS: n.Listen.AdminTLS,
+				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, HooksUser: n.HooksUser,
 				BarrierInterval: barrierInterval,
 			})
 			if err != nil {
@@ -196,7 +386,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 	f.StringVar(&role, "role", "node", "node or witness")
 	f.StringVar(&nf.Listen.Gossip, "listen-gossip", "0.0.0.0:7946", "gossip address (UDP and TCP)")
 	f.StringVar(&nf.Listen.QUIC, "listen-quic", "0.0.0.0:7947", "QUIC address (UDP)")
-	f.StringVar(&nf.Listen.Admin, "listen-admin", defaultAdmin, "admin API address (TCP; off loopback it needs client certificates)")
+	f.StringVar(&nf.Listen.Admin, "listen-admin", defaultAdmin, "admin API address (TCP; HTTPS, callers need an operator certificate)")
 	f.StringVar(&nf.Listen.Advertise, "advertise", "", "host to advertise to peers when listening on 0.0.0.0")
 	f.StringSliceVar(&join, "join", nil, "gossip address of a node to join (repeatable)")
 	f.StringVar(&nf.TLS.Dir, "tls-dir", "", "directory written by `lifeboat ca issue` (default DATA_DIR/tls)")
@@ -204,7 +394,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 	f.DurationVar(&barrierInterval, "barrier-interval", 10*time.Second, "how often a service with several agents gets a point consistent across its servers")
 	f.BoolVar(&resetRaft, "reset-raft", false, "move this node's raft state aside and rejoin as a new member")
 	f.StringVar(&nf.GossipProfile, "gossip-profile", "wan", "failure detection timings: wan (between sites), lan (one site) or test (one host)")
-	f.BoolVar(&nf.Listen.AdminTLS, "admin-tls", false, "require client certificates on the admin API even on loopback")
+	f.StringVar(&nf.HooksUser, "hooks-user", "", "local user the policy's hooks run as (default: the node's own)")
 	f.Var(durationFlag{&nf.DeadNodeTimeout}, "dead-node-timeout", "how long a dead node keeps its place in raft (default 24h)")
 	f.Var(durationFlag{&nf.HolderTimeout}, "holder-timeout", "how long a service's holder may be gone before another node of its site takes over (default 1m)")
 	nodeCmd.AddCommand(runCmd)
@@ -217,35 +407,61 @@ type adminFlags struct {
 	tlsDir string
 }
 
+// envTLSDir names the operator certificate directory when --tls-dir is
+// not given.
+const envTLSDir = "LIFEBOAT_TLS_DIR"
+
 func (a *adminFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&a.addr, "admin", defaultAdmin, "a node's admin API address")
-	cmd.Flags().StringVar(&a.tlsDir, "tls-dir", "", "certificate directory, needed when --admin is not on this host")
+	cmd.Flags().StringVar(&a.tlsDir, "tls-dir", "", "operator certificate directory from `lifeboat ca issue --operator` (default $"+envTLSDir+", then ~/.config/lifeboat/tls)")
+}
+
+// operatorTLSDir finds the operator's certificate directory: --tls-dir,
+// then $LIFEBOAT_TLS_DIR, then ~/.config/lifeboat/tls. It says which
+// places it looked in when none holds one.
+func operatorTLSDir(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if d := os.Getenv(envTLSDir); d != "" {
+		return d, nil
+	}
+	def := ""
+	if cfg, err := os.UserConfigDir(); err == nil {
+		def = filepath.Join(cfg, "lifeboat", "tls")
+		if _, err := os.Stat(filepath.Join(def, mesh.FileCert)); err == nil {
+			return def, nil
+		}
+	}
+	return "", &hintError{
+		&usageError{fmt.Errorf("no operator certificate: --tls-dir is not given, $%s is not set, and %s holds none", envTLSDir, def)},
+		"issue one with `lifeboat ca issue --dir CA --operator NAME --role viewer|operator|admin --out DIR`, then pass --tls-dir DIR or export " + envTLSDir + "=DIR",
+	}
+}
+
+// loadOperatorCreds loads the operator credentials at dir.
+func loadOperatorCreds(dir string) (*mesh.Creds, error) {
+	creds, err := mesh.LoadCreds(dir)
+	if err != nil {
+		return nil, &hintError{err, "check " + dir + ": it must hold what `lifeboat ca issue --operator` wrote (ca.crt, cert.crt, cert.key)"}
+	}
+	return creds, nil
 }
 
 func (a *adminFlags) client() (*node.Client, error) {
-	var creds *mesh.Creds
-	if a.tlsDir != "" {
-		var err error
-		if creds, err = mesh.LoadCreds(a.tlsDir); err != nil {
-			return nil, err
-		}
+	dir, err := operatorTLSDir(a.tlsDir)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := loadOperatorCreds(dir)
+	if err != nil {
+		return nil, err
 	}
 	cl, err := node.NewClient(a.addr, creds)
 	if err != nil {
 		return nil, &usageError{err}
 	}
-	cl.Operator = operatorName()
 	return cl, nil
-}
-
-// operatorName is who runs this command, for the catalog's records.
-func operatorName() string {
-	name := "unknown"
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
-	host, _ := os.Hostname()
-	return name + "@" + host
 }
 
 func (c *cli) statusCmd() *cobra.Command {
@@ -427,11 +643,42 @@ func (c *cli) policyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if len(p.Changes) > 0 && p.ApprovedBy == "" {
+				fmt.Fprintf(c.stdout, "policy version %d waits for a second admin (approvals = 2); it changes:\n", p.Version)
+				for _, ch := range p.Changes {
+					fmt.Fprintf(c.stdout, "  %s\n", ch)
+				}
+				fmt.Fprintf(c.stdout, "another admin applies it with: lifeboat policy approve %d\n", p.Version)
+				return nil
+			}
 			fmt.Fprintf(c.stdout, "policy version %d applied (%d sites, %d services)\n", p.Version, len(p.Cluster.Sites), len(p.Cluster.Services))
 			return nil
 		}),
 	}
 	af.register(apply)
+	var af3 adminFlags
+	approve := &cobra.Command{
+		Use:   "approve [--admin ADDR] VERSION",
+		Short: "Approve a policy that waits for a second admin (approvals = 2)",
+		Args:  oneArg("the pending policy's version"),
+		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
+			v, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil {
+				return usagef("version %q: want the number policy apply printed", args[0])
+			}
+			cl, err := af3.client()
+			if err != nil {
+				return err
+			}
+			p, err := cl.ApprovePolicy(cmd.Context(), v)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "policy version %d applied: proposed by %s, approved by %s\n", p.Version, p.AppliedBy, p.ApprovedBy)
+			return nil
+		}),
+	}
+	af3.register(approve)
 	var (
 		af2     adminFlags
 		jsonOut bool
@@ -459,7 +706,7 @@ func (c *cli) policyCmd() *cobra.Command {
 	}
 	af2.register(show)
 	show.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
-	policy.AddCommand(apply, show)
+	policy.AddCommand(apply, show, approve)
 	return policy
 }
 

@@ -167,7 +167,21 @@ func (c *cli) demo(ctx context.Context, keep string, size int64) (err error) {
 		}
 		nodes = append(nodes, n)
 	}
-	say("cluster CA and certificates for 5 nodes in %s", dir)
+	// The demo's own operator: an admin certificate for the admin API,
+	// which takes no call without one (loopback included).
+	opTLS := filepath.Join(dir, "operator-tls")
+	if err := mesh.Issue(ca, mesh.IssueRequest{Name: "demo-admin", Operator: true, Role: mesh.RoleAdmin}, opTLS); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	opCreds, err := mesh.LoadCreds(opTLS)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	client := func(addr string) *node.Client {
+		cl, _ := node.NewClient(addr, opCreds)
+		return cl
+	}
+	say("cluster CA and certificates for 5 nodes and an admin operator in %s", dir)
 	startNode := func(n *demoNode) error {
 		args := []string{"node", "run", "--name", n.name, "--site", n.site, "--role", n.role, "--data-dir", n.dir,
 			"--listen-gossip", n.gossip, "--listen-quic", n.quic, "--listen-admin", n.admin,
@@ -377,6 +391,8 @@ func writeDemoScripts(dir string, nodes []*demoNode) error {
 		fmt.Fprintf(&env, "%s_ADMIN=%s\n", strings.ToUpper(strings.ReplaceAll(n.name, "-", "_")), n.admin)
 	}
 	fmt.Fprintf(&env, "DC1_ADMIN=%s\nDC2_ADMIN=%s\nexport DC1_N1_ADMIN DC1_N2_ADMIN DC2_N1_ADMIN DC2_N2_ADMIN DC3_W1_ADMIN DC1_ADMIN DC2_ADMIN\n", nodes[0].admin, nodes[2].admin)
+	// The demo's admin certificate, for every cluster command.
+	fmt.Fprintf(&env, "LIFEBOAT_TLS_DIR=%q\nexport LIFEBOAT_TLS_DIR\n", filepath.Join(dir, "operator-tls"))
 	start.WriteString("echo \"nodes started; logs in " + dir + "/*.log\"\n")
 	stop := "#!/bin/sh\n# Stops the nodes start-nodes.sh started.\nfor f in " + filepath.Join(dir, "*.pid") + "; do kill $(cat \"$f\") 2>/dev/null; rm -f \"$f\"; done\n"
 	for name, body := range map[string]string{"start-nodes.sh": start.String(), "stop-nodes.sh": stop, "env.sh": env.String()} {
@@ -385,12 +401,6 @@ func writeDemoScripts(dir string, nodes []*demoNode) error {
 		}
 	}
 	return nil
-}
-
-func client(addr string) *node.Client {
-	cl, _ := node.NewClient(addr, nil) // loopback: plain HTTP
-	cl.Operator = operatorName() + " (demo)"
-	return cl
 }
 
 func orNone(s string) string {

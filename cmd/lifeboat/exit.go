@@ -22,6 +22,8 @@ import (
 //	   4  not found    no store at --store, or no such volume or point
 //	   5  locked       another process has the store open
 //	   6  unavailable  no node answers at --admin, or the cluster has no quorum
+//	   7  refused      the admin API refused the caller: no certificate, a revoked
+//	                   one, or a role too low for what was asked
 //	 130  interrupted  Ctrl-C or SIGTERM stopped the command
 const (
 	exitOK          = 0
@@ -31,6 +33,7 @@ const (
 	exitNotFound    = 4
 	exitLocked      = 5
 	exitUnavailable = 6
+	exitRefused     = 7
 	exitInterrupted = 130
 )
 
@@ -83,6 +86,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitUsage
 	case errors.Is(err, blockstore.ErrLocked):
 		return exitLocked
+	case errors.Is(err, node.ErrForbidden):
+		return exitRefused
 	case errors.Is(err, node.ErrNoQuorum), errors.Is(err, node.ErrUnreachable):
 		return exitUnavailable
 	case errors.As(err, &de), errors.As(err, &ce), errors.As(err, &rse):
@@ -112,6 +117,8 @@ func errorHint(err error) string {
 		return "wait for the other lifeboat process using this store to finish"
 	case errors.As(err, &rse):
 		return rse.Hint()
+	case errors.Is(err, node.ErrForbidden):
+		return "the certificate given with --tls-dir (or LIFEBOAT_TLS_DIR) lacks the role this needs, or is revoked: ask an admin for one with `lifeboat ca issue --operator NAME --role ROLE`"
 	case errors.Is(err, node.ErrUnreachable):
 		return "check that a node runs there (`lifeboat node run`) and that --admin names its admin address"
 	case errors.Is(err, node.ErrNoQuorum):

@@ -311,7 +311,6 @@ hook's writes go to the overlay and are dropped when the drill ends.`,
 	af.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&req.At, "at", "latest", "the point: latest, a point ID (8+ characters) or an RFC 3339 time")
-	f.StringVar(&req.Hook, "hook", "", "test command, run with sh -c (default: the service's health hook)")
 	f.BoolVar(&req.Keep, "keep", false, "keep the drill's images for exploring")
 	f.BoolVar(&req.NBD, "nbd", false, "serve the point over NBD with copy-on-write overlays instead of copying it (instant; the hook gets LIFEBOAT_NBD_<VOLUME>=nbd://...)")
 	f.BoolVar(&cleanup, "cleanup", false, "remove the images of kept drills")

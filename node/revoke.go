@@ -1,0 +1,125 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+)
+
+// Revocation (issue 13): `lifeboat ca revoke` puts a certificate's serial
+// into the catalog (op revoke); every node then refuses it on new
+// handshakes (mesh.Creds.SetRevoked) and closes its open connections,
+// QUIC and admin, as soon as it applies the entry.
+
+// RevokeRequest asks for certificates to be revoked.
+type RevokeRequest struct {
+	Certificates []Revocation `json:"certificates"` // Serial required; Name, Kind, NotAfter for the record
+	Reason       string       `json:"reason,omitempty"`
+}
+
+// maxRevoke bounds one request.
+const maxRevoke = 1000
+
+func (n *Node) serveRevoke(w http.ResponseWriter, r *http.Request) {
+	var req RevokeRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, apiBadRequest, "request body: "+err.Error())
+		return
+	}
+	out, err := n.Revoke(r.Context(), req, callerOf(r).who())
+	if err != nil {
+		n.writeAPIError(w, err)
+		return
+	}
+	var serials []string
+	for _, c := range out {
+		serials = append(serials, c.Serial)
+	}
+	noteAudit(r.Context(), "", fmt.Sprintf("revoked %v (%s)", serials, req.Reason))
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Revoke records the certificates as revoked and returns the catalog's
+// records of them.
+func (n *Node) Revoke(ctx context.Context, req RevokeRequest, by string) ([]Revocation, error) {
+	if len(req.Certificates) == 0 || len(req.Certificates) > maxRevoke {
+		return nil, fmt.Errorf("%w: revoke 1 to %d certificates, not %d", ErrBadCommand, maxRevoke, len(req.Certificates))
+	}
+	now := n.opts.Now().UTC()
+	recs := make([]Revocation, 0, len(req.Certificates))
+	for _, c := range req.Certificates {
+		if c.Serial == "" || len(c.Serial) > 64 || !isHex(c.Serial) {
+			return nil, fmt.Errorf("%w: serial %q: want the certificate's serial in hex (lifeboat ca revoke prints it)", ErrBadCommand, c.Serial)
+		}
+		c.At, c.By, c.Reason = now, by, req.Reason
+		recs = append(recs, c)
+	}
+	if err := n.Apply(ctx, &Command{Op: opRevoke, Revoke: recs}); err != nil {
+		return nil, err
+	}
+	cat := n.Catalog()
+	out := make([]Revocation, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, cat.Revoked[r.Serial])
+	}
+	n.log.Warn("certificates revoked", "serials", len(out), "by", by)
+	return out, nil
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// revocationLoop applies the catalog's revocations to this node's
+// credentials and connections whenever they change.
+func (n *Node) revocationLoop(ctx context.Context) {
+	var have []string
+	for {
+		var (
+			serials []string
+			ch      <-chan struct{}
+		)
+		n.fsm.read(func(c *Catalog) { serials, ch = c.revokedSerials(), n.fsm.applied })
+		if !slices.Equal(serials, have) {
+			n.opts.Creds.SetRevoked(serials)
+			quic := n.ep.DropRevoked()
+			admin := n.adminConns.dropRevoked(n.opts.Creds)
+			if len(serials) > len(have) {
+				n.log.Info("revocations applied", "revoked", len(serials), "closed_quic", quic, "closed_admin", admin)
+			}
+			have = serials
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			// The endpoint's cached connections change without catalog
+			// entries; sweep now and then.
+			n.ep.DropRevoked()
+			n.adminConns.dropRevoked(n.opts.Creds)
+		}
+	}
+}
+
+// Revoke asks the node to revoke certificates.
+func (c *Client) Revoke(ctx context.Context, req RevokeRequest) ([]Revocation, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	var out []Revocation
+	return out, c.do(ctx, http.MethodPost, "/v1/revoke", b, &out)
+}
