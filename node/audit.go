@@ -67,7 +67,7 @@ type auditor struct {
 	mu      sync.Mutex
 	pending []AuditEntry
 	recent  map[string]int       // coalescing: key -> index of its entry in pending, while pending
-	seen    map[string]time.Time   // key -> when its window opened
+	seen    map[string]time.Time // key -> when its window opened
 	dropped int
 	refused *rate.Limiter // refusals recorded one by one; past it counted
 	over    int           // refusals past the limiter, not yet reported

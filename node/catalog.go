@@ -158,19 +158,19 @@ type RecoveryRecord struct {
 
 // Command ops. A command is one Raft log entry: a version byte, then JSON.
 const (
-	opNodeUpsert = "node_upsert"
-	opNodeRemove = "node_remove"
-	opPolicy     = "policy_apply"
-	opWatermarks = "watermarks"
-	opRecovery   = "recovery"
-	opNote       = "note"
-	opHolders    = "holders"
-	opProgress   = "progress"
-	opFailover   = "failover"      // a new epoch: the service runs at another site
-	opFailedOver = "failover_done" // the failover's outcome: RPO, RTO or error
-	opReprotect  = "reprotect"
-	opBranch     = "branch"
-	opDrill      = "drill"
+	opNodeUpsert    = "node_upsert"
+	opNodeRemove    = "node_remove"
+	opPolicy        = "policy_apply"
+	opWatermarks    = "watermarks"
+	opRecovery      = "recovery"
+	opNote          = "note"
+	opHolders       = "holders"
+	opProgress      = "progress"
+	opFailover      = "failover"      // a new epoch: the service runs at another site
+	opFailedOver    = "failover_done" // the failover's outcome: RPO, RTO or error
+	opReprotect     = "reprotect"
+	opBranch        = "branch"
+	opDrill         = "drill"
 	opAudit         = "audit"          // audit entries (kept beside the catalog, not in it)
 	opRevoke        = "revoke"         // certificates no node accepts any more
 	opPolicyPropose = "policy_propose" // a policy waiting for a second admin

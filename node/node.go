@@ -170,8 +170,8 @@ type Node struct {
 	adminConns adminConns
 	audit      *auditor
 	hookCred   *syscall.Credential // the hooks user's; nil = the node's own
-	kick     chan struct{} // wakes the reconciler
-	hasState atomic.Bool
+	kick       chan struct{}       // wakes the reconciler
+	hasState   atomic.Bool
 	// metaHasState: the gossip metadata announcing hasState went out.
 	metaHasState atomic.Bool
 	joined       atomic.Bool // the gossip join succeeded (or there was none to make)
