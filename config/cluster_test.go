@@ -109,7 +109,7 @@ func TestParseClusterErrors(t *testing.T) {
 		want []string
 	}{
 		{"unknown top-level key", baseCluster + "[[sites]]\nname = \"x\"\n",
-			[]string{f + ":28: sites: unknown key: want one of link, service, site"}},
+			[]string{f + ":28: sites: unknown key: want one of approvals, audit, link, service, site"}},
 		{"unknown key in link", edit(t, `rate = "200Mbit"`, "rate = \"200Mbit\"\nburst = 5"),
 			[]string{f + ":11: link.dc1-dc2.burst: unknown key: want one of between, coalesce, rate, schedule, timezone"}},
 		{"unknown key in volume", edit(t, `size = "100GiB"`, "size = \"100GiB\"\n    sise = 1"),

@@ -74,7 +74,8 @@
 //	quic               host:port "0.0.0.0:7947"       data, raft and agents, UDP; not the gossip address
 //	admin              host:port "127.0.0.1:7948"     admin API
 //	advertise          host      ""                   the address peers use when listening on 0.0.0.0; no port
-//	admin_tls          bool      false                client certificates on the admin API even on loopback (always off loopback)
+//	hooks_user         string    ""                   local user the policy's hooks run as
+//	encryption.kek_file / kek_command                 key-encryption key of an encrypted store
 //	[tls]
 //	dir                string    "<data_dir>/tls"     what `lifeboat ca issue --out` wrote
 //

@@ -259,6 +259,9 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 		return err
 	}
 	defer sess.dec.Close()
+	if err := n.backfillScope(ctx, sess); err != nil {
+		return refuse(mesh.CodeUnavailable, "service %s: %v", h.Service, err)
+	}
 	b, _ := json.Marshal(welcome)
 	if err := mesh.WriteFrame(s, mesh.FrameWelcome, b); err != nil {
 		return err
@@ -271,7 +274,9 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 		}
 		switch t {
 		case mesh.FrameOffer:
-			want, err := wantFrame(ctx, n.store, p)
+			// Only the service's own blocks count as held: an agent
+			// learns nothing of other services' blocks (issue 13).
+			want, err := wantFrame(ctx, n.store, h.Service, p)
 			if err != nil {
 				return err
 			}
@@ -283,7 +288,7 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 				return err
 			}
 		case mesh.FrameChanges:
-			if err := sess.changes(p); err != nil {
+			if err := sess.changes(ctx, p); err != nil {
 				return err
 			}
 		case mesh.FrameCommit:
@@ -400,16 +405,41 @@ func (n *Node) openSession(h *mesh.Hello) (*ingestSession, *mesh.Welcome, error)
 	return sess, w, nil
 }
 
+// backfillScope records, once per service and store, the blocks of the
+// service's newest point as the service's own: a store written before
+// scopes existed (issue 13) answers its agents without a full resend.
+func (n *Node) backfillScope(ctx context.Context, sess *ingestSession) error {
+	service := sess.svc.Name
+	done, err := n.store.ScopeMarked(service)
+	if err != nil || done {
+		return err
+	}
+	sess.state.mu.Lock()
+	p := sess.state.latest
+	sess.state.mu.Unlock()
+	if p != nil {
+		for _, v := range p.Volumes {
+			if err := n.store.WalkLeaves(ctx, v, func(_ int64, ids []blockstore.ID) error {
+				return n.store.AddScope(ctx, service, ids)
+			}); err != nil {
+				return fmt.Errorf("record the blocks of volume %s: %w", v.Name, err)
+			}
+		}
+		n.log.Info("service's blocks recorded as its own", "service", service, "point", p.ID)
+	}
+	return n.store.MarkScope(service)
+}
+
 // blocks stores a Blocks frame after checking each block against its ID.
 func (s *ingestSession) blocks(ctx context.Context, p []byte) error {
-	_, err := putBlocks(ctx, s.n.store, s.dec, p)
+	_, err := putBlocks(ctx, s.n.store, s.svc.Name, s.dec, p)
 	return err
 }
 
 // putBlocks decodes a Blocks frame (ingest or replication), stores the
-// blocks and checks that each hashes to the ID it was sent as. It returns
-// the raw bytes stored.
-func putBlocks(ctx context.Context, store *blockstore.Store, dec *zstd.Decoder, p []byte) (int64, error) {
+// blocks and checks that each hashes to the ID it was sent as, and records
+// them in the service's scope. It returns the raw bytes stored.
+func putBlocks(ctx context.Context, store *blockstore.Store, service string, dec *zstd.Decoder, p []byte) (int64, error) {
 	recs, err := mesh.DecodeBlocks(p)
 	if err != nil {
 		return 0, refuse(mesh.CodeBadRequest, "%v", err)
@@ -448,15 +478,30 @@ func putBlocks(ctx context.Context, store *blockstore.Store, dec *zstd.Decoder, 
 			return 0, refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the sender's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
 		}
 	}
+	if err := store.AddScope(ctx, service, ids); err != nil {
+		return 0, refuse(mesh.CodeUnavailable, "record blocks of service %s: %v", service, err)
+	}
 	return raw, nil
 }
 
 // wantFrame answers an Offer frame: which of the offered blocks the store
-// lacks (the zero block is never wanted).
-func wantFrame(ctx context.Context, store *blockstore.Store, p []byte) ([]byte, error) {
+// lacks (the zero block is never wanted). With a scope (an agent's
+// service) a block counts as held only when that service holds it.
+func wantFrame(ctx context.Context, store *blockstore.Store, scope string, p []byte) ([]byte, error) {
 	ids, err := mesh.DecodeOffer(p)
 	if err != nil {
 		return nil, refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	if scope != "" {
+		in, err := store.InScope(ctx, scope, ids)
+		if err != nil {
+			return nil, refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
+		}
+		want := make([]bool, len(ids))
+		for i := range ids {
+			want[i] = !in[i]
+		}
+		return mesh.AppendWant(nil, want), nil
 	}
 	missing, err := store.Missing(ctx, ids)
 	if err != nil {
@@ -473,8 +518,11 @@ func wantFrame(ctx context.Context, store *blockstore.Store, p []byte) ([]byte, 
 	return mesh.AppendWant(nil, want), nil
 }
 
-// changes records a volume's map changes until the next commit.
-func (s *ingestSession) changes(p []byte) error {
+// changes records a volume's map changes until the next commit. Every
+// block a change names must be the service's: sent by an agent of it, or
+// held for it already. Anything else is another service's block (or none)
+// and the stream is refused.
+func (s *ingestSession) changes(ctx context.Context, p []byte) error {
 	name, cs, err := mesh.DecodeChanges(p)
 	if err != nil {
 		return refuse(mesh.CodeBadRequest, "%v", err)
@@ -488,6 +536,20 @@ func (s *ingestSession) changes(p []byte) error {
 	if m == nil {
 		m = map[int64]blockstore.ID{}
 		s.pending[name] = m
+	}
+	ids := make([]blockstore.ID, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
+	}
+	in, err := s.n.store.InScope(ctx, s.svc.Name, ids)
+	if err != nil {
+		return refuse(mesh.CodeUnavailable, "look up changed blocks: %v", err)
+	}
+	for i, c := range cs {
+		if !in[i] {
+			s.n.log.Warn("ingest refused: a change names a block the service does not hold", "service", s.svc.Name, "peer", s.agent, "volume", name, "block", c.ID.Short())
+			return refuse(mesh.CodeForbidden, "volume %s block %d: block %s was neither sent on this stream nor held for service %s", name, c.Block, c.ID.Short(), s.svc.Name)
+		}
 	}
 	for _, c := range cs {
 		if c.Block >= blocks {

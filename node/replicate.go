@@ -765,7 +765,7 @@ func (n *Node) receivePoints(ctx context.Context, s *mesh.Stream, fr *mesh.Frame
 				return err
 			}
 		case mesh.FrameOffer:
-			want, err := wantFrame(ctx, n.store, p)
+			want, err := wantFrame(ctx, n.store, "", p)
 			if err != nil {
 				return err
 			}
@@ -782,7 +782,7 @@ func (n *Node) receivePoints(ctx context.Context, s *mesh.Stream, fr *mesh.Frame
 				}
 				p = r.plain
 			}
-			raw, err := putBlocks(ctx, n.store, dec, p)
+			raw, err := putBlocks(ctx, n.store, service, dec, p)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,142 @@
+package blockstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Scopes record which blocks a scope (a service) is known to hold, so
+// that a node answers an agent's "which of these blocks do you lack" only
+// about its own service's blocks, and refuses a point that names blocks of
+// another (issue 13). A block is stored once whatever scopes hold it
+// (dedup across services stays on disk); a scope learns a block when it
+// sends it (or when replication brings it for that scope). Scope entries
+// are advisory in one direction only: InScope also checks the store holds
+// the block, so a stale entry can never make a block look present, and a
+// lost one (a crash before the index synced) only costs a resend.
+//
+// Index keys: 's' len(scope)(1) scope ID(32) -> empty; and the backfill
+// mark 'S' len(scope)(1) scope -> empty (doc.go).
+
+const (
+	prefixScope     = 's'
+	prefixScopeMark = 'S'
+	maxScopeLen     = 255
+)
+
+func scopeKey(scope string, id ID) []byte {
+	k := make([]byte, 0, 2+len(scope)+IDSize)
+	k = append(k, prefixScope, byte(len(scope)))
+	k = append(k, scope...)
+	return append(k, id[:]...)
+}
+
+func checkScope(scope string) error {
+	if scope == "" || len(scope) > maxScopeLen {
+		return fmt.Errorf("scope %q: want 1 to %d bytes", scope, maxScopeLen)
+	}
+	return nil
+}
+
+// AddScope records that scope holds ids (zero IDs are skipped).
+func (s *Store) AddScope(ctx context.Context, scope string, ids []ID) error {
+	if err := checkScope(scope); err != nil {
+		return err
+	}
+	if s.shut.Load() {
+		return ErrClosed
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, id := range ids {
+		if id.IsZero() {
+			continue
+		}
+		if err := b.Set(scopeKey(scope, id), nil, nil); err != nil {
+			return fmt.Errorf("add scope %s: %w", scope, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("add scope %s: %w", scope, err)
+	}
+	return nil
+}
+
+// InScope reports for each id whether scope holds it and the store has
+// it. The zero block is in every scope.
+func (s *Store) InScope(ctx context.Context, scope string, ids []ID) ([]bool, error) {
+	if err := checkScope(scope); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(ids))
+	for i, id := range ids {
+		if id.IsZero() {
+			out[i] = true
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if s.shut.Load() {
+			return nil, ErrClosed
+		}
+		_, closer, err := s.db.Get(scopeKey(scope, id))
+		switch {
+		case errors.Is(err, pebble.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("scope lookup: %w", err)
+		}
+		closer.Close()
+		ok, err := s.has(ref{kindBlock, id})
+		if err != nil {
+			return nil, err
+		}
+		out[i] = ok
+	}
+	return out, nil
+}
+
+func scopeMarkKey(scope string) []byte {
+	return append([]byte{prefixScopeMark, byte(len(scope))}, scope...)
+}
+
+// ScopeMarked reports whether MarkScope was called for scope.
+func (s *Store) ScopeMarked(scope string) (bool, error) {
+	if err := checkScope(scope); err != nil {
+		return false, err
+	}
+	if s.shut.Load() {
+		return false, ErrClosed
+	}
+	_, closer, err := s.db.Get(scopeMarkKey(scope))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("scope lookup: %w", err)
+	}
+	closer.Close()
+	return true, nil
+}
+
+// MarkScope records (durably) that scope's entries were backfilled from
+// the points it held before scopes existed.
+func (s *Store) MarkScope(scope string) error {
+	if err := checkScope(scope); err != nil {
+		return err
+	}
+	if s.shut.Load() {
+		return ErrClosed
+	}
+	if err := s.db.Set(scopeMarkKey(scope), nil, pebble.Sync); err != nil {
+		return fmt.Errorf("mark scope %s: %w", scope, err)
+	}
+	return nil
+}
