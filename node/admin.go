@@ -92,7 +92,7 @@ func (n *Node) adminHandler() http.Handler {
 			n.writeAPIError(w, err)
 			return
 		}
-		p, err := n.ApplyPolicy(r.Context(), file, src, callerOf(r))
+		p, err := n.applyPolicy(r.Context(), file, src, callerOf(r))
 		if err != nil {
 			n.writeAPIError(w, err)
 			return
@@ -184,7 +184,13 @@ var errBadPolicy = errors.New("invalid cluster policy")
 
 // ApplyPolicy validates a cluster policy file and writes it to the catalog.
 // A policy that does not validate changes nothing.
-func (n *Node) ApplyPolicy(ctx context.Context, file string, src []byte, by caller) (*PolicyRecord, error) {
+// by names who applies it, for the record (in-process callers; the admin
+// API uses the caller's certificate).
+func (n *Node) ApplyPolicy(ctx context.Context, file string, src []byte, by string) (*PolicyRecord, error) {
+	return n.applyPolicy(ctx, file, src, caller{id: mesh.Identity{Name: mesh.NodeID(by)}, ok: true})
+}
+
+func (n *Node) applyPolicy(ctx context.Context, file string, src []byte, by caller) (*PolicyRecord, error) {
 	c, err := config.ParseCluster(file, src)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadPolicy, err)
