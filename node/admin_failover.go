@@ -99,6 +99,22 @@ func (n *Node) registerFailoverAPI(mux *http.ServeMux) {
 			return FailoverEvent{Step: "done", Drill: d}, err
 		})
 	})
+	n.route(mux, "POST /v1/drill/record", operator, auditAlways, func(w http.ResponseWriter, r *http.Request) {
+		var od OperatorDrill
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&od); err != nil {
+			writeErr(w, http.StatusBadRequest, apiBadRequest, "request body: "+err.Error())
+			return
+		}
+		noteAudit(r.Context(), "", fmt.Sprintf("drill of %s at %s on the operator's machine: hook %q passed=%v", od.Service, od.Point, od.HookCommand, od.Passed))
+		d, err := n.RecordDrill(r.Context(), od, callerOf(r).who())
+		if err != nil {
+			n.writeAPIError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, d)
+	})
 	n.route(mux, "POST /v1/drill/cleanup", operator, auditAlways, func(w http.ResponseWriter, r *http.Request) {
 		ds, err := n.CleanupDrills(r.Context(), r.URL.Query().Get("service"))
 		if err != nil {

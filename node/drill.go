@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,4 +196,59 @@ func (n *Node) CleanupDrills(ctx context.Context, service string) ([]DrillRecord
 		os.RemoveAll(filepath.Join(n.drillsDir(service), e.Name()))
 	}
 	return out, nil
+}
+
+// OperatorDrill is the result of a drill whose hook ran on the operator's
+// own machine (`lifeboat drill --hook`), against the point read through
+// this admin API: the node runs nothing, it only records the result.
+type OperatorDrill struct {
+	Service     string  `json:"service"`
+	Point       string  `json:"point"`
+	HookCommand string  `json:"hook_command"`
+	HookSeconds float64 `json:"hook_seconds"`
+	Passed      bool    `json:"passed"`
+	Output      string  `json:"output,omitempty"`
+	Error       string  `json:"error,omitempty"`
+}
+
+// RecordDrill records an operator's drill of a point this node holds.
+func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*DrillRecord, error) {
+	if n.store == nil {
+		return nil, errNoStore
+	}
+	if n.Catalog().Service(od.Service) == nil {
+		return nil, fmt.Errorf("%w: service %s is not in the applied policy", ErrBadCommand, od.Service)
+	}
+	pts, err := n.Points(ctx, od.Service, "")
+	if err != nil {
+		return nil, err
+	}
+	var pt *blockstore.Point
+	for i := range pts {
+		if pts[i].ID == od.Point {
+			pt = &pts[i]
+		}
+	}
+	if pt == nil || len(pt.ID) < 8 {
+		return nil, fmt.Errorf("%w: service %s has no point %q on this node", blockstore.ErrNotFound, od.Service, od.Point)
+	}
+	now := n.opts.Now().UTC()
+	d := &DrillRecord{ID: now.Format("20060102T150405Z") + "-" + pt.ID[:8], Service: od.Service, Site: string(n.opts.Site), Node: n.opts.Name,
+		Point: pt.ID, PointTime: pt.Time, By: by, Started: now.Add(-time.Duration(od.HookSeconds * float64(time.Second))), Finished: now,
+		Hook: od.HookSeconds, HookCommand: clip(od.HookCommand), Where: "operator", Passed: od.Passed, Output: clip(od.Output), Error: clip(od.Error)}
+	if err := n.Apply(ctx, &Command{Op: opDrill, Drill: d}); err != nil {
+		return nil, err
+	}
+	n.log.Info("drill recorded", "service", od.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", by, "where", "operator")
+	return d, nil
+}
+
+// RecordDrill records the result of a drill run on the operator's machine.
+func (c *Client) RecordDrill(ctx context.Context, od OperatorDrill) (*DrillRecord, error) {
+	b, err := json.Marshal(od)
+	if err != nil {
+		return nil, err
+	}
+	var d DrillRecord
+	return &d, c.do(ctx, http.MethodPost, "/v1/drill/record", b, &d)
 }

@@ -245,9 +245,10 @@ func (c *cli) drillCmd() *cobra.Command {
 		af          adminFlags
 		req         node.DrillRequest
 		cleanup, js bool
+		hook        string
 	)
 	cmd := &cobra.Command{
-		Use:   "drill SERVICE [--admin ADDR] [--at ...] [--hook CMD] [--keep] [--nbd] | drill SERVICE --cleanup",
+		Use:   "drill SERVICE [--admin ADDR] [--at ...] [--keep] [--nbd] | drill SERVICE --hook CMD [--at ...] | drill SERVICE --cleanup",
 		Short: "Bring up an isolated copy of a service at a recovery site and test it",
 		Long: `drill materializes the service's images at a point (default the newest)
 into the node's drills directory, runs the test hook (--hook, or the
@@ -261,12 +262,26 @@ Run it against a node of the recovery site.
 With --nbd nothing is copied: each volume is served from the store over NBD
 on 127.0.0.1 with a copy-on-write overlay (LIFEBOAT_NBD_<VOLUME> and
 LIFEBOAT_NBDS hold the nbd:// URIs, e.g. for qemu -drive file=...); the
-hook's writes go to the overlay and are dropped when the drill ends.`,
+hook's writes go to the overlay and are dropped when the drill ends.
+
+The node runs only the hook the applied policy names ([service.hooks] drill,
+else health): no request carries a command for a node to run. With --hook
+CMD the command runs here, on this machine, as you: each volume of the
+point is read through the admin API (with your operator certificate) and
+served over NBD on a Unix socket only you can open, with a copy-on-write
+overlay (LIFEBOAT_NBD_<VOLUME>=nbd+unix:///?socket=PATH and LIFEBOAT_NBDS);
+the result is recorded in the catalog as a drill run by you.`,
 		Args: oneArg("SERVICE"),
 		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
+			if hook != "" && (req.Keep || req.NBD || cleanup) {
+				return usagef("--hook runs the drill on this machine: it takes no --keep, --nbd or --cleanup")
+			}
 			cl, err := af.client()
 			if err != nil {
 				return err
+			}
+			if hook != "" {
+				return c.localDrill(cmd.Context(), cl, args[0], req.At, hook, js)
 			}
 			if cleanup {
 				ds, err := cl.CleanupDrills(cmd.Context(), args[0])
@@ -311,6 +326,7 @@ hook's writes go to the overlay and are dropped when the drill ends.`,
 	af.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&req.At, "at", "latest", "the point: latest, a point ID (8+ characters) or an RFC 3339 time")
+	f.StringVar(&hook, "hook", "", "run this test command here (sh -c), against the point served over NBD from the node, instead of the policy's drill hook on the node")
 	f.BoolVar(&req.Keep, "keep", false, "keep the drill's images for exploring")
 	f.BoolVar(&req.NBD, "nbd", false, "serve the point over NBD with copy-on-write overlays instead of copying it (instant; the hook gets LIFEBOAT_NBD_<VOLUME>=nbd://...)")
 	f.BoolVar(&cleanup, "cleanup", false, "remove the images of kept drills")
