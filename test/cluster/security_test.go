@@ -54,12 +54,14 @@ primary = "dc1"
 `, hooks)
 }
 
-// agentFor starts a scan agent of service on path at dc1-n1.
-func agentFor(t *testing.T, h *harness, service, name, path string) {
+// agentFor starts a scan agent of service on path at dc1-n1 and returns
+// its credentials.
+func agentFor(t *testing.T, h *harness, service, name, path string) *mesh.Creds {
 	t.Helper()
+	creds := h.ca.Agent(mesh.NodeID(name), "dc1", service)
 	a, err := agent.New(agent.Options{
 		Name: name, Service: service, Volumes: []agent.Volume{{Name: "disk", Path: path}},
-		Node: h.node("dc1-n1").QUICAddr(), Creds: h.ca.Agent(mesh.NodeID(name), "dc1", service),
+		Node: h.node("dc1-n1").QUICAddr(), Creds: creds,
 		Interval: 200 * time.Millisecond, SpoolDir: t.TempDir(), Network: h.net.Node(mesh.NodeID(name), "dc1"),
 		Logger: h.logger(name),
 	})
@@ -70,6 +72,7 @@ func agentFor(t *testing.T, h *harness, service, name, path string) {
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	return creds
 }
 
 // TestAdminAPIRefusesWhoWasNotLetIn: on a real cluster (real QUIC, Raft,
@@ -87,7 +90,7 @@ func TestAdminAPIRefusesWhoWasNotLetIn(t *testing.T) {
 	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", securityPolicy(""), "test"); err != nil {
 		t.Fatal(err)
 	}
-	agentFor(t, h, "web", "web1", randomImage(t, 1<<20, 7))
+	webAgent := agentFor(t, h, "web", "web1", randomImage(t, 1<<20, 7))
 	h.eventually("a point of web", 30*time.Second, func() error {
 		_, err := newest(t, h.node("dc1-n1"))
 		return err
@@ -223,6 +226,56 @@ func TestAdminAPIRefusesWhoWasNotLetIn(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A revoked agent certificate: the node closes its connection and
+	// refuses its new handshakes, within seconds.
+	if _, err := admin.Revoke(t.Context(), node.RevokeRequest{Certificates: []node.Revocation{{Serial: webAgent.Self.Serial, Name: "web1", Kind: "agent"}}}); err != nil {
+		t.Fatalf("revoke the agent: %v", err)
+	}
+	revoked := time.Now()
+	h.eventually("the revoked agent refused", 10*time.Second, func() error {
+		pc, err := h.net.Node("web1", "dc1").ListenPacket("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		ep, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: webAgent, Conn: pc, Logger: h.logger("web1-revoked")})
+		if err != nil {
+			return err
+		}
+		defer ep.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		s, err := ep.Dial(ctx, h.node("dc1-n1").QUICAddr(), mesh.KindIngest)
+		if err == nil {
+			s.Close()
+			return errors.New("the revoked agent still connects")
+		}
+		return nil
+	})
+	t.Logf("revoked agent refused %s after the revocation", time.Since(revoked).Round(time.Millisecond))
+
+	// Four-eyes: under approvals = 2 a hook change waits for a second,
+	// different admin.
+	fourEyes := []byte(strings.Replace(string(hookPolicy), "[[site]]", "approvals = 2\n[[site]]", 1))
+	if _, err := admin.ApplyPolicy(t.Context(), "cluster.toml", fourEyes); err != nil {
+		t.Fatalf("apply approvals = 2: %v", err)
+	}
+	changed := []byte(strings.ReplaceAll(string(fourEyes), "touch "+marker, "touch "+marker+".2"))
+	p, err := admin.ApplyPolicy(t.Context(), "cluster.toml", changed)
+	if err != nil || p.ApprovedBy != "" || len(p.Changes) == 0 {
+		t.Fatalf("hook change under four-eyes: %+v, %v; want it pending", p, err)
+	}
+	if cur := h.node("dc1-n1").Catalog().Policy; strings.Contains(cur.Source, ".2") {
+		t.Fatal("the hook change applied without a second admin")
+	}
+	if _, err := admin.ApprovePolicy(t.Context(), p.Version); err == nil {
+		t.Error("the proposer approved its own policy")
+	}
+	second := dial(h.ca.Operator("second-admin", mesh.RoleAdmin))
+	if a, err := second.ApprovePolicy(t.Context(), p.Version); err != nil || a.ApprovedBy != "second-admin" || !strings.Contains(a.Source, ".2") {
+		t.Fatalf("second admin's approval: %+v, %v", a, err)
+	}
+
 	for _, e := range log {
 		if e.Who == "web1" && e.Kind != "agent" || e.Who == "mallory" && e.Result == "refused" && !strings.Contains(e.Detail, "revoked") {
 			b, _ := json.Marshal(e)
