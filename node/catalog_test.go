@@ -121,6 +121,9 @@ func FuzzDecodeCommand(f *testing.F) {
 		{Op: opReprotect, Service: "s", On: true},
 		{Op: opBranch, Branch: &Branch{Name: "s@a-epoch1", Service: "s", Node: "n", Points: []string{"p"}}},
 		{Op: opDrill, Drill: &DrillRecord{ID: "d", Service: "s"}},
+		{Op: opAudit, Audit: []AuditEntry{{Who: "alice", Kind: "operator", Action: "POST /v1/drill", Result: "refused"}}},
+		{Op: opRevoke, Revoke: []Revocation{{Serial: "abc", Name: "mallory"}}},
+		{Op: opPolicyPropose, Policy: &PolicyRecord{File: "p.toml", Cluster: &config.Cluster{}}},
 	} {
 		b, _ := encodeCommand(c)
 		f.Add(b)
