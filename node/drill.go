@@ -233,7 +233,7 @@ func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*D
 		return nil, fmt.Errorf("%w: service %s has no point %q on this node", blockstore.ErrNotFound, od.Service, od.Point)
 	}
 	now := n.opts.Now().UTC()
-	d := &DrillRecord{ID: now.Format("20060102T150405Z") + "-" + pt.ID[:8], Service: od.Service, Site: string(n.opts.Site), Node: n.opts.Name,
+	d := &DrillRecord{ID: now.Format("20060102T150405.000Z") + "-" + pt.ID[:8], Service: od.Service, Site: string(n.opts.Site), Node: n.opts.Name,
 		Point: pt.ID, PointTime: pt.Time, By: by, Started: now.Add(-time.Duration(od.HookSeconds * float64(time.Second))), Finished: now,
 		Hook: od.HookSeconds, HookCommand: clip(od.HookCommand), Where: "operator", Passed: od.Passed, Output: clip(od.Output), Error: clip(od.Error)}
 	if err := n.Apply(ctx, &Command{Op: opDrill, Drill: d}); err != nil {

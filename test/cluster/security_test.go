@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
 
 // securityPolicy protects web and db (one 1 MiB volume each) at dc1, with
@@ -427,4 +429,50 @@ func ingestStream(t *testing.T, h *harness, creds *mesh.Creds, service, agent st
 		t.Fatalf("hello as %s: %v", agent, err)
 	}
 	return s, fr
+}
+
+// TestDrillHookRunsOnOperatorMachine: `lifeboat drill --hook CMD` runs CMD
+// here, as the operator, against the point served over NBD from the node
+// through the admin API (qemu-img reads it whole and it equals the
+// volume); the node records the drill with the hook's text and runs
+// nothing itself.
+func TestDrillHookRunsOnOperatorMachine(t *testing.T) {
+	t.Parallel()
+	qemuImg := testbin.NeedTool(t, "qemu-img", "qemu-utils")
+	bin := testbin.Build(t)
+	h := newHarness(t)
+	h.first("dc1-n1", "dc1")
+	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", securityPolicy(""), "test"); err != nil {
+		t.Fatal(err)
+	}
+	img := randomImage(t, 1<<20, 5)
+	agentFor(t, h, "web", "web1", img)
+	h.eventually("a point of web", 30*time.Second, func() error {
+		_, err := newest(t, h.node("dc1-n1"))
+		return err
+	})
+	out := filepath.Join(t.TempDir(), "read.raw")
+	hook := fmt.Sprintf(`%s convert -f raw -O raw "$LIFEBOAT_NBD_DISK" %s && echo read "$LIFEBOAT_POINT"`, qemuImg, out)
+	opDir := h.ca.OperatorDir("olga", mesh.RoleOperator)
+	res := testbin.Run(t, bin, 0, "drill", "web", "--admin", h.node("dc1-n1").AdminAddr(), "--tls-dir", opDir, "--hook", hook)
+	if !strings.Contains(res, "PASSED") {
+		t.Fatalf("drill output:\n%s", res)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(img)
+	if !bytes.Equal(got, want) {
+		t.Fatal("the image the hook read over NBD differs from the volume")
+	}
+	d := h.node("dc1-n1").Catalog().Services["web"].Drills
+	if len(d) != 1 || d[0].Where != "operator" || d[0].HookCommand != hook || d[0].By != "olga" || !d[0].Passed {
+		t.Fatalf("drill record %+v", d)
+	}
+	// A failing hook is a failed drill, recorded as such.
+	testbin.Run(t, bin, 1, "drill", "web", "--admin", h.node("dc1-n1").AdminAddr(), "--tls-dir", opDir, "--hook", "exit 3")
+	if d := h.node("dc1-n1").Catalog().Services["web"].Drills; len(d) != 2 || d[1].Passed {
+		t.Fatalf("failed drill record %+v", d)
+	}
 }
