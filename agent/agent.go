@@ -80,6 +80,11 @@ func (o *Options) check() error {
 			errs = append(errs, fmt.Errorf("volume %s listed twice", v.Name))
 		}
 		seen[v.Name] = true
+		if o.Mode != ModeIntercept {
+			if _, err := os.Stat(v.Path); err != nil {
+				errs = append(errs, fmt.Errorf("volume %s: %w", v.Name, err))
+			}
+		}
 	}
 	if o.Node == "" {
 		errs = append(errs, errors.New("the node's QUIC address is needed (--node HOST:PORT)"))
@@ -187,7 +192,7 @@ type Status struct {
 	Service    string    `json:"service"`
 	Mode       string    `json:"mode"`
 	Node       string    `json:"node"`
-	State      string    `json:"state"` // starting, connected, shipping, idle, disconnected, refused, fenced, overflow, resync, stopped
+	State      string    `json:"state"` // starting, connected, shipping, idle, disconnected, refused, fenced, overflow, resync, error, stopped
 	Detail     string    `json:"detail,omitempty"`
 	Seq        uint64    `json:"seq"`
 	Point      string    `json:"point,omitempty"`
@@ -380,6 +385,9 @@ func (a *Agent) connect(ctx context.Context) (*conn, error) {
 	for {
 		h, err := a.hello()
 		if err != nil {
+			// A volume that went away: say so (the status shows it) and
+			// let the caller retry after an interval.
+			a.setState("error", "a volume cannot be read: check its path", err)
 			return nil, err
 		}
 		addr := a.nodeAddr()
