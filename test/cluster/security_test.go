@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -474,5 +475,65 @@ func TestDrillHookRunsOnOperatorMachine(t *testing.T) {
 	testbin.Run(t, bin, 1, "drill", "web", "--admin", h.node("dc1-n1").AdminAddr(), "--tls-dir", opDir, "--hook", "exit 3")
 	if d := h.node("dc1-n1").Catalog().Services["web"].Drills; len(d) != 2 || d[1].Passed {
 		t.Fatalf("failed drill record %+v", d)
+	}
+}
+
+// TestHooksRunAsHooksUser: a node with hooks_user runs the policy's hooks
+// as that user, with none of the node's groups.
+func TestHooksRunAsHooksUser(t *testing.T) {
+	t.Parallel()
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to switch users (CI runs as root)")
+		}
+		t.Skip("needs root to switch users")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	// A directory the hooks user may write in (t.TempDir's parent is 0700).
+	out, err := os.MkdirTemp("", "lifeboat-hooks-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(out) })
+	if err := os.Chmod(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t)
+	h.opts = func(o *node.Options) { o.HooksUser = "nobody" }
+	h.first("dc1-n1", "dc1")
+	h.add("dc2-n1", "dc2", node.RoleNode)
+	hook := fmt.Sprintf(`echo "$(id -u) $(id -G)" > %s/ids`, out)
+	pol := strings.Replace(string(securityPolicy("")), "  [[service.server]]\n  name = \"web1\"", fmt.Sprintf("  [service.hooks]\n  drill = %q\n  [[service.server]]\n  name = \"web1\"", hook), 1)
+	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", []byte(pol), "test"); err != nil {
+		t.Fatal(err)
+	}
+	agentFor(t, h, "web", "web1", randomImage(t, 1<<20, 3))
+	h.eventually("web's point at dc2", 30*time.Second, func() error {
+		pts, err := h.node("dc2-n1").Points(t.Context(), "web", "")
+		if err != nil || len(pts) == 0 {
+			return fmt.Errorf("no point at dc2 (%v)", err)
+		}
+		return nil
+	})
+	cl, err := node.NewClient(h.node("dc2-n1").AdminAddr(), h.ca.Operator("olga", mesh.RoleOperator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := cl.Drill(t.Context(), node.DrillRequest{Service: "web"}, nil)
+	if err != nil || !d.Passed {
+		t.Fatalf("drill: %+v, %v", d, err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "ids"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(string(b)), nobody.Uid+" "+nobody.Gid; got != want {
+		t.Fatalf("the hook ran as uid and groups %q, want %q", got, want)
+	}
+	if d.HookCommand != hook || d.Where != "node" {
+		t.Errorf("drill record names hook %q where %q", d.HookCommand, d.Where)
 	}
 }
