@@ -699,8 +699,20 @@ func (c *cli) policyCmd() *cobra.Command {
 			if jsonOut {
 				return writeJSONOut(c.stdout, p)
 			}
-			fmt.Fprintf(c.stdout, "# policy version %d from %s, applied %s by %s\n", p.Version, p.File, p.AppliedAt.Format(time.RFC3339), p.AppliedBy)
+			fmt.Fprintf(c.stdout, "# policy version %d from %s, applied %s by %s", p.Version, p.File, p.AppliedAt.Format(time.RFC3339), p.AppliedBy)
+			if p.ApprovedBy != "" {
+				fmt.Fprintf(c.stdout, ", approved by %s", p.ApprovedBy)
+			}
+			fmt.Fprintln(c.stdout)
 			fmt.Fprint(c.stdout, p.Source)
+			if cat, err := cl.Catalog(cmd.Context()); err == nil && cat.PendingPolicy != nil {
+				pp := cat.PendingPolicy
+				fmt.Fprintf(c.stdout, "# pending: version %d from %s, proposed %s by %s, waits for a second admin (lifeboat policy approve %d):\n",
+					pp.Version, pp.File, pp.AppliedAt.Format(time.RFC3339), pp.AppliedBy, pp.Version)
+				for _, ch := range pp.Changes {
+					fmt.Fprintf(c.stdout, "#   %s\n", ch)
+				}
+			}
 			return nil
 		}),
 	}
