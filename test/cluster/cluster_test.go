@@ -6,8 +6,10 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -418,41 +420,63 @@ func TestDeadNodeRemovedAfterTimeout(t *testing.T) {
 	}
 }
 
+// TestAdminAPIWithClientCertificates: the admin API is HTTPS with mutual
+// TLS on loopback too. Plain HTTP gets no status, a client with no
+// certificate is refused (401), a certificate from another CA fails the
+// handshake, an agent certificate is refused (403); a node certificate
+// reads the status as a viewer but cannot apply a policy, nor can an
+// operator with role viewer or operator; an admin can, and the policy is
+// recorded as applied by the certificate's name.
 func TestAdminAPIWithClientCertificates(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.opts = func(o *node.Options) { o.AdminTLS = true }
 	m := h.add("dc1-n1", "dc1", node.RoleNode)
 	addr := m.node.AdminAddr()
 	ctx := t.Context()
+	dial := func(c *mesh.Creds) *node.Client {
+		t.Helper()
+		cl, err := node.NewClient(addr, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
 
-	plain, err := node.NewClient(addr, nil)
-	if err != nil {
-		t.Fatal(err)
+	// Plain HTTP: the server speaks only TLS.
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if resp, err := hc.Get("http://" + addr + "/v1/status"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP: status %s, want no answer from an HTTPS-only API", resp.Status)
+		}
 	}
-	if _, err := plain.Status(ctx); err == nil {
-		t.Errorf("plain HTTP got an answer from an admin API that needs certificates")
+	// No certificate: the handshake passes, the request is refused.
+	if _, err := dial(nil).Status(ctx); !errors.Is(err, node.ErrForbidden) {
+		t.Errorf("no certificate: err = %v, want node.ErrForbidden", err)
 	}
-	foreign, err := node.NewClient(addr, h.ca.Foreign("dc1-x", "dc1"))
-	if err != nil {
-		t.Fatal(err)
+	// A certificate of another CA, from a client that does not check the
+	// node (so that the refusal is the server's): the handshake fails.
+	foreign := h.ca.Foreign("dc1-x", "dc1")
+	tc := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{foreign.Cert}, InsecureSkipVerify: true}
+	fc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	if resp, err := fc.Get("https://" + addr + "/v1/status"); err == nil {
+		resp.Body.Close()
+		t.Errorf("a certificate of another CA: status %s, want a failed handshake", resp.Status)
 	}
-	if _, err := foreign.Status(ctx); err == nil {
-		t.Errorf("a certificate from another CA got an answer")
+	fc.CloseIdleConnections()
+	// A client holding another CA's credentials does not trust this node.
+	if _, err := dial(foreign).Status(ctx); err == nil || errors.Is(err, node.ErrForbidden) {
+		t.Errorf("foreign credentials: err = %v, want a TLS failure", err)
 	}
-	agent, err := node.NewClient(addr, h.ca.Agent("erp-agent", "dc1", "erp"))
-	if err != nil {
-		t.Fatal(err)
+	// An agent certificate: no admin role at all.
+	if _, err := dial(h.ca.Agent("erp-agent", "dc1", "erp")).Status(ctx); !errors.Is(err, node.ErrForbidden) {
+		t.Errorf("an agent certificate: err = %v, want node.ErrForbidden", err)
 	}
-	if _, err := agent.Status(ctx); err == nil || !strings.Contains(err.Error(), "not agent") {
-		t.Errorf("an agent certificate: err = %v, want a refusal", err)
-	}
-	good, err := node.NewClient(addr, h.ca.Node("ops", "dc1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+
+	// A node certificate reads as a viewer.
+	peer := dial(h.ca.Node("dc1-n9", "dc1"))
 	h.eventually("status over mutual TLS", 20*time.Second, func() error {
-		st, err := good.Status(ctx)
+		st, err := peer.Status(ctx)
 		if err != nil {
 			return err
 		}
@@ -461,14 +485,35 @@ func TestAdminAPIWithClientCertificates(t *testing.T) {
 		}
 		return nil
 	})
-	p, err := good.ApplyPolicy(ctx, "cluster.toml", examplePolicy(t))
+	viewer := dial(h.ca.Operator("vera", mesh.RoleViewer))
+	if _, err := viewer.Status(ctx); err != nil {
+		t.Errorf("an operator with role viewer reads the status: %v", err)
+	}
+	for _, c := range []struct {
+		name string
+		cl   *node.Client
+	}{
+		{"a node certificate", peer},
+		{"an operator with role viewer", viewer},
+		{"an operator with role operator", dial(h.ca.Operator("olga", mesh.RoleOperator))},
+	} {
+		if _, err := c.cl.ApplyPolicy(ctx, "cluster.toml", examplePolicy(t)); !errors.Is(err, node.ErrForbidden) {
+			t.Errorf("%s applies a policy: err = %v, want node.ErrForbidden", c.name, err)
+		}
+	}
+	if got := m.node.Status().PolicyVersion; got != 0 {
+		t.Fatalf("policy version after refused applies: got %d, want 0", got)
+	}
+
+	admin := dial(h.ca.Operator("ada", mesh.RoleAdmin))
+	p, err := admin.ApplyPolicy(ctx, "cluster.toml", examplePolicy(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(p.AppliedBy, "ops (certificate)") {
-		t.Errorf("applied by %q, want the certificate's name", p.AppliedBy)
+	if got, want := p.AppliedBy, "ada"; got != want {
+		t.Errorf("applied by: got %q, want the certificate's name %q", got, want)
 	}
-	if _, err := good.ApplyPolicy(ctx, "bad.toml", []byte("[[service]]\nname = \"x\"\nprimary = \"nowhere\"\n")); !node.IsBadRequest(err) {
+	if _, err := admin.ApplyPolicy(ctx, "bad.toml", []byte("[[service]]\nname = \"x\"\nprimary = \"nowhere\"\n")); !node.IsBadRequest(err) {
 		t.Errorf("bad policy: err = %v, want a bad request", err)
 	}
 }

@@ -107,18 +107,22 @@ func TestFailoverResumes(t *testing.T) {
 	}
 }
 
-// TestDrillOverNBD: a drill with NBD copies nothing; the hook reads the
-// point over NBD and writes into the overlay, and the point is unchanged.
+// TestDrillOverNBD: a drill with NBD copies nothing; the policy's drill
+// hook reads the point over NBD and writes into the overlay, and the point
+// is unchanged.
 func TestDrillOverNBD(t *testing.T) {
 	t.Parallel()
 	qemuIO := testbin.NeedTool(t, "qemu-io", "qemu-utils")
-	h, dc2, pt := pointAtDC2(t, replPolicy("warm", ""))
 	hook := qemuIO + ` -f raw -c "write -P 0xab 0 65536" -c "read -P 0xab 0 65536" "$LIFEBOAT_NBD_DISK" && test -z "$LIFEBOAT_IMAGE_DISK"`
-	d, err := dc2.Drill(t.Context(), node.DrillRequest{Service: "web", Hook: hook, NBD: true, By: "test"}, func(node.FailoverEvent) {})
+	policy := bytes.Replace(replPolicy("warm", ""), []byte(`[[service.server]]`), fmt.Appendf(nil, `  [service.hooks]
+  drill = '%s'
+  [[service.server]]`, hook), 1)
+	h, dc2, pt := pointAtDC2(t, policy)
+	d, err := dc2.Drill(t.Context(), node.DrillRequest{Service: "web", NBD: true, By: "test"}, func(node.FailoverEvent) {})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !d.Passed || d.Point != pt.ID {
+	if !d.Passed || d.Point != pt.ID || d.HookCommand != hook {
 		t.Fatalf("drill %+v", d)
 	}
 	if want := imageAt(t, h, "dc1-n1", pt.ID); !bytes.Equal(imageAt(t, h, "dc2-n1", pt.ID), want) {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
@@ -34,6 +35,12 @@ type pcluster struct {
 	dir   string
 	ca    string
 	nodes map[string]*pnode
+	// Operator certificate directories for the CLI, one per role, each
+	// used for what needs that role: the admin applies policies, the
+	// operator fails over, drills, fails back and reads images, the
+	// viewer reads status, points and metrics.
+	tlsAdmin, tlsOperator, tlsViewer string
+	viewer                           *mesh.Creds
 }
 
 // newPCluster starts the nodes named in specs ({name, site, role}); the
@@ -42,6 +49,14 @@ func newPCluster(t testing.TB, specs ...[3]string) *pcluster {
 	c := &pcluster{t: t, bin: testbin.Build(t), dir: t.TempDir(), nodes: map[string]*pnode{}}
 	c.ca = filepath.Join(c.dir, "ca")
 	c.lb(0, "ca", "init", "--dir", c.ca)
+	for _, r := range []struct {
+		role string
+		dir  *string
+	}{{"admin", &c.tlsAdmin}, {"operator", &c.tlsOperator}, {"viewer", &c.tlsViewer}} {
+		*r.dir = filepath.Join(c.dir, r.role+"-tls")
+		c.lb(0, "ca", "issue", "--dir", c.ca, "--operator", "test-"+r.role, "--role", r.role, "--out", *r.dir)
+	}
+	c.viewer = loadCreds(t, c.tlsViewer)
 	var first *pnode
 	for _, s := range specs {
 		n := &pnode{name: s[0], site: s[1], role: s[2], admin: testbin.FreePort(t), quic: testbin.FreePort(t), gossip: testbin.FreePort(t),
@@ -58,7 +73,7 @@ func newPCluster(t testing.TB, specs ...[3]string) *pcluster {
 		if first == nil {
 			first = n
 			c.start(n)
-			testbin.WaitLeader(t, c.bin, n.admin, n.name)
+			testbin.WaitLeader(t, c.bin, n.admin, c.tlsViewer, n.name)
 			continue
 		}
 		c.start(n)
@@ -97,7 +112,9 @@ func (c *pcluster) agent(name, site, path, quic string) *testbin.Proc {
 	return p
 }
 
-func (c *pcluster) status(admin string) (*node.Status, error) { return testbin.Status(c.bin, admin) }
+func (c *pcluster) status(admin string) (*node.Status, error) {
+	return testbin.Status(c.bin, admin, c.tlsViewer)
+}
 
 // service returns web's status as the node at admin sees it.
 func (c *pcluster) service(admin string) (node.ServiceStatus, error) {
@@ -127,7 +144,8 @@ func (c *pcluster) copyAt(admin, site string) (node.CopyStatus, error) {
 }
 
 // failoverPolicy is web at dc1 with a hot copy at dc2; the hooks record
-// what they were given in hooks/.
+// what they were given in hooks/, and the drill hook writes into the
+// drill's images (which must not reach production).
 func failoverPolicy(size int64, img, hooks, link string) []byte {
 	return fmt.Appendf(nil, `[[site]]
 name = "dc1"
@@ -146,6 +164,7 @@ rpo = "10s"
   start = 'sha256sum "$LIFEBOAT_IMAGE_DISK" | cut -d" " -f1 > "%[2]s/started-$LIFEBOAT_EPOCH"; env | grep ^LIFEBOAT_ | sort > "%[2]s/env-$LIFEBOAT_EPOCH"'
   health = 'test -s "%[2]s/started-$LIFEBOAT_EPOCH"'
   stop = 'touch "%[2]s/stop"; while [ ! -e "%[2]s/stopped" ]; do sleep 0.05; done'
+  drill = 'sha256sum "$LIFEBOAT_IMAGE_DISK" && test -n "$LIFEBOAT_DRILL" && dd if=/dev/urandom of="$LIFEBOAT_IMAGE_DISK" bs=4096 count=16 conv=notrunc 2>/dev/null && echo drill-ok'
   timeout = "30s"
   [[service.server]]
   name = "web1"
@@ -171,7 +190,7 @@ func failoverSites(t *testing.T, size int64, seed uint64, link string) (c *pclus
 	img = randomImage(t, size, seed)
 	policy := filepath.Join(c.dir, "cluster.toml")
 	os.WriteFile(policy, failoverPolicy(size, img, hooks, link), 0o644)
-	c.lb(0, "policy", "apply", "--admin", dc1.admin, policy)
+	c.lb(0, "policy", "apply", "--admin", dc1.admin, "--tls-dir", c.tlsAdmin, policy)
 	testbin.Eventually(t, "holder at dc2", 30*time.Second, func() error {
 		cp, err := c.copyAt(dc1.admin, "dc2")
 		if err == nil && cp.Holder != dc2.name {
@@ -273,8 +292,9 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 		t.Fatal(err)
 	}
 	standbyImg := filepath.Join(dc2.data, "standby", "web", "disk.img")
-	out := c.lb(0, "drill", "web", "--admin", dc2.admin,
-		"--hook", `sha256sum "$LIFEBOAT_IMAGE_DISK" && test -n "$LIFEBOAT_DRILL" && dd if=/dev/urandom of="$LIFEBOAT_IMAGE_DISK" bs=4096 count=16 conv=notrunc 2>/dev/null && echo drill-ok`)
+	// The node runs the policy's drill hook (failoverPolicy), which writes
+	// into the drill's copy of the image.
+	out := c.lb(0, "drill", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator)
 	t.Logf("lifeboat drill:\n%s", out)
 	if !strings.Contains(out, "PASSED") || !strings.Contains(out, "drill-ok") {
 		t.Fatalf("drill did not pass:\n%s", out)
@@ -308,7 +328,7 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 			t.Fatal(err)
 		}
 		addr := testbin.FreePort(t)
-		srv := testbin.Start(t, "serve-nbd", filepath.Join(c.dir, "serve-nbd.log"), c.bin, "serve-nbd", "--admin", dc2.admin,
+		srv := testbin.Start(t, "serve-nbd", filepath.Join(c.dir, "serve-nbd.log"), c.bin, "serve-nbd", "--admin", dc2.admin, "--tls-dir", c.tlsOperator,
 			"--volume", "web/disk", "--at", cp.Point, "--listen", addr)
 		viaNBD := filepath.Join(c.dir, "via-nbd.img")
 		testbin.Eventually(t, "qemu-img reads the point over NBD", 10*time.Second, func() error {
@@ -320,14 +340,14 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 		})
 		srv.Stop()
 		restored := filepath.Join(c.dir, "restored.img")
-		c.lb(0, "restore", "--admin", dc2.admin, "--volume", "web/disk", "--at", cp.Point, "--out", restored)
+		c.lb(0, "restore", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "--volume", "web/disk", "--at", cp.Point, "--out", restored)
 		if fileSHA(t, viaNBD) != fileSHA(t, restored) {
 			t.Fatal("the point read over NBD differs from its restored image")
 		}
 	}
 
 	// (1) Planned failover.
-	out = c.lb(0, "failover", "web", "--admin", dc2.admin, "--planned", "--yes")
+	out = c.lb(0, "failover", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "--planned", "--yes")
 	t.Logf("lifeboat failover --planned:\n%s", out)
 	final := fileSHA(t, img) // the writer stopped for good in the stop hook
 	if got := readTrim(t, filepath.Join(hooks, "started-2")); got != final {
@@ -360,7 +380,7 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 		return nil
 	})
 	// Running it again is refused: the service runs at dc2.
-	if _, errOut, code := testbin.RunCode(c.bin, "failover", "web", "--admin", dc2.admin, "--yes"); code == 0 || !strings.Contains(errOut, "already runs at site dc2") {
+	if _, errOut, code := testbin.RunCode(c.bin, "failover", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "--yes"); code == 0 || !strings.Contains(errOut, "already runs at site dc2") {
 		t.Fatalf("a second failover: exit %d: %s", code, errOut)
 	}
 }
@@ -406,11 +426,11 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 		}
 		return err
 	})
-	_, errOut, code := testbin.RunCode(c.bin, "failover", "web", "--admin", dc2.admin, "--yes")
+	_, errOut, code := testbin.RunCode(c.bin, "failover", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "--yes")
 	if code != 6 || !strings.Contains(errOut, "--force") {
 		t.Fatalf("failover without quorum and without --force: exit %d, want 6 and a hint at --force: %s", code, errOut)
 	}
-	out := c.lb(0, "failover", "web", "--admin", dc2.admin, "--force", "--yes")
+	out := c.lb(0, "failover", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "--force", "--yes")
 	t.Logf("lifeboat failover --force:\n%s", out)
 	svc, err := c.service(dc2.admin)
 	if err != nil {
@@ -449,14 +469,14 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 	// The branch can be exported, here as qcow2 through dc1's admin API.
 	if q := testbin.Tool(t, "qemu-img", "qemu-utils"); q != "" {
 		exp := filepath.Join(c.dir, "branch.qcow2")
-		c.lb(0, "restore", "--admin", dc1.admin, "--volume", "web/disk", "--at", branch.Points[len(branch.Points)-1], "--format", "qcow2", "--out", exp)
+		c.lb(0, "restore", "--admin", dc1.admin, "--tls-dir", c.tlsOperator, "--volume", "web/disk", "--at", branch.Points[len(branch.Points)-1], "--format", "qcow2", "--out", exp)
 		if b, err := exec.Command(q, "check", exp).CombinedOutput(); err != nil {
 			t.Fatalf("qemu-img check of the exported branch: %v\n%s", err, b)
 		}
 	}
 	// The primary's image at the chosen point is the one dc2 started.
 	restored := filepath.Join(c.dir, "dc1-at-failover.img")
-	c.lb(0, "restore", "--admin", dc1.admin, "--volume", "web/disk", "--at", f.Point, "--out", restored)
+	c.lb(0, "restore", "--admin", dc1.admin, "--tls-dir", c.tlsOperator, "--volume", "web/disk", "--at", f.Point, "--out", restored)
 	if got := fileSHA(t, restored); got != started {
 		t.Fatalf("dc2 started an image with sha256 %s; dc1's image at point %s is %s", started, f.Point, got)
 	}
@@ -513,7 +533,7 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 			newest = wm
 		}
 	}
-	out = c.lb(0, "failback", "web", "--admin", dc2.admin)
+	out = c.lb(0, "failback", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator)
 	t.Logf("lifeboat failback: %s", out)
 	// dc2's agent goes on making points; dc1 gets one per coalescing
 	// window. Any point from after newest holds the changes.
@@ -531,11 +551,11 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 	})
 	newest.Point = atDC1.Point
 	back := filepath.Join(c.dir, "dc1-after-failback.img")
-	c.lb(0, "restore", "--admin", dc1.admin, "--volume", "web/disk", "--at", newest.Point, "--out", back)
+	c.lb(0, "restore", "--admin", dc1.admin, "--tls-dir", c.tlsOperator, "--volume", "web/disk", "--at", newest.Point, "--out", back)
 	if got := fileSHA(t, back); got != want {
 		t.Fatalf("dc1's copy after failback differs from dc2's image")
 	}
-	sent, err := metric(dc2.admin, "lifeboat_replication_sent_bytes_total", `link="dc2-dc1"`)
+	sent, err := metric(c.viewer, dc2.admin, "lifeboat_replication_sent_bytes_total", `link="dc2-dc1"`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +564,7 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 		t.Errorf("failback sent %.2f MB: more than the blocks that differ", sent/1e6)
 	}
 	// The branch's points are still at dc1.
-	pts := c.lb(0, "points", "--admin", dc1.admin, "--service", "web")
+	pts := c.lb(0, "points", "--admin", dc1.admin, "--tls-dir", c.tlsViewer, "--service", "web")
 	for _, id := range branch.Points {
 		if !strings.Contains(pts, id[:12]) {
 			t.Errorf("branch point %s is gone from dc1", id)
@@ -553,7 +573,7 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 
 	// Home again: a planned failover to dc1 loses nothing, and dc2's hot
 	// standby comes back.
-	out = c.lb(0, "failover", "web", "--admin", dc1.admin, "--planned", "--yes")
+	out = c.lb(0, "failover", "web", "--admin", dc1.admin, "--tls-dir", c.tlsOperator, "--planned", "--yes")
 	t.Logf("lifeboat failover --planned (home):\n%s", out)
 	if got := readTrim(t, filepath.Join(hooks, "started-3")); got != want {
 		t.Fatalf("dc1 started an image with sha256 %s; dc2's servers left %s", got, want)

@@ -76,7 +76,7 @@ func BenchmarkFailoverRTO(b *testing.B) {
 	}
 	policy := filepath.Join(c.dir, "cluster.toml")
 	os.WriteFile(policy, rtoPolicy(size, img, hooks), 0o644)
-	c.lb(0, "policy", "apply", "--admin", dc1.admin, policy)
+	c.lb(0, "policy", "apply", "--admin", dc1.admin, "--tls-dir", c.tlsAdmin, policy)
 	for _, svc := range []string{"hot", "warm"} {
 		tls := filepath.Join(c.dir, svc+"-agent-tls")
 		c.lb(0, "ca", "issue", "--dir", c.ca, "--agent", "--name", "s1", "--site", "dc1", "--service", svc, "--out", tls)
@@ -116,7 +116,7 @@ func BenchmarkFailoverRTO(b *testing.B) {
 	if qemuIO := testbin.Tool(b, "qemu-io", "qemu-utils"); qemuIO != "" {
 		addr := testbin.FreePort(b)
 		s := time.Now()
-		srv := testbin.Start(b, "serve-nbd", filepath.Join(c.dir, "serve-nbd.log"), c.bin, "serve-nbd", "--admin", dc2.admin,
+		srv := testbin.Start(b, "serve-nbd", filepath.Join(c.dir, "serve-nbd.log"), c.bin, "serve-nbd", "--admin", dc2.admin, "--tls-dir", c.tlsOperator,
 			"--volume", "warm/disk", "--listen", addr)
 		for {
 			if err := exec.Command(qemuIO, "-r", "-f", "raw", "-c", "read 0 4096", "nbd://"+addr+"/warm/disk").Run(); err == nil {
@@ -136,7 +136,7 @@ func BenchmarkFailoverRTO(b *testing.B) {
 	var outs []string
 	rto := func(svc string) (cmd, reported time.Duration) {
 		start := time.Now()
-		out := c.lb(0, "failover", svc, "--admin", dc2.admin, "--yes")
+		out := c.lb(0, "failover", svc, "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "--yes")
 		hook := readTrim(b, filepath.Join(hooks, "start-"+svc))
 		sec, err := strconv.ParseFloat(hook, 64)
 		if err != nil {

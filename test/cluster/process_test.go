@@ -55,6 +55,11 @@ func TestProcessesFormKillRestart(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca")
 	testbin.Run(t, bin, 0, "ca", "init", "--dir", ca)
+	// The operator's certificates: an admin applies policies and recovers
+	// raft, a viewer reads status and the policy.
+	adminTLS, viewerTLS := filepath.Join(dir, "admin-tls"), filepath.Join(dir, "viewer-tls")
+	testbin.Run(t, bin, 0, "ca", "issue", "--dir", ca, "--operator", "ops-admin", "--role", "admin", "--out", adminTLS)
+	testbin.Run(t, bin, 0, "ca", "issue", "--dir", ca, "--operator", "ops-viewer", "--role", "viewer", "--out", viewerTLS)
 
 	specs := []struct{ name, site, role string }{
 		{"dc1-n1", "dc1", "node"}, {"dc1-n2", "dc1", "node"},
@@ -107,7 +112,7 @@ dir = %q
 		p.start(t, bin)
 	}
 
-	status := func(p *proc) (*node.Status, error) { return testbin.Status(bin, p.admin) }
+	status := func(p *proc) (*node.Status, error) { return testbin.Status(bin, p.admin, viewerTLS) }
 	h := &harness{t: t}
 	var leader string
 	h.eventually("five processes form one cluster with five voters", 90*time.Second, func() error {
@@ -132,7 +137,7 @@ dir = %q
 	if err := os.WriteFile(policy, examplePolicy(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := testbin.Run(t, bin, 0, "policy", "apply", "--admin", procs[1].admin, policy)
+	out := testbin.Run(t, bin, 0, "policy", "apply", "--admin", procs[1].admin, "--tls-dir", adminTLS, policy)
 	if !strings.Contains(out, "policy version 1 applied") {
 		t.Errorf("policy apply said %q", out)
 	}
@@ -153,7 +158,9 @@ dir = %q
 		}
 	}
 	h.eventually("a policy write without the old leader", 60*time.Second, func() error {
+		// The certificate from the environment, as env.sh gives it.
 		cmd := exec.Command(bin, "policy", "apply", "--admin", other.admin, policy)
+		cmd.Env = append(os.Environ(), "LIFEBOAT_TLS_DIR="+adminTLS)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
@@ -170,13 +177,13 @@ dir = %q
 		}
 		return nil
 	})
-	show := testbin.Run(t, bin, 0, "policy", "show", "--admin", victim.admin)
+	show := testbin.Run(t, bin, 0, "policy", "show", "--admin", victim.admin, "--tls-dir", viewerTLS)
 	if !strings.Contains(show, "[[service]]") {
 		t.Errorf("policy show does not print the policy source:\n%s", show)
 	}
 	// Forced recovery refuses without --force, and with a leader around.
-	testbin.Run(t, bin, 2, "raft", "recover", "--admin", other.admin)
-	testbin.Run(t, bin, 1, "raft", "recover", "--admin", other.admin, "--force")
+	testbin.Run(t, bin, 2, "raft", "recover", "--admin", other.admin, "--tls-dir", adminTLS)
+	testbin.Run(t, bin, 1, "raft", "recover", "--admin", other.admin, "--tls-dir", adminTLS, "--force")
 }
 
 func tail(b []byte, lines int) string {

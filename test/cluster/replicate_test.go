@@ -99,10 +99,11 @@ func startAgentAt(t testing.TB, h *harness, at mesh.NodeID, path string, interva
 	return a
 }
 
-// imageAt reads web/disk at a point from a node's admin API.
+// imageAt reads web/disk at a point from a node's admin API, as an
+// operator (image reads need that role).
 func imageAt(t *testing.T, h *harness, n mesh.NodeID, at string) []byte {
 	t.Helper()
-	c, err := node.NewClient(h.node(n).AdminAddr(), nil)
+	c, err := node.NewClient(h.node(n).AdminAddr(), h.ca.Operator("image-reader", mesh.RoleOperator))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -765,9 +766,10 @@ primary = "dc1"
 		t.Cleanup(func() { cancel(); <-done })
 	}
 	admin := h.node("dc1-n1").AdminAddr()
+	viewer := h.ca.Operator("metrics-viewer", mesh.RoleViewer)
 	tierBytes := func() (hot, cold float64) {
-		hot, _ = metric(admin, "lifeboat_replication_sent_bytes_total", `tier="hot"`)
-		cold, _ = metric(admin, "lifeboat_replication_sent_bytes_total", `tier="cold"`)
+		hot, _ = metric(viewer, admin, "lifeboat_replication_sent_bytes_total", `tier="hot"`)
+		cold, _ = metric(viewer, admin, "lifeboat_replication_sent_bytes_total", `tier="cold"`)
 		return hot, cold
 	}
 	h.eventually("both copies transferring", 20*time.Second, func() error {

@@ -12,18 +12,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
 
 // metric sums the samples of a Prometheus counter on a node's admin API
-// whose labels contain every one of match.
-func metric(admin, name string, match ...string) (float64, error) {
-	resp, err := http.Get("http://" + admin + "/metrics")
+// whose labels contain every one of match, asking with creds (an operator
+// or node certificate: /metrics needs role viewer).
+func metric(creds *mesh.Creds, admin, name string, match ...string) (float64, error) {
+	cl := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: creds.ClientTLS()}}
+	defer cl.CloseIdleConnections()
+	resp, err := cl.Get("https://" + admin + "/metrics")
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics from %s: %s", admin, resp.Status)
+	}
 	var sum float64
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
@@ -48,6 +55,16 @@ func metric(admin, name string, match ...string) (float64, error) {
 	return sum, sc.Err()
 }
 
+// loadCreds loads the credentials `lifeboat ca issue` wrote into dir.
+func loadCreds(t testing.TB, dir string) *mesh.Creds {
+	t.Helper()
+	c, err := mesh.LoadCreds(dir)
+	if err != nil {
+		t.Fatalf("load credentials in %s: %v", dir, err)
+	}
+	return c
+}
+
 // TestReplicationProcessesKill9Receiver runs three `lifeboat node run`
 // processes (dc1, dc2 and a witness at dc3) and a scan agent process. The
 // dc2 node, holding a hot copy, is killed with SIGKILL in the middle of the
@@ -64,6 +81,12 @@ func TestReplicationProcessesKill9Receiver(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca")
 	testbin.Run(t, bin, 0, "ca", "init", "--dir", ca)
+	// The CLI's certificates: an admin applies the policy, a viewer reads
+	// status and metrics.
+	adminTLS, viewerTLS := filepath.Join(dir, "admin-tls"), filepath.Join(dir, "viewer-tls")
+	testbin.Run(t, bin, 0, "ca", "issue", "--dir", ca, "--operator", "repl-admin", "--role", "admin", "--out", adminTLS)
+	testbin.Run(t, bin, 0, "ca", "issue", "--dir", ca, "--operator", "repl-viewer", "--role", "viewer", "--out", viewerTLS)
+	viewer := loadCreds(t, viewerTLS)
 	type nodeProc struct {
 		name, site, role, admin, quic, gossip, data string
 		args                                        []string
@@ -96,7 +119,7 @@ func TestReplicationProcessesKill9Receiver(t *testing.T) {
 	})
 	dc1, dc2 := nodes[0], nodes[1]
 	start(dc1)
-	testbin.WaitLeader(t, bin, dc1.admin, dc1.name)
+	testbin.WaitLeader(t, bin, dc1.admin, viewerTLS, dc1.name)
 	start(nodes[1])
 	start(nodes[2])
 
@@ -107,9 +130,9 @@ func TestReplicationProcessesKill9Receiver(t *testing.T) {
 	if err := os.WriteFile(policy, src, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	testbin.Run(t, bin, 0, "policy", "apply", "--admin", dc1.admin, policy)
+	testbin.Run(t, bin, 0, "policy", "apply", "--admin", dc1.admin, "--tls-dir", adminTLS, policy)
 	copyAt := func(site string) (node.CopyStatus, error) {
-		st, err := testbin.Status(bin, dc1.admin)
+		st, err := testbin.Status(bin, dc1.admin, viewerTLS)
 		if err != nil {
 			return node.CopyStatus{}, err
 		}
@@ -138,7 +161,7 @@ func TestReplicationProcessesKill9Receiver(t *testing.T) {
 	t.Cleanup(agent.Stop)
 
 	testbin.Eventually(t, "40% of the volume at dc2", 60*time.Second, func() error {
-		got, err := metric(dc2.admin, "lifeboat_replication_received_bytes_total")
+		got, err := metric(viewer, dc2.admin, "lifeboat_replication_received_bytes_total")
 		if err == nil && got < size*4/10 {
 			err = fmt.Errorf("%.0f bytes received", got)
 		}
@@ -158,21 +181,21 @@ func TestReplicationProcessesKill9Receiver(t *testing.T) {
 		}
 		return err
 	})
-	st, err := testbin.Status(bin, dc1.admin)
+	st, err := testbin.Status(bin, dc1.admin, viewerTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if w := st.Services[0].Watermarks; len(w) == 0 || w[0].Site != "dc1" || w[0].Point != c.Point {
 		t.Fatalf("dc1's newest point %+v, dc2 holds %s", w, c.Point)
 	}
-	out := testbin.Run(t, bin, 0, "status", "--admin", dc1.admin)
+	out := testbin.Run(t, bin, 0, "status", "--admin", dc1.admin, "--tls-dir", viewerTLS)
 	t.Logf("lifeboat status:\n%s", out)
 	for _, want := range []string{"TIER", "hot", "dc2-n1", "(standby)", "40Mbit"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q", want)
 		}
 	}
-	sent, err := metric(dc1.admin, "lifeboat_replication_sent_bytes_total", `link="dc1-dc2"`)
+	sent, err := metric(viewer, dc1.admin, "lifeboat_replication_sent_bytes_total", `link="dc1-dc2"`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,6 +130,7 @@ type harness struct {
 	rng *rand.Rand
 
 	bin, dir, admin, quic, agentTLS string
+	opTLS                           string // an admin operator certificate for the CLI
 	nodeArgs, agentArgs             []string
 	node, agent                     *testbin.Proc
 
@@ -200,13 +201,15 @@ func newHarness(t *testing.T, c config, rng *rand.Rand) *harness {
 	h.agentTLS = filepath.Join(h.dir, "agent-tls")
 	testbin.Run(t, h.bin, 0, "ca", "issue", "--dir", ca, "--name", "dc1-n1", "--site", "dc1", "--out", nodeTLS)
 	testbin.Run(t, h.bin, 0, "ca", "issue", "--dir", ca, "--agent", "--name", "web1", "--site", "dc1", "--service", "web", "--out", h.agentTLS)
+	h.opTLS = filepath.Join(h.dir, "operator-tls")
+	testbin.Run(t, h.bin, 0, "ca", "issue", "--dir", ca, "--operator", "crashapp-admin", "--role", "admin", "--out", h.opTLS)
 	h.admin, h.quic = testbin.FreePort(t), testbin.FreePort(t)
 	h.nodeArgs = []string{"node", "run",
 		"--name", "dc1-n1", "--site", "dc1", "--data-dir", filepath.Join(h.dir, "node"),
 		"--listen-gossip", testbin.FreePort(t), "--listen-quic", h.quic, "--listen-admin", h.admin,
 		"--tls-dir", nodeTLS, "--gossip-profile", "test"}
 	h.startNode()
-	testbin.WaitLeader(t, h.bin, h.admin, "dc1-n1")
+	testbin.WaitLeader(t, h.bin, h.admin, h.opTLS, "dc1-n1")
 	policy := filepath.Join(h.dir, "cluster.toml")
 	if err := os.WriteFile(policy, fmt.Appendf(nil, `[[site]]
 name = "dc1"
@@ -224,7 +227,7 @@ primary = "dc1"
 `, image, volSize, c.blockSize), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	testbin.Run(t, h.bin, 0, "policy", "apply", "--admin", h.admin, policy)
+	testbin.Run(t, h.bin, 0, "policy", "apply", "--admin", h.admin, "--tls-dir", h.opTLS, policy)
 
 	h.agentArgs = []string{"agent", "run", "--name", "web1", "--service", "web", "--volume", "disk=" + image,
 		"--node", h.quic, "--tls-dir", h.agentTLS, "--spool", filepath.Join(h.dir, "agent"), "--mode", "intercept",
@@ -500,7 +503,7 @@ func (h *harness) committedSince(t time.Time) int {
 
 // points lists the node's points of service web.
 func (h *harness) points() ([]blockstore.Point, error) {
-	out, errOut, code := testbin.RunCode(h.bin, "points", "--admin", h.admin, "--service", "web", "--json")
+	out, errOut, code := testbin.RunCode(h.bin, "points", "--admin", h.admin, "--tls-dir", h.opTLS, "--service", "web", "--json")
 	if code != 0 {
 		return nil, fmt.Errorf("points: exit %d: %s", code, strings.TrimSpace(errOut))
 	}
@@ -687,7 +690,7 @@ func (h *harness) checkPoint(what string, p blockstore.Point, commits []commit, 
 	what = fmt.Sprintf("%s: point %s at %s", what, p.ID, p.Time.Format(time.RFC3339Nano))
 	dir := t.TempDir()
 	img := filepath.Join(dir, "point.img")
-	testbin.Run(t, h.bin, 0, "restore", "--admin", h.admin, "--volume", "web/disk", "--at", p.ID, "--out", img)
+	testbin.Run(t, h.bin, 0, "restore", "--admin", h.admin, "--tls-dir", h.opTLS, "--volume", "web/disk", "--at", p.ID, "--out", img)
 	defer os.Remove(img)
 	if out, code := sh(5*time.Minute, "e2fsck", "-E", "journal_only", "-y", img); code > 1 {
 		t.Fatalf("%s: e2fsck -E journal_only -y: exit %d\n%s", what, code, out)

@@ -116,7 +116,7 @@ func TestBarrierAcrossAgents(t *testing.T) {
 func restoreVolume(t *testing.T, s *site, volume, at string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "v.img")
-	testbin.Run(t, s.bin, 0, "restore", "--admin", s.admin, "--volume", volume, "--at", at, "--out", out)
+	testbin.Run(t, s.bin, 0, "restore", "--admin", s.admin, "--tls-dir", s.opTLS, "--volume", volume, "--at", at, "--out", out)
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)

@@ -27,12 +27,13 @@ const (
 	writeRate = 500 << 10 // bytes per second, as the issue asks
 )
 
-// site is one node with an applied policy protecting service "web", and
-// the credentials for its agent.
+// site is one node with an applied policy protecting service "web", the
+// credentials for its agent and an admin operator certificate (opTLS) for
+// the CLI's cluster commands.
 type site struct {
-	bin, dir, admin, quic, agentTLS string
-	node                            *testbin.Proc
-	nodeArgs                        []string
+	bin, dir, admin, quic, agentTLS, opTLS string
+	node                                   *testbin.Proc
+	nodeArgs                               []string
 }
 
 // restartNode starts the node again after a kill, with the same settings.
@@ -41,7 +42,7 @@ func (s *site) restartNode(t testing.TB) {
 	s.node = testbin.Start(t, "node", filepath.Join(s.dir, "node.log"), s.bin, s.nodeArgs...)
 	// The process is started, not yet serving: callers go on to the admin
 	// API at once.
-	testbin.WaitLeader(t, s.bin, s.admin, "dc1-n1")
+	testbin.WaitLeader(t, s.bin, s.admin, s.opTLS, "dc1-n1")
 }
 
 func startSite(t testing.TB, image string) *site {
@@ -60,6 +61,8 @@ func startSiteVolumes(t testing.TB, names, images []string) *site {
 	s.agentTLS = filepath.Join(s.dir, "agent-tls")
 	testbin.Run(t, s.bin, 0, "ca", "issue", "--dir", ca, "--name", "dc1-n1", "--site", "dc1", "--out", nodeTLS)
 	testbin.Run(t, s.bin, 0, "ca", "issue", "--dir", ca, "--agent", "--name", "web1", "--site", "dc1", "--service", "web", "--out", s.agentTLS)
+	s.opTLS = filepath.Join(s.dir, "operator-tls")
+	testbin.Run(t, s.bin, 0, "ca", "issue", "--dir", ca, "--operator", "e2e-admin", "--role", "admin", "--out", s.opTLS)
 	s.admin, s.quic = testbin.FreePort(t), testbin.FreePort(t)
 	s.nodeArgs = []string{"node", "run",
 		"--name", "dc1-n1", "--site", "dc1", "--data-dir", filepath.Join(s.dir, "node"),
@@ -72,7 +75,7 @@ func startSiteVolumes(t testing.TB, names, images []string) *site {
 			t.Logf("node log:\n%s", s.node.Tail(60))
 		}
 	})
-	testbin.WaitLeader(t, s.bin, s.admin, "dc1-n1")
+	testbin.WaitLeader(t, s.bin, s.admin, s.opTLS, "dc1-n1")
 	policy := filepath.Join(s.dir, "cluster.toml")
 	src := []byte("[[site]]\nname = \"dc1\"\n\n[[service]]\nname = \"web\"\nprimary = \"dc1\"\n  [[service.server]]\n  name = \"web1\"\n")
 	for i, name := range names {
@@ -80,14 +83,14 @@ func startSiteVolumes(t testing.TB, names, images []string) *site {
 			name, images[i], volSize, blockSize)
 	}
 	os.WriteFile(policy, src, 0o644)
-	testbin.Run(t, s.bin, 0, "policy", "apply", "--admin", s.admin, policy)
+	testbin.Run(t, s.bin, 0, "policy", "apply", "--admin", s.admin, "--tls-dir", s.opTLS, policy)
 	return s
 }
 
 // points lists the node's points of service web.
 func (s *site) points(t *testing.T) []blockstore.Point {
 	t.Helper()
-	out := testbin.Run(t, s.bin, 0, "points", "--admin", s.admin, "--service", "web", "--json")
+	out := testbin.Run(t, s.bin, 0, "points", "--admin", s.admin, "--tls-dir", s.opTLS, "--service", "web", "--json")
 	var pts []blockstore.Point
 	if err := json.Unmarshal([]byte(out), &pts); err != nil {
 		t.Fatalf("points JSON: %v\n%s", err, out)
@@ -99,7 +102,7 @@ func (s *site) points(t *testing.T) []blockstore.Point {
 func (s *site) restore(t *testing.T, at string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "restored.img")
-	testbin.Run(t, s.bin, 0, "restore", "--admin", s.admin, "--volume", "web/disk", "--at", at, "--out", out)
+	testbin.Run(t, s.bin, 0, "restore", "--admin", s.admin, "--tls-dir", s.opTLS, "--volume", "web/disk", "--at", at, "--out", out)
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +298,7 @@ func TestScanAgentShipsToNode(t *testing.T) {
 	newest := s.points(t)
 	testbin.Eventually(t, "the watermark in the catalog", 20*time.Second, func() error {
 		var ns node.Status
-		if err := json.Unmarshal([]byte(testbin.Run(t, s.bin, 0, "status", "--admin", s.admin, "--json")), &ns); err != nil {
+		if err := json.Unmarshal([]byte(testbin.Run(t, s.bin, 0, "status", "--admin", s.admin, "--tls-dir", s.opTLS, "--json")), &ns); err != nil {
 			return err
 		}
 		for _, svc := range ns.Services {
@@ -307,5 +310,5 @@ func TestScanAgentShipsToNode(t *testing.T) {
 		}
 		return fmt.Errorf("services %+v", ns.Services)
 	})
-	t.Logf("node status:\n%s", testbin.Run(t, s.bin, 0, "status", "--admin", s.admin))
+	t.Logf("node status:\n%s", testbin.Run(t, s.bin, 0, "status", "--admin", s.admin, "--tls-dir", s.opTLS))
 }

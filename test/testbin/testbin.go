@@ -173,9 +173,10 @@ func Eventually(t testing.TB, what string, timeout time.Duration, cond func() er
 	t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
 }
 
-// Status runs `lifeboat status --admin ADDR --json` and decodes it.
-func Status(bin, admin string) (*node.Status, error) {
-	out, errOut, code := RunCode(bin, "status", "--admin", admin, "--json")
+// Status runs `lifeboat status --admin ADDR --tls-dir TLSDIR --json` and
+// decodes it; tlsDir holds an operator certificate (any role).
+func Status(bin, admin, tlsDir string) (*node.Status, error) {
+	out, errOut, code := RunCode(bin, "status", "--admin", admin, "--tls-dir", tlsDir, "--json")
 	if code != 0 {
 		return nil, fmt.Errorf("status exit %d: %s", code, strings.TrimSpace(errOut))
 	}
@@ -186,11 +187,12 @@ func Status(bin, admin string) (*node.Status, error) {
 	return &st, nil
 }
 
-// WaitLeader waits until the node at admin sees leader as the leader.
-func WaitLeader(t testing.TB, bin, admin, leader string) {
+// WaitLeader waits until the node at admin sees leader as the leader,
+// asking with the operator certificate in tlsDir.
+func WaitLeader(t testing.TB, bin, admin, tlsDir, leader string) {
 	t.Helper()
 	Eventually(t, leader+" leads", 30*time.Second, func() error {
-		st, err := Status(bin, admin)
+		st, err := Status(bin, admin, tlsDir)
 		if err != nil {
 			return err
 		}
