@@ -295,6 +295,12 @@ func TestErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(tmp, "no-such-store")
+	ca, opTLS, emptyTLS := filepath.Join(tmp, "ca"), filepath.Join(tmp, "operator-tls"), filepath.Join(tmp, "empty-tls")
+	mustRun(t, "ca", "init", "--dir", ca)
+	mustRun(t, "ca", "issue", "--dir", ca, "--operator", "tester", "--role", "viewer", "--out", opTLS)
+	if err := os.Mkdir(emptyTLS, 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name string
@@ -321,7 +327,10 @@ func TestErrors(t *testing.T) {
 		{"missing --store for verify", []string{"verify"}, exitUsage, []string{`"store"`}},
 		{"--store and --admin", []string{"points", "--store", store, "--admin", "127.0.0.1:1"}, exitUsage, []string{"exclude each other"}},
 		{"--service without --admin", []string{"points", "--store", store, "--service", "web"}, exitUsage, []string{"--service works with --admin"}},
-		{"no node at --admin", []string{"points", "--admin", "127.0.0.1:1"}, exitUnavailable, []string{"admin API unreachable", "Try:"}},
+		{"no node at --admin", []string{"points", "--admin", "127.0.0.1:1", "--tls-dir", opTLS}, exitUnavailable, []string{"admin API unreachable", "Try:"}},
+		{"--tls-dir without a certificate", []string{"status", "--admin", "127.0.0.1:1", "--tls-dir", emptyTLS}, exitError, []string{emptyTLS, "Try: check " + emptyTLS}},
+		{"operator flags with node flags", []string{"ca", "issue", "--dir", ca, "--operator", "x", "--role", "admin", "--name", "n", "--out", filepath.Join(tmp, "x-tls")}, exitUsage, []string{"--operator takes no --name"}},
+		{"bad operator role", []string{"ca", "issue", "--dir", ca, "--operator", "x", "--role", "root", "--out", filepath.Join(tmp, "x-tls")}, exitUsage, []string{"--role"}},
 		{"missing SOURCE", []string{"snapshot", "--store", store, "--volume", "disk"}, exitUsage, []string{"SOURCE"}},
 		{"bad volume name", []string{"snapshot", "--store", store, "--volume", "../etc", img}, exitUsage, []string{"--volume"}},
 		{"bad log level", []string{"--log-level", "loud", "points", "--store", store}, exitUsage, []string{"--log-level"}},
@@ -354,6 +363,80 @@ func TestErrors(t *testing.T) {
 		t.Errorf("existing file now holds %q", b)
 	}
 	noTemps(t, tmp)
+}
+
+// TestOperatorCertificateLookup: cluster commands find the operator's
+// certificate in --tls-dir, then $LIFEBOAT_TLS_DIR, then
+// ~/.config/lifeboat/tls; with none they stop before dialing (exit 2,
+// naming the places and how to issue one). The binary runs as a child
+// with its own environment, so the test's process keeps its own.
+func TestOperatorCertificateLookup(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("-short: builds the lifeboat binary")
+	}
+	bin := testbin.Build(t)
+	tmp := t.TempDir()
+	ca, opTLS := filepath.Join(tmp, "ca"), filepath.Join(tmp, "operator-tls")
+	testbin.Run(t, bin, 0, "ca", "init", "--dir", ca)
+	out := testbin.Run(t, bin, 0, "ca", "issue", "--dir", ca, "--operator", "tester", "--role", "viewer", "--out", opTLS)
+	if want := "LIFEBOAT_TLS_DIR=" + opTLS; !strings.Contains(out, want) {
+		t.Errorf("ca issue --operator said %q, want it to name %q", out, want)
+	}
+	// A config directory holding the certificate where the default is.
+	withDefault := filepath.Join(tmp, "config")
+	if err := os.MkdirAll(filepath.Join(withDefault, "lifeboat"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(opTLS, filepath.Join(withDefault, "lifeboat", "tls")); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(tmp, "empty-config")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		args, env []string
+		code      int
+		want      []string // substrings of stderr
+	}{
+		{"none", nil, []string{"XDG_CONFIG_HOME=" + empty}, exitUsage,
+			[]string{"no operator certificate", "LIFEBOAT_TLS_DIR", filepath.Join(empty, "lifeboat", "tls"), "Try: issue one with `lifeboat ca issue"}},
+		{"--tls-dir", []string{"--tls-dir", opTLS}, []string{"XDG_CONFIG_HOME=" + empty}, exitUnavailable, []string{"admin API unreachable"}},
+		{"LIFEBOAT_TLS_DIR", nil, []string{"XDG_CONFIG_HOME=" + empty, "LIFEBOAT_TLS_DIR=" + opTLS}, exitUnavailable, []string{"admin API unreachable"}},
+		{"default directory", nil, []string{"XDG_CONFIG_HOME=" + withDefault}, exitUnavailable, []string{"admin API unreachable"}},
+		{"--tls-dir before LIFEBOAT_TLS_DIR", []string{"--tls-dir", empty}, []string{"XDG_CONFIG_HOME=" + withDefault, "LIFEBOAT_TLS_DIR=" + opTLS}, exitError, []string{"check " + empty}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append([]string{"status", "--admin", "127.0.0.1:1"}, tt.args...)...)
+			for _, e := range os.Environ() {
+				if !strings.HasPrefix(e, "LIFEBOAT_TLS_DIR=") && !strings.HasPrefix(e, "XDG_CONFIG_HOME=") {
+					cmd.Env = append(cmd.Env, e)
+				}
+			}
+			cmd.Env = append(cmd.Env, tt.env...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.code {
+				t.Errorf("exit code = %d, want %d\nstderr:\n%s", code, tt.code, stderr.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr = %q, want it to contain %q", stderr.String(), w)
+				}
+			}
+		})
+	}
 }
 
 func TestLocked(t *testing.T) {
@@ -458,10 +541,16 @@ func TestDemo(t *testing.T) {
 	if took > 60*time.Second {
 		t.Errorf("the demo took %s; it must finish in under 60 s", took)
 	}
-	for _, f := range []string{"cluster.toml", "ca/ca.crt", "dc2-n1/store", "dc2-n1.log", "hooks/started.sha256", "start-nodes.sh", "stop-nodes.sh", "env.sh"} {
+	for _, f := range []string{"cluster.toml", "ca/ca.crt", "dc2-n1/store", "dc2-n1.log", "hooks/started.sha256", "start-nodes.sh", "stop-nodes.sh", "env.sh",
+		"operator-tls/cert.crt", "operator-tls/cert.key", "operator-tls/ca.crt"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("--keep: %v", err)
 		}
+	}
+	// env.sh gives the kept cluster's commands the demo's operator
+	// certificate.
+	if b, err := os.ReadFile(filepath.Join(dir, "env.sh")); err != nil || !strings.Contains(string(b), "LIFEBOAT_TLS_DIR=") {
+		t.Errorf("env.sh does not export LIFEBOAT_TLS_DIR (%v):\n%s", err, b)
 	}
 	// No process of the demo is left running.
 	if b, _ := exec.Command("pgrep", "-f", dir).Output(); len(b) > 0 {
