@@ -4,6 +4,9 @@
 #   DIR/ca/                       the cluster CA (keep it offline in production)
 #   DIR/dc1-n1/ dc2-n1/ dc3-w1/   node certificates, gossip and dedup keys
 #   DIR/web1/                     the agent's certificate, scoped to service web
+#   DIR/operator/                 an operator certificate with role admin, for
+#                                 the cluster commands run in the node
+#                                 containers (LIFEBOAT_TLS_DIR there)
 #   DIR/web.img                   the protected volume (32 MiB of random data
 #                                 unless the file exists already)
 #   DIR/cluster.toml              the cluster policy: sites dc1, dc2, dc3,
@@ -42,6 +45,10 @@ issue dc1-n1 dc1
 issue dc2-n1 dc2
 issue dc3-w1 dc3
 issue web1 dc1 --agent --service web
+# The admin API asks every caller for a certificate, loopback included:
+# `docker-compose exec NODE /lifeboat status` presents this one.
+[ -e "$dir/operator/cert.crt" ] || "$bin" ca issue --dir "$dir/ca" --operator compose-admin --role admin --out "$dir/operator" >/dev/null
+chown -R "$uid:$uid" "$dir/operator"
 
 if [ ! -e "$dir/web.img" ]; then
 	head -c 33554432 /dev/urandom >"$dir/web.img"

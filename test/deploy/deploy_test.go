@@ -37,7 +37,9 @@ const volumeSize = 32 << 20
 // cluster must form with three voters, the policy apply, the agent's
 // volume reach dc1 and dc2's hot standby, and a failover at dc2 start
 // epoch 2 with an image equal to the volume; the agent at dc1 is then
-// fenced.
+// fenced. The cluster commands present setup.sh's admin operator
+// certificate; a node's own certificate reads status but cannot apply a
+// policy, and the health check passes with it.
 func TestCompose(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: this test builds a Docker image and runs a four-container cluster for about 40 s; it runs without -short (as CI does)")
@@ -164,6 +166,15 @@ func TestCompose(t *testing.T) {
 	})
 	t.Logf("cluster formed: leader %s, voters %v (%s)", formed.Leader, formed.Voters, time.Since(start).Round(time.Millisecond))
 
+	// The admin API wants an operator certificate even on loopback: the
+	// node's own reads status as a viewer but cannot apply a policy; the
+	// compose file's LIFEBOAT_TLS_DIR names setup.sh's admin certificate.
+	if _, err := lbJSON[node.Status](dc1, "status", "--tls-dir", "/etc/lifeboat/tls", "--json"); err != nil {
+		t.Errorf("status with the node's own certificate: %v", err)
+	}
+	if _, errOut, code := lbCode(dc1, "policy", "apply", "--tls-dir", "/etc/lifeboat/tls", "/etc/lifeboat/cluster.toml"); code != 7 {
+		t.Errorf("policy apply with the node's own certificate: exit %d, want 7 (refused): %s", code, errOut)
+	}
 	out := lb(t, dc1, 0, "policy", "apply", "/etc/lifeboat/cluster.toml")
 	if !strings.Contains(out, "policy version 1 applied") {
 		t.Fatalf("policy apply said: %s", out)
@@ -236,6 +247,16 @@ func TestCompose(t *testing.T) {
 	if st, err := status(dc1); err == nil && len(st.Voters) != 3 {
 		t.Logf("note: voters %v at the end; dc3-w1 or dc2-n1 is promoted at the next gossip push/pull", st.Voters)
 	}
+	// The health check (status with the node's own certificate) passes.
+	testbin.Eventually(t, "the nodes healthy", 60*time.Second, func() error {
+		for _, c := range []string{dc1, dc2, ids["dc3-w1"]} {
+			out, errOut, code := testbin.RunCode("docker", "inspect", "-f", "{{.State.Health.Status}}", c)
+			if h := strings.TrimSpace(out); code != 0 || h != "healthy" {
+				return fmt.Errorf("container %.12s: health %q (exit %d) %s", c, h, code, errOut)
+			}
+		}
+		return nil
+	})
 	t.Logf("TestCompose checks done in %s (cleanup follows)", time.Since(start).Round(time.Millisecond))
 }
 
@@ -286,15 +307,20 @@ func lb(t testing.TB, container string, want int, args ...string) string {
 
 // status is `lifeboat status --json` in a node's container.
 func status(container string) (*node.Status, error) {
-	out, errOut, code := lbCode(container, "status", "--json")
+	return lbJSON[node.Status](container, "status", "--json")
+}
+
+// lbJSON runs /lifeboat with args in a container and decodes its output.
+func lbJSON[T any](container string, args ...string) (*T, error) {
+	out, errOut, code := lbCode(container, args...)
 	if code != 0 {
-		return nil, fmt.Errorf("status exit %d: %s", code, strings.TrimSpace(errOut))
+		return nil, fmt.Errorf("%s exit %d: %s", args[0], code, strings.TrimSpace(errOut))
 	}
-	var st node.Status
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return nil, fmt.Errorf("status JSON: %v: %s", err, out)
+	var v T
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		return nil, fmt.Errorf("%s JSON: %v: %s", args[0], err, out)
 	}
-	return &st, nil
+	return &v, nil
 }
 
 func service(st *node.Status, name string) (node.ServiceStatus, error) {
