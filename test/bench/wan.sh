@@ -340,9 +340,16 @@ ipt_snap() {
 		END { print a, b, c, d }'
 }
 
+# admin_get URL: GET from a node's admin API, which is HTTPS with client
+# certificates on loopback too: as the round's viewer, checking the node's
+# certificate (issued with --host 127.0.0.1) against the round's CA.
+admin_get() {
+	curl -fsS --cacert "$R/viewer-tls/ca.crt" --cert "$R/viewer-tls/cert.crt" --key "$R/viewer-tls/cert.key" "$1"
+}
+
 # metric_sum NAME: the sum over all label sets of a counter on dc1-n1.
 metric_sum() {
-	curl -fsS "http://$A1/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f\n", s }'
+	admin_get "https://$A1/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f\n", s }'
 }
 METRICS="lifeboat_replication_sent_bytes_total lifeboat_replication_changed_bytes_total lifeboat_replication_dedup_saved_bytes_total lifeboat_replication_compression_saved_bytes_total lifeboat_replication_points_total"
 metrics_snap() { # prints the counters in METRICS order
@@ -353,13 +360,13 @@ metrics_snap() { # prints the counters in METRICS order
 
 # Points a node holds for a service: the newest one's "id name".
 newest_point() { # newest_point ADMIN SERVICE
-	curl -fsS "http://$1/v1/points?service=$2" 2>/dev/null | jq -r 'if length > 0 then (last | "\(.id) \(.name // "")") else empty end' 2>/dev/null || true
+	admin_get "https://$1/v1/points?service=$2" 2>/dev/null | jq -r 'if length > 0 then (last | "\(.id) \(.name // "")") else empty end' 2>/dev/null || true
 }
 holds_point() { # holds_point ADMIN SERVICE ID: cheap, for 100 ms polling
-	curl -fsS "http://$1/v1/points?service=$2" 2>/dev/null | grep -Eq "\"id\": *\"$3\""
+	admin_get "https://$1/v1/points?service=$2" 2>/dev/null | grep -Eq "\"id\": *\"$3\""
 }
 point_count() { # point_count ADMIN SERVICE
-	curl -fsS "http://$1/v1/points?service=$2" 2>/dev/null | jq 'length' 2>/dev/null || echo 0
+	admin_get "https://$1/v1/points?service=$2" 2>/dev/null | jq 'length' 2>/dev/null || echo 0
 }
 
 cpu_ticks() { # cpu_ticks PID: utime + stime in clock ticks
@@ -457,7 +464,7 @@ cluster_formed() { # all three see one leader and three alive voters
 
 # The leader has placed SERVICE's holder at dc1 (an agent is refused before).
 has_holder() { # has_holder SERVICE
-	curl -fsS "http://$A1/v1/status" 2>/dev/null | jq -e --arg s "$1" 'any(.services[]?; .name == $s and (.holders.dc1 // "") != "")' >/dev/null
+	admin_get "https://$A1/v1/status" 2>/dev/null | jq -e --arg s "$1" 'any(.services[]?; .name == $s and (.holders.dc1 // "") != "")' >/dev/null
 }
 
 AGENT_PID=
@@ -583,9 +590,14 @@ run_round() {
 	ipt_rules
 
 	quiet "$R/logs/ca.log" "$LB" ca init --dir "$R/ca"
-	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --name dc1-n1 --site dc1 --out "$R/dc1-n1/tls"
-	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --name dc2-n1 --site dc2 --out "$R/dc2-n1/tls"
-	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --name dc3-w1 --site dc3 --out "$R/dc3-w1/tls"
+	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --name dc1-n1 --site dc1 --host 127.0.0.1 --out "$R/dc1-n1/tls"
+	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --name dc2-n1 --site dc2 --host 127.0.0.1 --out "$R/dc2-n1/tls"
+	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --name dc3-w1 --site dc3 --host 127.0.0.1 --out "$R/dc3-w1/tls"
+	# The admin API wants an operator certificate: an admin for the CLI
+	# (policy apply, restore), a viewer for the polling with curl.
+	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --operator wan-admin --role admin --out "$R/admin-tls"
+	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --operator wan-viewer --role viewer --out "$R/viewer-tls"
+	export LIFEBOAT_TLS_DIR=$R/admin-tls
 	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --agent --name web1 --site dc1 --service web --out "$R/agent-web1/tls"
 	quiet "$R/logs/ca.log" "$LB" ca issue --dir "$R/ca" --agent --name bulk1 --site dc1 --service bulk --out "$R/agent-bulk1/tls"
 	write_node dc1-n1 dc1 node "$G1" "$Q1" "$P1"
