@@ -45,7 +45,8 @@ func (p *proc) kill9() {
 // three sites from node files, as an operator would: the cluster forms by
 // itself (bootstrap_expect = 3), a policy goes in with `lifeboat policy
 // apply`, the leader is killed with SIGKILL, the others go on, and the
-// killed node restarts, rejoins and catches up.
+// killed node restarts, rejoins and catches up. The CLI presents operator
+// certificates: an admin's applies, a viewer's is refused (exit 7).
 func TestProcessesFormKillRestart(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -181,6 +182,9 @@ dir = %q
 	if !strings.Contains(show, "[[service]]") {
 		t.Errorf("policy show does not print the policy source:\n%s", show)
 	}
+	// A viewer reads but changes nothing: the CLI exits 7 (refused).
+	testbin.Run(t, bin, 7, "policy", "apply", "--admin", victim.admin, "--tls-dir", viewerTLS, policy)
+	testbin.Run(t, bin, 7, "raft", "recover", "--admin", other.admin, "--tls-dir", viewerTLS, "--force")
 	// Forced recovery refuses without --force, and with a leader around.
 	testbin.Run(t, bin, 2, "raft", "recover", "--admin", other.admin, "--tls-dir", adminTLS)
 	testbin.Run(t, bin, 1, "raft", "recover", "--admin", other.admin, "--tls-dir", adminTLS, "--force")
