@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,4 +168,50 @@ func TestQemuIOWriteReadOnly(t *testing.T) {
 		t.Fatalf("qemu-io -r read: %v", err)
 	}
 	pt.unchanged(t)
+}
+
+// TestClientsTLS: nbdinfo and qemu-img negotiate STARTTLS with a client
+// certificate (GnuTLS file names in one directory, as `lifeboat ca issue
+// --operator` writes them), and without TLS they are told it is required.
+func TestClientsTLS(t *testing.T) {
+	nbdinfo := tool(t, "nbdinfo", "libnbd-bin")
+	qemuImg := tool(t, "qemu-img", "qemu-utils")
+	const size = 4<<20 + 4096
+	data := randData(size, 31)
+	pt := newFrozen(data)
+	ca, other := newTestCA(t), newTestCA(t)
+	s, addr, rf := tlsServer(t, ca, Export{Name: "vol", Size: size, Data: pt})
+	dir := ca.writeGnuTLSDir(t, ca.issue(t, "alice"))
+	_, port, _ := net.SplitHostPort(addr)
+
+	out, err := run(t, nbdinfo, "--json", "nbds://"+addr+"/vol?tls-certificates="+dir)
+	if err != nil || !strings.Contains(out, fmt.Sprintf(`"export-size": %d`, size)) {
+		t.Fatalf("nbdinfo over TLS: %v", err)
+	}
+	img := filepath.Join(t.TempDir(), "out.img")
+	if _, err := run(t, qemuImg, "convert", "--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+dir,
+		"--image-opts", "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port="+port+",export=vol,tls-creds=tls0",
+		"-O", "raw", img); err != nil {
+		t.Fatalf("qemu-img convert over TLS: %v", err)
+	}
+	if got, err := os.ReadFile(img); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("qemu-img convert over TLS: the copy differs from the point (%v)", err)
+	}
+	rf.none(t)
+
+	out, err = run(t, nbdinfo, "nbd://"+addr+"/vol")
+	if err == nil || !strings.Contains(strings.ToLower(out), "tls") {
+		t.Fatalf("nbdinfo without TLS: %v, want a failure that names TLS", err)
+	}
+	rf.next(t, ErrTLSRequired)
+	// It trusts the server, but its own certificate is from another CA.
+	foreign := ca.writeGnuTLSDir(t, other.issue(t, "alice"))
+	if _, err := run(t, nbdinfo, "nbds://"+addr+"/vol?tls-certificates="+foreign); err == nil {
+		t.Fatal("nbdinfo with a certificate of another CA connected")
+	}
+	rf.next(t, ErrHandshake)
+	pt.unchanged(t)
+	if st := s.Stats(); st.Refused != 2 {
+		t.Fatalf("Stats.Refused = %d, want 2", st.Refused)
+	}
 }

@@ -44,8 +44,10 @@ type session struct {
 // serveConn serves one connection until the client disconnects, breaks
 // the protocol, or ctx ends; it closes c. It returns nil for a clean end
 // (NBD_CMD_DISC, NBD_OPT_ABORT, the client closing between messages, ctx
-// ending) and an error describing why it dropped the client otherwise.
-func (s *Server) serveConn(ctx context.Context, c io.ReadWriteCloser, log *slog.Logger) error {
+// ending), an error matching ErrTLSRequired, ErrHandshake or
+// ErrUnauthorized when a TLS-required server refused the client, and an
+// error describing why it dropped the client otherwise.
+func (s *Server) serveConn(ctx context.Context, c net.Conn, log *slog.Logger) error {
 	s.conns.Add(1)
 	s.active.Add(1)
 	defer c.Close()
@@ -53,15 +55,26 @@ func (s *Server) serveConn(ctx context.Context, c io.ReadWriteCloser, log *slog.
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
-	r := bufio.NewReaderSize(c, 64<<10)
-	if err := s.handshake(r, c); err != nil {
+	if s.tls != nil {
+		// Cleared once the client is authorized.
+		c.SetDeadline(s.authDeadline())
+	}
+	conn, r, err := s.handshake(ctx, c)
+	if conn != nil && conn != io.ReadWriteCloser(c) {
+		// The TLS connection: closing it sends close_notify first.
+		defer conn.Close()
+	}
+	if err != nil {
+		if refused(err) && ctx.Err() == nil {
+			return err
+		}
 		if errors.Is(err, errAbort) || errors.Is(err, io.EOF) || ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("handshake: %w", err)
 	}
-	ss := &session{s: s, c: c, log: log}
-	err := ss.run(ctx, r)
+	ss := &session{s: s, c: conn, log: log}
+	err = ss.run(ctx, r)
 	if n := ss.ioErrs.Load(); n > 1 {
 		log.Error("nbd i/o errors on this connection", "count", n)
 	}

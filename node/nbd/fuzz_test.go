@@ -2,12 +2,15 @@ package nbd
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // pipeConn is a connection whose client side is a fixed byte string; what
@@ -22,17 +25,34 @@ func (c *pipeConn) Write(p []byte) (int, error) {
 	c.written.Add(int64(len(p)))
 	return len(p), nil
 }
-func (c *pipeConn) Close() error { return nil }
+func (c *pipeConn) Close() error                     { return nil }
+func (c *pipeConn) LocalAddr() net.Addr              { return pipeAddr{} }
+func (c *pipeConn) RemoteAddr() net.Addr             { return pipeAddr{} }
+func (c *pipeConn) SetDeadline(time.Time) error      { return nil }
+func (c *pipeConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *pipeConn) SetWriteDeadline(time.Time) error { return nil }
 
-// fuzzServers returns a read-only and a writable server over the same
-// small point, shared by all inputs of one fuzz target.
-func fuzzServers(f *testing.F) (*frozen, [2]*Server) {
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
+
+// fuzzServers returns four servers over the same small point, shared by
+// all inputs of one fuzz target: index bit 0 makes it writable, bit 1
+// TLS-required.
+func fuzzServers(f *testing.F) (*frozen, [4]*Server) {
 	const size = 64<<10 + 100
 	pt := newFrozen(randData(size, 20))
 	log := slog.New(slog.DiscardHandler)
-	var ss [2]*Server
-	for i, w := range []bool{false, true} {
-		s, err := NewServer(Export{Name: "vol", Size: size, Data: pt, Writable: w, OverlayDir: f.TempDir(), Log: log})
+	ca := newTestCA(f)
+	var ss [4]*Server
+	for i := range ss {
+		exp := Export{Name: "vol", Size: size, Data: pt, Writable: i&1 != 0, OverlayDir: f.TempDir(), Log: log}
+		if i&2 != 0 {
+			exp.TLS = ca.serverTLS(f)
+			exp.OnRefused = func(net.Addr, error) {}
+		}
+		s, err := NewServer(exp)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -41,6 +61,24 @@ func fuzzServers(f *testing.F) (*frozen, [2]*Server) {
 	}
 	return pt, ss
 }
+
+// clientHello returns the first flight of a Go TLS client (its
+// ClientHello record), for seeds that get a TLS server past the first
+// step of the handshake.
+func clientHello(f *testing.F) []byte {
+	c := &captureConn{}
+	tls.Client(c, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	return c.buf.Bytes()
+}
+
+// captureConn records what is written to it; reads fail.
+type captureConn struct {
+	pipeConn
+	buf bytes.Buffer
+}
+
+func (c *captureConn) Read([]byte) (int, error)    { return 0, io.EOF }
+func (c *captureConn) Write(p []byte) (int, error) { return c.buf.Write(p) }
 
 // fuzzServe feeds in to one of the servers as a client's whole byte
 // stream and checks that serving it ends, leaves the point untouched, and
@@ -96,7 +134,8 @@ var goPrefix = append([]byte{0, 0, 0, 3}, seedOpt(optGo, seedGoData(""))...)
 
 // FuzzOptions feeds arbitrary bytes as everything a client sends after
 // the greeting: client flags, options, and any requests after them. The
-// first byte picks the read-only (even) or writable (odd) server.
+// first byte picks the server (fuzzServers): bit 0 writable, bit 1
+// TLS-required.
 func FuzzOptions(f *testing.F) {
 	pt, ss := fuzzServers(f)
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
@@ -108,16 +147,32 @@ func FuzzOptions(f *testing.F) {
 	f.Add(cat([]byte{0, 0, 0, 0, 3}, seedOpt(optInfo, []byte{0xff, 0xff, 0xff, 0xff, 0, 0})))
 	f.Add(cat([]byte{0, 0, 0, 0, 3}, seedOpt(77, nil)[:16], []byte{0xff, 0xff, 0xff, 0xff}))
 	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff})
+	// STARTTLS: unsupported without TLS; with TLS, every other option
+	// before it is refused, EXPORT_NAME and plain newstyle close, a
+	// second STARTTLS or one with data is invalid, and after the ACK the
+	// bytes are a TLS handshake (a real ClientHello, or garbage).
+	hello := clientHello(f)
+	f.Add(cat([]byte{0, 0, 0, 0, 3}, seedOpt(optStartTLS, nil), seedOpt(optGo, seedGoData("vol")), seedReq(cmdRead, 0, 0, 512, nil)))
+	f.Add(cat([]byte{2, 0, 0, 0, 3}, seedOpt(optList, nil), seedOpt(optInfo, seedGoData("vol")), seedOpt(optGo, seedGoData("")),
+		seedOpt(optStructuredReply, nil), seedOpt(0xff, []byte("junk")), seedOpt(optAbort, nil)))
+	f.Add(cat([]byte{3, 0, 0, 0, 3}, seedOpt(optStartTLS, []byte("data")), seedOpt(optList, make([]byte, maxOption+1)), seedOpt(optExportName, []byte("vol"))))
+	f.Add(cat([]byte{2, 0, 0, 0, 1}, seedOpt(optExportName, []byte("vol")), seedReq(cmdRead, 0, 0, 512, nil)))
+	f.Add(cat([]byte{2, 0, 0, 0, 0}, seedOpt(optStartTLS, nil)))
+	f.Add(cat([]byte{2, 0, 0, 0, 3}, seedOpt(optStartTLS, nil), hello))
+	f.Add(cat([]byte{3, 0, 0, 0, 3}, seedOpt(optStartTLS, nil), hello[:len(hello)/2]))
+	f.Add(cat([]byte{2, 0, 0, 0, 3}, seedOpt(optStartTLS, nil), seedOpt(optGo, seedGoData("vol")), seedReq(cmdRead, 0, 0, 512, nil)))
+	f.Add(cat([]byte{2, 0, 0, 0, 3}, seedOpt(optStartTLS, nil), []byte{0x16, 0x03, 0x01, 0xff, 0xff, 0x01}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
 		}
-		fuzzServe(t, pt, ss[in[0]&1], in[1:])
+		fuzzServe(t, pt, ss[in[0]&3], in[1:])
 	})
 }
 
 // FuzzRequests feeds arbitrary bytes as transmission-phase requests after
-// a valid handshake. The first byte picks the server as in FuzzOptions.
+// a valid handshake. The first byte picks the read-only (even) or
+// writable (odd) server without TLS.
 func FuzzRequests(f *testing.F) {
 	pt, ss := fuzzServers(f)
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }

@@ -1,5 +1,7 @@
 package nbd
 
+import "time"
+
 // Wire constants of the NBD protocol (NetworkBlockDevice/nbd doc/proto.md).
 // All integers on the wire are big-endian.
 
@@ -37,6 +39,7 @@ const (
 	repInfo        uint32 = 3
 	repErrUnsup    uint32 = 1<<31 + 1
 	repErrInvalid  uint32 = 1<<31 + 3
+	repErrTLSReqd  uint32 = 1<<31 + 5
 	repErrUnknown  uint32 = 1<<31 + 6
 	repErrTooBig   uint32 = 1<<31 + 9
 	infoExport     uint16 = 0
@@ -103,4 +106,9 @@ const (
 	maxExportName   = 4096
 	inflightBudget  = 64 << 20  // bytes of requests in flight per connection
 	minRequestCost  = 256 << 10 // so at most 256 requests are in flight
+
+	// defaultAuthTimeout is Export.AuthTimeout's default: how long a
+	// client of a TLS-required server has from connecting to passing
+	// Authorize.
+	defaultAuthTimeout = 30 * time.Second
 )

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,29 @@ type Export struct {
 	// Log receives connection events; nil = slog.Default(). Scope it (for
 	// example with the volume) before passing it in.
 	Log *slog.Logger
+
+	// TLS, when set, puts the server in TLS-required mode (FORCEDTLS in
+	// proto.md): a client must send NBD_OPT_STARTTLS and complete a TLS
+	// handshake on the same connection before any other option is
+	// answered, and option haggling starts over inside TLS. The config
+	// must present a certificate and require verified client
+	// certificates (ClientAuth tls.RequireAndVerifyClientCert), TLS 1.2
+	// or later; NewServer keeps a clone.
+	TLS *tls.Config
+	// Authorize, with TLS, is called after each successful handshake; an
+	// error closes the connection. nil admits every client whose
+	// certificate the handshake verified. It must be safe for concurrent
+	// use.
+	Authorize func(tls.ConnectionState) error
+	// AuthTimeout, with TLS, bounds the time from a client connecting to
+	// it passing Authorize (the whole unauthenticated part); zero = 30 s.
+	AuthTimeout time.Duration
+	// OnRefused, with TLS, is called once for every client the server
+	// refused, with its address and an error matching ErrTLSRequired,
+	// ErrHandshake or ErrUnauthorized, so that callers can record it.
+	// Refusals are also logged at WARN on Log. It is called from the
+	// connection's goroutine and must be safe for concurrent use.
+	OnRefused func(remote net.Addr, err error)
 }
 
 // Stats is a snapshot of a Server's counters.
@@ -43,6 +67,7 @@ type Stats struct {
 	Requests     int64     // transmission-phase requests received
 	BytesRead    int64     // bytes sent in successful READ replies
 	BytesWritten int64     // bytes stored by successful WRITEs (zeroing not counted)
+	Refused      int64     // clients refused for TLS or by Authorize (see Export.TLS)
 	FirstRequest time.Time // when the first transmission request arrived; zero until then
 }
 
@@ -52,7 +77,8 @@ type Stats struct {
 type Server struct {
 	exp   Export
 	log   *slog.Logger
-	flags uint16 // transmission flags
+	tls   *tls.Config // nil: no TLS
+	flags uint16      // transmission flags
 	ov    *overlay
 
 	conns        atomic.Int64
@@ -60,6 +86,7 @@ type Server struct {
 	requests     atomic.Int64
 	bytesRead    atomic.Int64
 	bytesWritten atomic.Int64
+	refused      atomic.Int64
 	first        atomic.Pointer[time.Time]
 
 	closeOnce sync.Once
@@ -84,7 +111,18 @@ func NewServer(exp Export) (*Server, error) {
 			return nil, errors.New("nbd export: name contains NUL")
 		}
 	}
+	if exp.TLS == nil && (exp.Authorize != nil || exp.OnRefused != nil) {
+		return nil, errors.New("nbd export: Authorize and OnRefused need TLS")
+	}
+	if exp.TLS != nil {
+		if err := checkTLS(exp.TLS); err != nil {
+			return nil, err
+		}
+	}
 	s := &Server{exp: exp, log: exp.Log}
+	if exp.TLS != nil {
+		s.tls = exp.TLS.Clone()
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -151,9 +189,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			log := s.log.With("peer", c.RemoteAddr().String())
 			log.Info("nbd client connected")
 			err := s.serveConn(ctx, c, log)
-			if err != nil {
+			switch {
+			case refused(err):
+				s.refused.Add(1)
+				log.Warn("nbd client refused", "err", err)
+				if s.exp.OnRefused != nil {
+					s.exp.OnRefused(c.RemoteAddr(), err)
+				}
+			case err != nil:
 				log.Info("nbd client dropped", "err", err)
-			} else {
+			default:
 				log.Info("nbd client disconnected")
 			}
 		})
@@ -191,6 +236,7 @@ func (s *Server) Stats() Stats {
 		Requests:     s.requests.Load(),
 		BytesRead:    s.bytesRead.Load(),
 		BytesWritten: s.bytesWritten.Load(),
+		Refused:      s.refused.Load(),
 	}
 	if t := s.first.Load(); t != nil {
 		st.FirstRequest = *t

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -15,6 +16,12 @@ import (
 
 func TestNewServerRejects(t *testing.T) {
 	data := bytes.NewReader(nil)
+	ca := newTestCA(t)
+	tlsWith := func(change func(*tls.Config)) *tls.Config {
+		cfg := ca.serverTLS(t)
+		change(cfg)
+		return cfg
+	}
 	for _, tc := range []struct {
 		name string
 		exp  Export
@@ -26,6 +33,11 @@ func TestNewServerRejects(t *testing.T) {
 		{"NUL in name", Export{Data: data, Name: "a\x00b"}, "NUL"},
 		{"bad UTF-8", Export{Data: data, Name: "\xff"}, "UTF-8"},
 		{"missing overlay dir", Export{Data: data, Writable: true, OverlayDir: "/nonexistent/nbd"}, "create nbd overlay"},
+		{"TLS without certificate", Export{Data: data, TLS: tlsWith(func(c *tls.Config) { c.Certificates = nil })}, "no server certificate"},
+		{"TLS without client certificates", Export{Data: data, TLS: tlsWith(func(c *tls.Config) { c.ClientAuth = tls.VerifyClientCertIfGiven })}, "want RequireAndVerifyClientCert"},
+		{"TLS 1.1", Export{Data: data, TLS: tlsWith(func(c *tls.Config) { c.MinVersion = tls.VersionTLS11 })}, "want TLS 1.2 or later"},
+		{"Authorize without TLS", Export{Data: data, Authorize: func(tls.ConnectionState) error { return nil }}, "need TLS"},
+		{"OnRefused without TLS", Export{Data: data, OnRefused: func(net.Addr, error) {}}, "need TLS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := NewServer(tc.exp)
