@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -332,7 +333,7 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 			"--volume", "web/disk", "--at", cp.Point, "--listen", addr)
 		viaNBD := filepath.Join(c.dir, "via-nbd.img")
 		testbin.Eventually(t, "qemu-img reads the point over NBD", 10*time.Second, func() error {
-			out, err := exec.Command(q, "convert", "-f", "raw", "-O", "raw", "nbd://"+addr+"/web/disk", viaNBD).CombinedOutput()
+			out, err := exec.Command(q, append(append([]string{"convert"}, nbdTLSArgs(c.tlsOperator, addr, "web/disk")...), "-O", "raw", viaNBD)...).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("%v: %s", err, out)
 			}
@@ -592,4 +593,13 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// nbdTLSArgs are the qemu-img/qemu-io arguments that open export at addr
+// over NBD with TLS, with the operator certificate in dir (the image
+// argument is the --image-opts spec).
+func nbdTLSArgs(dir, addr, export string) []string {
+	host, port, _ := net.SplitHostPort(addr)
+	return []string{"--object", "tls-creds-x509,id=tls0,endpoint=client,dir=" + dir,
+		"--image-opts", "driver=nbd,server.type=inet,server.host=" + host + ",server.port=" + port + ",export=" + export + ",tls-creds=tls0"}
 }

@@ -119,7 +119,7 @@ func BenchmarkFailoverRTO(b *testing.B) {
 		srv := testbin.Start(b, "serve-nbd", filepath.Join(c.dir, "serve-nbd.log"), c.bin, "serve-nbd", "--admin", dc2.admin, "--tls-dir", c.tlsOperator,
 			"--volume", "warm/disk", "--listen", addr)
 		for {
-			if err := exec.Command(qemuIO, "-r", "-f", "raw", "-c", "read 0 4096", "nbd://"+addr+"/warm/disk").Run(); err == nil {
+			if err := exec.Command(qemuIO, append(append([]string{"-r"}, nbdTLSArgs(c.tlsOperator, addr, "warm/disk")...), "-c", "read 0 4096")...).Run(); err == nil {
 				break
 			}
 			if time.Since(s) > time.Minute {
