@@ -39,10 +39,13 @@ var (
 	castagnoli = crc32.MakeTable(crc32.Castagnoli)
 )
 
-// Frame codecs.
+// Frame codecs. codecSealed is a flag: the payload is nonce || AES-256-GCM
+// of the raw or compressed bytes, with the frame header and entries as
+// additional data (crypt.go).
 const (
-	codecRaw  = 0
-	codecZstd = 1
+	codecRaw    = 0
+	codecZstd   = 1
+	codecSealed = 0x80
 )
 
 // errCorrupt is wrapped by every decoding error of on-disk data.
@@ -78,26 +81,42 @@ type frame struct {
 	codec   byte
 	plain   uint32 // total plaintext length
 	entries []frameEntry
-	payload []byte // stored bytes (compressed or raw), aliases the record
+	head    []byte // header and entries (a sealed payload's additional data), aliases the record
+	payload []byte // stored bytes (compressed or raw, maybe sealed), aliases the record
 }
 
 // encodeFrame appends a frame record to dst.
 func encodeFrame(dst []byte, k kind, codec byte, entries []frameEntry, plain uint32, payload []byte) []byte {
 	start := len(dst)
+	dst = appendFrameHead(dst, k, codec, entries, plain, len(payload))
+	dst = append(dst, payload...)
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// encodeSealedFrame appends a frame record whose payload c seals.
+func encodeSealedFrame(dst []byte, c *sealer, k kind, codec byte, entries []frameEntry, plain uint32, payload []byte) []byte {
+	start := len(dst)
+	dst = appendFrameHead(dst, k, codec|codecSealed, entries, plain, len(payload)+sealOver)
+	head := dst[start:]
+	dst = c.sealFrame(dst, payload, head)
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// appendFrameHead appends a frame header and its entries.
+func appendFrameHead(dst []byte, k kind, codec byte, entries []frameEntry, plain uint32, stored int) []byte {
 	var h [frameHeaderSize]byte
 	copy(h[0:4], frameMagic[:])
 	h[4] = codec
 	h[5] = byte(k)
 	binary.LittleEndian.PutUint16(h[6:8], uint16(len(entries)))
 	binary.LittleEndian.PutUint32(h[8:12], plain)
-	binary.LittleEndian.PutUint32(h[12:16], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(h[12:16], uint32(stored))
 	dst = append(dst, h[:]...)
 	for _, e := range entries {
 		dst = append(dst, e.id[:]...)
 		dst = binary.LittleEndian.AppendUint32(dst, e.len)
 	}
-	dst = append(dst, payload...)
-	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+	return dst
 }
 
 // frameSizeFromHeader returns the total record length announced by a frame
@@ -109,7 +128,7 @@ func frameSizeFromHeader(h []byte) (int, error) {
 	if [4]byte(h[0:4]) != frameMagic {
 		return 0, corruptf("frame magic %q", h[0:4])
 	}
-	if h[4] != codecRaw && h[4] != codecZstd {
+	if c := h[4] &^ codecSealed; c != codecRaw && c != codecZstd {
 		return 0, corruptf("frame codec %d", h[4])
 	}
 	if kind(h[5]) != kindBlock && kind(h[5]) != kindPage {
@@ -127,8 +146,19 @@ func frameSizeFromHeader(h []byte) (int, error) {
 	if stored == 0 || stored > maxFramePlain+maxFramePlain/8 {
 		return 0, corruptf("frame payload length %d", stored)
 	}
-	if h[4] == codecRaw && stored != plain {
-		return 0, corruptf("raw frame payload %d != plaintext %d", stored, plain)
+	switch h[4] {
+	case codecRaw:
+		if stored != plain {
+			return 0, corruptf("raw frame payload %d != plaintext %d", stored, plain)
+		}
+	case codecRaw | codecSealed:
+		if stored != plain+sealOver {
+			return 0, corruptf("sealed raw frame payload %d != plaintext %d + %d", stored, plain, sealOver)
+		}
+	case codecZstd | codecSealed:
+		if stored <= sealOver {
+			return 0, corruptf("sealed frame payload %d bytes", stored)
+		}
 	}
 	return frameHeaderSize + n*frameEntrySize + stored + frameTrailerSize, nil
 }
@@ -163,6 +193,7 @@ func decodeFrame(rec []byte) (frame, error) {
 	if sum != uint64(f.plain) {
 		return frame{}, corruptf("frame entries sum to %d, header says %d", sum, f.plain)
 	}
+	f.head = rec[:frameHeaderSize+n*frameEntrySize]
 	f.payload = p[:len(p)-frameTrailerSize]
 	return f, nil
 }

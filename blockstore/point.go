@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -189,11 +190,13 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 	if err := checkSpace(s.dir, int64(len(rec)), 1<<20, "write point"); err != nil {
 		return Point{}, err
 	}
-	if err := s.db.Set(pointKey(p.Time, p.ID), rec, pebble.Sync); err != nil {
+	pk := pointKey(p.Time, p.ID)
+	if err := s.db.Set(pk, s.sealValue(pk, rec), pebble.Sync); err != nil {
+		err = s.indexErr("write point", err)
 		s.mu.Lock()
-		s.err = fmt.Errorf("write point: %w", err)
+		s.err = err
 		s.mu.Unlock()
-		return Point{}, fmt.Errorf("write point: %w", err)
+		return Point{}, err
 	}
 	return p, nil
 }
@@ -206,14 +209,18 @@ func (s *Store) Points(ctx context.Context, volume string) ([]Point, error) {
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPoint}, UpperBound: []byte{prefixPoint + 1}})
 	if err != nil {
-		return nil, fmt.Errorf("list points: %w", err)
+		return nil, s.indexErr("list points", err)
 	}
 	defer it.Close()
 	var out []Point
 	for it.First(); it.Valid(); it.Next() {
-		p, err := decodePoint(it.Value())
+		v, err := s.openValue(it.Key(), it.Value())
+		var p Point
+		if err == nil {
+			p, err = decodePoint(v)
+		}
 		if err != nil {
-			return nil, &CorruptError{Path: s.dir + "/" + indexDir, Offset: -1, Err: err, Hint: "run `lifeboat verify`"}
+			return nil, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Err: err, Hint: indexHint(s.dir)}
 		}
 		if volume != "" {
 			if _, ok := p.Volume(volume); !ok {
@@ -222,7 +229,10 @@ func (s *Store) Points(ctx context.Context, volume string) ([]Point, error) {
 		}
 		out = append(out, p)
 	}
-	return out, it.Error()
+	if err := it.Error(); err != nil {
+		return nil, s.indexErr("list points", err)
+	}
+	return out, nil
 }
 
 // Resolve finds the state of volume at a point: at is "" or "latest" for the

@@ -102,7 +102,11 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	// Sweep: account live and dead bytes per pack.
 	type usage struct{ live, dead int64 }
 	packs := map[uint32]*usage{}
-	for _, id := range s.committedPacks() {
+	committed, err := s.committedPacks()
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	for _, id := range committed {
 		packs[id] = &usage{}
 	}
 	var dead []ref
@@ -218,10 +222,10 @@ func (s *Store) mark(ctx context.Context, v VolumeState, blocks, pages map[ID]st
 }
 
 // committedPacks returns the packs with a committed length.
-func (s *Store) committedPacks() []uint32 {
+func (s *Store) committedPacks() ([]uint32, error) {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPack}, UpperBound: []byte{prefixPack + 1}})
 	if err != nil {
-		return nil
+		return nil, s.indexErr("list packs", err)
 	}
 	defer it.Close()
 	var out []uint32
@@ -230,7 +234,10 @@ func (s *Store) committedPacks() []uint32 {
 			out = append(out, uint32(k[1])<<24|uint32(k[2])<<16|uint32(k[3])<<8|uint32(k[4]))
 		}
 	}
-	return out
+	if err := it.Error(); err != nil {
+		return nil, s.indexErr("list packs", err)
+	}
+	return out, nil
 }
 
 func (s *Store) packBytes() int64 {

@@ -91,7 +91,7 @@ func (s *Store) InScope(ctx context.Context, scope string, ids []ID) ([]bool, er
 		case errors.Is(err, pebble.ErrNotFound):
 			continue
 		case err != nil:
-			return nil, fmt.Errorf("scope lookup: %w", err)
+			return nil, s.indexErr("scope lookup", err)
 		}
 		closer.Close()
 		ok, err := s.has(ref{kindBlock, id})
@@ -120,7 +120,7 @@ func (s *Store) ScopeMarked(scope string) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("scope lookup: %w", err)
+		return false, s.indexErr("scope lookup", err)
 	}
 	closer.Close()
 	return true, nil

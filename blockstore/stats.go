@@ -100,7 +100,7 @@ func (s *Store) scanIndex(ctx context.Context, k kind, fn func(ID, location) err
 	prefix := ref{kind: k}.key()[0]
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
 	if err != nil {
-		return fmt.Errorf("scan index: %w", err)
+		return s.indexErr("scan index", err)
 	}
 	defer it.Close()
 	n := 0
@@ -113,16 +113,20 @@ func (s *Store) scanIndex(ctx context.Context, k kind, fn func(ID, location) err
 		k := it.Key()
 		var id ID
 		if len(k) != 1+IDSize {
-			return &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Err: corruptf("index key %x", k), Hint: "run `lifeboat verify`"}
+			return &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Err: corruptf("index key %x", k), Hint: indexHint(s.dir)}
 		}
 		copy(id[:], k[1:])
-		loc, err := decodeLocation(it.Value())
+		v, err := s.openValue(k, it.Value())
+		var loc location
+		if err == nil {
+			loc, err = decodeLocation(v)
+		}
 		if err != nil {
-			return &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: id, Err: err, Hint: "run `lifeboat verify`"}
+			return &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: id, Err: err, Hint: indexHint(s.dir)}
 		}
 		if err := fn(id, loc); err != nil {
 			return err
 		}
 	}
-	return it.Error()
+	return s.indexErr("scan index", it.Error())
 }

@@ -3,6 +3,7 @@ package blockstore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -83,12 +84,19 @@ type Options struct {
 	// Reserve is the free space pack writes leave for the index; 0 means a
 	// tenth of the file system, between 4 and 64 MiB (see space.go).
 	Reserve int64
+	// KEK unwraps the keys of an encrypted store; opening one without it
+	// fails with ErrEncrypted. Ignored for a store that is not encrypted.
+	KEK *KEK
 }
 
 // InitOptions configure a new store.
 type InitOptions struct {
 	// Key is the dedup key. Nil means a new random key.
 	Key *Key
+	// KEK, when set, makes the store encrypted at rest: a new random data
+	// key seals every frame payload and index value, and the keys file
+	// holds it and the dedup key sealed under KEK (crypt.go).
+	KEK *KEK
 }
 
 // Store is a deduplicating, compressing block store with point-in-time
@@ -98,6 +106,7 @@ type Store struct {
 	dir     string
 	db      *pebble.DB
 	h       *hasher
+	seal    *sealer // nil: not encrypted
 	enc     *zstd.Encoder
 	dec     *zstd.Decoder
 	lock    *os.File
@@ -134,6 +143,8 @@ type Store struct {
 	closed  bool
 
 	damage []error // found on open; reported by Verify
+
+	corruptFile atomic.Value // string: the index file Pebble found damaged
 }
 
 // storeConfig is the JSON file that marks a store directory.
@@ -165,7 +176,7 @@ func Init(dir string, o InitOptions) error {
 	if err := checkSpace(dir, 0, minInitFree, "init store "+dir); err != nil {
 		return err
 	}
-	err := initStore(dir, *key)
+	err := initStore(dir, *key, o.KEK)
 	if err != nil {
 		// Leave the directory as it was: empty.
 		entries, _ := os.ReadDir(dir)
@@ -176,14 +187,26 @@ func Init(dir string, o InitOptions) error {
 	return err
 }
 
-func initStore(dir string, key Key) error {
+func initStore(dir string, key Key, kek *KEK) error {
 	if err := os.MkdirAll(filepath.Join(dir, packsDir), 0o700); err != nil {
 		return fmt.Errorf("init store: %w", err)
 	}
-	if err := writeFileDurable(filepath.Join(dir, keyName), encodeKeyFile(key), 0o600); err != nil {
+	name, keys := keyName, encodeKeyFile(key)
+	if kek != nil {
+		var dataKey [32]byte
+		if _, err := rand.Read(dataKey[:]); err != nil {
+			return fmt.Errorf("init store: data key: %w", err)
+		}
+		b, err := wrapKeys(*kek, dataKey, key, time.Now())
+		if err != nil {
+			return fmt.Errorf("init store: %w", err)
+		}
+		name, keys = keysName, b
+	}
+	if err := writeFileDurable(filepath.Join(dir, name), keys, 0o600); err != nil {
 		return fmt.Errorf("init store: %w", err)
 	}
-	db, err := pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(Options{}, false))
+	db, err := pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(Options{}, false, nil))
 	if err != nil {
 		return fmt.Errorf("init store index: %w", err)
 	}
@@ -198,8 +221,9 @@ func initStore(dir string, key Key) error {
 	return syncDir(dir)
 }
 
-func pebbleOptions(o Options, mustExist bool) *pebble.Options {
+func pebbleOptions(o Options, mustExist bool, el *pebble.EventListener) *pebble.Options {
 	po := &pebble.Options{
+		EventListener:      el,
 		CacheSize:          o.CacheSize,
 		MemTableSize:       16 << 20,
 		ErrorIfNotExists:   mustExist,
@@ -269,9 +293,9 @@ func Open(dir string, o Options) (*Store, error) {
 }
 
 func open(dir string, o Options, lock *os.File) (*Store, error) {
-	key, err := ReadKeyFile(filepath.Join(dir, keyName))
+	key, seal, err := openKeys(dir, o.KEK)
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
 	h, err := newHasher(key)
 	if err != nil {
@@ -287,7 +311,7 @@ func open(dir string, o Options, lock *os.File) (*Store, error) {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
 	s := &Store{
-		dir: dir, h: h, enc: enc, dec: dec, lock: lock,
+		dir: dir, h: h, seal: seal, enc: enc, dec: dec, lock: lock,
 		log: o.Logger, now: o.Now, flushAt: o.FlushEntries, reserve: o.Reserve,
 		readers: map[uint32]*os.File{},
 		pending: map[ref]location{},
@@ -309,11 +333,11 @@ func open(dir string, o Options, lock *os.File) (*Store, error) {
 	// Repair the packs with the index opened read-only first: truncating
 	// a tail needs no space, and it may free the space that opening the
 	// index for writing (which flushes its log) needs.
-	ro := pebbleOptions(o, true)
+	ro := pebbleOptions(o, true, s.corruptionListener())
 	ro.ReadOnly = true
 	db, err := pebble.Open(filepath.Join(dir, indexDir), ro)
 	if err != nil {
-		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, indexDir), err)
+		return nil, openIndexErr(dir, err)
 	}
 	s.db = db
 	err = s.recoverPacks()
@@ -324,31 +348,59 @@ func open(dir string, o Options, lock *os.File) (*Store, error) {
 	if err := checkSpace(dir, 0, s.reserve/2, "open store "+dir); err != nil {
 		return nil, err
 	}
-	db, err = pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(o, true))
+	db, err = pebble.Open(filepath.Join(dir, indexDir), pebbleOptions(o, true, s.corruptionListener()))
 	if err != nil {
-		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, indexDir), err)
+		return nil, openIndexErr(dir, err)
 	}
 	s.db = db
 	return s, nil
 }
+
+// openKeys returns the dedup key of the store in dir and, for an encrypted
+// store, its sealer.
+func openKeys(dir string, kek *KEK) (Key, *sealer, error) {
+	enc, fp, err := Encrypted(dir)
+	if err != nil {
+		return Key{}, nil, err
+	}
+	if !enc {
+		key, err := ReadKeyFile(filepath.Join(dir, keyName))
+		if err != nil {
+			return key, nil, fmt.Errorf("open store: %w", err)
+		}
+		return key, nil, nil
+	}
+	if kek == nil {
+		return Key{}, nil, fmt.Errorf("open %s: %w under key-encryption key %s: give that key (a node's [encryption] kek_file or kek_command, or --kek-file)", dir, ErrEncrypted, fp)
+	}
+	dataKey, key, err := unwrapKeys(dir, *kek)
+	if err != nil {
+		return Key{}, nil, fmt.Errorf("open store: %w", err)
+	}
+	seal, err := newSealer(dataKey)
+	return key, seal, err
+}
+
+// Encrypted reports whether the store is encrypted at rest.
+func (s *Store) Encrypted() bool { return s.seal != nil }
 
 // recoverPacks reconciles the pack directory with the committed pack lengths.
 func (s *Store) recoverPacks() error {
 	committed := map[uint32]int64{}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPack}, UpperBound: []byte{prefixPack + 1}})
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return s.indexErr("open store", err)
 	}
 	for it.First(); it.Valid(); it.Next() {
 		k, v := it.Key(), it.Value()
 		if len(k) != 5 || len(v) != 8 {
 			it.Close()
-			return fmt.Errorf("open store: %w: pack record %x", errCorrupt, k)
+			return &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Err: corruptf("pack record %x", k), Hint: indexHint(s.dir)}
 		}
 		committed[binary.BigEndian.Uint32(k[1:])] = int64(binary.LittleEndian.Uint64(v))
 	}
 	if err := it.Close(); err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return s.indexErr("open store", err)
 	}
 	pdir := filepath.Join(s.dir, packsDir)
 	entries, err := os.ReadDir(pdir)
@@ -533,7 +585,12 @@ func (s *Store) writeNew(k kind, blocks [][]byte, ids []ID, want []int) error {
 		if len(comp) <= len(buf)-len(buf)/8 {
 			codec, payload = codecZstd, comp
 		}
-		recs = append(recs, encodeFrame(getBuf(frameHeaderSize+len(entries)*frameEntrySize+len(payload)+frameTrailerSize), k, codec, entries, uint32(plain), payload))
+		recBuf := getBuf(frameHeaderSize + len(entries)*frameEntrySize + len(payload) + sealOver + frameTrailerSize)
+		if s.seal != nil {
+			recs = append(recs, encodeSealedFrame(recBuf, s.seal, k, codec, entries, uint32(plain), payload))
+		} else {
+			recs = append(recs, encodeFrame(recBuf, k, codec, entries, uint32(plain), payload))
+		}
 		putBuf(buf)
 		putBuf(comp)
 		recIDs = append(recIDs, entries)
@@ -696,7 +753,8 @@ func (s *Store) flush() error {
 		b := s.db.NewBatchWithSize(len(entries)*(1+IDSize+maxLocationSize+16) + 1024)
 		defer b.Close()
 		for r, loc := range entries {
-			b.Set(r.key(), encodeLocation(loc), nil)
+			k := r.key()
+			b.Set(k, s.sealValue(k, encodeLocation(loc)), nil)
 		}
 		for _, ps := range packs {
 			b.Set(packKey(ps.p.id), binary.LittleEndian.AppendUint64(nil, uint64(ps.size)), nil)
@@ -706,7 +764,7 @@ func (s *Store) flush() error {
 			return err
 		}
 		if err := b.Commit(pebble.Sync); err != nil {
-			return fmt.Errorf("write index: %w", err)
+			return s.indexErr("write index", err)
 		}
 		return nil
 	}()
@@ -745,11 +803,11 @@ func (s *Store) has(r ref) (bool, error) {
 	k := r.key()
 	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
-		return false, fmt.Errorf("index lookup: %w", err)
+		return false, s.indexErr("index lookup", err)
 	}
 	found := it.SeekPrefixGE(k) && bytes.Equal(it.Key(), k)
 	if err := it.Close(); err != nil {
-		return false, fmt.Errorf("index lookup: %w", err)
+		return false, s.indexErr("index lookup", err)
 	}
 	return found, nil
 }
@@ -801,7 +859,8 @@ func (s *Store) locate(r ref) (location, error) {
 		return loc, nil
 	}
 	id := r.id
-	v, closer, err := s.db.Get(r.key())
+	k := r.key()
+	v, closer, err := s.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		what := "block"
 		if r.kind == kindPage {
@@ -810,12 +869,14 @@ func (s *Store) locate(r ref) (location, error) {
 		return location{}, fmt.Errorf("%s %s: %w", what, id, ErrNotFound)
 	}
 	if err != nil {
-		return location{}, fmt.Errorf("index lookup: %w", err)
+		return location{}, s.indexErr("index lookup", err)
 	}
 	defer closer.Close()
-	loc, err = decodeLocation(v)
+	if v, err = s.openValue(k, v); err == nil {
+		loc, err = decodeLocation(v)
+	}
 	if err != nil {
-		return location{}, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: id, Err: err, Hint: "run `lifeboat verify`"}
+		return location{}, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: id, Err: err, Hint: indexHint(s.dir)}
 	}
 	return loc, nil
 }
@@ -871,9 +932,10 @@ func (s *Store) Get(ctx context.Context, id ID) ([]byte, error) {
 // find the frame's other blocks without an index lookup. Not safe for
 // concurrent use.
 type blockReader struct {
-	s      *Store
-	frames [4]*cachedFrame // most recent first
-	recBuf []byte
+	s       *Store
+	frames  [4]*cachedFrame // most recent first
+	recBuf  []byte
+	sealBuf []byte // an opened payload before decompression
 }
 
 type cachedFrame struct {
@@ -951,23 +1013,19 @@ func (r *blockReader) load(loc location) (*cachedFrame, error) {
 	r.frames[0] = c
 	clear(c.slots)
 	c.loc, c.fr, c.kind = loc, fr, fr.kind
-	if fr.codec == codecZstd {
-		plain, err := r.s.dec.DecodeAll(fr.payload, c.plain[:0])
-		if err != nil || len(plain) != int(fr.plain) {
-			if err == nil {
-				err = fmt.Errorf("decompressed %d bytes, want %d", len(plain), fr.plain)
-			}
-			r.frames[0] = nil
-			copy(r.frames[:], r.frames[1:])
-			r.frames[len(r.frames)-1] = nil
-			return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Err: fmt.Errorf("%w: %v", errCorrupt, err), Hint: "run `lifeboat verify`"}
-		}
-		c.plain = plain
-	} else {
-		c.plain = append(c.plain[:0], fr.payload...)
+	plain, err := r.s.framePlain(fr, c.plain[:0], &r.sealBuf)
+	if err != nil {
+		r.frames[0] = nil
+		copy(r.frames[:], r.frames[1:])
+		r.frames[len(r.frames)-1] = nil
+		return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Err: err, Hint: "run `lifeboat verify`; the block may be restored from another site"}
 	}
+	if len(plain) > 0 && len(fr.payload) > 0 && &plain[0] == &fr.payload[0] {
+		plain = append(c.plain[:0], plain...) // raw: do not keep the record buffer
+	}
+	c.plain = plain
 	// The frame aliases recBuf; keep our own copy of the entries only.
-	c.fr.payload = nil
+	c.fr.payload, c.fr.head = nil, nil
 	c.offs = c.offs[:0]
 	var off uint32
 	for i, e := range fr.entries {
@@ -976,6 +1034,39 @@ func (r *blockReader) load(loc location) (*cachedFrame, error) {
 		off += e.len
 	}
 	return c, nil
+}
+
+// framePlain returns the plaintext of fr, appended to dst, or (raw and not
+// sealed) fr.payload itself. scratch holds an opened payload before
+// decompression.
+func (s *Store) framePlain(fr frame, dst []byte, scratch *[]byte) ([]byte, error) {
+	payload := fr.payload
+	if fr.codec&codecSealed != 0 {
+		if s.seal == nil {
+			return nil, corruptf("sealed frame in a store that is not encrypted")
+		}
+		if fr.codec&^codecSealed == codecRaw {
+			return s.seal.openFrame(dst, payload, fr.head)
+		}
+		p, err := s.seal.openFrame((*scratch)[:0], payload, fr.head)
+		if err != nil {
+			return nil, err
+		}
+		*scratch, payload = p, p
+	} else if s.seal != nil {
+		return nil, corruptf("frame not sealed in an encrypted store")
+	}
+	if fr.codec&^codecSealed == codecRaw {
+		return payload, nil
+	}
+	plain, err := s.dec.DecodeAll(payload, dst)
+	if err != nil || len(plain) != int(fr.plain) {
+		if err == nil {
+			err = fmt.Errorf("decompressed %d bytes, want %d", len(plain), fr.plain)
+		}
+		return nil, fmt.Errorf("%w: frame does not decompress: %v", errCorrupt, err)
+	}
+	return plain, nil
 }
 
 // writeFileDurable writes a file the litestream/restic way: temp file, write,

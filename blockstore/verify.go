@@ -46,7 +46,10 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 	if sample <= 0 || sample > 1 {
 		sample = 1
 	}
-	packs := s.committedPacks()
+	packs, err := s.committedPacks()
+	if err != nil {
+		return rep, err
+	}
 	sort.Slice(packs, func(i, j int) bool { return packs[i] < packs[j] })
 	lengths := map[uint32]int64{}
 	var total int64
@@ -155,7 +158,7 @@ func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample flo
 		damage(0, ZeroID, err, "")
 	}
 	rng := rand.New(rand.NewPCG(uint64(p), 1))
-	var rec, plainBuf []byte
+	var rec, plainBuf, sealBuf []byte
 	off := int64(packHeaderSize)
 	for off < size {
 		if err := ctx.Err(); err != nil {
@@ -191,14 +194,13 @@ func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample flo
 		}
 		var plain []byte
 		if rng.Float64() < sample {
-			plain = fr.payload
-			if fr.codec == codecZstd {
-				plain, err = s.dec.DecodeAll(fr.payload, plainBuf[:0])
-				if err != nil || len(plain) != int(fr.plain) {
-					damage(off, ZeroID, fmt.Errorf("%w: frame does not decompress", errCorrupt), "")
-					off += int64(n)
-					continue
-				}
+			plain, err = s.framePlain(fr, plainBuf[:0], &sealBuf)
+			if err != nil {
+				damage(off, ZeroID, err, "blocks in this frame are damaged; another site may hold them")
+				off += int64(n)
+				continue
+			}
+			if fr.codec != codecRaw {
 				plainBuf = plain
 			}
 		}

@@ -1,0 +1,85 @@
+package blockstore
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Damage to the index database (a Pebble table whose checksum fails, a
+// manifest that does not parse) surfaces as a CorruptError naming the file,
+// never as a panic: Pebble reports it to the event listener set up here and
+// returns an error that indexErr classifies.
+
+// indexHint is the way out of a damaged index.
+func indexHint(dir string) string {
+	return fmt.Sprintf("the index can be rebuilt from the packs: `lifeboat store rebuild-index --store %s` "+
+		"(stop the node using the store first); then run `lifeboat verify --store %s`", dir, dir)
+}
+
+// indexErr wraps an error of the index database: corruption becomes a
+// CorruptError naming the damaged file (when Pebble said which) and the way
+// out; anything else is wrapped with what was being done.
+func (s *Store) indexErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if !pebble.IsCorruptionError(err) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	path := filepath.Join(s.dir, indexDir)
+	if p, ok := s.corruptFile.Load().(string); ok && p != "" {
+		path = p
+	}
+	return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: %s: index database: %s", errCorrupt, what, shortPebbleErr(err)), Hint: indexHint(s.dir)}
+}
+
+// openIndexErr classifies an error of pebble.Open.
+func openIndexErr(dir string, err error) error {
+	path := filepath.Join(dir, indexDir)
+	if pebble.IsCorruptionError(err) {
+		return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: open index database: %s", errCorrupt, shortPebbleErr(err)), Hint: indexHint(dir)}
+	}
+	return fmt.Errorf("open store index %s: %w", path, err)
+}
+
+// shortPebbleErr is the first line of a Pebble error, without the key bounds
+// (binary keys make unreadable messages).
+func shortPebbleErr(err error) string {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	if i := strings.Index(msg, "; bounds: "); i >= 0 {
+		if j := strings.Index(msg[i:], "; details: "); j >= 0 {
+			msg = msg[:i] + "; " + msg[i+j+len("; details: "):]
+		}
+	}
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	return msg
+}
+
+// corruptionListener records the file Pebble found damaged. Pebble's
+// default would call the logger's Fatalf, ending the process.
+func (s *Store) corruptionListener() *pebble.EventListener {
+	return &pebble.EventListener{
+		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			s.corruptFile.Store(info.Path)
+			s.log.Error("index database damaged", "file", info.Path, "err", shortPebbleErr(info.Details))
+		},
+		BackgroundError: func(err error) {
+			s.log.Error("index database error", "err", shortPebbleErr(err))
+		},
+	}
+}
+
+// isCorrupt reports whether err is damage of the store's files.
+func isCorrupt(err error) bool {
+	var ce *CorruptError
+	return errors.As(err, &ce) || errors.Is(err, errCorrupt)
+}
