@@ -3,6 +3,7 @@ package blockstore
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -40,6 +41,9 @@ func (s *Store) indexErr(what string, err error) error {
 // openIndexErr classifies an error of pebble.Open.
 func openIndexErr(dir string, err error) error {
 	path := filepath.Join(dir, indexDir)
+	if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+		return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: the index directory is missing", errCorrupt), Hint: indexHint(dir)}
+	}
 	if pebble.IsCorruptionError(err) {
 		return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: open index database: %s", errCorrupt, shortPebbleErr(err)), Hint: indexHint(dir)}
 	}
@@ -76,10 +80,4 @@ func (s *Store) corruptionListener() *pebble.EventListener {
 			s.log.Error("index database error", "err", shortPebbleErr(err))
 		},
 	}
-}
-
-// isCorrupt reports whether err is damage of the store's files.
-func isCorrupt(err error) bool {
-	var ce *CorruptError
-	return errors.As(err, &ce) || errors.Is(err, errCorrupt)
 }

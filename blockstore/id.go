@@ -78,13 +78,16 @@ func ReadKeyFile(path string) (Key, error) {
 func encodeKeyFile(k Key) []byte { return []byte(hex.EncodeToString(k[:]) + "\n") }
 
 // hasher computes IDs under one key. It is safe for concurrent use.
-type hasher struct{ pool sync.Pool }
+type hasher struct {
+	key  Key
+	pool sync.Pool
+}
 
 func newHasher(k Key) (*hasher, error) {
 	if _, err := blake3.NewKeyed(k[:]); err != nil {
 		return nil, fmt.Errorf("keyed blake3: %w", err)
 	}
-	h := &hasher{}
+	h := &hasher{key: k}
 	h.pool.New = func() any {
 		d, _ := blake3.NewKeyed(k[:])
 		return d

@@ -6,11 +6,12 @@ import (
 
 // Key prefixes in the index database (see doc.go).
 const (
-	prefixBlock = 'b' // 'b' ID -> location
-	prefixPage  = 'm' // 'm' ID -> map page location
-	prefixPoint = 'p' // 'p' time(8, big endian ns) pointID(8) -> point record
-	prefixPack  = 'k' // 'k' pack(4, big endian) -> committed length
-	keyMeta     = "s/meta"
+	prefixBlock      = 'b' // 'b' ID -> location
+	prefixPage       = 'm' // 'm' ID -> map page location
+	prefixPoint      = 'p' // 'p' time(8, big endian ns) pointID(8) -> point record
+	prefixPointFrame = 'P' // 'P' ID -> location of the point record's copy in a pack
+	prefixPack       = 'k' // 'k' pack(4, big endian) -> committed length
+	keyMeta          = "s/meta"
 )
 
 // location says where a block lives: which record of which pack, and where
@@ -35,9 +36,13 @@ const (
 // key returns the index key of r.
 func (r ref) key() []byte {
 	k := make([]byte, 1+IDSize)
-	k[0] = prefixBlock
-	if r.kind == kindPage {
+	switch r.kind {
+	case kindBlock:
+		k[0] = prefixBlock
+	case kindPage:
 		k[0] = prefixPage
+	case kindPoint:
+		k[0] = prefixPointFrame
 	}
 	copy(k[1:], r.id[:])
 	return k

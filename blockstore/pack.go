@@ -67,7 +67,14 @@ type kind byte
 const (
 	kindBlock kind = 0 // volume blocks, indexed under 'b'
 	kindPage  kind = 1 // block-map pages, indexed under 'm'
+	// kindPoint frames hold a copy of one point record (its JSON), so that
+	// the index can be rebuilt from the packs alone. Indexed under 'P' by
+	// pointFrameID, kept by prune while the point is.
+	kindPoint kind = 2
 )
+
+// objectKinds are the kinds of frames, in the order prune and verify scan them.
+var objectKinds = []kind{kindBlock, kindPage, kindPoint}
 
 // ref names a stored object: a block or a map page.
 type ref struct {
@@ -131,7 +138,7 @@ func frameSizeFromHeader(h []byte) (int, error) {
 	if c := h[4] &^ codecSealed; c != codecRaw && c != codecZstd {
 		return 0, corruptf("frame codec %d", h[4])
 	}
-	if kind(h[5]) != kindBlock && kind(h[5]) != kindPage {
+	if kind(h[5]) > kindPoint {
 		return 0, corruptf("frame kind %d", h[5])
 	}
 	n := int(binary.LittleEndian.Uint16(h[6:8]))

@@ -184,6 +184,12 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 	if err != nil {
 		return Point{}, err
 	}
+	// A copy of the record goes into the pack, synced by the flush with the
+	// blocks: the index can be rebuilt from the packs (RebuildIndex).
+	fid := s.pointFrameID(p.ID)
+	if err := s.writeNew(kindPoint, [][]byte{rec}, []ID{fid}, []int{0}); err != nil {
+		return Point{}, err
+	}
 	if err := s.flush(); err != nil {
 		return Point{}, err
 	}
@@ -199,6 +205,11 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 		return Point{}, err
 	}
 	return p, nil
+}
+
+// pointFrameID is the ID under which the pack copy of point id is indexed.
+func (s *Store) pointFrameID(id string) ID {
+	return s.h.sum([]byte("lifeboat point record " + id))
 }
 
 // Points returns every point, oldest first. A non-empty volume keeps only the

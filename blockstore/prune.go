@@ -110,8 +110,14 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 		packs[id] = &usage{}
 	}
 	var dead []ref
-	live := map[kind]map[ID]struct{}{kindBlock: liveBlocks, kindPage: livePages}
-	for _, k := range []kind{kindBlock, kindPage} {
+	livePoints := map[ID]struct{}{}
+	for i, p := range pts {
+		if keep[i] {
+			livePoints[s.pointFrameID(p.ID)] = struct{}{}
+		}
+	}
+	live := map[kind]map[ID]struct{}{kindBlock: liveBlocks, kindPage: livePages, kindPoint: livePoints}
+	for _, k := range objectKinds {
 		err = s.scanIndex(ctx, k, func(id ID, loc location) error {
 			u := packs[loc.pack]
 			if u == nil {
@@ -131,9 +137,10 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 		}
 	}
 	for _, r := range dead {
-		if r.kind == kindBlock {
+		switch r.kind {
+		case kindBlock:
 			rep.BlocksDeleted++
-		} else {
+		case kindPage:
 			rep.PagesDeleted++
 		}
 	}
@@ -268,7 +275,7 @@ func (s *Store) repack(ctx context.Context, packs []uint32, live map[kind]map[ID
 		loc location
 	}
 	var items []item
-	for _, k := range []kind{kindBlock, kindPage} {
+	for _, k := range objectKinds {
 		err := s.scanIndex(ctx, k, func(id ID, loc location) error {
 			if _, ok := live[k][id]; ok && want[loc.pack] {
 				items = append(items, item{ref{k, id}, loc})

@@ -262,6 +262,21 @@ func logger(l *slog.Logger) *slog.Logger {
 // last committed length are truncated, and packs that no index entry
 // references (written but never committed) are removed.
 func Open(dir string, o Options) (*Store, error) {
+	lock, err := lockStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(dir, o, lock)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// lockStore checks that dir holds a store this lifeboat reads and takes its
+// lock.
+func lockStore(dir string) (*os.File, error) {
 	cfgBytes, err := os.ReadFile(filepath.Join(dir, configName))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("open %s: %w (create one with `lifeboat store init --store %s`)", dir, ErrNotStore, dir)
@@ -284,12 +299,7 @@ func Open(dir string, o Options) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open %s: %w", dir, ErrLocked)
 	}
-	s, err := open(dir, o, lock)
-	if err != nil {
-		lock.Close()
-		return nil, err
-	}
-	return s, nil
+	return lock, nil
 }
 
 func open(dir string, o Options, lock *os.File) (*Store, error) {
@@ -383,6 +393,9 @@ func openKeys(dir string, kek *KEK) (Key, *sealer, error) {
 
 // Encrypted reports whether the store is encrypted at rest.
 func (s *Store) Encrypted() bool { return s.seal != nil }
+
+// DedupKey returns the key block IDs are computed under.
+func (s *Store) DedupKey() Key { return s.h.key }
 
 // recoverPacks reconciles the pack directory with the committed pack lengths.
 func (s *Store) recoverPacks() error {

@@ -80,7 +80,7 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		}
 	}
 	var indexed int64
-	for _, k := range []kind{kindBlock, kindPage} {
+	for _, k := range objectKinds {
 		var n int64
 		if err := s.scanIndex(ctx, k, func(ID, location) error { n++; return nil }); err != nil {
 			rep.Damage = append(rep.Damage, err)
@@ -90,7 +90,7 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		}
 		indexed += n
 	}
-	for _, k := range []kind{kindBlock, kindPage} {
+	for _, k := range objectKinds {
 		if confirmed == indexed {
 			break
 		}
@@ -206,7 +206,11 @@ func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample flo
 		}
 		var po uint32
 		for slot, e := range fr.entries {
-			if plain != nil {
+			if plain != nil && fr.kind == kindPoint {
+				if p, err := decodePoint(plain[po : po+e.len]); err != nil || s.pointFrameID(p.ID) != e.id {
+					damage(off, e.id, corruptf("point record copy does not decode to its point"), "")
+				}
+			} else if plain != nil {
 				rep.Hashed++
 				if got := s.h.sum(plain[po : po+e.len]); got != e.id {
 					damage(off, e.id, fmt.Errorf("%w: block hashes to %s", errCorrupt, got.Short()), "")

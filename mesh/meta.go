@@ -15,6 +15,9 @@ type Meta struct {
 	Admin string // host:port of the admin API; may be empty
 	Role  string // RoleNode or RoleWitness
 	Raft  bool   // has raft state
+	// Encrypted says the node's block store is encrypted at rest, so that
+	// a policy asking it of a site can be checked before it is applied.
+	Encrypted bool
 }
 
 // Roles.
@@ -33,7 +36,8 @@ const (
 const (
 	metaFlagRaft    = 1 << 0
 	metaFlagLeaving = 1 << 1
-	metaFlagsKnown  = metaFlagRaft | metaFlagLeaving
+	metaFlagEncrypt = 1 << 2
+	metaFlagsKnown  = metaFlagRaft | metaFlagLeaving | metaFlagEncrypt
 )
 
 var roleCodes = map[string]byte{RoleNode: 1, RoleWitness: 2}
@@ -60,6 +64,9 @@ func (m Meta) encode(leaving bool) ([]byte, error) {
 	}
 	if leaving {
 		flags |= metaFlagLeaving
+	}
+	if m.Encrypted {
+		flags |= metaFlagEncrypt
 	}
 	b := make([]byte, 0, 3+3*2+len(m.Site)+len(m.QUIC)+len(m.Admin))
 	b = append(b, MetaVersion, flags, role)
@@ -114,6 +121,7 @@ func decodeMeta(b []byte) (Meta, bool, error) {
 		return Meta{}, false, &MetaError{Field: "role", Reason: fmt.Sprintf("unknown code %d", role)}
 	}
 	m.Raft = flags&metaFlagRaft != 0
+	m.Encrypted = flags&metaFlagEncrypt != 0
 	rest := b[3:]
 	var strs [3]string
 	for i, name := range []string{"site", "quic", "admin"} {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -195,6 +196,9 @@ func (n *Node) applyPolicy(ctx context.Context, file string, src []byte, by call
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadPolicy, err)
 	}
+	if err := n.checkEncryption(c); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadPolicy, err)
+	}
 	rec := &PolicyRecord{File: file, Source: string(src), Cluster: c, AppliedAt: n.opts.Now().UTC(), AppliedBy: by.who(), AppliedBySerial: by.id.Serial}
 	cat := n.Catalog()
 	if changes := sensitiveChanges(cat.policyCluster(), c); len(changes) > 0 && needsApprovals(cat.policyCluster(), c) > 1 {
@@ -216,6 +220,34 @@ func (n *Node) applyPolicy(ctx context.Context, file string, src []byte, by call
 		return rec, nil
 	}
 	return p, nil
+}
+
+// checkEncryption refuses a policy that asks a site to keep its stores
+// encrypted while a node of that site (as gossip sees it now) keeps a plain
+// one: the policy would promise what the disks do not do.
+func (n *Node) checkEncryption(c *config.Cluster) error {
+	want := map[mesh.Site]bool{}
+	for _, s := range c.Sites {
+		if s.Encrypt {
+			want[mesh.Site(s.Name)] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	var plain []string
+	for _, m := range n.gossip.Members() {
+		if m.State == mesh.StateAlive && m.Meta.Role == RoleNode && want[m.Meta.Site] && !m.Meta.Encrypted {
+			plain = append(plain, fmt.Sprintf("%s (site %s)", m.Name, m.Meta.Site))
+		}
+	}
+	if len(plain) == 0 {
+		return nil
+	}
+	slices.Sort(plain)
+	return fmt.Errorf("encrypt = true, but these nodes keep unencrypted block stores: %s. "+
+		"Give each an [encryption] kek_file or kek_command in its node file and a new, empty data dir "+
+		"(a store is encrypted when it is created), or leave encrypt off for the site", strings.Join(plain, ", "))
 }
 
 // ApprovePolicy applies the pending policy with that version, approved by

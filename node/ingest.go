@@ -35,26 +35,32 @@ const maxPendingChanges = 4 << 20
 // openStore opens (creating) the node's block store under the cluster's
 // dedup key. A store made with another key is refused: its IDs would not
 // match what agents and other sites compute.
-func openStore(dir string, creds *mesh.Creds, log *slog.Logger) (*blockstore.Store, error) {
+func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, log *slog.Logger) (*blockstore.Store, error) {
 	if len(creds.DedupKey) != 32 {
 		return nil, fmt.Errorf("the TLS dir holds no dedup.key (32 bytes): reissue the node certificate with `lifeboat ca issue`")
 	}
 	var key blockstore.Key
 	copy(key[:], creds.DedupKey)
-	if _, err := os.Stat(filepath.Join(dir, "key")); errors.Is(err, os.ErrNotExist) {
-		if err := blockstore.Init(dir, blockstore.InitOptions{Key: &key}); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "lifeboat-store.json")); errors.Is(err, os.ErrNotExist) {
+		if err := blockstore.Init(dir, blockstore.InitOptions{Key: &key, KEK: kek}); err != nil {
 			return nil, fmt.Errorf("create block store: %w", err)
 		}
-	} else {
-		have, err := blockstore.ReadKeyFile(filepath.Join(dir, "key"))
-		if err != nil {
-			return nil, fmt.Errorf("block store key: %w", err)
-		}
-		if have != key {
-			return nil, fmt.Errorf("block store %s was made with another dedup key than the cluster's (dedup.key in the TLS dir)", dir)
+		if kek != nil {
+			log.Info("created block store encrypted at rest", "store", dir, "kek", kek.Fingerprint())
 		}
 	}
-	return blockstore.Open(dir, blockstore.Options{Logger: log})
+	s, err := blockstore.Open(dir, blockstore.Options{Logger: log, KEK: kek})
+	if err != nil {
+		return nil, err
+	}
+	if s.DedupKey() != key {
+		s.Close()
+		return nil, fmt.Errorf("block store %s was made with another dedup key than the cluster's (dedup.key in the TLS dir)", dir)
+	}
+	if kek != nil && !s.Encrypted() {
+		log.Warn("this node has a key-encryption key but its block store is not encrypted: only a new store is created encrypted", "store", dir)
+	}
+	return s, nil
 }
 
 // services tracks, per service, the newest point and each agent's newest

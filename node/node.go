@@ -44,7 +44,11 @@ type Options struct {
 	QUIC      string       // QUIC listen address; required
 	Admin     string       // admin API listen address; "" = no admin API (HTTPS with mutual TLS on every address)
 	HooksUser string       // local user the policy's hooks run as; "" = the node's own
-	Advertise string       // host to advertise when listening on 0.0.0.0; "" = the gossip layer's choice
+	// KEK is the key-encryption key of the node's block store: with it a new
+	// store is created encrypted at rest, and an encrypted one opens. nil =
+	// a plain store (an encrypted one then refuses to open).
+	KEK       *blockstore.KEK
+	Advertise string // host to advertise when listening on 0.0.0.0; "" = the gossip layer's choice
 
 	Join            []string      // gossip addresses of nodes to join
 	BootstrapExpect int           // nodes that must see each other before a new cluster forms; 0 = 1 without Join, else 3
@@ -257,7 +261,7 @@ func New(opts Options) (_ *Node, err error) {
 	}
 
 	if opts.Role != RoleWitness {
-		n.store, err = openStore(filepath.Join(opts.DataDir, "store"), opts.Creds, n.log)
+		n.store, err = openStore(filepath.Join(opts.DataDir, "store"), opts.Creds, opts.KEK, n.log)
 		if err != nil {
 			return nil, err
 		}
@@ -341,7 +345,8 @@ func (n *Node) meta(quic string) mesh.Meta {
 	if n.adminLn != nil {
 		admin = n.adminLn.Addr().String()
 	}
-	return mesh.Meta{Site: n.opts.Site, QUIC: quic, Admin: admin, Role: n.opts.Role, Raft: n.hasState.Load()}
+	return mesh.Meta{Site: n.opts.Site, QUIC: quic, Admin: admin, Role: n.opts.Role, Raft: n.hasState.Load(),
+		Encrypted: n.store != nil && n.store.Encrypted()}
 }
 
 // raftLayer gives Raft the endpoint's raft streams under the advertised

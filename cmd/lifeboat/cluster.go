@@ -351,6 +351,17 @@ file. A node stopped this way keeps its place in the cluster.`,
 				c.log = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
 				c.setDefault(c.log)
 			}
+			// The store's key-encryption key: --kek-file/--kek-command win
+			// over the node file's [encryption].
+			kf := c.kek
+			if kf.file == "" && kf.command == "" {
+				kf.file = n.Encryption.KEKFile
+				kf.command = strings.Join(n.Encryption.KEKCommand, " ")
+			}
+			kek, err := loadKEK(cmd.Context(), kf.file, kekArgv(kf.command, n.Encryption.KEKCommand))
+			if err != nil {
+				return err
+			}
 			creds, err := mesh.LoadCreds(n.TLS.Dir)
 			if err != nil {
 				return &hintError{err, fmt.Sprintf("issue this node's certificate with `lifeboat ca issue --dir CA --name %s --site %s --out %s`", n.Name, n.Site, n.TLS.Dir)}
@@ -360,7 +371,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 				Gossip: n.Listen.Gossip, QUIC: n.Listen.QUIC, Admin: n.Listen.Admin, Advertise: n.Listen.Advertise,
 				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(), HolderTimeout: n.HolderTimeout.Std(),
 				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, HooksUser: n.HooksUser,
-				BarrierInterval: barrierInterval,
+				BarrierInterval: barrierInterval, KEK: kek,
 			})
 			if err != nil {
 				var rse *node.RaftStateError

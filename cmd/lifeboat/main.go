@@ -71,6 +71,7 @@ type cli struct {
 
 	logLevel string
 	log      *slog.Logger
+	kek      kekFlags // --kek-file, --kek-command
 	// ran is set once a command's own code starts; errors before that are
 	// cobra's objections to the command line.
 	ran bool
@@ -98,7 +99,7 @@ failback, drill, points/restore/serve-nbd --admin) talk to a node's admin
 API (--admin); snapshot, points, restore, verify, prune and stats also work
 offline on a local store (--store).
 Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
-6 unavailable (no node or no quorum), 130 interrupted.`,
+6 unavailable (no node or no quorum), 7 refused, 130 interrupted.`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		PersistentPreRunE: c.setupLogging,
@@ -107,6 +108,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
 	root.SetErr(c.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	c.kek.add(root.PersistentFlags(), "", "")
 	root.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
 	root.AddCommand(
 		c.storeCmd(),

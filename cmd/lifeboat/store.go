@@ -37,9 +37,18 @@ func jsonFlag(cmd *cobra.Command, on *bool) {
 
 // openStore opens the store in dir with the command's logger.
 func (c *cli) openStore(dir string) (*blockstore.Store, error) {
-	s, err := blockstore.Open(dir, blockstore.Options{Logger: c.log})
-	if errors.Is(err, blockstore.ErrNotStore) {
+	kek, err := c.kek.load(context.Background(), true)
+	if err != nil {
+		return nil, err
+	}
+	s, err := blockstore.Open(dir, blockstore.Options{Logger: c.log, KEK: kek})
+	switch {
+	case errors.Is(err, blockstore.ErrNotStore):
 		return nil, &hintError{err: err, hint: fmt.Sprintf("check the --store path, or create a store with `lifeboat store init --store %s`", dir)}
+	case errors.Is(err, blockstore.ErrEncrypted):
+		return nil, &hintError{err: err, hint: "give the store's key-encryption key with --kek-file FILE, --kek-command CMD or $" + envKEKFile}
+	case errors.Is(err, blockstore.ErrWrongKEK):
+		return nil, &hintError{err: err, hint: "the key given is not the one this store is sealed under; after a `store rekey` only the new key opens it"}
 	}
 	return s, err
 }
@@ -84,17 +93,28 @@ func (c *cli) storeCmd() *cobra.Command {
 	}
 	var dir, keyFile string
 	initCmd := &cobra.Command{
-		Use:   "init --store DIR [--key-file FILE]",
+		Use:   "init --store DIR [--key-file FILE] [--kek-file FILE | --kek-command CMD]",
 		Short: "Create a new, empty store",
 		Long: `Create a new, empty store in DIR, which must not exist or be empty.
 
 The store's dedup key decides block IDs; stores that share a key deduplicate
 against each other. Without --key-file a new random key is made and kept in
-DIR/key. A key file holds 64 hex digits.`,
+DIR/key. A key file holds 64 hex digits.
+
+With a key-encryption key (--kek-file, --kek-command or $LIFEBOAT_KEK_FILE)
+the store is encrypted at rest: a new data key seals every pack frame and
+index value (AES-256-GCM), and DIR/keys holds it and the dedup key sealed
+under the KEK; there is no plaintext key file. Every later command on the
+store needs the same KEK ('lifeboat store rekey' changes it).`,
 		Example: "  lifeboat store init --store /var/lib/lifeboat/store",
 		Args:    noArgs,
-		RunE: c.runE(func(*cobra.Command, []string) error {
+		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
 			var o blockstore.InitOptions
+			kek, err := c.kek.load(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			o.KEK = kek
 			if keyFile != "" {
 				k, err := blockstore.ReadKeyFile(keyFile)
 				if err != nil {
@@ -105,13 +125,17 @@ DIR/key. A key file holds 64 hex digits.`,
 			if err := blockstore.Init(dir, o); err != nil {
 				return err
 			}
+			if kek != nil {
+				fmt.Fprintf(c.stderr, "created store %s, encrypted at rest under key-encryption key %s\n", dir, kek.Fingerprint())
+				return nil
+			}
 			fmt.Fprintf(c.stderr, "created store %s\n", dir)
 			return nil
 		}),
 	}
 	storeFlag(initCmd, &dir)
 	initCmd.Flags().StringVar(&keyFile, "key-file", "", "use the dedup key in FILE instead of a new random one")
-	store.AddCommand(initCmd)
+	store.AddCommand(initCmd, c.rekeyCmd(), c.rebuildIndexCmd())
 	return store
 }
 

@@ -1,0 +1,253 @@
+package blockstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// RebuildReport says what RebuildIndex found in the packs.
+type RebuildReport struct {
+	Packs   int64 `json:"packs"`
+	Frames  int64 `json:"frames"`
+	Blocks  int64 `json:"blocks"`
+	Pages   int64 `json:"pages"`
+	Points  int64 `json:"points"`
+	Skipped int64 `json:"frames_skipped"` // damaged frames left out of the index
+	// Incomplete are points recovered from the packs whose map root is
+	// not in any sound frame; they are left out.
+	Incomplete []string `json:"points_incomplete,omitempty"`
+	// OldIndex is where the index that was there went ("" if there was none).
+	OldIndex string  `json:"old_index,omitempty"`
+	Damage   []error `json:"-"`
+}
+
+// RebuildIndex replaces the index of the store in dir with one built from
+// its packs alone: every sound frame's blocks and map pages (each re-hashed
+// against its ID, or authenticated in an encrypted store), every point whose
+// record the packs hold (every point committed by this version) and whose
+// map root is present, and the packs' lengths. Damaged frames are skipped
+// and reported. The old index is moved aside to index.damaged-TIME, not
+// deleted. The store must not be open (RebuildIndex takes its lock).
+//
+// What the packs cannot say: points that prune removed come back if the
+// pack holding their record was not rewritten since (run prune again), and
+// per-service block scopes start empty (a node rebuilds them from its
+// catalog). Progress, if set, is called with pack bytes read and the total.
+func RebuildIndex(ctx context.Context, dir string, o Options, progress func(done, total int64)) (RebuildReport, error) {
+	var rep RebuildReport
+	lock, err := lockStore(dir)
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		lock.Close()
+	}()
+	key, seal, err := openKeys(dir, o.KEK)
+	if err != nil {
+		return rep, err
+	}
+	h, err := newHasher(key)
+	if err != nil {
+		return rep, err
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxFramePlain))
+	if err != nil {
+		return rep, err
+	}
+	defer dec.Close()
+	s := &Store{dir: dir, h: h, seal: seal, dec: dec, log: logger(o.Logger)}
+
+	fresh := filepath.Join(dir, indexDir+".rebuild")
+	if err := os.RemoveAll(fresh); err != nil {
+		return rep, fmt.Errorf("rebuild index: %w", err)
+	}
+	db, err := pebble.Open(fresh, pebbleOptions(o, false, s.corruptionListener()))
+	if err != nil {
+		return rep, fmt.Errorf("rebuild index: %w", err)
+	}
+	s.db = db
+	err = s.rebuildInto(ctx, &rep, progress)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.RemoveAll(fresh)
+		return rep, fmt.Errorf("rebuild index: %w", err)
+	}
+	// Swap: at every instant "index" is the old index, absent, or the new
+	// one; a crash in between leaves a store that a second rebuild mends.
+	old := filepath.Join(dir, indexDir)
+	if _, err := os.Stat(old); err == nil {
+		rep.OldIndex = fmt.Sprintf("%s.damaged-%s", old, time.Now().UTC().Format("20060102T150405Z"))
+		if err := os.Rename(old, rep.OldIndex); err != nil {
+			return rep, fmt.Errorf("rebuild index: move the old index aside: %w", err)
+		}
+	}
+	if err := os.Rename(fresh, old); err != nil {
+		return rep, fmt.Errorf("rebuild index: %w", err)
+	}
+	return rep, syncDir(dir)
+}
+
+// rebuildInto scans every pack into s.db.
+func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress func(done, total int64)) error {
+	pdir := filepath.Join(s.dir, packsDir)
+	entries, err := os.ReadDir(pdir)
+	if err != nil {
+		return err
+	}
+	var packs []uint32
+	var total, done int64
+	for _, e := range entries {
+		if id, ok := parsePackName(e.Name()); ok {
+			packs = append(packs, id)
+			if fi, err := e.Info(); err == nil {
+				total += fi.Size()
+			}
+		}
+	}
+	slices.Sort(packs)
+	b := s.db.NewBatch()
+	pending := 0
+	commit := func(opt *pebble.WriteOptions) error {
+		err := b.Commit(opt)
+		b.Close()
+		b, pending = s.db.NewBatch(), 0
+		return err
+	}
+	defer func() { b.Close() }()
+	pages := map[ID]struct{}{}
+	points := map[string]Point{}
+	var buf, scratch []byte
+	for _, id := range packs {
+		path := filepath.Join(pdir, packName(id))
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rep.Packs++
+		damage := func(off int, err error) {
+			rep.Damage = append(rep.Damage, &CorruptError{Path: path, Offset: int64(off), Err: err})
+		}
+		if hid, err := decodePackHeader(data); err != nil || hid != id {
+			if err == nil {
+				err = corruptf("pack header names pack %d", hid)
+			}
+			damage(0, err)
+		}
+		end := packHeaderSize // end of the last sound frame
+		for off := packHeaderSize; off+frameHeaderSize <= len(data); {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n, err := frameSizeFromHeader(data[off:])
+			var fr frame
+			var plain []byte
+			if err == nil && off+n > len(data) {
+				err = corruptf("frame of %d bytes runs past the end of the pack", n)
+			}
+			if err == nil {
+				fr, err = decodeFrame(data[off : off+n])
+			}
+			if err == nil {
+				// plain may alias data (a raw frame): never append to it.
+				plain, err = s.framePlain(fr, buf[:0], &scratch)
+				if err == nil && fr.codec != codecRaw {
+					buf = plain
+				}
+			}
+			if err != nil {
+				// Resynchronise at the next frame magic.
+				rep.Skipped++
+				damage(off, err)
+				next := bytes.Index(data[off+1:], frameMagic[:])
+				if next < 0 {
+					break
+				}
+				off += 1 + next
+				continue
+			}
+			rep.Frames++
+			var po uint32
+			for slot, e := range fr.entries {
+				body := plain[po : po+e.len]
+				loc := location{pack: id, offset: uint64(off), recLen: uint32(n), slot: uint16(slot), plainOff: po, plainLen: e.len}
+				po += e.len
+				switch fr.kind {
+				case kindPoint:
+					p, err := decodePoint(body)
+					if err != nil || s.pointFrameID(p.ID) != e.id {
+						damage(off, corruptf("point record copy does not decode to its point"))
+						continue
+					}
+					pk := pointKey(p.Time, p.ID)
+					b.Set(pk, s.sealValue(pk, body), nil)
+					points[p.ID] = p
+				default:
+					if got := s.h.sum(body); got != e.id {
+						damage(off, fmt.Errorf("%w: block %s hashes to %s", errCorrupt, e.id.Short(), got.Short()))
+						continue
+					}
+					if fr.kind == kindPage {
+						pages[e.id] = struct{}{}
+						rep.Pages++
+					} else {
+						rep.Blocks++
+					}
+				}
+				k := ref{fr.kind, e.id}.key()
+				b.Set(k, s.sealValue(k, encodeLocation(loc)), nil)
+				pending++
+			}
+			off += n
+			end = off
+			if pending >= 1<<16 {
+				if err := commit(pebble.NoSync); err != nil {
+					return err
+				}
+			}
+		}
+		b.Set(packKey(id), binary.LittleEndian.AppendUint64(nil, uint64(end)), nil)
+		done += int64(len(data))
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	// Points whose map root is gone cannot be restored: leave them out.
+	for _, p := range points {
+		complete := true
+		for _, v := range p.Volumes {
+			if _, ok := pages[v.Root]; !ok && !v.Root.IsZero() {
+				complete = false
+			}
+		}
+		if complete {
+			rep.Points++
+			continue
+		}
+		rep.Incomplete = append(rep.Incomplete, p.ID)
+		b.Delete(pointKey(p.Time, p.ID), nil)
+		k := ref{kindPoint, s.pointFrameID(p.ID)}.key()
+		b.Delete(k, nil)
+	}
+	if err := commit(pebble.Sync); err != nil {
+		return err
+	}
+	if err := s.db.Flush(); err != nil && !errors.Is(err, pebble.ErrReadOnly) {
+		return err
+	}
+	return nil
+}
