@@ -8,7 +8,9 @@
 # Environment:
 #   SIZE         image size for diskgen (default 2GiB)
 #   ROUNDS       rounds per tool; the table shows medians (default 3)
-#   TOOLS        subset/order of "lifeboat restic borg cp" (default: all four)
+#   TOOLS        subset/order of "lifeboat lifeboatenc restic borg cp" (default:
+#                lifeboat restic borg cp); lifeboatenc is lifeboat with a store
+#                encrypted at rest (store init --kek-file), as restic's always is
 #   LIFEBOAT_BS  lifeboat --block-size (default 4KiB)
 #   SHARED       path to the shared dir (default <repo root>/../shared)
 #   WORKDIR      work dir; must be absent or empty (default: mktemp -d under /var/tmp)
@@ -39,7 +41,7 @@ die() { printf 'store.sh: FATAL: %s\n' "$*" >&2; exit 1; }
 has_tool() { case " $TOOLS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 for t in $TOOLS; do
-	case $t in lifeboat | restic | borg | cp) ;; *) die "unknown tool '$t' in TOOLS (want lifeboat restic borg cp)" ;; esac
+	case $t in lifeboat | lifeboatenc | restic | borg | cp) ;; *) die "unknown tool '$t' in TOOLS (want lifeboat lifeboatenc restic borg cp)" ;; esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
 
@@ -149,7 +151,7 @@ log "work dir $W; building diskgen$(has_tool lifeboat && echo " and lifeboat" ||
 mkdir -p "$W/bin" "$W/src" "$W/logs"
 (cd "$SHARED/bench/diskgen" && go build -o "$W/bin/diskgen" ./main.go) || die "go build diskgen failed"
 LB=$W/lifeboat
-if has_tool lifeboat; then
+if has_tool lifeboat || has_tool lifeboatenc; then
 	(cd "$ROOT" && go build -o "$LB" ./cmd/lifeboat) || die "go build ./cmd/lifeboat failed"
 fi
 
@@ -219,6 +221,13 @@ run_lifeboat() {
 		fi
 	fi
 	rm -rf "$S"
+}
+
+# lifeboat with its store encrypted at rest: the same run under a KEK.
+run_lifeboatenc() {
+	local kek=$W/kek.hex
+	[[ -f $kek ]] || { od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$kek"; echo >>"$kek"; chmod 600 "$kek"; }
+	LIFEBOAT_KEK_FILE=$kek run_lifeboat "$@"
 }
 
 run_restic() {
@@ -312,6 +321,7 @@ for t in $TOOLS; do
 	name=$t
 	[[ $t == cp ]] && name="cp+sync"
 	[[ $t == lifeboat ]] && name="lifeboat ($LIFEBOAT_BS)"
+	[[ $t == lifeboatenc ]] && name="lifeboat encrypted ($LIFEBOAT_BS)"
 	printf '| %s | %.2f | %.2f | %s | %s | %.2f | %.1f |\n' "$name" "${M[$t.init_s]}" "${M[$t.incr_s]}" \
 		"$(mb "${M[$t.init_bytes]}")" "$(mb "${M[$t.incr_bytes]}")" "${M[$t.rest_s]}" "${M[$t.rest_mbps]}"
 done
@@ -348,6 +358,10 @@ if has_tool lifeboat; then
 	echo "- stored bytes after incremental vs smaller of restic/borg (${pt:-none}): $(ratio "${M[lifeboat.incr_bytes]}" "${pv:-}") (below 1 = lifeboat smaller)"
 	echo "- restore throughput vs cp+sync: $(ratio "${M[lifeboat.rest_mbps]}" "${M[cp.rest_mbps]:-}")"
 	echo "- restore throughput vs restic: $(ratio "${M[lifeboat.rest_mbps]}" "${M[restic.rest_mbps]:-}")"
+	if has_tool lifeboatenc; then
+		echo "- encrypted vs plain lifeboat: initial ingest $(ratio "${M[lifeboat.init_s]}" "${M[lifeboatenc.init_s]}") of the speed, incremental $(ratio "${M[lifeboat.incr_s]}" "${M[lifeboatenc.incr_s]}"), restore $(ratio "${M[lifeboatenc.rest_mbps]}" "${M[lifeboat.rest_mbps]}"), stored bytes $(ratio "${M[lifeboatenc.incr_bytes]}" "${M[lifeboat.incr_bytes]}")"
+		echo "- encrypted lifeboat vs restic (both encrypt): initial ingest speedup $(ratio "${M[restic.init_s]:-}" "${M[lifeboatenc.init_s]}"), restore throughput $(ratio "${M[lifeboatenc.rest_mbps]}" "${M[restic.rest_mbps]:-}")"
+	fi
 else
 	echo "- lifeboat not in TOOLS; peer ratios only:"
 	if has_tool restic && has_tool borg; then
