@@ -131,7 +131,6 @@ func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress fu
 	defer func() { b.Close() }()
 	pages := map[ID]struct{}{}
 	points := map[string]Point{}
-	var buf, scratch []byte
 	for _, id := range packs {
 		path := filepath.Join(pdir, packName(id))
 		data, err := os.ReadFile(path)
@@ -139,86 +138,28 @@ func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress fu
 			return err
 		}
 		rep.Packs++
-		damage := func(off int, err error) {
-			rep.Damage = append(rep.Damage, &CorruptError{Path: path, Offset: int64(off), Err: err})
+		var emitErr error
+		end, err := s.scanPack(ctx, id, path, data, rep, func(k kind, fid ID, loc location, body []byte) {
+			if k == kindPoint {
+				p, _ := decodePoint(body) // checked by scanPack
+				pk := pointKey(p.Time, p.ID)
+				b.Set(pk, s.sealValue(pk, body), nil)
+				points[p.ID] = p
+			}
+			if k == kindPage {
+				pages[fid] = struct{}{}
+			}
+			key := ref{k, fid}.key()
+			b.Set(key, s.sealValue(key, encodeLocation(loc)), nil)
+			if pending++; pending >= 1<<16 && emitErr == nil {
+				emitErr = commit(pebble.NoSync)
+			}
+		})
+		if err != nil {
+			return err
 		}
-		if hid, err := decodePackHeader(data); err != nil || hid != id {
-			if err == nil {
-				err = corruptf("pack header names pack %d", hid)
-			}
-			damage(0, err)
-		}
-		end := packHeaderSize // end of the last sound frame
-		for off := packHeaderSize; off+frameHeaderSize <= len(data); {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			n, err := frameSizeFromHeader(data[off:])
-			var fr frame
-			var plain []byte
-			if err == nil && off+n > len(data) {
-				err = corruptf("frame of %d bytes runs past the end of the pack", n)
-			}
-			if err == nil {
-				fr, err = decodeFrame(data[off : off+n])
-			}
-			if err == nil {
-				// plain may alias data (a raw frame): never append to it.
-				plain, err = s.framePlain(fr, buf[:0], &scratch)
-				if err == nil && fr.codec != codecRaw {
-					buf = plain
-				}
-			}
-			if err != nil {
-				// Resynchronise at the next frame magic.
-				rep.Skipped++
-				damage(off, err)
-				next := bytes.Index(data[off+1:], frameMagic[:])
-				if next < 0 {
-					break
-				}
-				off += 1 + next
-				continue
-			}
-			rep.Frames++
-			var po uint32
-			for slot, e := range fr.entries {
-				body := plain[po : po+e.len]
-				loc := location{pack: id, offset: uint64(off), recLen: uint32(n), slot: uint16(slot), plainOff: po, plainLen: e.len}
-				po += e.len
-				switch fr.kind {
-				case kindPoint:
-					p, err := decodePoint(body)
-					if err != nil || s.pointFrameID(p.ID) != e.id {
-						damage(off, corruptf("point record copy does not decode to its point"))
-						continue
-					}
-					pk := pointKey(p.Time, p.ID)
-					b.Set(pk, s.sealValue(pk, body), nil)
-					points[p.ID] = p
-				default:
-					if got := s.h.sum(body); got != e.id {
-						damage(off, fmt.Errorf("%w: block %s hashes to %s", errCorrupt, e.id.Short(), got.Short()))
-						continue
-					}
-					if fr.kind == kindPage {
-						pages[e.id] = struct{}{}
-						rep.Pages++
-					} else {
-						rep.Blocks++
-					}
-				}
-				k := ref{fr.kind, e.id}.key()
-				b.Set(k, s.sealValue(k, encodeLocation(loc)), nil)
-				pending++
-			}
-			off += n
-			end = off
-			if pending >= 1<<16 {
-				if err := commit(pebble.NoSync); err != nil {
-					return err
-				}
-			}
+		if emitErr != nil {
+			return emitErr
 		}
 		b.Set(packKey(id), binary.LittleEndian.AppendUint64(nil, uint64(end)), nil)
 		done += int64(len(data))
@@ -250,4 +191,84 @@ func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress fu
 		return err
 	}
 	return nil
+}
+
+// scanPack reads the frames of pack id (its bytes are data) and calls emit
+// for every sound object in them: blocks and pages whose plaintext hashes
+// to their ID, point records that decode to their point. Damaged frames are
+// counted and reported in rep, and the scan resynchronises at the next
+// frame magic. It returns the end of the last sound frame.
+func (s *Store) scanPack(ctx context.Context, id uint32, path string, data []byte, rep *RebuildReport, emit func(k kind, id ID, loc location, body []byte)) (int, error) {
+	damage := func(off int, err error) {
+		rep.Damage = append(rep.Damage, &CorruptError{Path: path, Offset: int64(off), Err: err})
+	}
+	if hid, err := decodePackHeader(data); err != nil || hid != id {
+		if err == nil {
+			err = corruptf("pack header names pack %d", hid)
+		}
+		damage(0, err)
+	}
+	var buf, scratch []byte
+	end := packHeaderSize // end of the last sound frame
+	for off := packHeaderSize; off+frameHeaderSize <= len(data); {
+		if err := ctx.Err(); err != nil {
+			return end, err
+		}
+		n, err := frameSizeFromHeader(data[off:])
+		var fr frame
+		var plain []byte
+		if err == nil && off+n > len(data) {
+			err = corruptf("frame of %d bytes runs past the end of the pack", n)
+		}
+		if err == nil {
+			fr, err = decodeFrame(data[off : off+n])
+		}
+		if err == nil {
+			// plain may alias data (a raw frame): never append to it.
+			plain, err = s.framePlain(fr, buf[:0], &scratch)
+			if err == nil && fr.codec != codecRaw {
+				buf = plain
+			}
+		}
+		if err != nil {
+			// Resynchronise at the next frame magic.
+			rep.Skipped++
+			damage(off, err)
+			next := bytes.Index(data[off+1:], frameMagic[:])
+			if next < 0 {
+				break
+			}
+			off += 1 + next
+			continue
+		}
+		rep.Frames++
+		var po uint32
+		for slot, e := range fr.entries {
+			body := plain[po : po+e.len]
+			loc := location{pack: id, offset: uint64(off), recLen: uint32(n), slot: uint16(slot), plainOff: po, plainLen: e.len}
+			po += e.len
+			switch fr.kind {
+			case kindPoint:
+				p, err := decodePoint(body)
+				if err != nil || s.pointFrameID(p.ID) != e.id {
+					damage(off, corruptf("point record copy does not decode to its point"))
+					continue
+				}
+			default:
+				if got := s.h.sum(body); got != e.id {
+					damage(off, fmt.Errorf("%w: block %s hashes to %s", errCorrupt, e.id.Short(), got.Short()))
+					continue
+				}
+				if fr.kind == kindPage {
+					rep.Pages++
+				} else {
+					rep.Blocks++
+				}
+			}
+			emit(fr.kind, e.id, loc, body)
+		}
+		off += n
+		end = off
+	}
+	return end, nil
 }
