@@ -3,9 +3,11 @@ package blockstore
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -44,10 +46,15 @@ func openIndexErr(dir string, err error) error {
 	if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
 		return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: the index directory is missing", errCorrupt), Hint: indexHint(dir)}
 	}
-	if pebble.IsCorruptionError(err) {
-		return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: open index database: %s", errCorrupt, shortPebbleErr(err)), Hint: indexHint(dir)}
+	// Errors of the file system (permissions, I/O) are what they are; any
+	// other refusal of Pebble's to open an index that is there (a bad
+	// checksum, a manifest or options file that does not parse) is damage.
+	var pe *fs.PathError
+	var errno syscall.Errno
+	if !pebble.IsCorruptionError(err) && (errors.As(err, &pe) || errors.As(err, &errno)) {
+		return fmt.Errorf("open store index %s: %w", path, err)
 	}
-	return fmt.Errorf("open store index %s: %w", path, err)
+	return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: open index database: %s", errCorrupt, shortPebbleErr(err)), Hint: indexHint(dir)}
 }
 
 // shortPebbleErr is the first line of a Pebble error, without the key bounds
