@@ -31,6 +31,9 @@ type Stats struct {
 	DedupRatio float64 `json:"dedup_ratio"`
 	// CompressionRatio is UniqueBytes / StoredBytes.
 	CompressionRatio float64 `json:"compression_ratio"`
+	// Encryption is "none", or the cipher and the fingerprint of the KEK
+	// the store's keys are sealed under.
+	Encryption string `json:"encryption"`
 }
 
 // Stats counts points, blocks and bytes. It reads the whole index.
@@ -42,6 +45,11 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	pts, err := s.Points(ctx, "")
 	if err != nil {
 		return st, err
+	}
+	st.Encryption = "none"
+	if s.seal != nil {
+		_, fp, _ := Encrypted(s.dir)
+		st.Encryption = keysCipher + ", key-encryption key " + fp
 	}
 	vols := map[string]bool{}
 	for _, p := range pts {

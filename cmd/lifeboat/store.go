@@ -937,6 +937,7 @@ func printStats(w io.Writer, s blockstore.Stats) error {
 	fmt.Fprintf(tw, "dedup\t%s\n", ratio(s.DedupRatio))
 	fmt.Fprintf(tw, "compression\t%s\n", ratio(s.CompressionRatio))
 	fmt.Fprintf(tw, "total saving\t%s\n", ratio(finite(s.DedupRatio)*finite(s.CompressionRatio)))
+	fmt.Fprintf(tw, "encryption\t%s\n", s.Encryption)
 	return tw.Flush()
 }
 
