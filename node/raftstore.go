@@ -1,16 +1,21 @@
 package node
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/lifeboat-dr/lifeboat/node/internal/boltcheck"
 )
 
 // RaftStateError reports Raft state on disk that this node cannot use: a
@@ -63,8 +68,9 @@ func resetRaftDir(dir string, now time.Time) (string, error) {
 }
 
 // openRaftStores opens (creating) the Raft log, stable store and snapshots
-// in dir, after checking the log database page by page: bbolt panics on some
-// corruption, and a node must say so instead of crashing later.
+// in dir, after checking the log database page by page and reading every
+// entry: damage must be a RaftStateError naming raft.db at start, not a
+// crash (bbolt faults on some damage) or a panic inside raft later.
 func openRaftStores(dir string, logOut io.Writer) (*raftStores, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o700); err != nil {
 		return nil, fmt.Errorf("create raft dir: %w", err)
@@ -73,20 +79,24 @@ func openRaftStores(dir string, logOut io.Writer) (*raftStores, error) {
 	if err := checkBolt(path); err != nil {
 		return nil, err
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{
-		Path:        path,
-		BoltOptions: &bbolt.Options{Timeout: time.Second},
-	})
+	bad := func(err error) error {
+		return &RaftStateError{Path: dir, Err: fmt.Errorf("%s: %w", path, err)}
+	}
+	// checkBolt has bounded every page bbolt will touch; should it have
+	// missed something, a fault in this goroutine is a panic we recover
+	// (bbolt maps the file) instead of the end of the process.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	bolt, err := newBoltStore(path)
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
 			return nil, fmt.Errorf("raft log %s is locked: is another lifeboat node running on this data dir?", path)
 		}
-		return nil, &RaftStateError{Path: dir, Err: err}
+		return nil, bad(err)
 	}
 	st := &raftStores{dir: dir, bolt: bolt}
 	if err := checkLog(bolt); err != nil {
 		st.Close()
-		return nil, &RaftStateError{Path: dir, Err: err}
+		return nil, bad(err)
 	}
 	snaps, err := raft.NewFileSnapshotStore(filepath.Join(dir, "snapshots"), 2, logOut)
 	if err != nil {
@@ -97,40 +107,131 @@ func openRaftStores(dir string, logOut io.Writer) (*raftStores, error) {
 	return st, nil
 }
 
-// checkBolt runs bbolt's consistency check on an existing database.
+// newBoltStore opens raft-boltdb's store, turning a panic into an error.
+func newBoltStore(path string) (s *raftboltdb.BoltStore, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s, err = nil, fmt.Errorf("open: %v", p)
+		}
+	}()
+	return raftboltdb.New(raftboltdb.Options{
+		Path:        path,
+		BoltOptions: &bbolt.Options{Timeout: time.Second},
+	})
+}
+
+// The buckets and stable-store keys raft-boltdb and raft use.
+var (
+	boltLogs     = []byte("logs")
+	boltConf     = []byte("conf")
+	uint64Stable = [][]byte{[]byte("CurrentTerm"), []byte("LastVoteTerm")}
+)
+
+// checkBolt checks an existing database before raft-boltdb opens it: the
+// structure of every page (boltcheck, without bbolt's memory map), then
+// bbolt's own consistency check, then what raft-boltdb assumes without
+// checking: only the logs and conf buckets, 8-byte log keys with no gap
+// between the first and the last, and 8-byte terms.
 func checkBolt(path string) (err error) {
-	if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+	fi, serr := os.Stat(path)
+	if errors.Is(serr, os.ErrNotExist) {
 		return nil
+	}
+	if serr != nil {
+		return fmt.Errorf("raft log: %w", serr)
+	}
+	bad := func(err error) error {
+		return &RaftStateError{Path: filepath.Dir(path), Err: fmt.Errorf("%s: %w", path, err)}
+	}
+	if fi.Size() == 0 {
+		// Not a new database: bbolt writes its first pages before Open
+		// returns. Starting afresh could forget a vote.
+		return bad(errors.New("empty file: the node's term, vote and log are lost"))
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			err = &RaftStateError{Path: filepath.Dir(path), Err: fmt.Errorf("raft.db: %v", p)}
+			err = bad(fmt.Errorf("%v", p))
 		}
 	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	// Opening read-only takes a shared lock (so a running node is reported
+	// as such, not as damage) and maps only the two meta pages.
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, ReadOnly: true})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
 			return fmt.Errorf("raft log %s is locked: is another lifeboat node running on this data dir?", path)
 		}
-		return &RaftStateError{Path: filepath.Dir(path), Err: fmt.Errorf("raft.db: %w", err)}
+		if cerr := boltcheck.Check(path); cerr != nil {
+			err = cerr
+		}
+		return bad(err)
 	}
 	defer db.Close()
+	if err := boltcheck.Check(path); err != nil {
+		return bad(err)
+	}
 	var errs []error
 	if verr := db.View(func(tx *bbolt.Tx) error {
 		for e := range tx.Check() {
-			errs = append(errs, e)
+			if len(errs) < 10 {
+				errs = append(errs, e)
+			}
 		}
-		return nil
+		if len(errs) > 0 {
+			return nil
+		}
+		return checkRaftBuckets(tx)
 	}); verr != nil {
 		errs = append(errs, verr)
 	}
 	if len(errs) > 0 {
-		return &RaftStateError{Path: filepath.Dir(path), Err: fmt.Errorf("raft.db: %w", errors.Join(errs...))}
+		return bad(errors.Join(errs...))
 	}
 	return nil
 }
 
-// checkLog reads the first and last entries of the log: both must decode.
+// checkRaftBuckets checks what raft-boltdb reads without checking.
+func checkRaftBuckets(tx *bbolt.Tx) error {
+	c := tx.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v != nil || (!bytes.Equal(k, boltLogs) && !bytes.Equal(k, boltConf)) {
+			return fmt.Errorf("unexpected top-level key %q", k)
+		}
+	}
+	logs, conf := tx.Bucket(boltLogs), tx.Bucket(boltConf)
+	if logs == nil && conf == nil {
+		return nil // created but not yet initialised: no state
+	}
+	if logs == nil {
+		return errors.New("the logs bucket is missing")
+	}
+	if conf == nil {
+		return errors.New("the conf bucket is missing")
+	}
+	var prev uint64
+	c = logs.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != 8 || v == nil {
+			return fmt.Errorf("log key %x: want an 8-byte index with a value", k)
+		}
+		i := binary.BigEndian.Uint64(k)
+		if prev != 0 && i != prev+1 {
+			return fmt.Errorf("log entries %d to %d are missing", prev+1, i-1)
+		}
+		prev = i
+	}
+	for _, k := range uint64Stable {
+		if v := conf.Get(k); v != nil && len(v) != 8 {
+			return fmt.Errorf("stable key %s holds %d bytes, want 8", k, len(v))
+		}
+	}
+	return nil
+}
+
+// checkLog reads every entry of the log, as raft will: each must decode,
+// say it is the entry at its index, have a term no lower than the one
+// before, and a configuration entry must decode as one (raft panics on one
+// that does not).
 func checkLog(s *raftboltdb.BoltStore) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -152,13 +253,35 @@ func checkLog(s *raftboltdb.BoltStore) (err error) {
 		return fmt.Errorf("raft log: first index %d after last %d", first, last)
 	}
 	var l raft.Log
-	for _, i := range []uint64{first, last} {
+	var term uint64
+	for i := first; i <= last; i++ {
 		if err := s.GetLog(i, &l); err != nil {
 			return fmt.Errorf("raft log entry %d: %w", i, err)
 		}
 		if l.Index != i {
 			return fmt.Errorf("raft log entry %d says it is entry %d", i, l.Index)
 		}
+		if l.Term < term {
+			return fmt.Errorf("raft log entry %d has term %d, below the %d of the entry before", i, l.Term, term)
+		}
+		term = l.Term
+		if l.Type == raft.LogConfiguration {
+			if err := decodeConfiguration(l.Data); err != nil {
+				return fmt.Errorf("raft log entry %d: %w", i, err)
+			}
+		}
 	}
+	return nil
+}
+
+// decodeConfiguration decodes a configuration entry as raft will, which
+// panics on one that does not decode.
+func decodeConfiguration(b []byte) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("configuration: %v", p)
+		}
+	}()
+	raft.DecodeConfiguration(b)
 	return nil
 }
