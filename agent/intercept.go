@@ -18,6 +18,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent/internal/intercept"
 	"github.com/lifeboat-dr/lifeboat/agent/internal/spool"
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 )
 
 // Intercept mode: each volume appears as a file on a FUSE mount
@@ -247,10 +248,7 @@ func (a *Agent) geometry(ctx context.Context) (map[string]int, error) {
 		g[v.Name] = bs
 	}
 	b, _ := json.Marshal(g)
-	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
-		return nil, err
-	}
-	return g, os.Rename(path+".tmp", path)
+	return g, durable.WriteFile(path, b, 0o600)
 }
 
 func (a *Agent) runIntercept(ctx context.Context) error {
@@ -502,23 +500,7 @@ func readSeqFile(path string) uint64 {
 
 // writeSeqFile writes a sequence number file durably.
 func writeSeqFile(path string, n uint64) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := fmt.Fprintf(f, "%d\n", n); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return durable.WriteFile(path, fmt.Appendf(nil, "%d\n", n), 0o600)
 }
 
 // shipOnce ships the spool up to its next mark and commits a point there;

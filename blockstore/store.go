@@ -22,6 +22,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 )
 
 // Store file and directory names inside a store directory.
@@ -1082,42 +1084,12 @@ func (s *Store) framePlain(fr frame, dst []byte, scratch *[]byte) ([]byte, error
 	return plain, nil
 }
 
-// writeFileDurable writes a file the litestream/restic way: temp file, write,
-// fsync, close, rename, fsync dir; the temp is removed on any error.
+// writeFileDurable and syncDir are internal/durable's.
 func writeFileDurable(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
+	return durable.WriteFile(path, data, perm)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
-}
+func syncDir(dir string) error { return durable.SyncDir(dir) }
 
 func truncateDurable(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)

@@ -12,7 +12,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/node/internal/archive"
-	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 

@@ -18,7 +18,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
-	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 )
 
 // Sentinel errors callers branch on.

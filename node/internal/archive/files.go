@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 )
 
 func sha256Hex(b []byte) string {

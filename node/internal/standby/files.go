@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 )
 
 // zeros is a read-only buffer for writing zeros where holes cannot be

@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
-	"github.com/lifeboat-dr/lifeboat/node/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 )
 
 const (

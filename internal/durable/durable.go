@@ -1,8 +1,9 @@
 // Package durable writes files and directories so that they survive a
 // crash or a power loss once a call returns: data is fsynced before it is
 // renamed into place, and every directory whose entries changed is
-// fsynced too (the litestream/restic way). It is shared by the node's tier
-// engines (standby images, cold exports); it never deletes anything.
+// fsynced too (the litestream/restic way). It is the one home of durable
+// file writes: the block store, the PKI, the agent and the node's engines
+// use it. It deletes only its own temporary files.
 package durable
 
 import (
