@@ -1,7 +1,7 @@
 // Package blockstore is lifeboat's storage engine: a crash-safe,
 // deduplicating, compressing block store with point-in-time history of
 // volumes. Every site runs one. It knows nothing of networks and imports
-// nothing of lifeboat's.
+// nothing of lifeboat's but internal/durable.
 //
 // # Words
 //
@@ -32,7 +32,9 @@
 // # Directory layout
 //
 //	lifeboat-store.json   {"format":"lifeboat-store","version":1,"created":...}; written last by init
-//	key                   the dedup key: 64 hex digits and a newline (mode 0600)
+//	key                   the dedup key: 64 hex digits and a newline (mode 0600); absent when encrypted
+//	keys                  encrypted stores only: JSON {format, version, cipher, kek (fingerprint),
+//	                      wrapped: base64 nonce || AES-256-GCM(data key || dedup key)} (crypt.go)
 //	lock                  flock(2)ed by the process that has the store open
 //	packs/NNNNNNNN.pack   append-only pack files, NNNNNNNN = pack number in hex
 //	index/                a Pebble database (github.com/cockroachdb/pebble/v2)
@@ -49,8 +51,11 @@
 //
 //	frame record:
 //	  0  4  magic "LBF1"
-//	  4  1  codec: 0 raw, 1 zstd (one zstd frame)
-//	  5  1  kind: 0 volume blocks (indexed under 'b'), 1 map pages (under 'm')
+//	  4  1  codec: 0 raw, 1 zstd (one zstd frame); flag 0x80: sealed, the payload
+//	        is nonce(12) || AES-256-GCM(raw or zstd bytes) with bytes 0..16+36n as
+//	        additional data
+//	  5  1  kind: 0 volume blocks (indexed under 'b'), 1 map pages (under 'm'),
+//	        2 a copy of one point record (under 'P', for RebuildIndex)
 //	  6  2  n: number of blocks, 1..1024
 //	  8  4  plaintext length, 1..16 MiB (= sum of the block lengths)
 //	 12  4  payload length (raw: equal to the plaintext length)
@@ -72,7 +77,14 @@
 //	'm' ID(32)                   -> map page location, same encoding
 //	'p' time(8, BE ns) pointID   -> point record, JSON: id, name, group, time,
 //	                                volumes [{name, root, size, block_size, used_blocks}]
+//	'P' ID(32)                   -> location of a point record's copy in a pack;
+//	                                ID = keyed hash of "lifeboat point record " + point ID
 //	'k' pack(4, BE)              -> committed length of the pack (8 bytes)
+//	's', 'S'                     -> per-scope block marks (scope.go)
+//
+// In an encrypted store every 'b', 'm', 'P' and 'p' value is sealed:
+// nonce(12) || AES-256-GCM(value) with the key as additional data, the
+// nonce a keyed BLAKE3 of key and value (crypt.go).
 //
 // # Map page, version 1
 //
