@@ -10,9 +10,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/lifeboat-dr/lifeboat/internal/names"
 )
 
 // VolumeState is one volume at one point: its geometry and the root of its
@@ -66,20 +67,7 @@ const pointIDLen = 16
 // ValidName checks a volume, group or point name: 1 to 128 letters, digits,
 // and '-', '_', '.', '/' (for SERVICE/VOLUME), not starting with a dot or
 // slash.
-func ValidName(kind, s string) error {
-	if s == "" || len(s) > 128 {
-		return fmt.Errorf("%s name %q: want 1 to 128 characters", kind, s)
-	}
-	if s[0] == '.' || s[0] == '/' || strings.Contains(s, "..") {
-		return fmt.Errorf("%s name %q: must not start with '.' or '/' or contain '..'", kind, s)
-	}
-	for _, r := range s {
-		if !(r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-_./", r))) {
-			return fmt.Errorf("%s name %q: character %q not allowed (letters, digits, - _ . /)", kind, s, r)
-		}
-	}
-	return nil
-}
+func ValidName(kind, s string) error { return names.CheckLabel(kind, s) }
 
 func (p *Point) validate() error {
 	if err := ValidName("group", p.Group); err != nil {

@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"reflect"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -19,19 +18,18 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/lifeboat-dr/lifeboat/internal/names"
 )
 
 // MaxFileSize is the largest config file read or parsed, so that a wrong
 // path (a disk image, a log) fails fast instead of filling memory.
 const MaxFileSize = 1 << 20
 
-// nameRE is what every name (node, site, service, server, volume) matches.
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+// Every name (node, site, service, server, volume) follows internal/names.
+const nameWant = names.Want
 
-const nameWant = "want 1 to 63 of a-z, 0-9, '_', '.', '-', starting with a letter or digit"
-
-// validName reports whether s is a valid name.
-func validName(s string) bool { return nameRE.MatchString(s) }
+func validName(s string) bool { return names.Valid(s) }
 
 // readFile reads a config file of at most MaxFileSize bytes.
 func readFile(name string) ([]byte, error) {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/names"
 )
 
 // NodeID is a node's (or an agent's) name, unique in the cluster.
@@ -51,8 +52,6 @@ const (
 // identityScheme is the URI scheme of the identity SAN (see doc.go).
 const identityScheme = "lifeboat"
 
-// maxNameLen bounds names, sites and services in identities.
-const maxNameLen = 64
 
 // Role is what an operator certificate allows on the admin API. Roles are
 // ordered: each allows what the ones below it allow.
@@ -137,22 +136,8 @@ func (id Identity) URI() *url.URL {
 }
 
 // ValidName reports whether s may be used as a name, site or service in an
-// identity: 1 to 64 characters from [A-Za-z0-9._-], not starting with '.'
-// or '-'.
-func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > maxNameLen || s[0] == '.' || s[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// identity: the project's one name rule (internal/names).
+func ValidName(s string) bool { return names.Valid(s) }
 
 // parseIdentity decodes an identity URI SAN.
 func parseIdentity(u *url.URL) (Identity, error) {
