@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/units"
 )
 
 // Cluster is a cluster policy file: the sites, the links between them and
@@ -480,7 +482,7 @@ func (c *Cluster) validateCopy(ps *problems, p path, cp *Copy) {
 // checkRate records a negative or non-finite rate.
 func checkRate(ps *problems, p path, r Rate) {
 	if _, err := r.MarshalText(); err != nil || r < 0 {
-		ps.add(p, "%s: %s", r, rateWant)
+		ps.add(p, "%s: %s", r, units.RateWant)
 	}
 }
 
