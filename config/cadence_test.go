@@ -85,4 +85,3 @@ func TestDaysWindowCadence(t *testing.T) {
 		}
 	}
 }
-

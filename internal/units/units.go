@@ -279,4 +279,3 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	*d = v
 	return nil
 }
-
