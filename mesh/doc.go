@@ -145,7 +145,7 @@
 //
 // memberlist with AES-256-GCM encryption under the cluster's gossip key
 // (wrong key = join refused), over Network.GossipTransport. Profiles:
-// "lan" (memberlist's LAN defaults), "wan" (its WAN defaults), "test"
+// "wan" (memberlist's WAN defaults; the default), "lan" (its LAN defaults), "test"
 // (fast failure detection: a stopped member is dead within ~2-3 s).
 // Members lists every member seen since start, dead and left ones
 // included, with the state tracked from memberlist's notifications.

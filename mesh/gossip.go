@@ -84,8 +84,9 @@ type GossipOptions struct {
 	Advertise string // host:port others use; empty = the bound address
 	Key       []byte // gossip key, 32 bytes (AES-256-GCM); required
 	Network   Network
-	// Profile tunes failure detection: "lan" (default), "wan", or "test"
-	// (a stopped member is dead within ~2-3 s).
+	// Profile tunes failure detection: "wan" (default: between sites, as
+	// config files and the CLI default too), "lan", or "test" (a stopped
+	// member is dead within ~2-3 s).
 	Profile string
 	// Events receives membership changes if set. A full channel never
 	// blocks gossip: the event is dropped and counted (logged); Members
@@ -132,10 +133,10 @@ func StartGossip(opts GossipOptions) (*Gossip, error) {
 	}
 	var conf *memberlist.Config
 	switch opts.Profile {
-	case "", ProfileLAN:
+	case ProfileLAN:
 		conf = memberlist.DefaultLANConfig()
 		conf.DeadNodeReclaimTime = 30 * time.Second
-	case ProfileWAN:
+	case "", ProfileWAN:
 		conf = memberlist.DefaultWANConfig()
 		conf.DeadNodeReclaimTime = 60 * time.Second
 	case ProfileTest:

@@ -53,7 +53,7 @@ type Options struct {
 	Join            []string      // gossip addresses of nodes to join
 	BootstrapExpect int           // nodes that must see each other before a new cluster forms; 0 = 1 without Join, else 3
 	DeadNodeTimeout time.Duration // how long a dead node keeps its place in Raft; 0 = 24h
-	GossipProfile   string        // "lan" (default), "wan" or "test"
+	GossipProfile   string        // "wan" (default, as in node files), "lan" or "test"
 	ResetRaft       bool          // move existing Raft state aside and rejoin as a new member
 
 	// RaftConfig, if not nil, adjusts the Raft configuration (tests shorten
