@@ -358,6 +358,9 @@ func loadBitmap(path string, log *slog.Logger) (*Bitmap, error) {
 	}
 	b.f, b.log, b.size = f, log, int64(len(data))
 	b.gens = make([]uint64, len(b.bits))
+	// Count from the bits: decodeDirty's setRange already moved count by
+	// each range record, relative to an empty snapshot.
+	b.count = 0
 	for _, w := range b.bits {
 		b.count += int64(bits.OnesCount64(w))
 	}
