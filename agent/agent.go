@@ -345,7 +345,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	case ModeScan:
 		return a.runScan(ctx)
 	case ModeIntercept:
-		return a.runIntercept(ctx)
+		return a.spoolDamage(a.runIntercept(ctx))
 	}
 	return fmt.Errorf("mode %q", a.opts.Mode)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent/internal/intercept"
 	"github.com/lifeboat-dr/lifeboat/agent/internal/spool"
+	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 )
 
@@ -255,6 +256,13 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 	if a.opts.Mountpoint == "" {
 		return errors.New("intercept mode needs --mount DIR: the volumes appear there as files")
 	}
+	// The spool first: a damaged one is reported at start, also while the
+	// node does not answer.
+	sp, err := spool.Open(filepath.Join(a.opts.SpoolDir, "spool"), spool.Options{MaxBytes: a.opts.SpoolMax, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
 	geom, err := a.geometry(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -262,11 +270,6 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 		}
 		return err
 	}
-	sp, err := spool.Open(filepath.Join(a.opts.SpoolDir, "spool"), spool.Options{MaxBytes: a.opts.SpoolMax, Logger: a.log})
-	if err != nil {
-		return err
-	}
-	defer sp.Close()
 	sk := &sink{a: a, sp: sp, bs: geom, nb: map[string]int64{}, acked: sp.Acked()}
 	sk.ackCond = sync.NewCond(&sk.ackMu)
 	var vols []intercept.Volume
@@ -356,6 +359,27 @@ func (a *Agent) runIntercept(ctx context.Context) error {
 	return a.ship(ctx, sk)
 }
 
+// isSpoolDamage reports whether err is a damaged spool file.
+func isSpoolDamage(err error) bool {
+	var ce *spool.CorruptError
+	return errors.As(err, &ce)
+}
+
+// spoolDamage turns a damaged spool file into a *blockstore.CorruptError,
+// which cmd/lifeboat reports as damage (exit 3) with its hint, and sets the
+// agent's state to say so. Other errors are returned unchanged.
+func (a *Agent) spoolDamage(err error) error {
+	var ce *spool.CorruptError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	a.setState("error", "the spool is damaged: "+ce.Path, err)
+	return &blockstore.CorruptError{Path: ce.Path, Offset: ce.Offset, Err: fmt.Errorf("agent spool: %w", ce.Err),
+		Hint: fmt.Sprintf("move the agent's state directory %s (--spool) aside and start the agent again: "+
+			"it starts a new spool and sends every block of its volumes that the node does not have; "+
+			"points the damaged spool held but had not shipped are lost", a.opts.SpoolDir)}
+}
+
 // markWait is how long the shipper waits for the application's next mark
 // (fsync) before it appends one itself: the replication lag of a write
 // that is not followed by an fsync.
@@ -390,6 +414,10 @@ func (a *Agent) ship(ctx context.Context, sk *sink) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
+			}
+			if isSpoolDamage(err) {
+				// Reconnecting reads the same damaged record again.
+				return err
 			}
 			c.Close()
 			c = nil
