@@ -52,7 +52,6 @@ const (
 // identityScheme is the URI scheme of the identity SAN (see doc.go).
 const identityScheme = "lifeboat"
 
-
 // Role is what an operator certificate allows on the admin API. Roles are
 // ordered: each allows what the ones below it allow.
 type Role int

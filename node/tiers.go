@@ -11,8 +11,8 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
 	"github.com/lifeboat-dr/lifeboat/config"
-	"github.com/lifeboat-dr/lifeboat/node/internal/archive"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/node/internal/archive"
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 
