@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -51,10 +50,7 @@ func RebuildIndex(ctx context.Context, dir string, o Options, progress func(done
 	if err != nil {
 		return rep, err
 	}
-	defer func() {
-		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-		lock.Close()
-	}()
+	defer lock.Unlock()
 	key, seal, err := openKeys(dir, o.KEK)
 	if err != nil {
 		return rep, err

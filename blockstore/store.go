@@ -16,7 +16,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -24,6 +23,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/flock"
 )
 
 // Store file and directory names inside a store directory.
@@ -111,7 +111,7 @@ type Store struct {
 	seal    *sealer // nil: not encrypted
 	enc     *zstd.Encoder
 	dec     *zstd.Decoder
-	lock    *os.File
+	lock    *flock.Lock
 	log     *slog.Logger
 	now     func() time.Time
 	flushAt int
@@ -270,7 +270,7 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	s, err := open(dir, o, lock)
 	if err != nil {
-		lock.Close()
+		lock.Unlock()
 		return nil, err
 	}
 	return s, nil
@@ -278,7 +278,7 @@ func Open(dir string, o Options) (*Store, error) {
 
 // lockStore checks that dir holds a store this lifeboat reads and takes its
 // lock.
-func lockStore(dir string) (*os.File, error) {
+func lockStore(dir string) (*flock.Lock, error) {
 	cfgBytes, err := os.ReadFile(filepath.Join(dir, configName))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("open %s: %w (create one with `lifeboat store init --store %s`)", dir, ErrNotStore, dir)
@@ -293,18 +293,17 @@ func lockStore(dir string) (*os.File, error) {
 	if cfg.Version != storeVersion {
 		return nil, fmt.Errorf("open %s: store format version %d, this lifeboat reads version %d", dir, cfg.Version, storeVersion)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := flock.TryLock(filepath.Join(dir, lockName))
+	if errors.Is(err, flock.ErrLocked) {
+		return nil, fmt.Errorf("open %s: %w", dir, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("open %s: %w", dir, ErrLocked)
 	}
 	return lock, nil
 }
 
-func open(dir string, o Options, lock *os.File) (*Store, error) {
+func open(dir string, o Options, lock *flock.Lock) (*Store, error) {
 	key, seal, err := openKeys(dir, o.KEK)
 	if err != nil {
 		return nil, err
@@ -524,8 +523,7 @@ func (s *Store) Close() error {
 	err = errors.Join(err, s.db.Close())
 	s.enc.Close()
 	s.dec.Close()
-	syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
-	s.lock.Close()
+	s.lock.Unlock()
 	return err
 }
 

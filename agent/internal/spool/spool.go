@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lifeboat-dr/lifeboat/internal/flock"
 )
 
 // Sentinel errors.
@@ -78,7 +80,7 @@ type Spool struct {
 	dir  string
 	opts Options
 	log  *slog.Logger
-	lock *os.File // flock held while open
+	lock *flock.Lock // held while open
 
 	// syncMu serializes Sync, Ack and Close, which fsync or close files.
 	syncMu sync.Mutex
@@ -130,13 +132,9 @@ func Open(dir string, o Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
-	lk, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lk, err := flock.TryLock(filepath.Join(dir, lockName))
 	if err != nil {
-		return nil, fmt.Errorf("open spool: %w", err)
-	}
-	if err := unix.Flock(int(lk.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lk.Close()
-		return nil, fmt.Errorf("lock spool %s: in use by another process or Spool: %w", dir, err)
+		return nil, fmt.Errorf("open spool %s: in use by another process or Spool: %w", dir, err)
 	}
 	s := &Spool{
 		dir:   dir,
@@ -148,12 +146,12 @@ func Open(dir string, o Options) (*Spool, error) {
 	}
 	if err := s.recover(); err != nil {
 		s.closeFiles()
-		lk.Close()
+		lk.Unlock()
 		return nil, err
 	}
 	if err := s.loadDirty(); err != nil {
 		s.closeFiles()
-		lk.Close()
+		lk.Unlock()
 		return nil, err
 	}
 	return s, nil
@@ -764,7 +762,7 @@ func (s *Spool) Close() error {
 		b.close()
 	}
 	s.dmu.Unlock()
-	s.lock.Close()
+	s.lock.Unlock()
 	return err
 }
 

@@ -13,12 +13,12 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/flock"
 )
 
 // Sentinel errors callers branch on.
@@ -292,18 +292,14 @@ func (c *countWriter) Write(p []byte) (int, error) {
 
 // lock takes the service directory's lock file.
 func lock(sdir string) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(sdir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	l, err := flock.TryLock(filepath.Join(sdir, lockName))
+	if errors.Is(err, flock.ErrLocked) {
+		return nil, fmt.Errorf("lock archive %s: %w", sdir, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock archive %s: %w", sdir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock archive %s: %w", sdir, ErrLocked)
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	return func() { l.Unlock() }, nil
 }
 
 // cleanLeftovers removes what an interrupted Export or Prune left in the

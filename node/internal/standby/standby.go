@@ -12,11 +12,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/flock"
 )
 
 // Sentinel errors callers branch on.
@@ -94,7 +94,7 @@ type Stats struct {
 type Set struct {
 	dir  string
 	log  *slog.Logger
-	lock *os.File
+	lock *flock.Lock
 	// hook, when set (by tests), is called at each step of an update; an
 	// error it returns fails the update there.
 	hook func(step string) error
@@ -128,17 +128,16 @@ func open(dir string, o Options, hook func(string) error) (*Set, error) {
 	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open standby: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := flock.TryLock(filepath.Join(dir, lockName))
+	if errors.Is(err, flock.ErrLocked) {
+		return nil, fmt.Errorf("open standby %s: %w", dir, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open standby: %w", err)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("open standby %s: %w", dir, ErrLocked)
-	}
 	s := &Set{dir: dir, log: log, lock: lock, hook: hook}
 	if err := s.recover(); err != nil {
-		lock.Close()
+		lock.Unlock()
 		return nil, err
 	}
 	return s, nil
@@ -241,8 +240,7 @@ func (s *Set) Close() error {
 		return nil
 	}
 	s.closed = true
-	syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
-	return s.lock.Close()
+	return s.lock.Unlock()
 }
 
 // Point returns the point every image is at; ok is false before the first
