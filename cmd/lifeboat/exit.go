@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/flock"
 	"github.com/lifeboat-dr/lifeboat/node"
 )
 
@@ -20,7 +21,7 @@ import (
 //	   2  usage        unknown command or flag, bad flag value, missing argument
 //	   3  damage       verify found damage, or a command met corrupt store data
 //	   4  not found    no store at --store, or no such volume or point
-//	   5  locked       another process has the store open
+//	   5  locked       another process has the store open (or is restoring to --out)
 //	   6  unavailable  no node answers at --admin, or the cluster has no quorum
 //	   7  refused      the admin API refused the caller: no certificate, a revoked
 //	                   one, or a role too low for what was asked
@@ -84,7 +85,7 @@ func exitCode(ctx context.Context, err error) int {
 		return exitInterrupted
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.Is(err, blockstore.ErrLocked):
+	case errors.Is(err, blockstore.ErrLocked), errors.Is(err, flock.ErrLocked):
 		return exitLocked
 	case errors.Is(err, node.ErrForbidden):
 		return exitRefused

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/flock"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
 
@@ -595,4 +596,40 @@ func TestDemoInterrupted(t *testing.T) {
 	if b, _ := exec.Command("pgrep", "-f", tmp).Output(); len(b) > 0 {
 		t.Errorf("processes left running: %s", b)
 	}
+}
+
+// TestRestoreTempFile: the temporary file of a restore that was killed does
+// not block the next restore to the same place; one still being written
+// (its lock held) refuses the second restore and is left alone.
+func TestRestoreTempFile(t *testing.T) {
+	t.Parallel()
+	tmp := t.TempDir()
+	store := newStore(t)
+	img := filepath.Join(tmp, "disk.img")
+	data := makeImage(t, img, 3)
+	snapshot(t, store, img)
+
+	out := filepath.Join(tmp, "out.img")
+	// What a kill -9 leaves: a half-written temporary file, no lock.
+	if err := os.WriteFile(out+".lifeboat-tmp", []byte("half an image"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "restore", "--store", store, "--volume", "disk", "--out", out)
+	checkFile(t, out, data)
+	noTemps(t, tmp)
+
+	// A restore in progress holds the lock.
+	lk, err := flock.TryLock(out + ".lifeboat-tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	r := lifeboat(t, "restore", "--store", store, "--volume", "disk", "--out", out, "--force")
+	if r.code != exitLocked || !strings.Contains(r.stderr, "another restore is writing") {
+		t.Errorf("restore beside a running one: exit %d, stderr %q; want exit %d naming the other restore", r.code, r.stderr, exitLocked)
+	}
+	if _, err := os.Stat(out + ".lifeboat-tmp"); err != nil {
+		t.Errorf("the running restore's temporary file: %v", err)
+	}
+	checkFile(t, out, data)
 }

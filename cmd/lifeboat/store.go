@@ -19,6 +19,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
+	"github.com/lifeboat-dr/lifeboat/internal/flock"
 )
 
 // The commands in this file work offline on a local store directory.
@@ -403,7 +404,9 @@ before it).
 
 For a file, the image is written to PATH.lifeboat-tmp beside it (zero blocks
 stay holes, so the file is sparse), synced, and renamed over PATH only when
-complete: PATH is never half-written. An existing PATH is kept unless --force.
+complete: PATH is never half-written. A second restore to the same PATH while
+one runs exits 5; a temporary file left by a restore that was killed is
+written over. An existing PATH is kept unless --force.
 For a block device (--force required), every block including zeros is written
 directly to the device, which must not be mounted.
 
@@ -527,17 +530,26 @@ func (c *cli) restoreFile(ctx context.Context, s *blockstore.Store, v blockstore
 }
 
 // writeImageFile writes an image to out through write: into
-// out.lifeboat-tmp (which must not exist), synced, closed and then moved
-// into place (over an existing out only with force). The temporary file is
-// removed on any error, including cancellation.
+// out.lifeboat-tmp, synced, closed and then moved into place (over an
+// existing out only with force). The temporary file is held under a flock
+// while it is written: a second restore to the same out is refused, and a
+// file left by a restore that was killed (whose lock died with it) is
+// simply written over. The temporary file is removed on any error,
+// including cancellation.
 func writeImageFile(ctx context.Context, out string, force bool, write func(*os.File) error) error {
 	tmp := out + ".lifeboat-tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return &hintError{fmt.Errorf("restore: temporary file %s exists", tmp),
-			"another restore may be writing it; if not, an earlier restore was killed: remove the file and try again"}
+	lk, err := flock.TryLock(tmp)
+	if errors.Is(err, flock.ErrLocked) {
+		return &hintError{fmt.Errorf("restore: another restore is writing %s: %w", tmp, flock.ErrLocked),
+			"wait for it to finish, or choose another --out"}
 	}
 	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer lk.Unlock()
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("restore: %w", err)
 	}
 	closed, placed := false, false
