@@ -20,6 +20,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // The admin API is HTTPS with JSON bodies on the node's admin address,
@@ -201,9 +202,9 @@ func (n *Node) applyPolicy(ctx context.Context, file string, src []byte, by call
 	}
 	rec := &PolicyRecord{File: file, Source: string(src), Cluster: c, AppliedAt: n.opts.Now().UTC(), AppliedBy: by.who(), AppliedBySerial: by.id.Serial}
 	cat := n.Catalog()
-	if changes := sensitiveChanges(cat.policyCluster(), c); len(changes) > 0 && needsApprovals(cat.policyCluster(), c) > 1 {
+	if changes := sensitiveChanges(cat.PolicyCluster(), c); len(changes) > 0 && needsApprovals(cat.PolicyCluster(), c) > 1 {
 		rec.Changes = changes
-		if err := n.Apply(ctx, &Command{Op: opPolicyPropose, Policy: rec}); err != nil {
+		if err := n.Apply(ctx, &Command{Op: catalog.OpPolicyPropose, Policy: rec}); err != nil {
 			return nil, err
 		}
 		p := n.Catalog().PendingPolicy
@@ -211,7 +212,7 @@ func (n *Node) applyPolicy(ctx context.Context, file string, src []byte, by call
 		n.log.Warn("cluster policy waits for a second admin's approval", "file", file, "by", by.who(), "version", p.Version, "changes", strings.Join(changes, "; "))
 		return p, nil
 	}
-	if err := n.Apply(ctx, &Command{Op: opPolicy, Policy: rec}); err != nil {
+	if err := n.Apply(ctx, &Command{Op: catalog.OpPolicy, Policy: rec}); err != nil {
 		return nil, err
 	}
 	n.log.Info("cluster policy applied", "file", file, "by", by.who())
@@ -264,7 +265,7 @@ func (n *Node) ApprovePolicy(ctx context.Context, version uint64, by caller) (*P
 	}
 	rec := *p
 	rec.ApprovedBy = by.who()
-	if err := n.Apply(ctx, &Command{Op: opPolicy, Policy: &rec}); err != nil {
+	if err := n.Apply(ctx, &Command{Op: catalog.OpPolicy, Policy: &rec}); err != nil {
 		return nil, err
 	}
 	n.log.Info("cluster policy approved and applied", "file", rec.File, "by", rec.AppliedBy, "approved_by", by.who())
@@ -387,7 +388,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 
 // Catalog returns the node's copy of the catalog.
 func (c *Client) Catalog(ctx context.Context) (*Catalog, error) {
-	cat := newCatalog()
+	cat := catalog.New()
 	return cat, c.do(ctx, http.MethodGet, "/v1/catalog", nil, cat)
 }
 

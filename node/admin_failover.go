@@ -14,6 +14,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // Failover and drill requests on the admin API stream their progress as
@@ -142,7 +143,7 @@ func (n *Node) Failback(ctx context.Context, service, by string) (*ServiceState,
 	if st == nil || st.Active == "" || last == nil {
 		return nil, fmt.Errorf("%w: service %s has not failed over: nothing to fail back", ErrBadCommand, service)
 	}
-	if err := n.Apply(ctx, &Command{Op: opReprotect, Service: service, On: true}); err != nil {
+	if err := n.Apply(ctx, &Command{Op: catalog.OpReprotect, Service: service, On: true}); err != nil {
 		return nil, err
 	}
 	n.log.Warn("failback: the old primary site becomes a warm copy", "service", service, "site", last.From, "by", by)

@@ -14,8 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/lifeboat-dr/lifeboat/config"
-	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // The audit log (issue 13): every mutating admin call, every read of data
@@ -26,23 +25,6 @@ import (
 // live beside the catalog in the state machine, not in Catalog, so that
 // reading the catalog does not copy them. The policy's [audit] table says
 // how long they are kept.
-
-// AuditEntry is one recorded call.
-type AuditEntry struct {
-	Time   time.Time   `json:"time"`
-	Node   mesh.NodeID `json:"node"`             // the node that answered
-	Who    string      `json:"who"`              // the certificate's name; "anonymous" without one
-	Kind   string      `json:"kind"`             // operator, node, agent or none
-	Role   string      `json:"role,omitempty"`   // the role the certificate holds
-	Serial string      `json:"serial,omitempty"` // the certificate's serial
-	From   string      `json:"from"`             // the caller's address
-	Action string      `json:"action"`           // e.g. "POST /v1/drill"
-	Target string      `json:"target,omitempty"` // service, volume, point, file asked for
-	Result string      `json:"result"`           // ok, error or refused
-	Status int         `json:"status,omitempty"` // the HTTP status answered
-	Detail string      `json:"detail,omitempty"` // the error, or what was done
-	Count  int         `json:"count,omitempty"`  // >1: this many identical calls in the entry's window
-}
 
 // maxAuditDetail bounds the text fields of an entry.
 const maxAuditDetail = 512
@@ -210,7 +192,7 @@ func (a *auditor) flush(ctx context.Context, timeout time.Duration) error {
 		if k == 0 {
 			return nil
 		}
-		if err := a.n.Apply(ctx, &Command{Op: opAudit, Audit: batch}); err != nil {
+		if err := a.n.Apply(ctx, &Command{Op: catalog.OpAudit, Audit: batch}); err != nil {
 			return err
 		}
 		a.mu.Lock()
@@ -220,52 +202,10 @@ func (a *auditor) flush(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-// auditLog is the state machine's audit log, oldest first.
-type auditLog struct {
-	entries []AuditEntry
-}
-
-// add appends entries and trims by the policy's retention, measured from
-// the newest entry's time (not the clock: every node must trim alike).
-func (l *auditLog) add(es []AuditEntry, pol *config.Audit) {
-	l.entries = append(l.entries, es...)
-	keep, max := config.DefaultAuditKeep, config.DefaultAuditMaxEntries
-	if pol != nil {
-		if pol.Keep > 0 {
-			keep = pol.Keep
-		}
-		if pol.MaxEntries > 0 {
-			max = pol.MaxEntries
-		}
-	}
-	if len(l.entries) == 0 {
-		return
-	}
-	cut := l.entries[len(l.entries)-1].Time.Add(-time.Duration(keep))
-	i := 0
-	for i < len(l.entries) && l.entries[i].Time.Before(cut) {
-		i++
-	}
-	if over := len(l.entries) - i - max; over > 0 {
-		i += over
-	}
-	if i > 0 {
-		l.entries = slices.Delete(l.entries, 0, i)
-	}
-}
-
 // Audit returns the audit entries at or after since, at most limit (the
-// newest), oldest first.
+// newest), oldest first. The slice is shared: do not change it.
 func (n *Node) Audit(since time.Time, limit int) []AuditEntry {
-	n.fsm.mu.RLock()
-	defer n.fsm.mu.RUnlock()
-	es := n.fsm.audit.entries
-	i, _ := slices.BinarySearchFunc(es, since, func(e AuditEntry, t time.Time) int { return e.Time.Compare(t) })
-	es = es[i:]
-	if limit > 0 && len(es) > limit {
-		es = es[len(es)-limit:]
-	}
-	return slices.Clone(es)
+	return n.fsm.Audit(since, limit)
 }
 
 func (n *Node) serveAudit(w http.ResponseWriter, r *http.Request) {

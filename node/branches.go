@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // A site that comes back after its service failed over elsewhere may hold
@@ -46,15 +48,13 @@ func (n *Node) checkBranches(ctx context.Context) {
 	if n.store == nil {
 		return
 	}
-	// Called every second: look without copying the catalog.
 	due := map[string]FailoverRecord{}
-	n.fsm.read(func(cat *Catalog) {
-		for name := range cat.Services {
-			if f := n.branchCheckDue(cat, name); f != nil {
-				due[name] = *f
-			}
+	cat := n.Catalog()
+	for name := range cat.Services {
+		if f := n.branchCheckDue(cat, name); f != nil {
+			due[name] = *f
 		}
-	})
+	}
 	if len(due) == 0 || !n.hasQuorum() {
 		return
 	}
@@ -85,11 +85,11 @@ func (n *Node) recordBranch(ctx context.Context, service string, f *FailoverReco
 		}
 	}
 	if len(b.Points) > 0 {
-		if err := n.Apply(ctx, &Command{Op: opBranch, Branch: b}); err != nil {
+		if err := n.Apply(ctx, &Command{Op: catalog.OpBranch, Branch: b}); err != nil {
 			return err
 		}
 		n.log.Warn("divergent branch kept: points taken here after the service failed over", "service", service, "branch", b.Name,
 			"points", len(b.Points), "first", b.First.Format(time.RFC3339), "last", b.Last.Format(time.RFC3339))
 	}
-	return n.Apply(ctx, &Command{Op: opNote, Key: branchNote(service, string(n.opts.Name)), Value: strconv.FormatUint(f.Epoch, 10)})
+	return n.Apply(ctx, &Command{Op: catalog.OpNote, Key: branchNote(service, string(n.opts.Name)), Value: strconv.FormatUint(f.Epoch, 10)})
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // ErrNoQuorum reports a write that found no leader in time: this side of
@@ -177,8 +178,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 	members := n.gossip.Members()
 	now := n.opts.Now()
 	// Register alive nodes in the catalog.
-	var known map[mesh.NodeID]NodeInfo
-	n.fsm.read(func(c *Catalog) { known = c.clone().Nodes })
+	known := n.Catalog().Nodes
 	for _, m := range members {
 		if m.State != mesh.StateAlive || m.Meta.QUIC == "" {
 			continue
@@ -190,7 +190,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 				continue
 			}
 		}
-		if err := n.applyLocal(&Command{Op: opNodeUpsert, Node: &info}); err != nil {
+		if err := n.applyLocal(&Command{Op: catalog.OpNodeUpsert, Node: &info}); err != nil {
 			return fmt.Errorf("register node %s: %w", m.Name, err)
 		}
 	}
@@ -242,7 +242,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 		}
 		if c.Kind == remove {
 			if _, ok := known[c.ID]; ok {
-				if err := n.applyLocal(&Command{Op: opNodeRemove, Name: c.ID}); err != nil {
+				if err := n.applyLocal(&Command{Op: catalog.OpNodeRemove, Name: c.ID}); err != nil {
 					return fmt.Errorf("unregister node %s: %w", c.ID, err)
 				}
 			}
@@ -335,7 +335,7 @@ func (n *Node) trackGone(ids []mesh.NodeID, members []mesh.Member, now time.Time
 
 // applyLocal applies cmd on this node, which must be the leader.
 func (n *Node) applyLocal(cmd *Command) error {
-	data, err := encodeCommand(cmd)
+	data, err := catalog.EncodeCommand(cmd)
 	if err != nil {
 		return err
 	}
@@ -343,8 +343,8 @@ func (n *Node) applyLocal(cmd *Command) error {
 	if err := f.Error(); err != nil {
 		return err
 	}
-	if res, ok := f.Response().(applyResult); ok && res.err != nil {
-		return res.err
+	if res, ok := f.Response().(catalog.ApplyResult); ok && res.Err != nil {
+		return res.Err
 	}
 	return nil
 }
@@ -353,7 +353,7 @@ func (n *Node) applyLocal(cmd *Command) error {
 // returns once it is committed, applied there and applied on this node. It retries while the
 // leadership moves and gives up with ErrNoQuorum after the write timeout.
 func (n *Node) Apply(ctx context.Context, cmd *Command) error {
-	data, err := encodeCommand(cmd)
+	data, err := catalog.EncodeCommand(cmd)
 	if err != nil {
 		return err
 	}
@@ -367,10 +367,10 @@ func (n *Node) Apply(ctx context.Context, cmd *Command) error {
 			f := r.Apply(data, raftTimeout(ctx))
 			err := f.Error()
 			if err == nil {
-				if res, ok := f.Response().(applyResult); ok && res.err != nil {
-					return res.err
+				if res, ok := f.Response().(catalog.ApplyResult); ok && res.Err != nil {
+					return res.Err
 				}
-				return n.fsm.waitIndex(ctx, f.Index())
+				return n.fsm.WaitIndex(ctx, f.Index())
 			}
 			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) && !errors.Is(err, raft.ErrEnqueueTimeout) {
 				return fmt.Errorf("raft apply: %w", err)
@@ -380,7 +380,7 @@ func (n *Node) Apply(ctx context.Context, cmd *Command) error {
 			idx, err := n.forward(ctx, mesh.NodeID(id), data)
 			if err == nil {
 				// Read your writes: wait until this node has applied it too.
-				return n.fsm.waitIndex(ctx, idx)
+				return n.fsm.WaitIndex(ctx, idx)
 			}
 			var pe *permanentError
 			if errors.As(err, &pe) {
@@ -410,13 +410,11 @@ func raftTimeout(ctx context.Context) time.Duration {
 	return 0
 }
 
-// Catalog returns a copy of this node's catalog. On a node cut off from
-// the leader it may be stale; Status says how old the last contact is.
-func (n *Node) Catalog() *Catalog {
-	var c *Catalog
-	n.fsm.read(func(cat *Catalog) { c = cat.clone() })
-	return c
-}
+// Catalog returns this node's catalog as last applied: an immutable
+// snapshot, shared, that the caller must not change. On a node cut off
+// from the leader it may be stale; Status says how old the last contact
+// is.
+func (n *Node) Catalog() *Catalog { return n.fsm.Catalog() }
 
 // NodeStatus is one node in Status.
 type NodeStatus struct {
@@ -628,7 +626,7 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 	}
 	cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.opts.Name), Address: raft.ServerAddress(n.quicAddr)}}}
 	trans := n.newTransport()
-	err := raft.RecoverCluster(n.raftConfig(), newFSM(), n.stores.bolt, n.stores.bolt, n.stores.snaps, trans, cfg)
+	err := raft.RecoverCluster(n.raftConfig(), catalog.NewFSM(), n.stores.bolt, n.stores.bolt, n.stores.snaps, trans, cfg)
 	trans.Close()
 	n.raftMu.Unlock()
 	if err != nil {
@@ -637,7 +635,7 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
-	if err := n.Apply(ctx, &Command{Op: opRecovery, Recovery: rec}); err != nil {
+	if err := n.Apply(ctx, &Command{Op: catalog.OpRecovery, Recovery: rec}); err != nil {
 		return nil, fmt.Errorf("record the recovery: %w", err)
 	}
 	n.log.Warn("forced raft recovery done; the cluster accepts writes again", "by", by)

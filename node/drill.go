@@ -15,6 +15,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/nbd"
 )
 
@@ -120,7 +121,7 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 		d.Error = fmt.Sprintf("%s; clean up: %v", d.Error, err)
 	}
 	d.Finished = n.opts.Now().UTC()
-	if err := n.Apply(context.WithoutCancel(ctx), &Command{Op: opDrill, Drill: d}); err != nil {
+	if err := n.Apply(context.WithoutCancel(ctx), &Command{Op: catalog.OpDrill, Drill: d}); err != nil {
 		emit(FailoverEvent{Step: "record", Message: "the drill's result could not go into the catalog: " + err.Error()})
 	}
 	n.log.Info("drill", "service", req.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", req.By)
@@ -185,7 +186,7 @@ func (n *Node) CleanupDrills(ctx context.Context, service string) ([]DrillRecord
 			return out, fmt.Errorf("remove drill %s: %w", d.ID, err)
 		}
 		d.Dir = ""
-		if err := n.Apply(ctx, &Command{Op: opDrill, Drill: &d}); err != nil {
+		if err := n.Apply(ctx, &Command{Op: catalog.OpDrill, Drill: &d}); err != nil {
 			return out, err
 		}
 		out = append(out, d)
@@ -236,7 +237,7 @@ func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*D
 	d := &DrillRecord{ID: now.Format("20060102T150405.000Z") + "-" + pt.ID[:8], Service: od.Service, Site: string(n.opts.Site), Node: n.opts.Name,
 		Point: pt.ID, PointTime: pt.Time, By: by, Started: now.Add(-time.Duration(od.HookSeconds * float64(time.Second))), Finished: now,
 		Hook: od.HookSeconds, HookCommand: clip(od.HookCommand), Where: "operator", Passed: od.Passed, Output: clip(od.Output), Error: clip(od.Error)}
-	if err := n.Apply(ctx, &Command{Op: opDrill, Drill: d}); err != nil {
+	if err := n.Apply(ctx, &Command{Op: catalog.OpDrill, Drill: d}); err != nil {
 		return nil, err
 	}
 	n.log.Info("drill recorded", "service", od.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", by, "where", "operator")

@@ -19,6 +19,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 
@@ -290,7 +291,7 @@ func (n *Node) Failover(ctx context.Context, req FailoverRequest, emit func(Fail
 	if rec == nil {
 		rec = &FailoverRecord{Service: req.Service, Epoch: plan.Epoch, From: plan.From, To: site, Node: n.opts.Name,
 			Point: pt.ID, PointTime: pt.Time, Planned: req.Planned, Forced: forced, By: req.By, Started: started.UTC(), RPO: plan.RPO, PointAge: plan.PointAge}
-		if err := n.Apply(ctx, &Command{Op: opFailover, Failover: rec}); err != nil {
+		if err := n.Apply(ctx, &Command{Op: catalog.OpFailover, Failover: rec}); err != nil {
 			return nil, fmt.Errorf("start epoch %d in the catalog: %w", plan.Epoch, err)
 		}
 		emit(FailoverEvent{Step: "epoch", Message: fmt.Sprintf("epoch %d: service %s now runs at %s; %s is fenced for it", rec.Epoch, req.Service, site, plan.From)})
@@ -308,7 +309,7 @@ func (n *Node) Failover(ctx context.Context, req FailoverRequest, emit func(Fail
 	if hookErr != nil {
 		rec.Error = hookErr.Error()
 	}
-	if err := n.Apply(context.WithoutCancel(ctx), &Command{Op: opFailedOver, Failover: rec}); err != nil && hookErr == nil {
+	if err := n.Apply(context.WithoutCancel(ctx), &Command{Op: catalog.OpFailedOver, Failover: rec}); err != nil && hookErr == nil {
 		return nil, fmt.Errorf("record the failover's outcome: %w", err)
 	}
 	if hookErr != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // Frame types of the admin stream (mesh.KindAdmin) between nodes: a
@@ -100,7 +101,7 @@ func (n *Node) serveForwarded(ctx context.Context) error {
 func (n *Node) handleForwarded(ctx context.Context, s *mesh.Stream) {
 	defer s.Close()
 	s.SetDeadline(time.Now().Add(30 * time.Second))
-	fr := mesh.NewFrameReader(s, maxCommand)
+	fr := mesh.NewFrameReader(s, catalog.MaxCommand)
 	t, p, err := fr.Next()
 	if err != nil {
 		n.log.Debug("read forwarded write", "peer", s.Peer().Name, "err", err)
@@ -118,7 +119,7 @@ func (n *Node) handleForwarded(ctx context.Context, s *mesh.Stream) {
 		mesh.WriteError(s, mesh.CodeBadRequest, fmt.Sprintf("unknown frame type %d", t))
 		return
 	}
-	if _, err := decodeCommand(p); err != nil {
+	if _, err := catalog.DecodeCommand(p); err != nil {
 		mesh.WriteError(s, mesh.CodeBadRequest, err.Error())
 		return
 	}
@@ -136,8 +137,8 @@ func (n *Node) handleForwarded(ctx context.Context, s *mesh.Stream) {
 		mesh.WriteError(s, code, err.Error())
 		return
 	}
-	if res, ok := f.Response().(applyResult); ok && res.err != nil {
-		mesh.WriteError(s, mesh.CodeBadRequest, res.err.Error())
+	if res, ok := f.Response().(catalog.ApplyResult); ok && res.Err != nil {
+		mesh.WriteError(s, mesh.CodeBadRequest, res.Err.Error())
 		return
 	}
 	mesh.WriteFrame(s, frameApplied, binary.BigEndian.AppendUint64(nil, f.Index()))

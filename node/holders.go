@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // Holder placement (issue 5). For every service of the policy and every
@@ -71,7 +72,7 @@ func placeHolders(v holderView) []Holder {
 				continue
 			}
 			var best mesh.NodeID
-			for _, cand := range cat.sortedNodes() {
+			for _, cand := range cat.SortedNodes() {
 				if !dataNode(cand, site) || !v.Present(cand) {
 					continue
 				}
@@ -100,7 +101,7 @@ func placeHolders(v holderView) []Holder {
 // reconcileHolders applies the holder changes placement wants; leader only.
 func (n *Node) reconcileHolders(ctx context.Context, members []mesh.Member, now time.Time) error {
 	cat := n.Catalog()
-	gone := n.trackGone(cat.sortedNodes(), members, now)
+	gone := n.trackGone(cat.SortedNodes(), members, now)
 	changes := placeHolders(holderView{
 		Cat: cat, Timeout: n.opts.HolderTimeout,
 		Present: func(id mesh.NodeID) bool { _, g := gone[id]; return !g },
@@ -118,7 +119,7 @@ func (n *Node) reconcileHolders(ctx context.Context, members []mesh.Member, now 
 		old := cat.Holder(h.Service, h.Site)
 		n.log.Info("holder placement", "service", h.Service, "site", h.Site, "holder", h.Node, "was", old)
 	}
-	if err := n.applyLocal(&Command{Op: opHolders, Holders: changes}); err != nil {
+	if err := n.applyLocal(&Command{Op: catalog.OpHolders, Holders: changes}); err != nil {
 		return fmt.Errorf("place holders: %w", err)
 	}
 	return nil

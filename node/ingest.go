@@ -21,6 +21,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // The node's side of the ingest protocol (mesh doc.go): agents ship the
@@ -322,16 +323,12 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 func (n *Node) fenced(service string) error {
 	var err error
 	epoch := uint64(1)
-	n.fsm.read(func(cat *Catalog) {
-		st := cat.Services[service]
-		if st == nil {
-			return
-		}
+	if st := n.Catalog().Services[service]; st != nil {
 		epoch = st.Epoch
 		if st.Active != "" && st.Active != string(n.opts.Site) {
 			err = refuse(mesh.CodeForbidden, "fenced: service %s failed over to site %s (epoch %d); this node at %s takes no more writes for it", service, st.Active, st.Epoch, n.opts.Site)
 		}
-	})
+	}
 	if err == nil && n.stops.holds(service, epoch, n.opts.Now()) {
 		err = refuse(mesh.CodeUnavailable, "service %s is stopped here for a planned failover: its writes wait", service)
 	}
@@ -721,7 +718,7 @@ func (n *Node) watermarkLoop(ctx context.Context) {
 		if len(batch) == 0 {
 			continue
 		}
-		if err := n.Apply(ctx, &Command{Op: opWatermarks, Watermarks: batch}); err != nil {
+		if err := n.Apply(ctx, &Command{Op: catalog.OpWatermarks, Watermarks: batch}); err != nil {
 			if ctx.Err() != nil {
 				return
 			}

@@ -6,9 +6,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
 )
 
 // metrics are the node's Prometheus metrics, served on the admin API at

@@ -21,6 +21,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // Roles a node can have. A witness votes in Raft and holds no data: the
@@ -162,7 +163,7 @@ type Node struct {
 	gossip   *mesh.Gossip
 	events   chan mesh.Event
 	stores   *raftStores
-	fsm      *fsm
+	fsm      *catalog.FSM
 	quicAddr string // advertised
 
 	raftMu sync.RWMutex
@@ -207,7 +208,7 @@ func New(opts Options) (_ *Node, err error) {
 	n := &Node{
 		opts:      opts,
 		log:       opts.Logger.With("node", opts.Name, "site", opts.Site),
-		fsm:       newFSM(),
+		fsm:       catalog.NewFSM(),
 		kick:      make(chan struct{}, 1),
 		events:    make(chan mesh.Event, 256),
 		goneSince: map[mesh.NodeID]time.Time{},

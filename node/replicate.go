@@ -19,6 +19,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // Replication between sites (issue 5; protocol in mesh doc.go). The holder
@@ -123,9 +124,7 @@ func (n *Node) replicatorLoop(ctx context.Context) {
 		n.checkBranches(ctx)
 		rp.sync(ctx)
 		rp.report(ctx)
-		n.fsm.mu.RLock()
-		applied := n.fsm.applied
-		n.fsm.mu.RUnlock()
+		_, applied := n.fsm.View()
 		select {
 		case <-ctx.Done():
 			return
@@ -283,7 +282,7 @@ func (rp *replicator) report(ctx context.Context) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := rp.n.Apply(actx, &Command{Op: opProgress, Progress: batch}); err != nil {
+	if err := rp.n.Apply(actx, &Command{Op: catalog.OpProgress, Progress: batch}); err != nil {
 		return // the next round retries
 	}
 	for i, s := range changed {
@@ -708,9 +707,11 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 	// The sender may have seen this node's assignment first: give the
 	// local catalog a moment to apply it.
 	for wait := time.Now().Add(3 * time.Second); cat.Holder(h.Service, string(n.opts.Site)) != n.opts.Name && time.Now().Before(wait); {
-		n.fsm.mu.RLock()
-		applied := n.fsm.applied
-		n.fsm.mu.RUnlock()
+		var applied <-chan struct{}
+		cat, applied = n.fsm.View()
+		if cat.Holder(h.Service, string(n.opts.Site)) == n.opts.Name {
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

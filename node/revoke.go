@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // Revocation (issue 13): `lifeboat ca revoke` puts a certificate's serial
@@ -60,7 +62,7 @@ func (n *Node) Revoke(ctx context.Context, req RevokeRequest, by string) ([]Revo
 		c.At, c.By, c.Reason = now, by, req.Reason
 		recs = append(recs, c)
 	}
-	if err := n.Apply(ctx, &Command{Op: opRevoke, Revoke: recs}); err != nil {
+	if err := n.Apply(ctx, &Command{Op: catalog.OpRevoke, Revoke: recs}); err != nil {
 		return nil, err
 	}
 	cat := n.Catalog()
@@ -87,11 +89,8 @@ func isHex(s string) bool {
 func (n *Node) revocationLoop(ctx context.Context) {
 	var have []string
 	for {
-		var (
-			serials []string
-			ch      <-chan struct{}
-		)
-		n.fsm.read(func(c *Catalog) { serials, ch = c.revokedSerials(), n.fsm.applied })
+		c, ch := n.fsm.View()
+		serials := c.RevokedSerials()
 		if !slices.Equal(serials, have) {
 			n.opts.Creds.SetRevoked(serials)
 			quic := n.ep.DropRevoked()

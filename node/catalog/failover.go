@@ -1,4 +1,4 @@
-package node
+package catalog
 
 import (
 	"fmt"
@@ -77,8 +77,8 @@ type DrillRecord struct {
 	Dir         string      `json:"dir,omitempty"` // kept images; "" once cleaned up
 }
 
-// applyFailover applies opFailover and opFailedOver.
-func (c *Catalog) applyFailover(cmd *Command, index uint64) error {
+// applyFailover applies OpFailover and OpFailedOver.
+func (c *Catalog) applyFailover(cmd *Command) error {
 	r := cmd.Failover
 	if r == nil || r.Service == "" || r.To == "" || r.Point == "" {
 		return fmt.Errorf("%w: %s needs a record with service, site and point", ErrBadCommand, cmd.Op)
@@ -87,7 +87,7 @@ func (c *Catalog) applyFailover(cmd *Command, index uint64) error {
 	if s := c.Services[r.Service]; s != nil {
 		epoch = s.Epoch
 	}
-	if cmd.Op == opFailover {
+	if cmd.Op == OpFailover {
 		if r.Epoch != epoch+1 {
 			return fmt.Errorf("%w: failover of %s to epoch %d, but the service is at epoch %d (another failover ran meanwhile)", ErrBadCommand, r.Service, r.Epoch, epoch)
 		}
@@ -98,7 +98,7 @@ func (c *Catalog) applyFailover(cmd *Command, index uint64) error {
 			s.Failovers = slices.Delete(s.Failovers, 0, len(s.Failovers)-historyLen)
 		}
 	} else {
-		s := c.Services[r.Service]
+		s := c.existing(r.Service)
 		if s == nil {
 			return fmt.Errorf("%w: failover_done: no service %s", ErrBadCommand, r.Service)
 		}
@@ -108,7 +108,6 @@ func (c *Catalog) applyFailover(cmd *Command, index uint64) error {
 		}
 		s.Failovers[i] = *r
 	}
-	c.Index = index
 	return nil
 }
 
