@@ -626,7 +626,7 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 	}
 	cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.opts.Name), Address: raft.ServerAddress(n.quicAddr)}}}
 	trans := n.newTransport()
-	err := raft.RecoverCluster(n.raftConfig(), catalog.NewFSM(), n.stores.bolt, n.stores.bolt, n.stores.snaps, trans, cfg)
+	err := raft.RecoverCluster(n.raftConfig(), catalog.NewFSM(), n.stores.Bolt, n.stores.Bolt, n.stores.Snaps, trans, cfg)
 	trans.Close()
 	n.raftMu.Unlock()
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 )
 
 // Roles a node can have. A witness votes in Raft and holds no data: the
@@ -162,7 +163,7 @@ type Node struct {
 	ep       *mesh.Endpoint
 	gossip   *mesh.Gossip
 	events   chan mesh.Event
-	stores   *raftStores
+	stores   *raftstore.Stores
 	fsm      *catalog.FSM
 	quicAddr string // advertised
 
@@ -238,7 +239,7 @@ func New(opts Options) (_ *Node, err error) {
 	}
 	raftDir := filepath.Join(opts.DataDir, "raft")
 	if opts.ResetRaft {
-		aside, err := resetRaftDir(raftDir, opts.Now())
+		aside, err := raftstore.Reset(raftDir, opts.Now())
 		if err != nil {
 			return nil, err
 		}
@@ -246,14 +247,14 @@ func New(opts Options) (_ *Node, err error) {
 			n.log.Warn("raft state moved aside; rejoining as a new member", "path", aside)
 		}
 	}
-	n.stores, err = openRaftStores(raftDir, &slogWriter{n.log})
+	n.stores, err = raftstore.Open(raftDir, &slogWriter{n.log})
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { n.stores.Close() })
-	has, err := raft.HasExistingState(n.stores.bolt, n.stores.bolt, n.stores.snaps)
+	has, err := raft.HasExistingState(n.stores.Bolt, n.stores.Bolt, n.stores.Snaps)
 	if err != nil {
-		return nil, &RaftStateError{Path: raftDir, Err: err}
+		return nil, &raftstore.RaftStateError{Path: raftDir, Err: err}
 	}
 	n.hasState.Store(has)
 	n.metaHasState.Store(has)
@@ -393,10 +394,10 @@ func (n *Node) newTransport() *raft.NetworkTransport {
 
 func (n *Node) startRaft() error {
 	trans := n.newTransport()
-	r, err := raft.NewRaft(n.raftConfig(), n.fsm, n.stores.bolt, n.stores.bolt, n.stores.snaps, trans)
+	r, err := raft.NewRaft(n.raftConfig(), n.fsm, n.stores.Bolt, n.stores.Bolt, n.stores.Snaps, trans)
 	if err != nil {
 		trans.Close()
-		return &RaftStateError{Path: n.stores.dir, Err: err}
+		return &raftstore.RaftStateError{Path: n.stores.Dir, Err: err}
 	}
 	n.raftMu.Lock()
 	n.raft, n.trans = r, trans

@@ -1,6 +1,9 @@
 package node
 
-import "github.com/lifeboat-dr/lifeboat/node/catalog"
+import (
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
+)
 
 // The catalog's types, as the node's API hands them out (package catalog
 // holds them and the state machine).
@@ -24,3 +27,7 @@ type (
 
 // ErrBadCommand reports a catalog command that does not decode or apply.
 var ErrBadCommand = catalog.ErrBadCommand
+
+// RaftStateError reports Raft state on disk that this node cannot use; its
+// Hint says how to rejoin.
+type RaftStateError = raftstore.RaftStateError

@@ -1,4 +1,4 @@
-package node
+package raftstore
 
 import (
 	"bytes"
@@ -22,11 +22,11 @@ import (
 const raftTestPage = 4096
 
 // buildRaftDB writes n log entries of a few hundred bytes and the stable
-// store keys raft uses into dir through openRaftStores, and returns the
+// store keys raft uses into dir through Open, and returns the
 // bytes of the closed raft.db and the entries.
 func buildRaftDB(t testing.TB, dir string, n int) ([]byte, []*raft.Log) {
 	t.Helper()
-	st, err := openRaftStores(dir, io.Discard)
+	st, err := Open(dir, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,18 +45,18 @@ func buildRaftDB(t testing.TB, dir string, n int) ([]byte, []*raft.Log) {
 		batch = append(batch, l)
 		all = append(all, l)
 		if len(batch) == 64 || i == n {
-			if err := st.bolt.StoreLogs(batch); err != nil {
+			if err := st.Bolt.StoreLogs(batch); err != nil {
 				t.Fatal(err)
 			}
 			batch = batch[:0]
 		}
 	}
 	for k, v := range map[string]uint64{"CurrentTerm": uint64(1 + n/100), "LastVoteTerm": uint64(1 + n/100)} {
-		if err := st.bolt.SetUint64([]byte(k), v); err != nil {
+		if err := st.Bolt.SetUint64([]byte(k), v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := st.bolt.Set([]byte("LastVoteCand"), []byte("dc1-n1")); err != nil {
+	if err := st.Bolt.Set([]byte("LastVoteCand"), []byte("dc1-n1")); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {
@@ -134,7 +134,7 @@ func openDamaged(t testing.TB, db []byte, want []*raft.Log) (outcome string, err
 			t.Fatalf("panic: %v", p)
 		}
 	}()
-	st, err := openRaftStores(dir, io.Discard)
+	st, err := Open(dir, io.Discard)
 	if err != nil {
 		var rse *RaftStateError
 		if !errors.As(err, &rse) {
@@ -152,8 +152,8 @@ func openDamaged(t testing.TB, db []byte, want []*raft.Log) (outcome string, err
 			outcome = o
 		}
 	}
-	first, ferr := st.bolt.FirstIndex()
-	last, lerr := st.bolt.LastIndex()
+	first, ferr := st.Bolt.FirstIndex()
+	last, lerr := st.Bolt.LastIndex()
 	if ferr != nil || lerr != nil {
 		worse(outcomeReadErr)
 	}
@@ -162,7 +162,7 @@ func openDamaged(t testing.TB, db []byte, want []*raft.Log) (outcome string, err
 	}
 	for i := first; i <= last && last != 0; i++ {
 		var l raft.Log
-		if err := st.bolt.GetLog(i, &l); err != nil {
+		if err := st.Bolt.GetLog(i, &l); err != nil {
 			worse(outcomeReadErr)
 			continue
 		}
@@ -172,18 +172,18 @@ func openDamaged(t testing.TB, db []byte, want []*raft.Log) (outcome string, err
 		}
 	}
 	for _, k := range []string{"CurrentTerm", "LastVoteTerm"} {
-		if v, err := st.bolt.GetUint64([]byte(k)); err != nil {
+		if v, err := st.Bolt.GetUint64([]byte(k)); err != nil {
 			worse(outcomeReadErr)
 		} else if len(want) > 0 && v != want[len(want)-1].Term {
 			worse(outcomeSilently)
 		}
 	}
-	if v, err := st.bolt.Get([]byte("LastVoteCand")); err != nil {
+	if v, err := st.Bolt.Get([]byte("LastVoteCand")); err != nil {
 		worse(outcomeReadErr)
 	} else if string(v) != "dc1-n1" {
 		worse(outcomeSilently)
 	}
-	if _, err := raft.HasExistingState(st.bolt, st.bolt, st.snaps); err != nil {
+	if _, err := raft.HasExistingState(st.Bolt, st.Bolt, st.Snaps); err != nil {
 		worse(outcomeReadErr)
 	}
 	return outcome, nil
@@ -311,11 +311,11 @@ func TestOpenRaftStoreBadEntries(t *testing.T) {
 	key := func(i uint64) []byte { return binary.BigEndian.AppendUint64(nil, i) }
 	// Entry 299 as raft-boltdb encodes it, with term 1 instead of 3.
 	dir := filepath.Join(t.TempDir(), "raft")
-	st, err := openRaftStores(dir, io.Discard)
+	st, err := Open(dir, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.bolt.StoreLog(&raft.Log{Index: 299, Term: 1, Type: raft.LogCommand, Data: []byte("x")}); err != nil {
+	if err := st.Bolt.StoreLog(&raft.Log{Index: 299, Term: 1, Type: raft.LogCommand, Data: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -405,7 +405,7 @@ func TestOpenRaftStoreBadEntries(t *testing.T) {
 // bytes: the structural check, bbolt's check and reading every entry.
 func BenchmarkOpenRaftStore(b *testing.B) {
 	dir := filepath.Join(b.TempDir(), "raft")
-	st, err := openRaftStores(dir, io.Discard)
+	st, err := Open(dir, io.Discard)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -418,7 +418,7 @@ func BenchmarkOpenRaftStore(b *testing.B) {
 		}
 		batch = append(batch, &raft.Log{Index: uint64(i), Term: 1, Type: raft.LogCommand, Data: data})
 		if len(batch) == 1000 {
-			if err := st.bolt.StoreLogs(batch); err != nil {
+			if err := st.Bolt.StoreLogs(batch); err != nil {
 				b.Fatal(err)
 			}
 			batch = batch[:0]
@@ -430,7 +430,7 @@ func BenchmarkOpenRaftStore(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		st, err := openRaftStores(dir, io.Discard)
+		st, err := Open(dir, io.Discard)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,4 +1,8 @@
-package node
+// Package raftstore keeps a node's Raft state on disk: the log and stable
+// store (raft.db, bbolt through raft-boltdb) and the snapshots, checked
+// before bbolt opens them so that damage is an error naming the file, never
+// a crash.
+package raftstore
 
 import (
 	"bytes"
@@ -38,25 +42,26 @@ func (e *RaftStateError) Hint() string {
 		"(the leader sends it a fresh copy)"
 }
 
-// raftStores are the durable parts of a node's Raft.
-type raftStores struct {
-	dir   string
-	bolt  *raftboltdb.BoltStore
-	snaps *raft.FileSnapshotStore
+// Stores are the durable parts of a node's Raft.
+type Stores struct {
+	Dir   string
+	Bolt  *raftboltdb.BoltStore // the log and the stable store
+	Snaps *raft.FileSnapshotStore
 }
 
-func (s *raftStores) Close() error {
-	if s.bolt == nil {
+// Close closes the log database; it is safe to call more than once.
+func (s *Stores) Close() error {
+	if s.Bolt == nil {
 		return nil
 	}
-	err := s.bolt.Close()
-	s.bolt = nil
+	err := s.Bolt.Close()
+	s.Bolt = nil
 	return err
 }
 
-// resetRaftDir moves dir aside to dir.reset-TIMESTAMP and returns the new
+// Reset moves dir aside to dir.reset-TIMESTAMP and returns the new
 // name, or "" when there was nothing to move.
-func resetRaftDir(dir string, now time.Time) (string, error) {
+func Reset(dir string, now time.Time) (string, error) {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
@@ -67,11 +72,11 @@ func resetRaftDir(dir string, now time.Time) (string, error) {
 	return aside, nil
 }
 
-// openRaftStores opens (creating) the Raft log, stable store and snapshots
+// Open opens (creating) the Raft log, stable store and snapshots
 // in dir, after checking the log database page by page and reading every
 // entry: damage must be a RaftStateError naming raft.db at start, not a
 // crash (bbolt faults on some damage) or a panic inside raft later.
-func openRaftStores(dir string, logOut io.Writer) (*raftStores, error) {
+func Open(dir string, logOut io.Writer) (*Stores, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o700); err != nil {
 		return nil, fmt.Errorf("create raft dir: %w", err)
 	}
@@ -93,7 +98,7 @@ func openRaftStores(dir string, logOut io.Writer) (*raftStores, error) {
 		}
 		return nil, bad(err)
 	}
-	st := &raftStores{dir: dir, bolt: bolt}
+	st := &Stores{Dir: dir, Bolt: bolt}
 	if err := checkLog(bolt); err != nil {
 		st.Close()
 		return nil, bad(err)
@@ -103,7 +108,7 @@ func openRaftStores(dir string, logOut io.Writer) (*raftStores, error) {
 		st.Close()
 		return nil, &RaftStateError{Path: dir, Err: err}
 	}
-	st.snaps = snaps
+	st.Snaps = snaps
 	return st, nil
 }
 
