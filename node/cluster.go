@@ -14,6 +14,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/placement"
 )
 
 // ErrNoQuorum reports a write that found no leader in time: this side of
@@ -201,20 +202,20 @@ func (n *Node) reconcile(ctx context.Context) error {
 		}
 		cfg := cf.Configuration()
 		members = n.confirmRaftState(ctx, cfg.Servers, members)
-		v := membershipView{
+		v := placement.View{
 			Self: n.opts.Name, Servers: cfg.Servers, Members: members,
 			GoneSince: n.trackGone(serverIDs(cfg.Servers), members, now), Now: now, DeadTimeout: n.opts.DeadNodeTimeout,
 		}
-		c, ok := planChange(v)
+		c, ok := placement.Plan(v)
 		if !ok {
 			return nil
 		}
-		if c.Kind == addNonvoter {
+		if c.Kind == placement.AddNonvoter {
 			if err := n.verifyPeer(ctx, c.ID, c.Address); err != nil {
 				return fmt.Errorf("refusing to add %s to raft: %w", c.ID, err)
 			}
 		}
-		if c.Kind == demote && c.Why == whyNoRaftState {
+		if c.Kind == placement.Demote && c.Why == placement.WhyNoRaftState {
 			// Gossip metadata can lag: a voter that just received its
 			// first entries may still be seen without state. Ask it; a
 			// voter that has entries has heard from a leader of the current
@@ -228,19 +229,19 @@ func (n *Node) reconcile(ctx context.Context) error {
 		id, addr, prev := raft.ServerID(c.ID), raft.ServerAddress(c.Address), cf.Index()
 		var f raft.IndexFuture
 		switch c.Kind {
-		case addNonvoter:
+		case placement.AddNonvoter:
 			f = r.AddNonvoter(id, addr, prev, 5*time.Second)
-		case promote:
+		case placement.Promote:
 			f = r.AddVoter(id, addr, prev, 5*time.Second)
-		case demote:
+		case placement.Demote:
 			f = r.DemoteVoter(id, prev, 5*time.Second)
-		case remove:
+		case placement.Remove:
 			f = r.RemoveServer(id, prev, 5*time.Second)
 		}
 		if err := f.Error(); err != nil {
 			return fmt.Errorf("%s %s: %w", c.Kind, c.ID, err)
 		}
-		if c.Kind == remove {
+		if c.Kind == placement.Remove {
 			if _, ok := known[c.ID]; ok {
 				if err := n.applyLocal(&Command{Op: catalog.OpNodeRemove, Name: c.ID}); err != nil {
 					return fmt.Errorf("unregister node %s: %w", c.ID, err)

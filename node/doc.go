@@ -42,7 +42,7 @@
 //     events, one change at a time: alive nodes join as non-voters after
 //     their QUIC certificate is verified for their gossip name; a voter that
 //     rejoins without Raft state is demoted (it may have forgotten a vote);
-//     voters are placed by placeVoters (odd, at most 5, round-robin over
+//     voters are placed by placement.PlaceVoters (odd, at most 5, round-robin over
 //     sites so that no site holds a majority when three or more sites have
 //     nodes); surplus voters are demoted only when every voter is alive;
 //     servers dead longer than DeadNodeTimeout (or that left) are removed.

@@ -1,4 +1,4 @@
-package node
+package placement
 
 import (
 	"fmt"
@@ -12,14 +12,14 @@ import (
 )
 
 // nodes builds candidates from "site:count" pairs, named site-n1, site-n2...
-func nodes(spec ...string) []candidate {
-	var out []candidate
+func nodes(spec ...string) []Candidate {
+	var out []Candidate
 	for _, s := range spec {
 		var site string
 		var k int
 		fmt.Sscanf(s, "%3s:%d", &site, &k)
 		for i := 1; i <= k; i++ {
-			out = append(out, candidate{ID: mesh.NodeID(fmt.Sprintf("%s-n%d", site, i)), Site: mesh.Site(site)})
+			out = append(out, Candidate{ID: mesh.NodeID(fmt.Sprintf("%s-n%d", site, i)), Site: mesh.Site(site)})
 		}
 	}
 	return out
@@ -37,7 +37,7 @@ func TestPlaceVoters(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name  string
-		alive []candidate
+		alive []Candidate
 		want  map[string]int // voters per site
 	}{
 		{"one node", nodes("dc1:1"), map[string]int{"dc1": 1}},
@@ -54,9 +54,9 @@ func TestPlaceVoters(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := placeVoters(tc.alive, maxVoters)
+			got := PlaceVoters(tc.alive, MaxVoters)
 			if len(got)%2 == 0 {
-				t.Errorf("placeVoters = %v: an even number of voters", got)
+				t.Errorf("PlaceVoters = %v: an even number of voters", got)
 			}
 			if g := perSite(got); !mapsEqual(g, tc.want) {
 				t.Errorf("voters per site = %v, want %v (voters %v)", g, tc.want, got)
@@ -97,18 +97,18 @@ func TestPlaceVotersKeepsCurrentVoters(t *testing.T) {
 			alive[i].Voter = true
 		}
 	}
-	got := placeVoters(alive, maxVoters)
+	got := PlaceVoters(alive, MaxVoters)
 	for _, id := range []mesh.NodeID{"dc1-n3", "dc2-n3", "dc1-n2"} {
 		if !slices.Contains(got, id) {
-			t.Errorf("placeVoters = %v: dropped current voter %s", got, id)
+			t.Errorf("PlaceVoters = %v: dropped current voter %s", got, id)
 		}
 	}
 }
 
 // view builds a membership view: servers "id=voter|nonvoter", members
 // "id@site=state[,noraft]".
-func view(servers, members []string) membershipView {
-	v := membershipView{Self: "dc1-n1", GoneSince: map[mesh.NodeID]time.Time{}, Now: time.Unix(1000, 0), DeadTimeout: time.Minute}
+func view(servers, members []string) View {
+	v := View{Self: "dc1-n1", GoneSince: map[mesh.NodeID]time.Time{}, Now: time.Unix(1000, 0), DeadTimeout: time.Minute}
 	for _, s := range servers {
 		var id, kind string
 		fmt.Sscanf(s, "%6s=%s", &id, &kind)
@@ -189,11 +189,11 @@ func TestPlanChange(t *testing.T) {
 				v.GoneSince[id] = v.Now.Add(-d)
 			}
 			got := "none"
-			if c, ok := planChange(v); ok {
+			if c, ok := Plan(v); ok {
 				got = c.Kind.String() + " " + string(c.ID)
 			}
 			if got != tc.want {
-				t.Errorf("planChange = %q, want %q", got, tc.want)
+				t.Errorf("Plan = %q, want %q", got, tc.want)
 			}
 		})
 	}

@@ -1,4 +1,8 @@
-package node
+// Package placement decides the Raft membership of a cluster: which alive
+// nodes vote (an odd number, at most MaxVoters, spread over the sites) and
+// the next one change the leader should make to get there. It is pure: the
+// leader's reconciler gives it a View and carries the Change out.
+package placement
 
 import (
 	"cmp"
@@ -11,32 +15,32 @@ import (
 )
 
 // maxVoters is the most Raft voters a cluster has; more only slow commits.
-const maxVoters = 5
+const MaxVoters = 5
 
 // candidate is an alive node that could vote.
-type candidate struct {
+type Candidate struct {
 	ID    mesh.NodeID
 	Site  mesh.Site
 	Voter bool // a voter now
 	Self  bool // the leader running the placement
 }
 
-// placeVoters returns the nodes that should vote: an odd number, at most
+// PlaceVoters returns the nodes that should vote: an odd number, at most
 // limit, spread over the sites round-robin so that, when three or more sites
 // have nodes, no site holds a majority of the votes (a site loss then never
 // takes the quorum with it). Current voters and the leader are kept where the
 // spread allows, so that placement does not churn.
-func placeVoters(alive []candidate, limit int) []mesh.NodeID {
+func PlaceVoters(alive []Candidate, limit int) []mesh.NodeID {
 	if len(alive) == 0 {
 		return nil
 	}
-	bySite := map[mesh.Site][]candidate{}
+	bySite := map[mesh.Site][]Candidate{}
 	for _, c := range alive {
 		bySite[c.Site] = append(bySite[c.Site], c)
 	}
 	sites := make([]mesh.Site, 0, len(bySite))
 	for s, cs := range bySite {
-		slices.SortFunc(cs, func(a, b candidate) int {
+		slices.SortFunc(cs, func(a, b Candidate) int {
 			if a.Self != b.Self {
 				if a.Self {
 					return -1
@@ -82,7 +86,7 @@ func placeVoters(alive []candidate, limit int) []mesh.NodeID {
 }
 
 // roundRobin takes n nodes, one site at a time.
-func roundRobin(sites []mesh.Site, bySite map[mesh.Site][]candidate, n int) ([]mesh.NodeID, []int) {
+func roundRobin(sites []mesh.Site, bySite map[mesh.Site][]Candidate, n int) ([]mesh.NodeID, []int) {
 	picked := make([]mesh.NodeID, 0, n)
 	perSite := make([]int, len(sites))
 	for len(picked) < n {
@@ -105,40 +109,40 @@ func roundRobin(sites []mesh.Site, bySite map[mesh.Site][]candidate, n int) ([]m
 }
 
 // change is one Raft membership change the leader should make.
-type change struct {
-	Kind    changeKind
+type Change struct {
+	Kind    Kind
 	ID      mesh.NodeID
 	Address string
 	Why     string
 }
 
-type changeKind int
+type Kind int
 
 const (
-	addNonvoter changeKind = iota + 1
-	promote
-	demote
-	remove
+	AddNonvoter Kind = iota + 1
+	Promote
+	Demote
+	Remove
 )
 
-func (k changeKind) String() string {
+func (k Kind) String() string {
 	switch k {
-	case addNonvoter:
+	case AddNonvoter:
 		return "add_nonvoter"
-	case promote:
+	case Promote:
 		return "promote"
-	case demote:
+	case Demote:
 		return "demote"
-	case remove:
+	case Remove:
 		return "remove"
 	}
 	return "unknown"
 }
 
-// membershipView is what the leader knows when it plans: the Raft
+// View is what the leader knows when it plans: the Raft
 // configuration, the gossip members, and since when each server in the
 // configuration has been gone (dead, left or unknown to gossip).
-type membershipView struct {
+type View struct {
 	Self        mesh.NodeID
 	Servers     []raft.Server
 	Members     []mesh.Member
@@ -149,15 +153,15 @@ type membershipView struct {
 
 // whyNoRaftState is why a voter that came back without Raft state is
 // demoted; the reconciler checks with the voter before acting on it.
-const whyNoRaftState = "rejoined without raft state"
+const WhyNoRaftState = "rejoined without raft state"
 
-// planChange returns the next membership change to make, or false when the
+// Plan returns the next membership change to make, or false when the
 // configuration is as it should be. Changes come one at a time, in this
 // order: add new nodes as non-voters; demote voters that lost their Raft
 // state (they could vote twice in a term); promote the placed voters; demote
 // surplus voters; remove servers gone longer than the dead timeout. No change
 // is proposed that would leave the alive voters short of a quorum.
-func planChange(v membershipView) (change, bool) {
+func Plan(v View) (Change, bool) {
 	members := map[mesh.NodeID]mesh.Member{}
 	for _, m := range v.Members {
 		members[m.Name] = m
@@ -182,15 +186,15 @@ func planChange(v membershipView) (change, bool) {
 			allVotersAlive = false
 		}
 	}
-	var cands []candidate
+	var cands []Candidate
 	for _, m := range v.Members {
 		if !present(m.Name) || m.Meta.QUIC == "" {
 			continue
 		}
 		s, ok := inConfig[m.Name]
-		cands = append(cands, candidate{ID: m.Name, Site: m.Meta.Site, Voter: ok && s.Suffrage == raft.Voter, Self: m.Name == v.Self})
+		cands = append(cands, Candidate{ID: m.Name, Site: m.Meta.Site, Voter: ok && s.Suffrage == raft.Voter, Self: m.Name == v.Self})
 	}
-	var changes []change
+	var changes []Change
 	// 1. New nodes, and nodes whose address changed, join as non-voters.
 	for _, m := range v.Members {
 		if m.State != mesh.StateAlive || m.Meta.QUIC == "" || m.Name == v.Self {
@@ -198,19 +202,19 @@ func planChange(v membershipView) (change, bool) {
 		}
 		s, ok := inConfig[m.Name]
 		if !ok {
-			changes = append(changes, change{Kind: addNonvoter, ID: m.Name, Address: m.Meta.QUIC, Why: "new node"})
+			changes = append(changes, Change{Kind: AddNonvoter, ID: m.Name, Address: m.Meta.QUIC, Why: "new node"})
 		} else if string(s.Address) != m.Meta.QUIC && s.Suffrage != raft.Voter {
-			changes = append(changes, change{Kind: addNonvoter, ID: m.Name, Address: m.Meta.QUIC, Why: "address changed"})
+			changes = append(changes, Change{Kind: AddNonvoter, ID: m.Name, Address: m.Meta.QUIC, Why: "address changed"})
 		}
 	}
 	// 2. A voter that comes back without Raft state forgot its votes.
 	for _, s := range v.Servers {
 		id := mesh.NodeID(s.ID)
 		if s.Suffrage == raft.Voter && id != v.Self && alive(id) && !members[id].Meta.Raft {
-			changes = append(changes, change{Kind: demote, ID: id, Why: whyNoRaftState})
+			changes = append(changes, Change{Kind: Demote, ID: id, Why: WhyNoRaftState})
 		}
 	}
-	desired := placeVoters(cands, maxVoters)
+	desired := PlaceVoters(cands, MaxVoters)
 	isDesired := map[mesh.NodeID]bool{}
 	for _, id := range desired {
 		isDesired[id] = true
@@ -229,7 +233,7 @@ func planChange(v membershipView) (change, bool) {
 			if q := members[id].Meta.QUIC; q != "" {
 				addr = q
 			}
-			changes = append(changes, change{Kind: promote, ID: id, Address: addr, Why: "voter placement"})
+			changes = append(changes, Change{Kind: Promote, ID: id, Address: addr, Why: "voter placement"})
 		}
 	}
 	// 4. Demote alive voters that placement no longer wants, once the wanted
@@ -245,7 +249,7 @@ func planChange(v membershipView) (change, bool) {
 		for _, s := range v.Servers {
 			id := mesh.NodeID(s.ID)
 			if s.Suffrage == raft.Voter && !isDesired[id] && alive(id) && id != v.Self {
-				changes = append(changes, change{Kind: demote, ID: id, Why: "voter placement"})
+				changes = append(changes, Change{Kind: Demote, ID: id, Why: "voter placement"})
 			}
 		}
 	}
@@ -257,12 +261,12 @@ func planChange(v membershipView) (change, bool) {
 			continue
 		}
 		if m, ok := members[id]; ok && m.State == mesh.StateLeft {
-			changes = append(changes, change{Kind: remove, ID: id, Why: "left the cluster"})
+			changes = append(changes, Change{Kind: Remove, ID: id, Why: "left the cluster"})
 			continue
 		}
 		since, ok := v.GoneSince[id]
 		if ok && v.Now.Sub(since) >= v.DeadTimeout {
-			changes = append(changes, change{Kind: remove, ID: id, Why: "dead longer than dead_node_timeout"})
+			changes = append(changes, Change{Kind: Remove, ID: id, Why: "dead longer than dead_node_timeout"})
 		}
 	}
 	for _, c := range changes {
@@ -270,12 +274,12 @@ func planChange(v membershipView) (change, bool) {
 			return c, true
 		}
 	}
-	return change{}, false
+	return Change{}, false
 }
 
 // keepsQuorum reports whether the configuration after c still has a
 // quorum of alive voters (and so can commit, and survives the change).
-func keepsQuorum(servers []raft.Server, c change, alive func(mesh.NodeID) bool) bool {
+func keepsQuorum(servers []raft.Server, c Change, alive func(mesh.NodeID) bool) bool {
 	voters, aliveVoters := 0, 0
 	seen := false
 	for _, s := range servers {
@@ -284,9 +288,9 @@ func keepsQuorum(servers []raft.Server, c change, alive func(mesh.NodeID) bool) 
 		if id == c.ID {
 			seen = true
 			switch c.Kind {
-			case promote:
+			case Promote:
 				voter = true
-			case demote, remove:
+			case Demote, Remove:
 				voter = false
 			}
 		}
@@ -297,7 +301,7 @@ func keepsQuorum(servers []raft.Server, c change, alive func(mesh.NodeID) bool) 
 			}
 		}
 	}
-	if !seen && c.Kind == promote {
+	if !seen && c.Kind == Promote {
 		return false
 	}
 	return voters > 0 && aliveVoters >= voters/2+1
