@@ -62,17 +62,17 @@ func callerOf(r *http.Request) caller {
 	return c
 }
 
-// audit says whether and how a route's calls go into the audit log.
-type audit int
+// auditHow says whether and how a route's calls go into the audit log.
+type auditHow int
 
 const (
-	auditNone   audit = iota // metadata reads: status, points, metrics
-	auditAlways              // mutations: every call
-	auditData                // reads of data: once per caller and target every auditRepeat
+	auditNone   auditHow = iota // metadata reads: status, points, metrics
+	auditAlways                 // mutations: every call
+	auditData                   // reads of data: once per caller and target every auditRepeat
 )
 
 // route registers h for pattern, callable by callers holding at least role.
-func (n *Node) route(mux *http.ServeMux, pattern string, role mesh.Role, how audit, h http.HandlerFunc) {
+func (n *Node) route(mux *http.ServeMux, pattern string, role mesh.Role, how auditHow, h http.HandlerFunc) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		c := callerOf(r)
 		e := &AuditEntry{
@@ -84,7 +84,7 @@ func (n *Node) route(mux *http.ServeMux, pattern string, role mesh.Role, how aud
 		}
 		refuse := func(status int, code, msg string) {
 			e.Result, e.Status, e.Detail = "refused", status, msg
-			n.audit.record(e, how == auditNone)
+			n.audit.Record(e, how == auditNone)
 			writeErr(w, status, code, msg)
 		}
 		switch {
@@ -117,7 +117,7 @@ func (n *Node) route(mux *http.ServeMux, pattern string, role mesh.Role, how aud
 				e.Result = "error"
 			}
 		}
-		n.audit.record(e, how == auditData)
+		n.audit.Record(e, how == auditData)
 	})
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/node/nbd"
 )
 
@@ -236,7 +237,7 @@ func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*D
 	now := n.opts.Now().UTC()
 	d := &DrillRecord{ID: now.Format("20060102T150405.000Z") + "-" + pt.ID[:8], Service: od.Service, Site: string(n.opts.Site), Node: n.opts.Name,
 		Point: pt.ID, PointTime: pt.Time, By: by, Started: now.Add(-time.Duration(od.HookSeconds * float64(time.Second))), Finished: now,
-		Hook: od.HookSeconds, HookCommand: clip(od.HookCommand), Where: "operator", Passed: od.Passed, Output: clip(od.Output), Error: clip(od.Error)}
+		Hook: od.HookSeconds, HookCommand: audit.Clip(od.HookCommand), Where: "operator", Passed: od.Passed, Output: audit.Clip(od.Output), Error: audit.Clip(od.Error)}
 	if err := n.Apply(ctx, &Command{Op: catalog.OpDrill, Drill: d}); err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 )
 
@@ -174,7 +175,7 @@ type Node struct {
 	adminLn    net.Listener
 	admin      *http.Server
 	adminConns adminConns
-	audit      *auditor
+	audit      *audit.Recorder
 	hookCred   *syscall.Credential // the hooks user's; nil = the node's own
 	kick       chan struct{}       // wakes the reconciler
 	hasState   atomic.Bool
@@ -217,7 +218,10 @@ func New(opts Options) (_ *Node, err error) {
 		tierMarks: map[string]Watermark{},
 	}
 	n.metrics = newMetrics(n)
-	n.audit = newAuditor(n)
+	n.audit = audit.New(audit.Options{Node: opts.Name, Now: opts.Now, Logger: n.log,
+		Propose: func(ctx context.Context, es []AuditEntry) error {
+			return n.Apply(ctx, &Command{Op: catalog.OpAudit, Audit: es})
+		}})
 	if opts.HooksUser != "" {
 		if n.hookCred, err = lookupCred(opts.HooksUser); err != nil {
 			return nil, err
@@ -450,7 +454,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.serveBlocks(ctx) })
 	g.Go(func() error { n.replicatorLoop(ctx); return nil })
 	g.Go(func() error { n.tiers.run(ctx); return nil })
-	g.Go(func() error { n.audit.run(ctx); return nil })
+	g.Go(func() error { return n.audit.Run(ctx) })
 	g.Go(func() error { n.revocationLoop(ctx); return nil })
 	if n.adminLn != nil {
 		n.admin = &http.Server{
