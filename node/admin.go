@@ -1,25 +1,21 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
@@ -42,25 +38,6 @@ import (
 //	POST /v1/raft/recover?force=true     admin     RecoveryRecord (audited)
 //	POST /v1/revoke                      admin     body: RevokeRequest → []Revocation (audited)
 
-// maxPolicy bounds a policy file sent to the admin API.
-const maxPolicy = 1 << 20
-
-// API error codes.
-const (
-	apiBadRequest = "bad_request"
-	apiNotFound   = "not_found"
-	apiNoQuorum   = "no_quorum"
-	apiNeedForce  = "need_force"
-	apiHasLeader  = "has_leader"
-	apiInternal   = "internal"
-	apiForbidden  = "forbidden"
-)
-
-type apiError struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
-
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	viewer, operator, admin := mesh.RoleViewer, mesh.RoleOperator, mesh.RoleAdmin
@@ -74,19 +51,19 @@ func (n *Node) adminHandler() http.Handler {
 	n.route(mux, "GET /v1/policy", viewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
 		p := n.Catalog().Policy
 		if p == nil {
-			writeErr(w, http.StatusNotFound, apiNotFound, "no cluster policy applied yet: lifeboat policy apply FILE")
+			writeErr(w, http.StatusNotFound, api.CodeNotFound, "no cluster policy applied yet: lifeboat policy apply FILE")
 			return
 		}
 		writeJSON(w, http.StatusOK, p)
 	})
 	n.route(mux, "PUT /v1/policy", admin, auditAlways, func(w http.ResponseWriter, r *http.Request) {
-		src, err := io.ReadAll(io.LimitReader(r.Body, maxPolicy+1))
+		src, err := io.ReadAll(io.LimitReader(r.Body, api.MaxPolicy+1))
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, apiBadRequest, "read policy: "+err.Error())
+			writeErr(w, http.StatusBadRequest, api.CodeBadRequest, "read policy: "+err.Error())
 			return
 		}
-		if len(src) > maxPolicy {
-			writeErr(w, http.StatusBadRequest, apiBadRequest, fmt.Sprintf("policy larger than %d bytes", maxPolicy))
+		if len(src) > api.MaxPolicy {
+			writeErr(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("policy larger than %d bytes", api.MaxPolicy))
 			return
 		}
 		file, err := policyFileName(r.URL.Query().Get("file"))
@@ -104,7 +81,7 @@ func (n *Node) adminHandler() http.Handler {
 	n.route(mux, "POST /v1/policy/approve", admin, auditAlways, func(w http.ResponseWriter, r *http.Request) {
 		v, err := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, apiBadRequest, "version: want the pending policy's number (lifeboat policy show)")
+			writeErr(w, http.StatusBadRequest, api.CodeBadRequest, "version: want the pending policy's number (lifeboat policy show)")
 			return
 		}
 		p, err := n.ApprovePolicy(r.Context(), v, callerOf(r))
@@ -153,19 +130,19 @@ func policyFileName(file string) (string, error) {
 
 func (n *Node) writeAPIError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, ErrBadCommand), errors.Is(err, errBadPolicy):
-		writeErr(w, http.StatusBadRequest, apiBadRequest, err.Error())
+	case errors.Is(err, ErrBadCommand), errors.Is(err, api.ErrBadPolicy):
+		writeErr(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 	case errors.Is(err, ErrNoQuorum):
-		writeErr(w, http.StatusServiceUnavailable, apiNoQuorum, err.Error())
+		writeErr(w, http.StatusServiceUnavailable, api.CodeNoQuorum, err.Error())
 	case errors.Is(err, ErrNeedForce):
-		writeErr(w, http.StatusPreconditionRequired, apiNeedForce, err.Error())
+		writeErr(w, http.StatusPreconditionRequired, api.CodeNeedForce, err.Error())
 	case errors.Is(err, ErrHasLeader):
-		writeErr(w, http.StatusConflict, apiHasLeader, err.Error())
+		writeErr(w, http.StatusConflict, api.CodeHasLeader, err.Error())
 	case errors.Is(err, blockstore.ErrNotFound), errors.Is(err, errNoStore):
-		writeErr(w, http.StatusNotFound, apiNotFound, err.Error())
+		writeErr(w, http.StatusNotFound, api.CodeNotFound, err.Error())
 	default:
 		n.log.Error("admin request", "err", err)
-		writeErr(w, http.StatusInternalServerError, apiInternal, err.Error())
+		writeErr(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
 	}
 }
 
@@ -178,11 +155,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, code int, kind, msg string) {
-	writeJSON(w, code, apiError{Error: msg, Code: kind})
+	writeJSON(w, code, api.ErrorBody{Error: msg, Code: kind})
 }
-
-// errBadPolicy wraps a policy that does not parse or validate.
-var errBadPolicy = errors.New("invalid cluster policy")
 
 // ApplyPolicy validates a cluster policy file and writes it to the catalog.
 // A policy that does not validate changes nothing.
@@ -195,10 +169,10 @@ func (n *Node) ApplyPolicy(ctx context.Context, file string, src []byte, by stri
 func (n *Node) applyPolicy(ctx context.Context, file string, src []byte, by caller) (*PolicyRecord, error) {
 	c, err := config.ParseCluster(file, src)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errBadPolicy, err)
+		return nil, fmt.Errorf("%w: %w", api.ErrBadPolicy, err)
 	}
 	if err := n.checkEncryption(c); err != nil {
-		return nil, fmt.Errorf("%w: %w", errBadPolicy, err)
+		return nil, fmt.Errorf("%w: %w", api.ErrBadPolicy, err)
 	}
 	rec := &PolicyRecord{File: file, Source: string(src), Cluster: c, AppliedAt: n.opts.Now().UTC(), AppliedBy: by.who(), AppliedBySerial: by.id.Serial}
 	cat := n.Catalog()
@@ -270,226 +244,4 @@ func (n *Node) ApprovePolicy(ctx context.Context, version uint64, by caller) (*P
 	}
 	n.log.Info("cluster policy approved and applied", "file", rec.File, "by", rec.AppliedBy, "approved_by", by.who())
 	return n.Catalog().Policy, nil
-}
-
-// Client talks to a node's admin API.
-type Client struct {
-	base  string
-	http  *http.Client
-	creds *mesh.Creds
-}
-
-// NewClient returns a client for the admin API at addr (host:port), which
-// authenticates with creds' certificate (an operator's; a node's reads as
-// a viewer). creds nil makes a client that presents none, which every
-// route refuses: tests use it to see that.
-func NewClient(addr string, creds *mesh.Creds) (*Client, error) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("admin address %q: %w", addr, err)
-	}
-	c := &Client{http: &http.Client{Timeout: 60 * time.Second}, base: "https://" + addr, creds: creds}
-	var tc *tls.Config
-	if creds != nil {
-		tc = creds.ClientTLS()
-	} else {
-		tc = &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true} // refused anyway: no certificate
-	}
-	c.http.Transport = &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}
-	return c, nil
-}
-
-// At returns a client for another node's admin address with the same
-// credentials (a redirect to the service's holder).
-func (c *Client) At(addr string) (*Client, error) { return NewClient(addr, c.creds) }
-
-// APIError is an error the admin API returned.
-type APIError struct {
-	Status int
-	Code   string
-	Msg    string
-}
-
-func (e *APIError) Error() string { return e.Msg }
-
-// Is maps API codes to the node's sentinels.
-func (e *APIError) Is(target error) bool {
-	switch target {
-	case ErrNoQuorum:
-		return e.Code == apiNoQuorum
-	case ErrNeedForce:
-		return e.Code == apiNeedForce
-	case ErrHasLeader:
-		return e.Code == apiHasLeader
-	case errBadPolicy, ErrBadCommand:
-		return e.Code == apiBadRequest
-	case ErrForbidden:
-		return e.Code == apiForbidden || e.Code == apiUnauthenticated || e.Code == apiRevoked
-	case blockstore.ErrNotFound:
-		return e.Code == apiNotFound
-	}
-	return false
-}
-
-// IsBadRequest reports whether err is the API refusing the input.
-func IsBadRequest(err error) bool {
-	var ae *APIError
-	return errors.As(err, &ae) && ae.Code == apiBadRequest
-}
-
-// ErrForbidden reports an admin call refused for who made it: no
-// certificate, a revoked one, or a role too low.
-var ErrForbidden = errors.New("admin API refused the caller")
-
-// ErrUnreachable reports an admin API that does not answer.
-var ErrUnreachable = errors.New("admin API unreachable")
-
-func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		ct := "application/json"
-		if strings.HasPrefix(path, "/v1/policy?") {
-			ct = "application/toml"
-		}
-		req.Header.Set("Content-Type", ct)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("%w: %s: %v", ErrUnreachable, strings.TrimPrefix(c.base, "https://"), err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("read admin API reply: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var ae apiError
-		if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
-			return &APIError{Status: resp.StatusCode, Code: apiInternal, Msg: fmt.Sprintf("admin API: %s: %s", resp.Status, bytes.TrimSpace(b))}
-		}
-		return &APIError{Status: resp.StatusCode, Code: ae.Code, Msg: ae.Error}
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("decode admin API reply: %w", err)
-	}
-	return nil
-}
-
-// Status returns the node's view of the cluster.
-func (c *Client) Status(ctx context.Context) (*Status, error) {
-	var s Status
-	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
-}
-
-// Catalog returns the node's copy of the catalog.
-func (c *Client) Catalog(ctx context.Context) (*Catalog, error) {
-	cat := catalog.New()
-	return cat, c.do(ctx, http.MethodGet, "/v1/catalog", nil, cat)
-}
-
-// Policy returns the applied cluster policy.
-func (c *Client) Policy(ctx context.Context) (*PolicyRecord, error) {
-	var p PolicyRecord
-	return &p, c.do(ctx, http.MethodGet, "/v1/policy", nil, &p)
-}
-
-// ApplyPolicy sends a cluster policy file to be validated and applied.
-func (c *Client) ApplyPolicy(ctx context.Context, file string, src []byte) (*PolicyRecord, error) {
-	var p PolicyRecord
-	return &p, c.do(ctx, http.MethodPut, "/v1/policy?file="+url.QueryEscape(file), src, &p)
-}
-
-// ApprovePolicy approves the pending policy with that version.
-func (c *Client) ApprovePolicy(ctx context.Context, version uint64) (*PolicyRecord, error) {
-	var p PolicyRecord
-	return &p, c.do(ctx, http.MethodPost, "/v1/policy/approve?version="+strconv.FormatUint(version, 10), nil, &p)
-}
-
-// RecoverRaft asks the node for a forced Raft recovery.
-func (c *Client) RecoverRaft(ctx context.Context, force bool) (*RecoveryRecord, error) {
-	var r RecoveryRecord
-	q := "false"
-	if force {
-		q = "true"
-	}
-	return &r, c.do(ctx, http.MethodPost, "/v1/raft/recover?force="+q, nil, &r)
-}
-
-// Points lists the points of a service (and volume) held by this node.
-func (c *Client) Points(ctx context.Context, service, volume string) ([]blockstore.Point, error) {
-	var pts []blockstore.Point
-	q := url.Values{"service": {service}, "volume": {volume}}
-	return pts, c.do(ctx, http.MethodGet, "/v1/points?"+q.Encode(), nil, &pts)
-}
-
-// Image streams a volume's image at a point into w, sequentially, in
-// format ("" = raw; qcow2, vhdx) and returns the point it came from and the
-// bytes written. Zero runs are skipped with Seek, so files stay sparse.
-func (c *Client) Image(ctx context.Context, volume, at, format string, w io.WriteSeeker) (string, int64, error) {
-	q := url.Values{"volume": {volume}, "at": {at}}
-	if format != "" {
-		q.Set("format", format)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/image?"+q.Encode(), nil)
-	if err != nil {
-		return "", 0, err
-	}
-	hc := *c.http
-	hc.Timeout = 0 // images take as long as they take; ctx bounds them
-	resp, err := hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return "", 0, ctx.Err()
-		}
-		return "", 0, fmt.Errorf("%w: %v", ErrUnreachable, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var ae apiError
-		if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
-			return "", 0, &APIError{Status: resp.StatusCode, Code: apiInternal, Msg: fmt.Sprintf("admin API: %s", resp.Status)}
-		}
-		return "", 0, &APIError{Status: resp.StatusCode, Code: ae.Code, Msg: ae.Error}
-	}
-	size := resp.ContentLength
-	buf := make([]byte, 1<<20)
-	var off int64
-	for {
-		k, err := io.ReadFull(resp.Body, buf)
-		if k > 0 {
-			if isZeroBytes(buf[:k]) {
-				if _, err := w.Seek(int64(k), io.SeekCurrent); err != nil {
-					return "", 0, err
-				}
-			} else if _, err := w.Write(buf[:k]); err != nil {
-				return "", 0, err
-			}
-			off += int64(k)
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			return "", 0, fmt.Errorf("read image: %w", err)
-		}
-	}
-	if size >= 0 && off != size {
-		return "", 0, fmt.Errorf("image cut short: %d of %d bytes", off, size)
-	}
-	return resp.Header.Get("X-Lifeboat-Point"), off, nil
-}
-
-func isZeroBytes(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -1,12 +1,12 @@
 package node
 
 import (
-	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // The audit log (issue 13): every mutating admin call, every read of data
@@ -30,7 +30,7 @@ func (n *Node) serveAudit(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("since"); s != "" {
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, apiBadRequest, fmt.Sprintf("since %q: want an RFC 3339 time", s))
+			writeErr(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("since %q: want an RFC 3339 time", s))
 			return
 		}
 		since = t
@@ -39,24 +39,10 @@ func (n *Node) serveAudit(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 {
-			writeErr(w, http.StatusBadRequest, apiBadRequest, fmt.Sprintf("limit %q: want a positive number", s))
+			writeErr(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("limit %q: want a positive number", s))
 			return
 		}
 		limit = v
 	}
 	writeJSON(w, http.StatusOK, n.Audit(since, limit))
-}
-
-// Audit reads the cluster's audit log: entries at or after since (zero =
-// all), at most limit of the newest (0 = the node's default, 1000).
-func (c *Client) Audit(ctx context.Context, since time.Time, limit int) ([]AuditEntry, error) {
-	q := url.Values{}
-	if !since.IsZero() {
-		q.Set("since", since.UTC().Format(time.RFC3339Nano))
-	}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
-	}
-	var out []AuditEntry
-	return out, c.do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &out)
 }

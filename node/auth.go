@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // Admin API authentication and authorization (issue 13).
@@ -26,12 +27,6 @@ import (
 // request must name the node by an IP literal, localhost, or a name in the
 // node's certificate in its Host header, so that a browser page can
 // neither forge a request nor reach the API through DNS rebinding.
-
-// API error codes for authentication and authorization.
-const (
-	apiUnauthenticated = "unauthenticated"
-	apiRevoked         = "revoked"
-)
 
 // caller is who sent an admin request, from the TLS connection alone.
 type caller struct {
@@ -89,18 +84,18 @@ func (n *Node) route(mux *http.ServeMux, pattern string, role mesh.Role, how aud
 		}
 		switch {
 		case !c.ok:
-			refuse(http.StatusUnauthorized, apiUnauthenticated, "the admin API needs a client certificate: an operator certificate from `lifeboat ca issue --operator NAME --role ROLE`, given with --tls-dir or LIFEBOAT_TLS_DIR")
+			refuse(http.StatusUnauthorized, api.CodeUnauthenticated, "the admin API needs a client certificate: an operator certificate from `lifeboat ca issue --operator NAME --role ROLE`, given with --tls-dir or LIFEBOAT_TLS_DIR")
 			return
 		case n.opts.Creds.Revoked(c.id.Serial):
-			refuse(http.StatusForbidden, apiRevoked, fmt.Sprintf("certificate %s of %s %s is revoked", c.id.Serial, c.id.Kind(), c.id.Name))
+			refuse(http.StatusForbidden, api.CodeRevoked, fmt.Sprintf("certificate %s of %s %s is revoked", c.id.Serial, c.id.Kind(), c.id.Name))
 			return
 		case c.role < role:
-			refuse(http.StatusForbidden, apiForbidden, fmt.Sprintf("%s %s has role %s: %s needs role %s", c.id.Kind(), c.id.Name, c.role, e.Action, role))
+			refuse(http.StatusForbidden, api.CodeForbidden, fmt.Sprintf("%s %s has role %s: %s needs role %s", c.id.Kind(), c.id.Name, c.role, e.Action, role))
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.ContentLength != 0 {
 			if err := checkContentType(r); err != nil {
-				refuse(http.StatusUnsupportedMediaType, apiBadRequest, err.Error())
+				refuse(http.StatusUnsupportedMediaType, api.CodeBadRequest, err.Error())
 				return
 			}
 		}
@@ -207,7 +202,7 @@ func (n *Node) hostCheck(h http.Handler) http.Handler {
 		}
 		host = strings.ToLower(strings.Trim(host, "[]"))
 		if net.ParseIP(host) == nil && !names[host] {
-			writeErr(w, http.StatusMisdirectedRequest, apiForbidden, fmt.Sprintf("Host %q is not this node: use its address or a name in its certificate", r.Host))
+			writeErr(w, http.StatusMisdirectedRequest, api.CodeForbidden, fmt.Sprintf("Host %q is not this node: use its address or a name in its certificate", r.Host))
 			return
 		}
 		h.ServeHTTP(w, r)

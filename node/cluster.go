@@ -17,16 +17,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/placement"
 )
 
-// ErrNoQuorum reports a write that found no leader in time: this side of
-// the cluster cannot reach a majority of the voters and is read-only.
-var ErrNoQuorum = errors.New("no raft leader reachable: this part of the cluster has no quorum and is read-only")
-
-// ErrNeedForce reports a forced recovery asked for without --force.
-var ErrNeedForce = errors.New("forced raft recovery needs --force")
-
-// ErrHasLeader reports a forced recovery refused because a leader exists.
-var ErrHasLeader = errors.New("the cluster has a leader: forced recovery is only for a majority lost for good")
-
 // bootstrapLoop forms a new cluster when none exists. A node without Raft
 // state waits until it has joined the gossip (when it has peers to join)
 // and sees BootstrapExpect alive nodes, none of which already belong to a
@@ -416,77 +406,6 @@ func raftTimeout(ctx context.Context) time.Duration {
 // from the leader it may be stale; Status says how old the last contact
 // is.
 func (n *Node) Catalog() *Catalog { return n.fsm.Catalog() }
-
-// NodeStatus is one node in Status.
-type NodeStatus struct {
-	Name  mesh.NodeID `json:"name"`
-	Site  mesh.Site   `json:"site"`
-	Role  string      `json:"role"`
-	State string      `json:"state"` // alive, suspect, dead or left
-	Voter bool        `json:"voter"`
-	Raft  string      `json:"raft"` // voter, nonvoter or none
-	QUIC  string      `json:"quic,omitempty"`
-}
-
-// SiteStatus is one site in Status.
-type SiteStatus struct {
-	Name  mesh.Site `json:"name"`
-	Nodes int       `json:"nodes"`
-	Alive int       `json:"alive"`
-}
-
-// Status is a node's view of the cluster.
-type Status struct {
-	Node          mesh.NodeID   `json:"node"`
-	Site          mesh.Site     `json:"site"`
-	RaftState     string        `json:"raft_state"`
-	Leader        mesh.NodeID   `json:"leader"`
-	Term          uint64        `json:"term"`
-	CommitIndex   uint64        `json:"commit_index"`
-	AppliedIndex  uint64        `json:"applied_index"`
-	LastContact   string        `json:"last_contact"`
-	Voters        []mesh.NodeID `json:"voters"`
-	PolicyVersion uint64        `json:"policy_version"`
-	Sites         []SiteStatus  `json:"sites"`
-	Nodes         []NodeStatus  `json:"nodes"`
-	// Services: per service, its epoch and the newest point each site
-	// holds (the RPO watermarks), as recorded in the catalog.
-	Services []ServiceStatus `json:"services"`
-}
-
-// ServiceStatus is one service in Status.
-type ServiceStatus struct {
-	Name       string            `json:"name"`
-	Epoch      uint64            `json:"epoch"`
-	Primary    string            `json:"primary,omitempty"`
-	RPOTarget  float64           `json:"rpo_target_seconds,omitempty"`
-	Holders    map[string]string `json:"holders,omitempty"` // by site
-	Watermarks []Watermark       `json:"watermarks"`
-	Copies     []CopyStatus      `json:"copies,omitempty"`
-	Failover   *FailoverRecord   `json:"failover,omitempty"` // the newest
-	Branches   []Branch          `json:"branches,omitempty"`
-	Drill      *DrillRecord      `json:"drill,omitempty"` // the newest
-}
-
-// CopyStatus is a service's copy at one recovery site: its tier, how old
-// the newest point there is against the target, what the replicator has
-// left to send, and the link's policy now.
-type CopyStatus struct {
-	Site       string    `json:"site"`
-	Tier       string    `json:"tier"`
-	Holder     string    `json:"holder,omitempty"`
-	Point      string    `json:"point,omitempty"`
-	PointTime  time.Time `json:"point_time,omitzero"`
-	RPO        float64   `json:"rpo_seconds"`       // age of Point now; -1 = no point yet
-	Standby    string    `json:"standby,omitempty"` // hot: the point the standby images are at
-	Export     string    `json:"export,omitempty"`  // cold: the point of the newest export
-	RPOMet     bool      `json:"rpo_met"`
-	Backlog    int64     `json:"backlog_bytes"`
-	Sending    string    `json:"sending,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	LinkRate   float64   `json:"link_rate_bytes_per_second"` // 0 = unlimited
-	LinkPolicy string    `json:"link_policy"`
-}
 
 // Status returns this node's view of the cluster; it works without a quorum.
 func (n *Node) Status() Status {

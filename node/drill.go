@@ -2,10 +2,8 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,18 +24,6 @@ import (
 // copy-on-write overlays there (the standby images, the store's points,
 // replication and the catalog's epoch are not touched), then a test hook
 // runs against them. The result goes into the catalog's drill records.
-
-// DrillRequest asks for a drill on this node.
-type DrillRequest struct {
-	Service string `json:"service"`
-	At      string `json:"at,omitempty"`   // as for a failover
-	Keep    bool   `json:"keep,omitempty"` // leave the images for `drill --cleanup`
-	// NBD serves the point's volumes over NBD on loopback with a
-	// copy-on-write overlay instead of copying them: instant, and the
-	// hook's writes go to the overlay (dropped at the end).
-	NBD bool   `json:"nbd,omitempty"`
-	By  string `json:"by,omitempty"`
-}
 
 func (n *Node) drillsDir(service string) string {
 	return filepath.Join(n.opts.DataDir, "drills", service)
@@ -200,19 +186,6 @@ func (n *Node) CleanupDrills(ctx context.Context, service string) ([]DrillRecord
 	return out, nil
 }
 
-// OperatorDrill is the result of a drill whose hook ran on the operator's
-// own machine (`lifeboat drill --hook`), against the point read through
-// this admin API: the node runs nothing, it only records the result.
-type OperatorDrill struct {
-	Service     string  `json:"service"`
-	Point       string  `json:"point"`
-	HookCommand string  `json:"hook_command"`
-	HookSeconds float64 `json:"hook_seconds"`
-	Passed      bool    `json:"passed"`
-	Output      string  `json:"output,omitempty"`
-	Error       string  `json:"error,omitempty"`
-}
-
 // RecordDrill records an operator's drill of a point this node holds.
 func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*DrillRecord, error) {
 	if n.store == nil {
@@ -243,14 +216,4 @@ func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*D
 	}
 	n.log.Info("drill recorded", "service", od.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", by, "where", "operator")
 	return d, nil
-}
-
-// RecordDrill records the result of a drill run on the operator's machine.
-func (c *Client) RecordDrill(ctx context.Context, od OperatorDrill) (*DrillRecord, error) {
-	b, err := json.Marshal(od)
-	if err != nil {
-		return nil, err
-	}
-	var d DrillRecord
-	return &d, c.do(ctx, http.MethodPost, "/v1/drill/record", b, &d)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // errNoStore reports a request for data on a witness.
@@ -46,14 +47,14 @@ func (n *Node) serveImage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	volume, at := q.Get("volume"), q.Get("at")
 	if !strings.Contains(volume, "/") {
-		writeErr(w, http.StatusBadRequest, apiBadRequest, fmt.Sprintf("volume %q: want SERVICE/VOLUME", volume))
+		writeErr(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("volume %q: want SERVICE/VOLUME", volume))
 		return
 	}
 	format := imgfmt.Raw
 	if f := q.Get("format"); f != "" {
 		var err error
 		if format, err = imgfmt.ParseFormat(f); err != nil {
-			writeErr(w, http.StatusBadRequest, apiBadRequest, err.Error())
+			writeErr(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 			return
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
@@ -17,21 +18,12 @@ import (
 // handshakes (mesh.Creds.SetRevoked) and closes its open connections,
 // QUIC and admin, as soon as it applies the entry.
 
-// RevokeRequest asks for certificates to be revoked.
-type RevokeRequest struct {
-	Certificates []Revocation `json:"certificates"` // Serial required; Name, Kind, NotAfter for the record
-	Reason       string       `json:"reason,omitempty"`
-}
-
-// maxRevoke bounds one request.
-const maxRevoke = 1000
-
 func (n *Node) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	var req RevokeRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeErr(w, http.StatusBadRequest, apiBadRequest, "request body: "+err.Error())
+		writeErr(w, http.StatusBadRequest, api.CodeBadRequest, "request body: "+err.Error())
 		return
 	}
 	out, err := n.Revoke(r.Context(), req, callerOf(r).who())
@@ -50,8 +42,8 @@ func (n *Node) serveRevoke(w http.ResponseWriter, r *http.Request) {
 // Revoke records the certificates as revoked and returns the catalog's
 // records of them.
 func (n *Node) Revoke(ctx context.Context, req RevokeRequest, by string) ([]Revocation, error) {
-	if len(req.Certificates) == 0 || len(req.Certificates) > maxRevoke {
-		return nil, fmt.Errorf("%w: revoke 1 to %d certificates, not %d", ErrBadCommand, maxRevoke, len(req.Certificates))
+	if len(req.Certificates) == 0 || len(req.Certificates) > api.MaxRevoke {
+		return nil, fmt.Errorf("%w: revoke 1 to %d certificates, not %d", ErrBadCommand, api.MaxRevoke, len(req.Certificates))
 	}
 	now := n.opts.Now().UTC()
 	recs := make([]Revocation, 0, len(req.Certificates))
@@ -111,14 +103,4 @@ func (n *Node) revocationLoop(ctx context.Context) {
 			n.adminConns.dropRevoked(n.opts.Creds)
 		}
 	}
-}
-
-// Revoke asks the node to revoke certificates.
-func (c *Client) Revoke(ctx context.Context, req RevokeRequest) ([]Revocation, error) {
-	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	var out []Revocation
-	return out, c.do(ctx, http.MethodPost, "/v1/revoke", b, &out)
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 )
@@ -23,6 +24,39 @@ type (
 	Branch         = catalog.Branch
 	DrillRecord    = catalog.DrillRecord
 	AuditEntry     = catalog.AuditEntry
+
+	// The admin API's own.
+	Client          = api.Client
+	APIError        = api.APIError
+	RemoteImage     = api.RemoteImage
+	Status          = api.Status
+	NodeStatus      = api.NodeStatus
+	SiteStatus      = api.SiteStatus
+	ServiceStatus   = api.ServiceStatus
+	CopyStatus      = api.CopyStatus
+	FailoverRequest = api.FailoverRequest
+	FailoverPlan    = api.FailoverPlan
+	PlanImage       = api.PlanImage
+	FailoverEvent   = api.FailoverEvent
+	NotHolderError  = api.NotHolderError
+	DrillRequest    = api.DrillRequest
+	OperatorDrill   = api.OperatorDrill
+	RevokeRequest   = api.RevokeRequest
+)
+
+// NewClient returns a client for the admin API at addr (see api.NewClient).
+var NewClient = api.NewClient
+
+// IsBadRequest reports whether err is the admin API refusing the input.
+var IsBadRequest = api.IsBadRequest
+
+// The admin API's errors (see package api).
+var (
+	ErrNoQuorum    = api.ErrNoQuorum
+	ErrNeedForce   = api.ErrNeedForce
+	ErrHasLeader   = api.ErrHasLeader
+	ErrForbidden   = api.ErrForbidden
+	ErrUnreachable = api.ErrUnreachable
 )
 
 // ErrBadCommand reports a catalog command that does not decode or apply.

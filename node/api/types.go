@@ -1,0 +1,192 @@
+// Package api is the admin API of a node as its callers see it: the
+// request, reply and event types, the error codes, and the Client that the
+// CLI and other nodes use. The server side is the node's.
+package api
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
+)
+
+// NodeStatus is one node in Status.
+type NodeStatus struct {
+	Name  mesh.NodeID `json:"name"`
+	Site  mesh.Site   `json:"site"`
+	Role  string      `json:"role"`
+	State string      `json:"state"` // alive, suspect, dead or left
+	Voter bool        `json:"voter"`
+	Raft  string      `json:"raft"` // voter, nonvoter or none
+	QUIC  string      `json:"quic,omitempty"`
+}
+
+// SiteStatus is one site in Status.
+type SiteStatus struct {
+	Name  mesh.Site `json:"name"`
+	Nodes int       `json:"nodes"`
+	Alive int       `json:"alive"`
+}
+
+// Status is a node's view of the cluster.
+type Status struct {
+	Node          mesh.NodeID   `json:"node"`
+	Site          mesh.Site     `json:"site"`
+	RaftState     string        `json:"raft_state"`
+	Leader        mesh.NodeID   `json:"leader"`
+	Term          uint64        `json:"term"`
+	CommitIndex   uint64        `json:"commit_index"`
+	AppliedIndex  uint64        `json:"applied_index"`
+	LastContact   string        `json:"last_contact"`
+	Voters        []mesh.NodeID `json:"voters"`
+	PolicyVersion uint64        `json:"policy_version"`
+	Sites         []SiteStatus  `json:"sites"`
+	Nodes         []NodeStatus  `json:"nodes"`
+	// Services: per service, its epoch and the newest point each site
+	// holds (the RPO watermarks), as recorded in the catalog.
+	Services []ServiceStatus `json:"services"`
+}
+
+// ServiceStatus is one service in Status.
+type ServiceStatus struct {
+	Name       string                  `json:"name"`
+	Epoch      uint64                  `json:"epoch"`
+	Primary    string                  `json:"primary,omitempty"`
+	RPOTarget  float64                 `json:"rpo_target_seconds,omitempty"`
+	Holders    map[string]string       `json:"holders,omitempty"` // by site
+	Watermarks []catalog.Watermark     `json:"watermarks"`
+	Copies     []CopyStatus            `json:"copies,omitempty"`
+	Failover   *catalog.FailoverRecord `json:"failover,omitempty"` // the newest
+	Branches   []catalog.Branch        `json:"branches,omitempty"`
+	Drill      *catalog.DrillRecord    `json:"drill,omitempty"` // the newest
+}
+
+// CopyStatus is a service's copy at one recovery site: its tier, how old
+// the newest point there is against the target, what the replicator has
+// left to send, and the link's policy now.
+type CopyStatus struct {
+	Site       string    `json:"site"`
+	Tier       string    `json:"tier"`
+	Holder     string    `json:"holder,omitempty"`
+	Point      string    `json:"point,omitempty"`
+	PointTime  time.Time `json:"point_time,omitzero"`
+	RPO        float64   `json:"rpo_seconds"`       // age of Point now; -1 = no point yet
+	Standby    string    `json:"standby,omitempty"` // hot: the point the standby images are at
+	Export     string    `json:"export,omitempty"`  // cold: the point of the newest export
+	RPOMet     bool      `json:"rpo_met"`
+	Backlog    int64     `json:"backlog_bytes"`
+	Sending    string    `json:"sending,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	LinkRate   float64   `json:"link_rate_bytes_per_second"` // 0 = unlimited
+	LinkPolicy string    `json:"link_policy"`
+}
+
+// FailoverRequest asks for a failover (or, with DryRun, only its plan).
+type FailoverRequest struct {
+	Service string `json:"service"`
+	Site    string `json:"site,omitempty"` // the site taking over; "" = this node's
+	At      string `json:"at,omitempty"`   // "" or "latest", a point ID, or an RFC 3339 time
+	Force   bool   `json:"force,omitempty"`
+	Planned bool   `json:"planned,omitempty"`
+	DryRun  bool   `json:"dry_run,omitempty"`
+	By      string `json:"by,omitempty"`
+}
+
+// FailoverPlan is what a failover will do, shown before it does it.
+type FailoverPlan struct {
+	Service   string      `json:"service"`
+	From      string      `json:"from"`
+	To        string      `json:"to"`
+	Node      mesh.NodeID `json:"node"`
+	Tier      config.Tier `json:"tier"`
+	Epoch     uint64      `json:"epoch"` // the epoch it will start
+	Point     string      `json:"point,omitempty"`
+	PointTime time.Time   `json:"point_time,omitzero"`
+	// PrimaryNewest is the newest point the catalog knows at From; RPO is
+	// the data this failover loses, PrimaryNewest minus PointTime.
+	PrimaryNewest time.Time    `json:"primary_newest,omitzero"`
+	RPO           float64      `json:"rpo_seconds"`
+	PointAge      float64      `json:"point_age_seconds"` // at the failover's start
+	RPOTarget     float64      `json:"rpo_target_seconds"`
+	Images        []PlanImage  `json:"images"`
+	Hooks         config.Hooks `json:"hooks"`
+	Planned       bool         `json:"planned,omitempty"`
+	NeedForce     bool         `json:"need_force,omitempty"` // no Raft quorum: the catalog is recovered first
+	Resume        bool         `json:"resume,omitempty"`     // an interrupted failover is finished
+}
+
+// PlanImage is one image a failover or drill hands to the hooks.
+type PlanImage struct {
+	Volume string `json:"volume"` // SERVICE/VOLUME
+	Path   string `json:"path"`
+	Source string `json:"source"` // "standby" (moved), "store" (materialized), "ready" (made by an earlier run)
+	Size   int64  `json:"size"`
+}
+
+// FailoverEvent is one line of a failover's progress.
+type FailoverEvent struct {
+	Step    string                  `json:"step,omitempty"`
+	Message string                  `json:"message,omitempty"`
+	Done    int64                   `json:"done,omitempty"`
+	Total   int64                   `json:"total,omitempty"`
+	Plan    *FailoverPlan           `json:"plan,omitempty"`
+	Result  *catalog.FailoverRecord `json:"result,omitempty"`
+	Drill   *catalog.DrillRecord    `json:"drill,omitempty"`
+	Error   string                  `json:"error,omitempty"`
+	Code    string                  `json:"code,omitempty"`
+}
+
+// NotHolderError says which node must run a failover or drill: the one
+// holding the service's points at the site.
+type NotHolderError struct {
+	Service, Site string
+	Holder        mesh.NodeID
+	Admin         string // its admin address, "" if unknown
+	Msg           string // the message, when it came from the admin API
+}
+
+func (e *NotHolderError) Error() string {
+	if e.Msg != "" {
+		return e.Msg
+	}
+	if e.Holder == "" {
+		return fmt.Sprintf("no node holds service %s at site %s yet", e.Service, e.Site)
+	}
+	return fmt.Sprintf("service %s at site %s is held by %s (admin %s): run the command there", e.Service, e.Site, e.Holder, e.Admin)
+}
+
+// DrillRequest asks for a drill on this node.
+type DrillRequest struct {
+	Service string `json:"service"`
+	At      string `json:"at,omitempty"`   // as for a failover
+	Keep    bool   `json:"keep,omitempty"` // leave the images for `drill --cleanup`
+	// NBD serves the point's volumes over NBD on loopback with a
+	// copy-on-write overlay instead of copying them: instant, and the
+	// hook's writes go to the overlay (dropped at the end).
+	NBD bool   `json:"nbd,omitempty"`
+	By  string `json:"by,omitempty"`
+}
+
+// OperatorDrill is the result of a drill whose hook ran on the operator's
+// own machine (`lifeboat drill --hook`), against the point read through
+// this admin API: the node runs nothing, it only records the result.
+type OperatorDrill struct {
+	Service     string  `json:"service"`
+	Point       string  `json:"point"`
+	HookCommand string  `json:"hook_command"`
+	HookSeconds float64 `json:"hook_seconds"`
+	Passed      bool    `json:"passed"`
+	Output      string  `json:"output,omitempty"`
+	Error       string  `json:"error,omitempty"`
+}
+
+// RevokeRequest asks for certificates to be revoked.
+type RevokeRequest struct {
+	Certificates []catalog.Revocation `json:"certificates"` // Serial required; Name, Kind, NotAfter for the record
+	Reason       string               `json:"reason,omitempty"`
+}
+
+// MaxRevoke bounds one request.
+const MaxRevoke = 1000
