@@ -1,12 +1,7 @@
 package node
 
 import (
-	"fmt"
-	"net/http"
-	"strconv"
 	"time"
-
-	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // The audit log (issue 13): every mutating admin call, every read of data
@@ -22,27 +17,4 @@ import (
 // newest), oldest first. The slice is shared: do not change it.
 func (n *Node) Audit(since time.Time, limit int) []AuditEntry {
 	return n.fsm.Audit(since, limit)
-}
-
-func (n *Node) serveAudit(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var since time.Time
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			writeErr(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("since %q: want an RFC 3339 time", s))
-			return
-		}
-		since = t
-	}
-	limit := 1000
-	if s := q.Get("limit"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			writeErr(w, http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("limit %q: want a positive number", s))
-			return
-		}
-		limit = v
-	}
-	writeJSON(w, http.StatusOK, n.Audit(since, limit))
 }

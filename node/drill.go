@@ -13,6 +13,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/node/nbd"
@@ -33,7 +34,7 @@ func (n *Node) drillsDir(service string) string {
 func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEvent)) (*DrillRecord, error) {
 	started := n.opts.Now()
 	if n.store == nil {
-		return nil, errNoStore
+		return nil, api.ErrNoStore
 	}
 	cat := n.Catalog()
 	svc := cat.Service(req.Service)
@@ -189,7 +190,7 @@ func (n *Node) CleanupDrills(ctx context.Context, service string) ([]DrillRecord
 // RecordDrill records an operator's drill of a point this node holds.
 func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*DrillRecord, error) {
 	if n.store == nil {
-		return nil, errNoStore
+		return nil, api.ErrNoStore
 	}
 	if n.Catalog().Service(od.Service) == nil {
 		return nil, fmt.Errorf("%w: service %s is not in the applied policy", ErrBadCommand, od.Service)

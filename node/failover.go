@@ -19,6 +19,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
@@ -106,7 +107,7 @@ func (n *Node) resolveServicePoint(ctx context.Context, service, at string) (blo
 func (n *Node) Failover(ctx context.Context, req FailoverRequest, emit func(FailoverEvent)) (*FailoverRecord, error) {
 	started := n.opts.Now()
 	if n.store == nil {
-		return nil, errNoStore
+		return nil, api.ErrNoStore
 	}
 	site := string(n.opts.Site)
 	if req.Site != "" && req.Site != site {

@@ -22,6 +22,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 )
@@ -172,13 +173,13 @@ type Node struct {
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
 
-	adminLn    net.Listener
-	admin      *http.Server
-	adminConns adminConns
-	audit      *audit.Recorder
-	hookCred   *syscall.Credential // the hooks user's; nil = the node's own
-	kick       chan struct{}       // wakes the reconciler
-	hasState   atomic.Bool
+	adminLn  net.Listener
+	admin    *http.Server
+	adminSrv *admin.Server // nil without an admin address
+	audit    *audit.Recorder
+	hookCred *syscall.Credential // the hooks user's; nil = the node's own
+	kick     chan struct{}       // wakes the reconciler
+	hasState atomic.Bool
 	// metaHasState: the gossip metadata announcing hasState went out.
 	metaHasState atomic.Bool
 	joined       atomic.Bool // the gossip join succeeded (or there was none to make)
@@ -197,8 +198,7 @@ type Node struct {
 	tierMarks map[string]Watermark
 	repl      *replicator
 	tiers     *tiers
-	images    imageCache // block maps of images read through the admin API
-	stops     stopMarks  // services stopped here for a planned failover
+	stops     stopMarks // services stopped here for a planned failover
 	metrics   *metrics
 }
 
@@ -317,6 +317,10 @@ func New(opts Options) (_ *Node, err error) {
 	}
 	if err := n.startRaft(); err != nil {
 		return nil, err
+	}
+	if opts.Admin != "" {
+		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
+			Store: n.store, Audit: n.audit, Metrics: n.metrics.handler(), Logger: n.log})
 	}
 	return n, nil
 }
@@ -457,26 +461,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.audit.Run(ctx) })
 	g.Go(func() error { n.revocationLoop(ctx); return nil })
 	if n.adminLn != nil {
-		n.admin = &http.Server{
-			Handler:           n.adminHandler(),
-			ReadHeaderTimeout: 10 * time.Second,
-			TLSConfig:         n.opts.Creds.AdminServerTLS(),
-			ConnState:         n.adminConns.track,
-			ErrorLog:          slog.NewLogLogger(n.log.With("component", "admin").Handler(), slog.LevelDebug),
-		}
-		g.Go(func() error {
-			err := n.admin.ServeTLS(n.adminLn, "", "")
-			if errors.Is(err, http.ErrServerClosed) {
-				return nil
-			}
-			return fmt.Errorf("admin API: %w", err)
-		})
-		g.Go(func() error {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			return n.admin.Shutdown(sctx)
-		})
+		g.Go(func() error { return n.adminSrv.Serve(ctx, n.adminLn) })
 	}
 	n.log.Info("node running", "quic", n.quicAddr, "gossip", n.gossip.Addr(), "admin", n.AdminAddr())
 	err := g.Wait()

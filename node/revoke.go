@@ -2,10 +2,7 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"time"
 
@@ -17,27 +14,6 @@ import (
 // into the catalog (op revoke); every node then refuses it on new
 // handshakes (mesh.Creds.SetRevoked) and closes its open connections,
 // QUIC and admin, as soon as it applies the entry.
-
-func (n *Node) serveRevoke(w http.ResponseWriter, r *http.Request) {
-	var req RevokeRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeErr(w, http.StatusBadRequest, api.CodeBadRequest, "request body: "+err.Error())
-		return
-	}
-	out, err := n.Revoke(r.Context(), req, callerOf(r).who())
-	if err != nil {
-		n.writeAPIError(w, err)
-		return
-	}
-	var serials []string
-	for _, c := range out {
-		serials = append(serials, c.Serial)
-	}
-	noteAudit(r.Context(), "", fmt.Sprintf("revoked %v (%s)", serials, req.Reason))
-	writeJSON(w, http.StatusOK, out)
-}
 
 // Revoke records the certificates as revoked and returns the catalog's
 // records of them.
@@ -86,7 +62,7 @@ func (n *Node) revocationLoop(ctx context.Context) {
 		if !slices.Equal(serials, have) {
 			n.opts.Creds.SetRevoked(serials)
 			quic := n.ep.DropRevoked()
-			admin := n.adminConns.dropRevoked(n.opts.Creds)
+			admin := n.adminSrv.DropRevoked()
 			if len(serials) > len(have) {
 				n.log.Info("revocations applied", "revoked", len(serials), "closed_quic", quic, "closed_admin", admin)
 			}
@@ -100,7 +76,7 @@ func (n *Node) revocationLoop(ctx context.Context) {
 			// The endpoint's cached connections change without catalog
 			// entries; sweep now and then.
 			n.ep.DropRevoked()
-			n.adminConns.dropRevoked(n.opts.Creds)
+			n.adminSrv.DropRevoked()
 		}
 	}
 }

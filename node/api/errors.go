@@ -51,7 +51,7 @@ func (e *APIError) Is(target error) bool {
 		return e.Code == CodeBadRequest
 	case ErrForbidden:
 		return e.Code == CodeForbidden || e.Code == CodeUnauthenticated || e.Code == CodeRevoked
-	case blockstore.ErrNotFound:
+	case blockstore.ErrNotFound, ErrNoStore:
 		return e.Code == CodeNotFound
 	}
 	return false
@@ -87,3 +87,6 @@ const (
 )
 
 const CodeNotHolder = "not_holder"
+
+// ErrNoStore reports a request for data on a witness.
+var ErrNoStore = errors.New("this node is a witness and holds no data")

@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/api"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // Admin API authentication and authorization (issue 13).
@@ -28,24 +29,25 @@ import (
 // node's certificate in its Host header, so that a browser page can
 // neither forge a request nor reach the API through DNS rebinding.
 
-// caller is who sent an admin request, from the TLS connection alone.
-type caller struct {
-	id   mesh.Identity
-	ok   bool // a verified certificate was presented
-	role mesh.Role
-	addr string
+// Caller is who sent an admin request, from the TLS connection alone.
+type Caller struct {
+	ID   mesh.Identity
+	OK   bool // a verified certificate was presented
+	Role mesh.Role
+	Addr string
 }
 
-func (c caller) who() string {
-	if !c.ok {
+// Who names the caller: the certificate's name, or "anonymous".
+func (c Caller) Who() string {
+	if !c.OK {
 		return "anonymous"
 	}
-	return string(c.id.Name)
+	return string(c.ID.Name)
 }
 
 // callerOf identifies the sender of r.
-func callerOf(r *http.Request) caller {
-	c := caller{addr: r.RemoteAddr}
+func callerOf(r *http.Request) Caller {
+	c := Caller{Addr: r.RemoteAddr}
 	if r.TLS == nil {
 		return c
 	}
@@ -53,7 +55,7 @@ func callerOf(r *http.Request) caller {
 	if err != nil {
 		return c
 	}
-	c.id, c.ok, c.role = id, true, id.AdminRole()
+	c.ID, c.OK, c.Role = id, true, id.AdminRole()
 	return c
 }
 
@@ -63,34 +65,34 @@ type auditHow int
 const (
 	auditNone   auditHow = iota // metadata reads: status, points, metrics
 	auditAlways                 // mutations: every call
-	auditData                   // reads of data: once per caller and target every auditRepeat
+	auditData                   // reads of data: once per Caller and target every auditRepeat
 )
 
 // route registers h for pattern, callable by callers holding at least role.
-func (n *Node) route(mux *http.ServeMux, pattern string, role mesh.Role, how auditHow, h http.HandlerFunc) {
+func (s *Server) route(mux *http.ServeMux, pattern string, role mesh.Role, how auditHow, h http.HandlerFunc) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		c := callerOf(r)
-		e := &AuditEntry{
-			Who: c.who(), Kind: "none", From: c.addr, Action: r.Method + " " + r.URL.Path,
+		e := &catalog.AuditEntry{
+			Who: c.Who(), Kind: "none", From: c.Addr, Action: r.Method + " " + r.URL.Path,
 			Target: auditTarget(r),
 		}
-		if c.ok {
-			e.Kind, e.Role, e.Serial = c.id.Kind(), c.role.String(), c.id.Serial
+		if c.OK {
+			e.Kind, e.Role, e.Serial = c.ID.Kind(), c.Role.String(), c.ID.Serial
 		}
 		refuse := func(status int, code, msg string) {
 			e.Result, e.Status, e.Detail = "refused", status, msg
-			n.audit.Record(e, how == auditNone)
+			s.o.Audit.Record(e, how == auditNone)
 			writeErr(w, status, code, msg)
 		}
 		switch {
-		case !c.ok:
+		case !c.OK:
 			refuse(http.StatusUnauthorized, api.CodeUnauthenticated, "the admin API needs a client certificate: an operator certificate from `lifeboat ca issue --operator NAME --role ROLE`, given with --tls-dir or LIFEBOAT_TLS_DIR")
 			return
-		case n.opts.Creds.Revoked(c.id.Serial):
-			refuse(http.StatusForbidden, api.CodeRevoked, fmt.Sprintf("certificate %s of %s %s is revoked", c.id.Serial, c.id.Kind(), c.id.Name))
+		case s.o.Creds.Revoked(c.ID.Serial):
+			refuse(http.StatusForbidden, api.CodeRevoked, fmt.Sprintf("certificate %s of %s %s is revoked", c.ID.Serial, c.ID.Kind(), c.ID.Name))
 			return
-		case c.role < role:
-			refuse(http.StatusForbidden, api.CodeForbidden, fmt.Sprintf("%s %s has role %s: %s needs role %s", c.id.Kind(), c.id.Name, c.role, e.Action, role))
+		case c.Role < role:
+			refuse(http.StatusForbidden, api.CodeForbidden, fmt.Sprintf("%s %s has role %s: %s needs role %s", c.ID.Kind(), c.ID.Name, c.Role, e.Action, role))
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.ContentLength != 0 {
@@ -112,17 +114,17 @@ func (n *Node) route(mux *http.ServeMux, pattern string, role mesh.Role, how aud
 				e.Result = "error"
 			}
 		}
-		n.audit.Record(e, how == auditData)
+		s.o.Audit.Record(e, how == auditData)
 	})
 }
 
 // auditKey finds a request's audit entry in its context.
 type auditKey struct{}
 
-// noteAudit lets a handler add to its request's audit entry: the result
+// Note lets a handler (or the backend it calls) add to its request's audit entry: the result
 // ("ok", "error") and a detail (bounded).
-func noteAudit(ctx context.Context, result, detail string) {
-	if e, ok := ctx.Value(auditKey{}).(*AuditEntry); ok {
+func Note(ctx context.Context, result, detail string) {
+	if e, ok := ctx.Value(auditKey{}).(*catalog.AuditEntry); ok {
 		if result != "" {
 			e.Result = result
 		}
@@ -188,9 +190,9 @@ func (s *statusWriter) code() int {
 
 // hostCheck refuses requests whose Host header names anything but an IP
 // literal, localhost, or a DNS name in the node's certificate.
-func (n *Node) hostCheck(h http.Handler) http.Handler {
-	names := map[string]bool{"localhost": true, string(n.opts.Name): true}
-	if leaf := n.opts.Creds.Cert.Leaf; leaf != nil {
+func (s *Server) hostCheck(h http.Handler) http.Handler {
+	names := map[string]bool{"localhost": true, string(s.o.Name): true}
+	if leaf := s.o.Creds.Cert.Leaf; leaf != nil {
 		for _, d := range leaf.DNSNames {
 			names[strings.ToLower(d)] = true
 		}
@@ -209,14 +211,14 @@ func (n *Node) hostCheck(h http.Handler) http.Handler {
 	})
 }
 
-// adminConns tracks the admin API's open TLS connections, so that a
+// conns tracks the admin API's open TLS connections, so that a
 // revocation can close the ones a revoked certificate opened.
-type adminConns struct {
+type conns struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 }
 
-func (a *adminConns) track(c net.Conn, s http.ConnState) {
+func (a *conns) track(c net.Conn, s http.ConnState) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch s {
@@ -231,7 +233,7 @@ func (a *adminConns) track(c net.Conn, s http.ConnState) {
 }
 
 // dropRevoked closes the connections whose client certificate is revoked.
-func (a *adminConns) dropRevoked(creds *mesh.Creds) int {
+func (a *conns) dropRevoked(creds *mesh.Creds) int {
 	a.mu.Lock()
 	var drop []net.Conn
 	for c := range a.conns {
