@@ -25,6 +25,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
+	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
 )
 
 // Roles a node can have. A witness votes in Raft and holds no data: the
@@ -176,6 +177,7 @@ type Node struct {
 	adminLn  net.Listener
 	admin    *http.Server
 	adminSrv *admin.Server // nil without an admin address
+	recovery *recovery.Engine
 	audit    *audit.Recorder
 	hookCred *syscall.Credential // the hooks user's; nil = the node's own
 	kick     chan struct{}       // wakes the reconciler
@@ -318,6 +320,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
+	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
+		Catalog: n.fsm, Propose: n.Apply, Quorum: n.hasQuorum, RecoverRaft: n.RecoverRaft, FinalPoint: n.plannedFinalPoint,
+		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Now: opts.Now, Logger: n.log})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
 			Store: n.store, Audit: n.audit, Metrics: n.metrics.handler(), Logger: n.log})

@@ -1,4 +1,4 @@
-package node
+package recovery
 
 import (
 	"context"
@@ -20,58 +20,58 @@ import (
 // checked a service for divergent points.
 func branchNote(service string, node string) string { return "branch-checked/" + service + "/" + node }
 
-// branchCheckDue returns the failover away from this site that this node
+// BranchCheckDue returns the failover away from this site that this node
 // has not yet checked for divergent points of service, or nil.
-func (n *Node) branchCheckDue(cat *Catalog, service string) *FailoverRecord {
+func (e *Engine) BranchCheckDue(cat *catalog.Catalog, service string) *catalog.FailoverRecord {
 	st := cat.Services[service]
 	if st == nil {
 		return nil
 	}
-	var due *FailoverRecord
+	var due *catalog.FailoverRecord
 	for i := range st.Failovers {
-		if f := &st.Failovers[i]; f.From == string(n.opts.Site) {
+		if f := &st.Failovers[i]; f.From == string(e.o.Site) {
 			due = f
 		}
 	}
 	if due == nil {
 		return nil
 	}
-	if done, _ := strconv.ParseUint(cat.Notes[branchNote(service, string(n.opts.Name))], 10, 64); done >= due.Epoch {
+	if done, _ := strconv.ParseUint(cat.Notes[branchNote(service, string(e.o.Name))], 10, 64); done >= due.Epoch {
 		return nil
 	}
 	return due
 }
 
-// checkBranches records the divergent points of every service that failed
+// CheckBranches records the divergent points of every service that failed
 // over away from this site, once per failover.
-func (n *Node) checkBranches(ctx context.Context) {
-	if n.store == nil {
+func (e *Engine) CheckBranches(ctx context.Context) {
+	if e.o.Store == nil {
 		return
 	}
-	due := map[string]FailoverRecord{}
-	cat := n.Catalog()
+	due := map[string]catalog.FailoverRecord{}
+	cat := e.o.Catalog.Catalog()
 	for name := range cat.Services {
-		if f := n.branchCheckDue(cat, name); f != nil {
+		if f := e.BranchCheckDue(cat, name); f != nil {
 			due[name] = *f
 		}
 	}
-	if len(due) == 0 || !n.hasQuorum() {
+	if len(due) == 0 || !e.o.Quorum() {
 		return
 	}
 	for name, f := range due {
-		if err := n.recordBranch(ctx, name, &f); err != nil {
-			n.log.Warn("divergent points check", "service", name, "err", err)
+		if err := e.recordBranch(ctx, name, &f); err != nil {
+			e.log.Warn("divergent points check", "service", name, "err", err)
 		}
 	}
 }
 
-func (n *Node) recordBranch(ctx context.Context, service string, f *FailoverRecord) error {
-	pts, err := n.Points(ctx, service, "")
+func (e *Engine) recordBranch(ctx context.Context, service string, f *catalog.FailoverRecord) error {
+	pts, err := e.Points(ctx, service, "")
 	if err != nil {
 		return err
 	}
-	b := &Branch{Name: fmt.Sprintf("%s@%s-epoch%d", service, n.opts.Site, f.Epoch-1), Service: service, Site: string(n.opts.Site),
-		Node: n.opts.Name, Epoch: f.Epoch - 1, Found: n.opts.Now().UTC()}
+	b := &catalog.Branch{Name: fmt.Sprintf("%s@%s-epoch%d", service, e.o.Site, f.Epoch-1), Service: service, Site: string(e.o.Site),
+		Node: e.o.Name, Epoch: f.Epoch - 1, Found: e.o.Now().UTC()}
 	for _, p := range pts {
 		if !p.Time.After(f.PointTime) {
 			continue
@@ -85,11 +85,11 @@ func (n *Node) recordBranch(ctx context.Context, service string, f *FailoverReco
 		}
 	}
 	if len(b.Points) > 0 {
-		if err := n.Apply(ctx, &Command{Op: catalog.OpBranch, Branch: b}); err != nil {
+		if err := e.o.Propose(ctx, &catalog.Command{Op: catalog.OpBranch, Branch: b}); err != nil {
 			return err
 		}
-		n.log.Warn("divergent branch kept: points taken here after the service failed over", "service", service, "branch", b.Name,
+		e.log.Warn("divergent branch kept: points taken here after the service failed over", "service", service, "branch", b.Name,
 			"points", len(b.Points), "first", b.First.Format(time.RFC3339), "last", b.Last.Format(time.RFC3339))
 	}
-	return n.Apply(ctx, &Command{Op: catalog.OpNote, Key: branchNote(service, string(n.opts.Name)), Value: strconv.FormatUint(f.Epoch, 10)})
+	return e.o.Propose(ctx, &catalog.Command{Op: catalog.OpNote, Key: branchNote(service, string(e.o.Name)), Value: strconv.FormatUint(f.Epoch, 10)})
 }

@@ -1,4 +1,4 @@
-package node
+package recovery
 
 import (
 	"context"
@@ -26,48 +26,48 @@ import (
 // replication and the catalog's epoch are not touched), then a test hook
 // runs against them. The result goes into the catalog's drill records.
 
-func (n *Node) drillsDir(service string) string {
-	return filepath.Join(n.opts.DataDir, "drills", service)
+func (e *Engine) drillsDir(service string) string {
+	return filepath.Join(e.o.DataDir, "drills", service)
 }
 
 // Drill runs a drill; emit receives progress.
-func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEvent)) (*DrillRecord, error) {
-	started := n.opts.Now()
-	if n.store == nil {
+func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.FailoverEvent)) (*catalog.DrillRecord, error) {
+	started := e.o.Now()
+	if e.o.Store == nil {
 		return nil, api.ErrNoStore
 	}
-	cat := n.Catalog()
+	cat := e.o.Catalog.Catalog()
 	svc := cat.Service(req.Service)
 	if svc == nil {
-		return nil, fmt.Errorf("%w: service %s is not in the applied policy", ErrBadCommand, req.Service)
+		return nil, fmt.Errorf("%w: service %s is not in the applied policy", catalog.ErrBadCommand, req.Service)
 	}
-	site := string(n.opts.Site)
+	site := string(e.o.Site)
 	if svc.Copy(site) == nil {
-		return nil, fmt.Errorf("%w: service %s keeps no copy at site %s: drills run at a recovery site", ErrBadCommand, req.Service, site)
+		return nil, fmt.Errorf("%w: service %s keeps no copy at site %s: drills run at a recovery site", catalog.ErrBadCommand, req.Service, site)
 	}
-	if h := cat.Holder(req.Service, site); h != "" && h != n.opts.Name {
-		return nil, &NotHolderError{Service: req.Service, Site: site, Holder: h, Admin: cat.Nodes[h].Admin}
+	if h := cat.Holder(req.Service, site); h != "" && h != e.o.Name {
+		return nil, &api.NotHolderError{Service: req.Service, Site: site, Holder: h, Admin: cat.Nodes[h].Admin}
 	}
-	pt, err := n.resolveServicePoint(ctx, req.Service, req.At)
+	pt, err := e.ResolveServicePoint(ctx, req.Service, req.At)
 	if err != nil {
 		return nil, err
 	}
-	d := &DrillRecord{ID: started.UTC().Format("20060102T150405Z") + "-" + pt.ID[:8], Service: req.Service, Site: site, Node: n.opts.Name,
+	d := &catalog.DrillRecord{ID: started.UTC().Format("20060102T150405Z") + "-" + pt.ID[:8], Service: req.Service, Site: site, Node: e.o.Name,
 		Point: pt.ID, PointTime: pt.Time, By: req.By, Started: started.UTC()}
-	dir := filepath.Join(n.drillsDir(req.Service), d.ID)
-	emit(FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s) into %s", d.ID, req.Service, shortID(pt.ID), pt.Time.Format(time.RFC3339), dir)})
+	dir := filepath.Join(e.drillsDir(req.Service), d.ID)
+	emit(api.FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s) into %s", d.ID, req.Service, ShortID(pt.ID), pt.Time.Format(time.RFC3339), dir)})
 	t0 := time.Now()
 	var nbdEnv []string
 	if req.NBD {
-		env, stop, err := n.serveDrillNBD(ctx, pt, dir)
+		env, stop, err := e.serveDrillNBD(ctx, pt, dir)
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
 		defer stop()
 		nbdEnv = env
-		emit(FailoverEvent{Step: "images", Message: fmt.Sprintf("serving %d volume(s) over NBD with copy-on-write overlays: %s", len(pt.Volumes), strings.Join(env, " "))})
-	} else if err := n.materialize(ctx, pt, dir, emit); err != nil {
+		emit(api.FailoverEvent{Step: "images", Message: fmt.Sprintf("serving %d volume(s) over NBD with copy-on-write overlays: %s", len(pt.Volumes), strings.Join(env, " "))})
+	} else if err := e.materialize(ctx, pt, dir, emit); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -80,7 +80,7 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 	}
 	d.HookCommand, d.Where = hook, "node"
 	st := cat.Services[req.Service]
-	var images []PlanImage
+	var images []api.PlanImage
 	if !req.NBD {
 		images = pointImages(dir, pt, "store")
 	}
@@ -96,7 +96,7 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 		if timeout <= 0 {
 			timeout = time.Duration(config.DefaultHookTimeout)
 		}
-		out, err := n.runHook(ctx, "drill", hook, env, timeout)
+		out, err := e.RunHook(ctx, "drill", hook, env, timeout)
 		d.Hook, d.Output = time.Since(t1).Seconds(), out
 		if err != nil {
 			d.Passed, d.Error = false, err.Error()
@@ -108,18 +108,18 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 		d.Dir = dir
 		d.Error = fmt.Sprintf("%s; clean up: %v", d.Error, err)
 	}
-	d.Finished = n.opts.Now().UTC()
-	if err := n.Apply(context.WithoutCancel(ctx), &Command{Op: catalog.OpDrill, Drill: d}); err != nil {
-		emit(FailoverEvent{Step: "record", Message: "the drill's result could not go into the catalog: " + err.Error()})
+	d.Finished = e.o.Now().UTC()
+	if err := e.o.Propose(context.WithoutCancel(ctx), &catalog.Command{Op: catalog.OpDrill, Drill: d}); err != nil {
+		emit(api.FailoverEvent{Step: "record", Message: "the drill's result could not go into the catalog: " + err.Error()})
 	}
-	n.log.Info("drill", "service", req.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", req.By)
+	e.log.Info("drill", "service", req.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", req.By)
 	return d, nil
 }
 
 // serveDrillNBD serves every volume of p over NBD on 127.0.0.1, writable
 // into overlays in dir, until stop is called. It returns the hook
 // environment: LIFEBOAT_NBD_<VOLUME>=nbd://ADDR/NAME and LIFEBOAT_NBDS.
-func (n *Node) serveDrillNBD(ctx context.Context, p blockstore.Point, dir string) (env []string, stop func(), err error) {
+func (e *Engine) serveDrillNBD(ctx context.Context, p blockstore.Point, dir string) (env []string, stop func(), err error) {
 	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
@@ -135,12 +135,12 @@ func (n *Node) serveDrillNBD(ctx context.Context, p blockstore.Point, dir string
 	}
 	var uris []string
 	for _, v := range p.Volumes {
-		im, err := n.store.OpenImage(ctx, v)
+		im, err := e.o.Store.OpenImage(ctx, v)
 		if err != nil {
 			stop()
 			return nil, nil, err
 		}
-		srv, err := nbd.NewServer(nbd.Export{Name: v.Name, Size: im.Size(), Data: im, Writable: true, OverlayDir: dir, Log: n.log})
+		srv, err := nbd.NewServer(nbd.Export{Name: v.Name, Size: im.Size(), Data: im, Writable: true, OverlayDir: dir, Log: e.log})
 		if err != nil {
 			stop()
 			return nil, nil, err
@@ -160,42 +160,42 @@ func (n *Node) serveDrillNBD(ctx context.Context, p blockstore.Point, dir string
 }
 
 // CleanupDrills removes the images of this node's kept drills of service.
-func (n *Node) CleanupDrills(ctx context.Context, service string) ([]DrillRecord, error) {
-	st := n.Catalog().Services[service]
+func (e *Engine) CleanupDrills(ctx context.Context, service string) ([]catalog.DrillRecord, error) {
+	st := e.o.Catalog.Catalog().Services[service]
 	if st == nil {
-		return nil, fmt.Errorf("%w: no service %s in the catalog", ErrBadCommand, service)
+		return nil, fmt.Errorf("%w: no service %s in the catalog", catalog.ErrBadCommand, service)
 	}
-	var out []DrillRecord
+	var out []catalog.DrillRecord
 	for _, d := range st.Drills {
-		if d.Node != n.opts.Name || d.Dir == "" {
+		if d.Node != e.o.Name || d.Dir == "" {
 			continue
 		}
 		if err := os.RemoveAll(d.Dir); err != nil {
 			return out, fmt.Errorf("remove drill %s: %w", d.ID, err)
 		}
 		d.Dir = ""
-		if err := n.Apply(ctx, &Command{Op: catalog.OpDrill, Drill: &d}); err != nil {
+		if err := e.o.Propose(ctx, &catalog.Command{Op: catalog.OpDrill, Drill: &d}); err != nil {
 			return out, err
 		}
 		out = append(out, d)
 	}
 	// Directories a crashed drill left behind.
-	ents, _ := os.ReadDir(n.drillsDir(service))
-	for _, e := range ents {
-		os.RemoveAll(filepath.Join(n.drillsDir(service), e.Name()))
+	ents, _ := os.ReadDir(e.drillsDir(service))
+	for _, ent := range ents {
+		os.RemoveAll(filepath.Join(e.drillsDir(service), ent.Name()))
 	}
 	return out, nil
 }
 
 // RecordDrill records an operator's drill of a point this node holds.
-func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*DrillRecord, error) {
-	if n.store == nil {
+func (e *Engine) RecordDrill(ctx context.Context, od api.OperatorDrill, by string) (*catalog.DrillRecord, error) {
+	if e.o.Store == nil {
 		return nil, api.ErrNoStore
 	}
-	if n.Catalog().Service(od.Service) == nil {
-		return nil, fmt.Errorf("%w: service %s is not in the applied policy", ErrBadCommand, od.Service)
+	if e.o.Catalog.Catalog().Service(od.Service) == nil {
+		return nil, fmt.Errorf("%w: service %s is not in the applied policy", catalog.ErrBadCommand, od.Service)
 	}
-	pts, err := n.Points(ctx, od.Service, "")
+	pts, err := e.Points(ctx, od.Service, "")
 	if err != nil {
 		return nil, err
 	}
@@ -208,13 +208,32 @@ func (n *Node) RecordDrill(ctx context.Context, od OperatorDrill, by string) (*D
 	if pt == nil || len(pt.ID) < 8 {
 		return nil, fmt.Errorf("%w: service %s has no point %q on this node", blockstore.ErrNotFound, od.Service, od.Point)
 	}
-	now := n.opts.Now().UTC()
-	d := &DrillRecord{ID: now.Format("20060102T150405.000Z") + "-" + pt.ID[:8], Service: od.Service, Site: string(n.opts.Site), Node: n.opts.Name,
+	now := e.o.Now().UTC()
+	d := &catalog.DrillRecord{ID: now.Format("20060102T150405.000Z") + "-" + pt.ID[:8], Service: od.Service, Site: string(e.o.Site), Node: e.o.Name,
 		Point: pt.ID, PointTime: pt.Time, By: by, Started: now.Add(-time.Duration(od.HookSeconds * float64(time.Second))), Finished: now,
 		Hook: od.HookSeconds, HookCommand: audit.Clip(od.HookCommand), Where: "operator", Passed: od.Passed, Output: audit.Clip(od.Output), Error: audit.Clip(od.Error)}
-	if err := n.Apply(ctx, &Command{Op: catalog.OpDrill, Drill: d}); err != nil {
+	if err := e.o.Propose(ctx, &catalog.Command{Op: catalog.OpDrill, Drill: d}); err != nil {
 		return nil, err
 	}
-	n.log.Info("drill recorded", "service", od.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", by, "where", "operator")
+	e.log.Info("drill recorded", "service", od.Service, "id", d.ID, "passed", d.Passed, "point", pt.ID, "by", by, "where", "operator")
 	return d, nil
+}
+
+// Points lists the points this node holds, oldest first: of one service
+// when service is set, holding one volume (SERVICE/VOLUME) when volume is.
+func (e *Engine) Points(ctx context.Context, service, volume string) ([]blockstore.Point, error) {
+	if e.o.Store == nil {
+		return nil, api.ErrNoStore
+	}
+	pts, err := e.o.Store.Points(ctx, volume)
+	if err != nil {
+		return nil, err
+	}
+	out := []blockstore.Point{}
+	for _, p := range pts {
+		if service == "" || p.Group == service {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }

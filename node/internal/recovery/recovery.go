@@ -1,0 +1,77 @@
+// Package recovery brings services up from their copies: failover
+// (planned, unplanned, forced), failback, drills, and the divergent points
+// a site kept while a service ran elsewhere (branches). It runs on one
+// node, on that node's store, and changes the cluster only through
+// catalog commands.
+package recovery
+
+import (
+	"context"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/api"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
+)
+
+// CatalogReader gives the current catalog (an immutable snapshot).
+type CatalogReader interface {
+	Catalog() *catalog.Catalog
+}
+
+// Standby is the node's hot copies: the images a failover may take over.
+type Standby interface {
+	// Path returns the path of a volume's standby image of service (any
+	// volume when volume is ""), with the point it is at.
+	Path(service, volume string) (path string, p blockstore.Point, ok bool)
+	// Take moves the service's standby images into dst when they are at
+	// p, and reports whether it did.
+	Take(service string, p blockstore.Point, dst string) (bool, error)
+}
+
+// Options configure an Engine. Every field but Store, Standby, FinalPoint,
+// HooksUser, HookCred and Logger is required.
+type Options struct {
+	Name    mesh.NodeID
+	Site    mesh.Site
+	DataDir string            // failover images go to DataDir/failover, drills to DataDir/drills
+	Store   *blockstore.Store // nil on a witness: it holds nothing to recover from
+	Catalog CatalogReader
+	// Propose writes a command to the catalog and returns once it is
+	// applied on this node.
+	Propose func(context.Context, *catalog.Command) error
+	// Quorum reports whether this node reaches a Raft leader.
+	Quorum func() bool
+	// RecoverRaft makes this node the catalog's only voter (a forced
+	// failover without a quorum).
+	RecoverRaft func(ctx context.Context, by string, force bool) (*catalog.RecoveryRecord, error)
+	// FinalPoint has the primary's holder stop the service and returns
+	// the point taken after the stop hook (a planned failover).
+	FinalPoint func(ctx context.Context, service string, svc *config.Service, emit func(api.FailoverEvent)) (blockstore.Point, error)
+	Standby    Standby
+	HooksUser  string              // the user hooks run as, for messages; "" = the node's own
+	HookCred   *syscall.Credential // its credential; nil = the node's own
+	Now        func() time.Time
+	Logger     *slog.Logger
+}
+
+// Engine runs failovers, failbacks and drills on one node.
+type Engine struct {
+	o   Options
+	log *slog.Logger
+}
+
+// New returns an Engine.
+func New(o Options) *Engine {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Engine{o: o, log: o.Logger}
+}
