@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // rtoPolicy protects two images (IMG-hot and IMG-warm, different data) as

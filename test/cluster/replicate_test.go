@@ -19,9 +19,9 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent"
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // replPolicy protects service web (one 8 MiB volume) at dc1 with a copy

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // BenchmarkInterceptLag: one agent in intercept mode protects 20 volumes,

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/node"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 const (

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // needFUSE skips without FUSE (or root), and fails instead with CI=true.
