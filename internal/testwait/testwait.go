@@ -5,6 +5,7 @@
 package testwait
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -66,3 +67,16 @@ func Holds(t testing.TB, what string, d time.Duration, cond func() error) {
 		<-tick.C
 	}
 }
+
+// True is For with a condition that says only whether it holds.
+func True(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	ForEvery(t, what, timeout, Interval, func() error {
+		if !cond() {
+			return errNotYet
+		}
+		return nil
+	})
+}
+
+var errNotYet = errors.New("still false")
