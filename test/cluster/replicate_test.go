@@ -240,7 +240,7 @@ func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 	}
 	h := replSites(tb, policy("2Mbit"))
 	b0, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // background traffic measured over a window: no event marks it
 	background := float64(h.net.Sent("dc1", "dc2")-b0) / time.Since(t0).Seconds()
 	tb.Logf("background (raft, gossip) dc1 to dc2: %.1f KB/s", background/1e3)
 	startAgent(tb, h, randomImage(tb, size, 3), time.Hour)
@@ -341,7 +341,7 @@ func TestReplicationResumesAfterCut(t *testing.T) {
 	policy := bytes.Replace(replPolicy("warm", `rate = "40Mbit"`), []byte(`size = "8MiB"`), fmt.Appendf(nil, `size = "%dB"`, size), 1)
 	h := replSites(t, policy)
 	b0, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // background traffic measured over a window: no event marks it
 	background := float64(h.net.Sent("dc1", "dc2")-b0) / time.Since(t0).Seconds()
 	startAgent(t, h, randomImage(t, size, 4), time.Hour)
 	start, tStart := h.net.Sent("dc1", "dc2"), time.Now()
@@ -353,7 +353,7 @@ func TestReplicationResumesAfterCut(t *testing.T) {
 	})
 	h.net.Cut("dc1-n1", "dc2-n1")
 	t.Logf("link cut after %d MB", (h.net.Sent("dc1", "dc2")-start)/1e6)
-	time.Sleep(cut)
+	time.Sleep(cut) // the length of the cut is the test
 	h.net.Heal()
 	var pt blockstore.Point
 	h.eventually("dc2 has the point", 2*time.Minute, func() error {
@@ -817,7 +817,7 @@ primary = "dc1"
 	time.Sleep(time.Second) // the throttles read the shifted clock
 	h0, c0 := tierBytes()
 	t0 := time.Now()
-	time.Sleep(time.Until(realSwitch) - 500*time.Millisecond)
+	time.Sleep(time.Until(realSwitch) - 500*time.Millisecond) // measure up to the wall-clock switch
 	h1, c1 := tierBytes()
 	el := time.Since(t0).Seconds()
 	before := (h1 - h0 + c1 - c0) / el
