@@ -18,9 +18,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // demoCmd runs lifeboat's whole job on loopback: two sites and a witness

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/internal/flock"
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
 
@@ -581,9 +582,13 @@ func TestDemoInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	output := func() string { b, _ := os.ReadFile(logPath); return string(b) }
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(output(), "initial sync") && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-	}
+	// On to SIGINT whether or not the demo got there: exit 130 is wanted either way.
+	testwait.Until(30*time.Second, 100*time.Millisecond, func() error {
+		if !strings.Contains(output(), "initial sync") {
+			return errors.New("no initial sync yet")
+		}
+		return nil
+	})
 	cmd.Process.Signal(os.Interrupt)
 	err = cmd.Wait()
 	var ee *exec.ExitError

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
@@ -39,21 +40,25 @@ func startServeNBD(t *testing.T, listen string, args ...string) (stop func() res
 	go func() {
 		done <- lifeboatCtx(ctx, append([]string{"serve-nbd", "--listen", listen}, args...)...)
 	}()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", probe); err == nil {
-			c.Close()
-			break
-		}
+	var exited *result
+	if err := testwait.Until(10*time.Second, 20*time.Millisecond, func() error {
 		select {
 		case r := <-done:
-			t.Fatalf("serve-nbd exited: %+v", r)
+			exited = &r
+			return nil
 		default:
 		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("serve-nbd does not listen on %s: %+v", listen, <-done)
+		c, err := net.Dial("tcp", probe)
+		if err == nil {
+			c.Close()
 		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	}); err != nil {
+		cancel()
+		t.Fatalf("serve-nbd does not listen on %s: %v: %+v", listen, err, <-done)
+	}
+	if exited != nil {
+		t.Fatalf("serve-nbd exited: %+v", *exited)
 	}
 	var once sync.Once
 	var r result

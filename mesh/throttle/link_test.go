@@ -66,7 +66,7 @@ func TestShares(t *testing.T) {
 						wg.Go(func() { pump(ctx, l, tier, []int{10_000, 300}, &sent[tier]) })
 					}
 				}
-				time.Sleep(window)
+				time.Sleep(window) // synctest: moves the fake clock on, takes no time
 				s := l.Stats()
 				cancel()
 				wg.Wait()
@@ -234,12 +234,12 @@ func TestRateChange(t *testing.T) {
 				l := New(Options{Rate: func(now time.Time) float64 { return tt.rate(now.Sub(t0)) }})
 				defer l.Close()
 				if tt.probe != 0 {
-					time.Sleep(tt.probe)
+					time.Sleep(tt.probe) // synctest: moves the fake clock on, takes no time
 					if err := l.Wait(t.Context(), Cold, 1<<40); err != nil || time.Since(t0) != tt.probe {
 						t.Fatalf("Wait(1<<40) at %v = %v, returned at %v; want nil at once", tt.probe, err, time.Since(t0))
 					}
 				}
-				time.Sleep(tt.start - time.Since(t0))
+				time.Sleep(tt.start - time.Since(t0)) // synctest: moves the fake clock on, takes no time
 				err := l.Wait(t.Context(), Hot, tt.n)
 				took := time.Since(t0)
 				t.Logf("Wait(%d) returned at %v", tt.n, took)
@@ -306,7 +306,7 @@ func TestCancel(t *testing.T) {
 		var behindAt time.Duration
 		var wg sync.WaitGroup
 		wg.Go(func() {
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(500 * time.Millisecond) // synctest: moves the fake clock on, takes no time
 			behind = l.Wait(t.Context(), Hot, 5000)
 			behindAt = time.Since(start)
 		})
@@ -323,7 +323,7 @@ func TestCancel(t *testing.T) {
 		if g, most := s.Tiers[Hot].Granted, 16384+int64(1e5*time.Since(start).Seconds()); g > most {
 			t.Errorf("granted %d bytes by %v, want <= %d", g, time.Since(start), most)
 		}
-		time.Sleep(5 * time.Second)
+		time.Sleep(5 * time.Second) // synctest: moves the fake clock on, takes no time
 		s2 := l.Stats()
 		if s2.Tiers[Hot].Granted != s.Tiers[Hot].Granted || s2.Tiers[Hot].Waiters != 0 {
 			t.Errorf("5 s after: granted %d (was %d), %d waiters; want nothing more charged, no waiters",

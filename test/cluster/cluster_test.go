@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
 )
@@ -261,19 +262,17 @@ func TestRefusesForeignCertificateAndWrongGossipKey(t *testing.T) {
 		return nil
 	})
 	// Give the leader several reconcile rounds to (wrongly) admit them.
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		st := h.node("dc1-n1").Status()
-		for _, n := range st.Nodes {
+	testwait.Holds(t, "the intruders stay out", 3*time.Second, func() error {
+		for _, n := range h.node("dc1-n1").Status().Nodes {
 			if (n.Name == "dc9-x" || n.Name == "dc9-y") && n.Raft != "none" {
-				t.Fatalf("%s got into raft as %s", n.Name, n.Raft)
+				return fmt.Errorf("%s got into raft as %s", n.Name, n.Raft)
 			}
 			if n.Name == "dc9-y" {
-				t.Fatalf("dc9-y with the wrong gossip key is in the membership: %+v", n)
+				return fmt.Errorf("dc9-y with the wrong gossip key is in the membership: %+v", n)
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	for _, name := range []mesh.NodeID{"dc9-x", "dc9-y"} {
 		if got := h.node(name).Catalog().Notes["secret"]; got != "" {
 			t.Errorf("%s received the catalog", name)

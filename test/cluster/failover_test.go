@@ -223,7 +223,10 @@ func startWriter(t *testing.T, path, hooks string, seed uint64) *writer {
 		defer f.Close()
 		r := rand.New(rand.NewPCG(seed, 1))
 		buf := make([]byte, 4096)
-		for {
+		// One write every 20ms: an application's pace, not a wait.
+		pace := time.NewTicker(20 * time.Millisecond)
+		defer pace.Stop()
+		for ; ; <-pace.C {
 			if _, err := os.Stat(filepath.Join(hooks, "stop")); err == nil {
 				f.Sync()
 				os.WriteFile(filepath.Join(hooks, "stopped"), nil, 0o644)
@@ -236,7 +239,6 @@ func startWriter(t *testing.T, path, hooks string, seed uint64) *writer {
 			w.mu.Lock()
 			w.writes++
 			w.mu.Unlock()
-			time.Sleep(20 * time.Millisecond)
 		}
 	}()
 	t.Cleanup(func() {
@@ -404,14 +406,29 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 	w := c.nodes["dc3-w1"]
 	wr := startWriter(t, img, hooks, 2)
 	agent := c.agent("web1", "dc1", img, dc1.quic)
+	var first node.CopyStatus
 	testbin.Eventually(t, "dc2's standby at its second point", 60*time.Second, func() error {
 		cp, err := c.copyAt(dc1.admin, "dc2")
 		if err == nil && (cp.Standby == "" || cp.Standby != cp.Point) {
 			err = fmt.Errorf("no standby yet (point %q, standby %q)", cp.Point, cp.Standby)
 		}
+		first = cp
 		return err
 	})
-	time.Sleep(4 * time.Second) // a few more points at both sites
+	testbin.Eventually(t, "more points at both sites, dc1's newer than dc2's", 30*time.Second, func() error {
+		s, err := c.service(dc1.admin)
+		if err != nil {
+			return err
+		}
+		at := map[string]time.Time{}
+		for _, wm := range s.Watermarks {
+			at[wm.Site] = wm.Time
+		}
+		if !at["dc2"].After(first.PointTime) || !at["dc1"].After(at["dc2"]) {
+			return fmt.Errorf("dc1 at %s, dc2 at %s (was %s)", at["dc1"], at["dc2"], first.PointTime)
+		}
+		return nil
+	})
 
 	// dc1 is lost, and the witness with it.
 	dc1.p.Kill()
@@ -508,32 +525,23 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 		fw.WriteAt(blk, int64(i*16)*4096)
 	}
 	fw.Close()
+	changed := time.Now()
 	want := fileSHA(t, started2)
+	// A point from a scan that began after the changes holds them all.
 	var newest node.Watermark
-	testbin.Eventually(t, "dc2 holds a point after the changes", 30*time.Second, func() error {
+	testbin.Eventually(t, "dc2 holds a point taken after the changes", 30*time.Second, func() error {
 		s, err := c.service(dc2.admin)
 		if err != nil {
 			return err
 		}
 		for _, wm := range s.Watermarks {
-			if wm.Site == "dc2" && wm.Time.After(f.Finished) {
+			if wm.Site == "dc2" && wm.Time.After(changed) {
 				newest = wm
 				return nil
 			}
 		}
-		return fmt.Errorf("no new point at dc2")
+		return fmt.Errorf("no point at dc2 since %s", changed)
 	})
-	// Wait for a scan that saw all the changes, then take dc2's newest.
-	time.Sleep(1500 * time.Millisecond)
-	s2, err := c.service(dc2.admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, wm := range s2.Watermarks {
-		if wm.Site == "dc2" {
-			newest = wm
-		}
-	}
 	out = c.lb(0, "failback", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator)
 	t.Logf("lifeboat failback: %s", out)
 	// dc2's agent goes on making points; dc1 gets one per coalescing

@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // rtoPolicy protects two images (IMG-hot and IMG-warm, different data) as
@@ -118,14 +119,10 @@ func BenchmarkFailoverRTO(b *testing.B) {
 		s := time.Now()
 		srv := testbin.Start(b, "serve-nbd", filepath.Join(c.dir, "serve-nbd.log"), c.bin, "serve-nbd", "--admin", dc2.admin, "--tls-dir", c.tlsOperator,
 			"--volume", "warm/disk", "--listen", addr)
-		for {
-			if err := exec.Command(qemuIO, append(append([]string{"-r"}, nbdTLSArgs(c.tlsOperator, addr, "warm/disk")...), "-c", "read 0 4096")...).Run(); err == nil {
-				break
-			}
-			if time.Since(s) > time.Minute {
-				b.Fatalf("no block served over NBD within a minute:\n%s", srv.Tail(20))
-			}
-			time.Sleep(20 * time.Millisecond)
+		if err := testwait.Until(time.Minute, 20*time.Millisecond, func() error {
+			return exec.Command(qemuIO, append(append([]string{"-r"}, nbdTLSArgs(c.tlsOperator, addr, "warm/disk")...), "-c", "read 0 4096")...).Run()
+		}); err != nil {
+			b.Fatalf("no block served over NBD within a minute: %v:\n%s", err, srv.Tail(20))
 		}
 		nbdFirst = time.Since(s)
 		srv.Stop()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/meshtest"
 	"github.com/lifeboat-dr/lifeboat/node"
@@ -196,18 +197,11 @@ func (h *harness) stopAll() {
 
 func (h *harness) node(name mesh.NodeID) *node.Node { return h.nodes[name].node }
 
-// eventually polls cond until it returns nil or the timeout passes.
+// eventually polls cond every 50ms until it returns nil or the timeout
+// passes.
 func (h *harness) eventually(what string, timeout time.Duration, cond func() error) {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	h.t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
+	testwait.ForEvery(h.t, what, timeout, 50*time.Millisecond, cond)
 }
 
 // running returns the running members.

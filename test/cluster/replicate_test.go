@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -19,9 +20,10 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent"
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // replPolicy protects service web (one 8 MiB volume) at dc1 with a copy
@@ -224,8 +226,9 @@ var throttleRates = []float64{2e6 / 8, 10e6 / 8, 50e6 / 8}
 // measureThrottle replicates incompressible data from dc1 to dc2 under
 // each of throttleRates in turn (a new policy each time, applied while the
 // transfer runs) and returns the rate measured on the test network over
-// window: QUIC packets between the sites, less the Raft and gossip
-// background measured before replication starts.
+// about window (the time its rate takes for that many bytes): QUIC packets
+// between the sites, less the Raft and gossip background measured before
+// replication starts.
 func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 	var need float64
 	for _, r := range throttleRates {
@@ -237,7 +240,7 @@ func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 	}
 	h := replSites(tb, policy("2Mbit"))
 	b0, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // background traffic measured over a window: no event marks it
 	background := float64(h.net.Sent("dc1", "dc2")-b0) / time.Since(t0).Seconds()
 	tb.Logf("background (raft, gossip) dc1 to dc2: %.1f KB/s", background/1e3)
 	startAgent(tb, h, randomImage(tb, size, 3), time.Hour)
@@ -247,6 +250,7 @@ func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 		}
 		return nil
 	})
+	viewer := h.ca.Operator("metrics-viewer", mesh.RoleViewer)
 	var got []float64
 	for i, rate := range throttleRates {
 		if i > 0 {
@@ -256,14 +260,42 @@ func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 			}
 		}
 		// The replicator rereads the policy every second.
-		time.Sleep(2 * time.Second)
-		start, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-		time.Sleep(window)
-		r := float64(h.net.Sent("dc1", "dc2")-start)/time.Since(t0).Seconds() - background
+		waitLinkRate(h, viewer, rate, 10*time.Second)
+		r := sentRate(h, rate*window.Seconds(), 3*window) - background
 		tb.Logf("policy %.1f Mbit/s: measured %.2f Mbit/s over %s (%+.1f%%)", rate*8/1e6, r*8/1e6, window, (r/rate-1)*100)
 		got = append(got, r)
 	}
 	return got
+}
+
+// waitLinkRate waits until dc1-n1's throttle on its link to dc2 says it
+// sends at rate (bytes per second, within 1%).
+func waitLinkRate(h *harness, viewer *mesh.Creds, rate float64, timeout time.Duration) {
+	h.t.Helper()
+	h.eventually(fmt.Sprintf("the dc1-dc2 throttle at %.2f Mbit/s", rate*8/1e6), timeout, func() error {
+		got, err := metric(viewer, h.node("dc1-n1").AdminAddr(), "lifeboat_link_rate_bytes_per_second", `link="dc1-dc2"`)
+		if err == nil && math.Abs(got-rate) > rate/100 {
+			err = fmt.Errorf("at %.2f Mbit/s", got*8/1e6)
+		}
+		return err
+	})
+}
+
+// sentRate waits until n more bytes crossed from dc1 to dc2 on the test
+// network and returns the rate they crossed at, in bytes per second.
+func sentRate(h *harness, n float64, timeout time.Duration) float64 {
+	h.t.Helper()
+	start, t0 := h.net.Sent("dc1", "dc2"), time.Now()
+	var sent int64
+	var took time.Duration
+	testwait.ForEvery(h.t, fmt.Sprintf("%.0f bytes from dc1 to dc2", n), timeout, 10*time.Millisecond, func() error {
+		sent, took = h.net.Sent("dc1", "dc2")-start, time.Since(t0)
+		if float64(sent) < n {
+			return fmt.Errorf("%d bytes in %s", sent, took.Round(time.Millisecond))
+		}
+		return nil
+	})
+	return float64(sent) / took.Seconds()
 }
 
 // TestReplicationThrottle: replication never exceeds the link's rate (5%
@@ -309,7 +341,7 @@ func TestReplicationResumesAfterCut(t *testing.T) {
 	policy := bytes.Replace(replPolicy("warm", `rate = "40Mbit"`), []byte(`size = "8MiB"`), fmt.Appendf(nil, `size = "%dB"`, size), 1)
 	h := replSites(t, policy)
 	b0, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // background traffic measured over a window: no event marks it
 	background := float64(h.net.Sent("dc1", "dc2")-b0) / time.Since(t0).Seconds()
 	startAgent(t, h, randomImage(t, size, 4), time.Hour)
 	start, tStart := h.net.Sent("dc1", "dc2"), time.Now()
@@ -321,7 +353,7 @@ func TestReplicationResumesAfterCut(t *testing.T) {
 	})
 	h.net.Cut("dc1-n1", "dc2-n1")
 	t.Logf("link cut after %d MB", (h.net.Sent("dc1", "dc2")-start)/1e6)
-	time.Sleep(cut)
+	time.Sleep(cut) // the length of the cut is the test
 	h.net.Heal()
 	var pt blockstore.Point
 	h.eventually("dc2 has the point", 2*time.Minute, func() error {
@@ -581,6 +613,8 @@ func TestReplicationCoalesces(t *testing.T) {
 	// Rewrite the same two blocks for 10 s.
 	block := make([]byte, 128<<10)
 	end := time.Now().Add(10 * time.Second)
+	pace := time.NewTicker(50 * time.Millisecond) // an application's pace, not a wait
+	defer pace.Stop()
 	for i := 0; time.Now().Before(end); i++ {
 		for j := range block {
 			block[j] = byte(i + j)
@@ -588,7 +622,7 @@ func TestReplicationCoalesces(t *testing.T) {
 		if _, err := f.WriteAt(block, 1<<20); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-pace.C
 	}
 	// Scans go on making points of the unchanged volume: wait until dc2
 	// holds the final content.
@@ -783,7 +817,7 @@ primary = "dc1"
 	time.Sleep(time.Second) // the throttles read the shifted clock
 	h0, c0 := tierBytes()
 	t0 := time.Now()
-	time.Sleep(time.Until(realSwitch) - 500*time.Millisecond)
+	time.Sleep(time.Until(realSwitch) - 500*time.Millisecond) // measure up to the wall-clock switch
 	h1, c1 := tierBytes()
 	el := time.Since(t0).Seconds()
 	before := (h1 - h0 + c1 - c0) / el
@@ -797,17 +831,26 @@ primary = "dc1"
 	if share < 0.7 || share > 0.99 {
 		t.Errorf("hot got %.1f%% of the link while both waited, want most of it but not all", share*100)
 	}
-	time.Sleep(time.Until(realSwitch) + time.Second)
+	// Once the throttle runs at the schedule's rate, 2 s of it (32 Mbit),
+	// or 4 s at the least rate that passes (8 Mbit/s).
+	waitLinkRate(h, viewer, 16e6/8, time.Until(realSwitch)+time.Second)
 	h2, c2 := tierBytes()
 	t2 := time.Now()
-	time.Sleep(2 * time.Second)
-	h3, c3 := tierBytes()
-	after := (h3 - h2 + c3 - c2) / time.Since(t2).Seconds()
-	t.Logf("from 1 s after the schedule started: %.2f Mbit/s", after*8/1e6)
+	var after float64
+	h.eventually("32 Mbit sent at the schedule's rate", 4*time.Second, func() error {
+		h3, c3 := tierBytes()
+		sent := h3 - h2 + c3 - c2
+		if sent < 2*16e6/8 {
+			return fmt.Errorf("%.0f bytes sent", sent)
+		}
+		after = sent / time.Since(t2).Seconds()
+		return nil
+	})
+	t.Logf("once the schedule is in force: %.2f Mbit/s", after*8/1e6)
 	// The schedule is in force: far above the old 2 Mbit/s, never above
 	// the new rate.
 	if after < 8e6/8 || after > 16e6/8*1.05 {
-		t.Errorf("1 s after the schedule started: %.2f Mbit/s, want about 16 (at least 8, at most 16.8)", after*8/1e6)
+		t.Errorf("once the schedule is in force: %.2f Mbit/s, want about 16 (at least 8, at most 16.8)", after*8/1e6)
 	}
 }
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -169,7 +170,27 @@ func TestReplicationProcessesKill9Receiver(t *testing.T) {
 	})
 	dc2.p.Kill()
 	t.Logf("dc2-n1 killed with SIGKILL")
-	time.Sleep(2 * time.Second)
+	// dc2 comes back once dc1 has seen it go: the transfer failed, or
+	// gossip has given up on dc2-n1.
+	testbin.Eventually(t, "dc1 sees dc2-n1 gone", 60*time.Second, func() error {
+		st, err := testbin.Status(bin, dc1.admin, viewerTLS)
+		if err != nil {
+			return err
+		}
+		for _, n := range st.Nodes {
+			if string(n.Name) == dc2.name && n.State != "alive" {
+				return nil
+			}
+		}
+		for _, s := range st.Services {
+			for _, c := range s.Copies {
+				if s.Name == "web" && c.Site == "dc2" && c.Error != "" {
+					return nil
+				}
+			}
+		}
+		return errors.New("dc2-n1 alive, no transfer error")
+	})
 	start(dc2)
 
 	var c node.CopyStatus

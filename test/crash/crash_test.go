@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 )
 
 // Environment variables.

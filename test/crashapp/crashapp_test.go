@@ -567,6 +567,7 @@ func (h *harness) round(r int) {
 	case "node":
 		h.node.Kill()
 		// Down for up to 2 s while the application goes on.
+		// The outage length is the test (seeded): no event to wait for.
 		time.Sleep(time.Duration(h.rng.Int64N(int64(2 * time.Second))))
 		h.startNode()
 	case "agent":

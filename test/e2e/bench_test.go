@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // BenchmarkInterceptLag: one agent in intercept mode protects 20 volumes,
@@ -92,7 +92,7 @@ func BenchmarkInterceptLag(b *testing.B) {
 			}()
 		}
 		start := time.Now()
-		time.Sleep(window)
+		time.Sleep(window) // the measurement window of the benchmark
 		close(stop)
 		for range volumes {
 			<-done
@@ -100,7 +100,7 @@ func BenchmarkInterceptLag(b *testing.B) {
 		elapsed := time.Since(start)
 		cpu := cpuTicks(b, st.PID) - cpu0
 		// Let the last writes commit, then read the lag quantiles.
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // no status field says the last writes committed
 		st, err := agent.ReadStatus(spool)
 		if err != nil {
 			b.Fatal(err)

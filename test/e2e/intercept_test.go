@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
-	"github.com/lifeboat-dr/lifeboat/test/workload"
 )
 
 // needFUSE skips without FUSE (or root), and fails instead with CI=true.
@@ -220,13 +220,16 @@ func nodeDown(t *testing.T, r *interceptRun, d time.Duration, wantState string) 
 	})
 	r.s.node.Kill()
 	sawState := false
+	// The node stays down for d whatever happens (the outage is the
+	// test); the agent's status is read on a ticker meanwhile.
 	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for ; time.Now().Before(deadline); <-tick.C {
 		out, _, _ := testbin.RunCode(r.s.bin, "agent", "status", "--spool", r.spool, "--json")
 		if wantState != "" && strings.Contains(out, `"state": "`+wantState+`"`) {
 			sawState = true
 		}
-		time.Sleep(500 * time.Millisecond)
 	}
 	if wantState != "" && !sawState {
 		t.Errorf("agent status never said %q while the node was down", wantState)

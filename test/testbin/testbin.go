@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 	"github.com/lifeboat-dr/lifeboat/node"
 )
 
@@ -159,18 +160,11 @@ func (p *Proc) Tail(lines int) string {
 	return strings.Join(s, "\n")
 }
 
-// Eventually polls cond every 100ms until it returns nil or timeout passes.
+// Eventually polls cond every 100ms until it returns nil or timeout passes
+// (conditions here often run the binary, so not more often).
 func Eventually(t testing.TB, what string, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
+	testwait.ForEvery(t, what, timeout, 100*time.Millisecond, cond)
 }
 
 // Status runs `lifeboat status --admin ADDR --tls-dir TLSDIR --json` and

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 )
 
 // need skips the test when a prerequisite is missing, or fails it with
@@ -550,17 +552,12 @@ func TestRemountAfterKill(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	// The mount is stale now.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := os.Stat(mp)
-		if errors.Is(err, syscall.ENOTCONN) {
-			break
+	testwait.For(t, "the mountpoint after the kill says ENOTCONN", 5*time.Second, func() error {
+		if _, err := os.Stat(mp); !errors.Is(err, syscall.ENOTCONN) {
+			return fmt.Errorf("stat: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mountpoint after the kill: %v, want ENOTCONN", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	sink := &recorder{}
 	fs, err := Mount(Options{Mountpoint: mp, Volumes: []Volume{{"v", backing, 4096}}, Sink: sink, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {

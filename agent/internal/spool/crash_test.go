@@ -1,21 +1,18 @@
 package spool
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/testcrash"
 )
 
 const (
@@ -72,21 +69,13 @@ func TestMain(m *testing.M) {
 //	s <seq>            Sync returned after the append of seq
 //	k <seq>            Ack(seq) returned
 func crashChild(dir string) {
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(2)
-	}()
+	fail := testcrash.Exit()
 	seed, _ := strconv.ParseUint(os.Getenv(crashSeedEnv), 10, 64)
 	o := crashOptions
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	s, err := Open(dir, o)
 	if err != nil {
-		fmt.Printf("error %v\n", err)
-		os.Exit(3)
-	}
-	fail := func(err error) {
-		fmt.Printf("error %v\n", strings.ReplaceAll(err.Error(), "\n", " "))
-		os.Exit(3)
+		fail(err)
 	}
 	for w := range 4 {
 		go func() {
@@ -164,10 +153,6 @@ func TestCrash(t *testing.T) {
 		}
 		rounds = v
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(seed, 1))
 	known := map[uint64][]uint64{} // seq of an append -> its keys (first..last)
@@ -175,33 +160,9 @@ func TestCrash(t *testing.T) {
 	var repairs, lostUnsynced, checkedRecords int
 	log, h := testLogger(t)
 	for round := range rounds {
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashSeedEnv+"="+strconv.FormatUint(seed+uint64(round)*7919, 10))
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = t.Output()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var lines []string
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines = append(lines, sc.Text())
-			}
-		})
-		time.Sleep(time.Duration(20+rng.IntN(300)) * time.Millisecond) // the random kill moment
-		cmd.Process.Signal(syscall.SIGKILL)
-		wg.Wait()
-		cmd.Wait()
-		stdin.Close()
+		child := testcrash.Start(t, crashChildEnv+"="+dir, crashSeedEnv+"="+strconv.FormatUint(seed+uint64(round)*7919, 10))
+		child.KillAfter(time.Duration(20+rng.IntN(300)) * time.Millisecond)
+		lines := child.Wait()
 		roundSynced := synced
 		for _, l := range lines {
 			f := strings.Fields(l)

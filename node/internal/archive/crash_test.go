@@ -1,24 +1,20 @@
 package archive
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
+	"github.com/lifeboat-dr/lifeboat/internal/testcrash"
 )
 
 const crashChildEnv = "LIFEBOAT_ARCHIVE_CRASH_CHILD" // "ARCHIVEDIR STOREDIR POINTID"
@@ -35,14 +31,7 @@ func TestMain(m *testing.M) {
 // crashChild opens the store, prints "ready", exports the point and prints
 // "exported" with the microseconds it took.
 func crashChild(args []string) {
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(2)
-	}()
-	fail := func(err error) {
-		fmt.Printf("error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-		os.Exit(3)
-	}
+	fail := testcrash.Exit()
 	if len(args) != 3 {
 		fail(fmt.Errorf("want 3 arguments, got %q", args))
 	}
@@ -83,10 +72,6 @@ func TestCrash(t *testing.T) {
 		image{"db", sparseImage(uint64(seed), 6<<20, 16<<10, 0.5), 16 << 10},
 		image{"logs", sparseImage(uint64(seed)+1, 2<<20, 4096, 0.5), 4096})
 	s.Close()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	final := filepath.Join(dir, "erp", dirName(p.Time, p.ID))
 	exportTime := 300 * time.Millisecond
@@ -94,43 +79,14 @@ func TestCrash(t *testing.T) {
 	counts := map[string]int{}
 	for round := range rounds + 1 {
 		kill := round > 0 // the first round measures an export
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir+" "+storeDir+" "+p.ID)
-		stdin, _ := cmd.StdinPipe()
-		out, _ := cmd.StdoutPipe()
-		cmd.Stderr = t.Output()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var lines []string
-		ready := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			isReady := false
-			defer func() {
-				if !isReady {
-					close(ready)
-				}
-			}()
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines = append(lines, sc.Text())
-				if sc.Text() == "ready" {
-					isReady = true
-					close(ready)
-				}
-			}
-		})
+		child := testcrash.Start(t, crashChildEnv+"="+dir+" "+storeDir+" "+p.ID)
 		var d time.Duration
 		if kill {
-			<-ready
+			<-child.Ready()
 			d = time.Duration(rng.Int64N(int64(exportTime) * 5 / 4))
-			time.Sleep(d) // the random kill moment, not a wait for a state
-			cmd.Process.Signal(syscall.SIGKILL)
+			child.KillAfter(d)
 		}
-		wg.Wait()
-		cmd.Wait()
-		stdin.Close()
+		lines := child.Wait()
 		exported := false
 		for _, l := range lines {
 			f := strings.Fields(l)
@@ -185,7 +141,7 @@ func TestCrash(t *testing.T) {
 	}
 	t.Logf("seed %d: %v (an export takes %v)", seed, counts, exportTime)
 	// A last export, in this process, leaves only itself.
-	s, err = blockstore.Open(storeDir, blockstore.Options{Logger: testLogger(t)})
+	s, err := blockstore.Open(storeDir, blockstore.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,25 +1,22 @@
 package standby
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
+	"github.com/lifeboat-dr/lifeboat/internal/testcrash"
 )
 
 const (
@@ -42,14 +39,7 @@ func TestMain(m *testing.M) {
 // LIFEBOAT_STANDBY_CRASH_STEP it kills itself (SIGKILL) at that step,
 // which may come while Open finishes an earlier update.
 func crashChild(args []string) {
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(2)
-	}()
-	fail := func(err error) {
-		fmt.Printf("error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-		os.Exit(3)
-	}
+	fail := testcrash.Exit()
 	if len(args) != 3 {
 		fail(fmt.Errorf("want 3 arguments, got %q", args))
 	}
@@ -172,10 +162,6 @@ func TestCrash(t *testing.T) {
 	w.close()
 	t.Logf("%d points built in %v", len(chain), time.Since(t0).Round(time.Millisecond))
 
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := filepath.Join(t.TempDir(), "standby")
 	log := testLogger(t)
 	at := -1        // index in chain of the standby's point, -1 for none
@@ -187,8 +173,7 @@ func TestCrash(t *testing.T) {
 		ti := i // every round applies the next point of the chain
 		target := chain[ti]
 		tried = append(tried, ti)
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir+" "+w.dir+" "+target.ID)
+		env := []string{crashChildEnv + "=" + dir + " " + w.dir + " " + target.ID}
 		desc := r.step
 		switch {
 		case r.step == "" || r.step == "random":
@@ -200,55 +185,22 @@ func TestCrash(t *testing.T) {
 			}
 			k := max(1, int(float64(n)*r.frac))
 			desc = fmt.Sprintf("write:%d of ~%d", k, n)
-			cmd.Env = append(cmd.Env, crashStepEnv+"=write:"+strconv.Itoa(k))
+			env = append(env, crashStepEnv+"=write:"+strconv.Itoa(k))
 		default:
 			desc = fmt.Sprintf("%s:%d", r.step, r.n)
-			cmd.Env = append(cmd.Env, crashStepEnv+"="+desc)
+			env = append(env, crashStepEnv+"="+desc)
 		}
 		if r.inOpen {
 			desc += " inside Open"
 		}
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = t.Output()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var lines []string
-		ready := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			isReady := false
-			defer func() {
-				if !isReady {
-					close(ready)
-				}
-			}()
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines = append(lines, sc.Text())
-				if sc.Text() == "ready" {
-					isReady = true
-					close(ready)
-				}
-			}
-		})
+		child := testcrash.Start(t, env...)
 		if r.step == "random" {
-			<-ready
+			<-child.Ready()
 			d := time.Duration(rng.Int64N(int64(applyTime) * 5 / 4))
 			desc = fmt.Sprintf("random kill %v after ready", d.Round(time.Millisecond))
-			time.Sleep(d) // the random kill moment, not a wait for a state
-			cmd.Process.Signal(syscall.SIGKILL)
+			child.KillAfter(d)
 		}
-		wg.Wait()
-		cmd.Wait()
-		stdin.Close()
+		lines := child.Wait()
 		applied, sawReady := false, false
 		for _, l := range lines {
 			f := strings.Fields(l)
