@@ -24,6 +24,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
+	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
 )
@@ -178,6 +179,7 @@ type Node struct {
 	admin    *http.Server
 	adminSrv *admin.Server // nil without an admin address
 	recovery *recovery.Engine
+	policy   *policy.Engine
 	audit    *audit.Recorder
 	hookCred *syscall.Credential // the hooks user's; nil = the node's own
 	kick     chan struct{}       // wakes the reconciler
@@ -320,6 +322,8 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
+	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Now: opts.Now,
+		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
 		Catalog: n.fsm, Propose: n.Apply, Quorum: n.hasQuorum, RecoverRaft: n.RecoverRaft, FinalPoint: n.plannedFinalPoint,
 		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Now: opts.Now, Logger: n.log})
