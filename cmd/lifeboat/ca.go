@@ -242,7 +242,7 @@ certificate. --since takes an RFC 3339 time or a duration back from now
 				return err
 			}
 			if jsonOut {
-				return writeJSONOut(c.stdout, es)
+				return writeJSON(c.stdout, es)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tWHO\tFROM\tNODE\tACTION\tTARGET\tRESULT\tDETAIL")

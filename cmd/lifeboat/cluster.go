@@ -4,7 +4,6 @@ package main
 // raft recover (ca and audit are in ca.go).
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -232,7 +231,7 @@ func (c *cli) statusCmd() *cobra.Command {
 				return err
 			}
 			if jsonOut {
-				return writeJSONOut(c.stdout, st)
+				return writeJSON(c.stdout, st)
 			}
 			printStatus(c, st)
 			return nil
@@ -359,12 +358,6 @@ func secs(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }
 
-func writeJSONOut(w interface{ Write([]byte) (int, error) }, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func (c *cli) policyCmd() *cobra.Command {
 	policy := &cobra.Command{
 		Use:   "policy",
@@ -446,7 +439,7 @@ func (c *cli) policyCmd() *cobra.Command {
 				return err
 			}
 			if jsonOut {
-				return writeJSONOut(c.stdout, p)
+				return writeJSON(c.stdout, p)
 			}
 			fmt.Fprintf(c.stdout, "# policy version %d from %s, applied %s by %s", p.Version, p.File, p.AppliedAt.Format(time.RFC3339), p.AppliedBy)
 			if p.ApprovedBy != "" {

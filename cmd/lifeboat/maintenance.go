@@ -69,15 +69,11 @@ Damage is listed with what to do about it, and lifeboat exits with code 3.`,
 	return cmd
 }
 
+// verifyJSON is verify --json: the report, with the damage spelled out.
 type verifyJSON struct {
-	OK     bool         `json:"ok"`
-	Sample float64      `json:"sample,omitempty"`
-	Packs  int64        `json:"packs"`
-	Frames int64        `json:"frames"`
-	Blocks int64        `json:"blocks"`
-	Hashed int64        `json:"blocks_hashed"`
-	Pages  int64        `json:"pages"`
-	Points int64        `json:"points"`
+	OK     bool    `json:"ok"`
+	Sample float64 `json:"sample,omitempty"`
+	blockstore.VerifyReport
 	Damage []damageJSON `json:"damage"`
 }
 
@@ -90,8 +86,7 @@ type damageJSON struct {
 }
 
 func newVerifyJSON(r blockstore.VerifyReport, sample float64) verifyJSON {
-	out := verifyJSON{OK: len(r.Damage) == 0, Sample: sample, Packs: r.Packs, Frames: r.Frames,
-		Blocks: r.Blocks, Hashed: r.Hashed, Pages: r.Pages, Points: r.Points, Damage: []damageJSON{}}
+	out := verifyJSON{OK: len(r.Damage) == 0, Sample: sample, VerifyReport: r, Damage: []damageJSON{}}
 	for _, d := range r.Damage {
 		j := damageJSON{Error: d.Error(), Hint: errorHint(d)}
 		var ce *blockstore.CorruptError
@@ -181,23 +176,14 @@ At least one rule is required. --dry-run shows what would go.`,
 	return cmd
 }
 
+// pruneJSON is prune --json.
 type pruneJSON struct {
-	DryRun        bool               `json:"dry_run"`
-	PointsKept    int                `json:"points_kept"`
-	PointsDeleted int                `json:"points_deleted"`
-	Deleted       []blockstore.Point `json:"deleted"`
-	BlocksDeleted int64              `json:"blocks_deleted"`
-	PagesDeleted  int64              `json:"pages_deleted"`
-	PacksDeleted  int                `json:"packs_deleted"`
-	PacksRepacked int                `json:"packs_repacked"`
-	BytesBefore   int64              `json:"bytes_before"`
-	BytesAfter    int64              `json:"bytes_after"`
+	DryRun bool `json:"dry_run"`
+	blockstore.PruneReport
 }
 
 func newPruneJSON(r blockstore.PruneReport, dryRun bool) pruneJSON {
-	out := pruneJSON{DryRun: dryRun, PointsKept: r.PointsKept, PointsDeleted: r.PointsDeleted, Deleted: r.Deleted,
-		BlocksDeleted: r.BlocksDeleted, PagesDeleted: r.PagesDeleted, PacksDeleted: r.PacksDeleted,
-		PacksRepacked: r.PacksRepacked, BytesBefore: r.BytesBefore, BytesAfter: r.BytesAfter}
+	out := pruneJSON{DryRun: dryRun, PruneReport: r}
 	if out.Deleted == nil {
 		out.Deleted = []blockstore.Point{}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/internal/flock"
 )
 
@@ -218,7 +219,7 @@ func writeImageFile(ctx context.Context, out string, force bool, write func(*os.
 		return err
 	}
 	placed = true
-	if err := syncDir(filepath.Dir(out)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(out)); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	return nil
@@ -276,18 +277,6 @@ func restoreDevice(ctx context.Context, s *blockstore.Store, v blockstore.Volume
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("restore: close %s: %w", dev, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
 }
