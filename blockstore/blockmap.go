@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
+	"sync"
 )
 
 // fanout is the number of IDs in a full map page, leaf or interior.
@@ -112,22 +113,37 @@ func decodePage(p []byte) (level int, ids []ID, err error) {
 	return level, ids, nil
 }
 
-// loadPage reads page id, checks its hash and that it sits at level and holds
+// mapPages reads, walks and writes the pages of volume maps. Safe for
+// concurrent use.
+type mapPages struct {
+	dir     string // the store directory
+	h       *hasher
+	w       *packWriter
+	readers sync.Pool // *blockReader for page loads
+}
+
+func newMapPages(s *Store) *mapPages {
+	m := &mapPages{dir: s.dir, h: s.h, w: s.w}
+	m.readers.New = func() any { return &blockReader{s: s} }
+	return m
+}
+
+// load reads page id, checks its hash and that it sits at level and holds
 // count IDs, and returns the IDs. A zero page is count zero IDs.
-func (s *Store) loadPage(id ID, level, count int) ([]ID, error) {
+func (m *mapPages) load(id ID, level, count int) ([]ID, error) {
 	if id.IsZero() {
 		return make([]ID, count), nil
 	}
-	r := s.pageReaders.Get().(*blockReader)
-	defer s.pageReaders.Put(r)
+	r := m.readers.Get().(*blockReader)
+	defer m.readers.Put(r)
 	v, err := r.get(ref{kindPage, id})
 	if err != nil {
 		return nil, fmt.Errorf("map page %s: %w", id.Short(), err)
 	}
 	fail := func(err error) error {
-		return &CorruptError{Path: filepath.Join(s.dir, packsDir), Offset: -1, Block: id, Err: err, Hint: "run `lifeboat verify`"}
+		return &CorruptError{Path: filepath.Join(m.dir, packsDir), Offset: -1, Block: id, Err: err, Hint: "run `lifeboat verify`"}
 	}
-	if got := s.h.sum(v); got != id {
+	if got := m.h.sum(v); got != id {
 		return nil, fail(fmt.Errorf("%w: map page hashes to %s", errCorrupt, got.Short()))
 	}
 	l, ids, err := decodePage(v)
@@ -157,7 +173,8 @@ func childCount(blocks int64, level int, index int64) int {
 // store already holds are not written again; new pages are written to packs
 // in frames like blocks.
 type mapWriter struct {
-	s      *Store
+	w      *packWriter
+	h      *hasher
 	geom   Geometry
 	root   int
 	levels [][]ID // pending IDs per level
@@ -169,9 +186,9 @@ type mapWriter struct {
 	seen    map[ID]bool
 }
 
-func (s *Store) newMapWriter(g Geometry) *mapWriter {
+func (m *mapPages) newWriter(g Geometry) *mapWriter {
 	r := g.rootLevel()
-	return &mapWriter{s: s, geom: g, root: r, levels: make([][]ID, r+1), seen: map[ID]bool{}}
+	return &mapWriter{w: m.w, h: m.h, geom: g, root: r, levels: make([][]ID, r+1), seen: map[ID]bool{}}
 }
 
 // add appends the ID of the next block.
@@ -210,11 +227,11 @@ func (w *mapWriter) writePage(level int, ids []ID) (ID, error) {
 		return ZeroID, nil
 	}
 	p := encodePage(level, ids)
-	id := w.s.h.sum(p)
+	id := w.h.sum(p)
 	if w.seen[id] {
 		return id, nil
 	}
-	has, err := w.s.has(ref{kindPage, id})
+	has, err := w.w.has(ref{kindPage, id})
 	if err != nil {
 		return ZeroID, err
 	}
@@ -238,7 +255,7 @@ func (w *mapWriter) flushPages() error {
 	for i := range want {
 		want[i] = i
 	}
-	if err := w.s.writeNew(kindPage, w.pages, w.pageIDs, want); err != nil {
+	if err := w.w.write(kindPage, w.pages, w.pageIDs, want); err != nil {
 		return fmt.Errorf("write map pages: %w", err)
 	}
 	w.pages, w.pageIDs, w.size = w.pages[:0], w.pageIDs[:0], 0
@@ -276,15 +293,15 @@ func (s *Store) WalkLeaves(ctx context.Context, v VolumeState, fn func(first int
 	if g.Blocks() == 0 {
 		return nil
 	}
-	return s.walk(ctx, g.Blocks(), v.Root, g.rootLevel(), 0, fn)
+	return s.maps.walk(ctx, g.Blocks(), v.Root, g.rootLevel(), 0, fn)
 }
 
-func (s *Store) walk(ctx context.Context, blocks int64, id ID, level int, index int64, fn func(int64, []ID) error) error {
+func (m *mapPages) walk(ctx context.Context, blocks int64, id ID, level int, index int64, fn func(int64, []ID) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	n := childCount(blocks, level, index)
-	ids, err := s.loadPage(id, level, n)
+	ids, err := m.load(id, level, n)
 	if err != nil {
 		return err
 	}
@@ -292,7 +309,7 @@ func (s *Store) walk(ctx context.Context, blocks int64, id ID, level int, index 
 		return fn(index*fanout, ids)
 	}
 	for i, c := range ids {
-		if err := s.walk(ctx, blocks, c, level-1, index*fanout+int64(i), fn); err != nil {
+		if err := m.walk(ctx, blocks, c, level-1, index*fanout+int64(i), fn); err != nil {
 			return err
 		}
 	}
@@ -317,7 +334,7 @@ func (s *Store) Diff(ctx context.Context, a, b VolumeState, fn func(Change) erro
 	level := max(ga.rootLevel(), gb.rootLevel())
 	na := node{id: a.Root, level: ga.rootLevel(), blocks: ga.Blocks()}
 	nb := node{id: b.Root, level: gb.rootLevel(), blocks: gb.Blocks()}
-	return s.diff(ctx, na, nb, level, 0, fn)
+	return s.maps.diff(ctx, na, nb, level, 0, fn)
 }
 
 // node is one side of a diff: a page of a volume with a number of blocks.
@@ -330,7 +347,7 @@ type node struct {
 }
 
 // children returns the child nodes of n seen at level and index.
-func (s *Store) children(n node, level int, index int64) ([]node, error) {
+func (m *mapPages) children(n node, level int, index int64) ([]node, error) {
 	if n.blocks == 0 || index*coverage(level) >= n.blocks {
 		return nil, nil
 	}
@@ -343,7 +360,7 @@ func (s *Store) children(n node, level int, index int64) ([]node, error) {
 		out[0] = n
 		return out, nil
 	}
-	ids, err := s.loadPage(n.id, level, count)
+	ids, err := m.load(n.id, level, count)
 	if err != nil {
 		return nil, err
 	}
@@ -353,18 +370,18 @@ func (s *Store) children(n node, level int, index int64) ([]node, error) {
 	return out, nil
 }
 
-func (s *Store) diff(ctx context.Context, a, b node, level int, index int64, fn func(Change) error) error {
+func (m *mapPages) diff(ctx context.Context, a, b node, level int, index int64, fn func(Change) error) error {
 	if a.id == b.id && a.level == b.level {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ca, err := s.children(a, level, index)
+	ca, err := m.children(a, level, index)
 	if err != nil {
 		return err
 	}
-	cb, err := s.children(b, level, index)
+	cb, err := m.children(b, level, index)
 	if err != nil {
 		return err
 	}
@@ -386,7 +403,7 @@ func (s *Store) diff(ctx context.Context, a, b node, level int, index int64, fn 
 			}
 			continue
 		}
-		if err := s.diff(ctx, x, y, level-1, child, fn); err != nil {
+		if err := m.diff(ctx, x, y, level-1, child, fn); err != nil {
 			return err
 		}
 	}
@@ -412,9 +429,9 @@ func (s *Store) Update(ctx context.Context, v VolumeState, changes []Change) (Vo
 	if len(changes) == 0 {
 		return v, nil
 	}
-	u := &mapWriter{s: s, geom: g, seen: map[ID]bool{}}
+	u := &mapWriter{w: s.w, h: s.h, geom: g, seen: map[ID]bool{}}
 	var used int64
-	root, err := s.update(ctx, u, v.Root, g.rootLevel(), 0, changes, &used)
+	root, err := s.maps.update(ctx, u, v.Root, g.rootLevel(), 0, changes, &used)
 	if err != nil {
 		return v, fmt.Errorf("update volume %s: %w", v.Name, err)
 	}
@@ -429,12 +446,12 @@ func (s *Store) Update(ctx context.Context, v VolumeState, changes []Change) (Vo
 // update rewrites the page id at level and index with changes, all of which
 // fall inside it, and returns the new page ID. used counts the change in
 // non-zero blocks.
-func (s *Store) update(ctx context.Context, u *mapWriter, id ID, level int, index int64, changes []Change, used *int64) (ID, error) {
+func (m *mapPages) update(ctx context.Context, u *mapWriter, id ID, level int, index int64, changes []Change, used *int64) (ID, error) {
 	if err := ctx.Err(); err != nil {
 		return ZeroID, err
 	}
 	blocks := u.geom.Blocks()
-	ids, err := s.loadPage(id, level, childCount(blocks, level, index))
+	ids, err := m.load(id, level, childCount(blocks, level, index))
 	if err != nil {
 		return ZeroID, err
 	}
@@ -460,7 +477,7 @@ func (s *Store) update(ctx context.Context, u *mapWriter, id ID, level int, inde
 			n++
 		}
 		slot := child - index*fanout
-		nid, err := s.update(ctx, u, ids[slot], level-1, child, changes[:n], used)
+		nid, err := m.update(ctx, u, ids[slot], level-1, child, changes[:n], used)
 		if err != nil {
 			return ZeroID, err
 		}

@@ -3,10 +3,11 @@ package blockstore
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 )
 
 // TestUpdateMatchesSnapshot checks that updating a map with changed blocks
@@ -91,7 +92,7 @@ func BenchmarkDiff1TiB(b *testing.B) {
 	defer s.Close()
 	const blocks = 1 << 24
 	g := Geometry{Size: blocks * 64 << 10, BlockSize: 64 << 10}
-	w := s.newMapWriter(g)
+	w := s.maps.newWriter(g)
 	for n := int64(0); n < blocks; n++ {
 		if err := w.add(syntheticID(n, 0)); err != nil {
 			b.Fatal(err)

@@ -184,21 +184,6 @@ func (c *sealer) openValue(key, sealed []byte) ([]byte, error) {
 	return out, nil
 }
 
-// sealValue and openValue of a store: identity when it is not encrypted.
-func (s *Store) sealValue(key, value []byte) []byte {
-	if s.seal == nil {
-		return value
-	}
-	return s.seal.sealValue(key, value)
-}
-
-func (s *Store) openValue(key, value []byte) ([]byte, error) {
-	if s.seal == nil {
-		return value, nil
-	}
-	return s.seal.openValue(key, value)
-}
-
 // wrapKeys seals the data key and the dedup key under kek.
 func wrapKeys(kek KEK, dataKey [32]byte, dedup Key, now time.Time) ([]byte, error) {
 	g, err := newGCM(kek[:])

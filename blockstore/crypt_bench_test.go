@@ -22,14 +22,7 @@ func BenchmarkEncryption(b *testing.B) {
 			b.SetBytes(int64(len(img)))
 			for b.Loop() {
 				b.StopTimer()
-				dir := filepath.Join(b.TempDir(), "store")
-				if err := Init(dir, InitOptions{KEK: mode.kek}); err != nil {
-					b.Fatal(err)
-				}
-				s, err := Open(dir, Options{KEK: mode.kek})
-				if err != nil {
-					b.Fatal(err)
-				}
+				s := newBenchStore(b, mode.kek)
 				b.StartTimer()
 				if _, _, err := s.Snapshot(b.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "vol", BlockSize: 4096}); err != nil {
 					b.Fatal(err)
@@ -40,14 +33,7 @@ func BenchmarkEncryption(b *testing.B) {
 			}
 		})
 		b.Run("restore/"+mode.name, func(b *testing.B) {
-			dir := filepath.Join(b.TempDir(), "store")
-			if err := Init(dir, InitOptions{KEK: mode.kek}); err != nil {
-				b.Fatal(err)
-			}
-			s, err := Open(dir, Options{KEK: mode.kek})
-			if err != nil {
-				b.Fatal(err)
-			}
+			s := newBenchStore(b, mode.kek)
 			defer s.Close()
 			p, _, err := s.Snapshot(b.Context(), blockstoretest.Image(img), SnapshotOptions{Volume: "vol", BlockSize: 4096})
 			if err != nil {
@@ -63,4 +49,18 @@ func BenchmarkEncryption(b *testing.B) {
 			}
 		})
 	}
+}
+
+// newBenchStore creates and opens a store, encrypted under kek if set.
+func newBenchStore(b *testing.B, kek *KEK) *Store {
+	b.Helper()
+	dir := filepath.Join(b.TempDir(), "store")
+	if err := Init(dir, InitOptions{KEK: kek}); err != nil {
+		b.Fatal(err)
+	}
+	s, err := Open(dir, Options{KEK: kek})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
 }

@@ -15,7 +15,7 @@ import (
 // Damage to the index database (a Pebble table whose checksum fails, a
 // manifest that does not parse) surfaces as a CorruptError naming the file,
 // never as a panic: Pebble reports it to the event listener set up here and
-// returns an error that indexErr classifies.
+// returns an error that index.err classifies.
 
 // indexHint is the way out of a damaged index.
 func indexHint(dir string) string {
@@ -23,21 +23,21 @@ func indexHint(dir string) string {
 		"(stop the node using the store first); then run `lifeboat verify --store %s`", dir, dir)
 }
 
-// indexErr wraps an error of the index database: corruption becomes a
+// err wraps an error of the index database: corruption becomes a
 // CorruptError naming the damaged file (when Pebble said which) and the way
 // out; anything else is wrapped with what was being done.
-func (s *Store) indexErr(what string, err error) error {
+func (x *index) err(what string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if !pebble.IsCorruptionError(err) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	path := filepath.Join(s.dir, indexDir)
-	if p, ok := s.corruptFile.Load().(string); ok && p != "" {
+	path := filepath.Join(x.dir, indexDir)
+	if p, ok := x.corruptFile.Load().(string); ok && p != "" {
 		path = p
 	}
-	return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: %s: index database: %s", errCorrupt, what, shortPebbleErr(err)), Hint: indexHint(s.dir)}
+	return &CorruptError{Path: path, Offset: -1, Err: fmt.Errorf("%w: %s: index database: %s", errCorrupt, what, shortPebbleErr(err)), Hint: indexHint(x.dir)}
 }
 
 // openIndexErr classifies an error of pebble.Open.
@@ -75,16 +75,16 @@ func shortPebbleErr(err error) string {
 	return msg
 }
 
-// corruptionListener records the file Pebble found damaged. Pebble's
-// default would call the logger's Fatalf, ending the process.
-func (s *Store) corruptionListener() *pebble.EventListener {
+// listener records the file Pebble found damaged. Pebble's default would
+// call the logger's Fatalf, ending the process.
+func (x *index) listener() *pebble.EventListener {
 	return &pebble.EventListener{
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
-			s.corruptFile.Store(info.Path)
-			s.log.Error("index database damaged", "file", info.Path, "err", shortPebbleErr(info.Details))
+			x.corruptFile.Store(info.Path)
+			x.log.Error("index database damaged", "file", info.Path, "err", shortPebbleErr(info.Details))
 		},
 		BackgroundError: func(err error) {
-			s.log.Error("index database error", "err", shortPebbleErr(err))
+			x.log.Error("index database error", "err", shortPebbleErr(err))
 		},
 	}
 }

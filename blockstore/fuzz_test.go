@@ -108,12 +108,12 @@ func FuzzScanPack(f *testing.F) {
 	f.Add([]byte("LBF1LBF1LBF1LBF1LBF1"), true)
 	dec, _ := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxFramePlain))
 	f.Fuzz(func(t *testing.T, pack []byte, encrypted bool) {
-		s := &Store{h: h, dec: dec}
+		codec := &frameCodec{dec: dec}
 		if encrypted {
-			s.seal = seal
+			codec.seal = seal
 		}
-		var rep RebuildReport
-		end, err := s.scanPack(t.Context(), 0, "pack", pack, &rep, func(k kind, id ID, loc location, body []byte) {
+		rb := &rebuilder{h: h, codec: codec, rep: &RebuildReport{}}
+		end, err := rb.scanPack(t.Context(), 0, "pack", pack, func(k kind, id ID, loc location, body []byte) {
 			if loc.offset+uint64(loc.recLen) > uint64(len(pack)) {
 				t.Fatalf("object past the end of the pack: %+v", loc)
 			}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -150,7 +149,7 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 	}
 	for _, v := range p.Volumes {
 		if !v.Root.IsZero() {
-			ok, err := s.has(ref{kindPage, v.Root})
+			ok, err := s.w.has(ref{kindPage, v.Root})
 			if err == nil && !ok {
 				err = fmt.Errorf("map root %s: %w", v.Root.Short(), ErrNotFound)
 			}
@@ -166,60 +165,55 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 	if err := ctx.Err(); err != nil {
 		return Point{}, err
 	}
-	s.mu.Lock()
-	err := s.writableLocked()
-	s.mu.Unlock()
-	if err != nil {
+	if err := s.w.writable(); err != nil {
 		return Point{}, err
 	}
 	// A copy of the record goes into the pack, synced by the flush with the
 	// blocks: the index can be rebuilt from the packs (RebuildIndex).
-	fid := s.pointFrameID(p.ID)
-	if err := s.writeNew(kindPoint, [][]byte{rec}, []ID{fid}, []int{0}); err != nil {
+	fid := s.h.pointFrameID(p.ID)
+	if err := s.w.write(kindPoint, [][]byte{rec}, []ID{fid}, []int{0}); err != nil {
 		return Point{}, err
 	}
-	if err := s.flush(); err != nil {
+	if err := s.w.flush(); err != nil {
 		return Point{}, err
 	}
 	if err := checkSpace(s.dir, int64(len(rec)), 1<<20, "write point"); err != nil {
 		return Point{}, err
 	}
 	pk := pointKey(p.Time, p.ID)
-	if err := s.db.Set(pk, s.sealValue(pk, rec), pebble.Sync); err != nil {
-		err = s.indexErr("write point", err)
-		s.mu.Lock()
-		s.err = err
-		s.mu.Unlock()
+	if err := s.idx.db.Set(pk, s.idx.sealValue(pk, rec), pebble.Sync); err != nil {
+		err = s.idx.err("write point", err)
+		s.w.fail(err)
 		return Point{}, err
 	}
 	return p, nil
 }
 
 // pointFrameID is the ID under which the pack copy of point id is indexed.
-func (s *Store) pointFrameID(id string) ID {
-	return s.h.sum([]byte("lifeboat point record " + id))
+func (h *hasher) pointFrameID(id string) ID {
+	return h.sum([]byte("lifeboat point record " + id))
 }
 
 // Points returns every point, oldest first. A non-empty volume keeps only the
 // points that hold it.
 func (s *Store) Points(ctx context.Context, volume string) ([]Point, error) {
-	if s.shut.Load() {
+	if s.idx.shut.Load() {
 		return nil, ErrClosed
 	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPoint}, UpperBound: []byte{prefixPoint + 1}})
+	it, err := s.idx.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPoint}, UpperBound: []byte{prefixPoint + 1}})
 	if err != nil {
-		return nil, s.indexErr("list points", err)
+		return nil, s.idx.err("list points", err)
 	}
 	defer it.Close()
 	var out []Point
 	for it.First(); it.Valid(); it.Next() {
-		v, err := s.openValue(it.Key(), it.Value())
+		v, err := s.idx.openValue(it.Key(), it.Value())
 		var p Point
 		if err == nil {
 			p, err = decodePoint(v)
 		}
 		if err != nil {
-			return nil, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Err: err, Hint: indexHint(s.dir)}
+			return nil, s.idx.corrupt(ZeroID, err)
 		}
 		if volume != "" {
 			if _, ok := p.Volume(volume); !ok {
@@ -229,7 +223,7 @@ func (s *Store) Points(ctx context.Context, volume string) ([]Point, error) {
 		out = append(out, p)
 	}
 	if err := it.Error(); err != nil {
-		return nil, s.indexErr("list points", err)
+		return nil, s.idx.err("list points", err)
 	}
 	return out, nil
 }

@@ -54,20 +54,16 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	// then seal the current pack and flush again, so that it is synced,
 	// committed and closed: the repack below must write to a new pack, never
 	// to one it may delete.
-	if err := s.flush(); err != nil {
+	if err := s.w.flush(); err != nil {
 		return rep, err
 	}
-	s.mu.Lock()
-	err := s.writableLocked()
-	s.pack = nil // stays in s.dirty for the flush below
-	s.mu.Unlock()
-	if err != nil {
+	if err := s.w.sealPack(); err != nil {
 		return rep, err
 	}
-	if err := s.flush(); err != nil {
+	if err := s.w.flush(); err != nil {
 		return rep, err
 	}
-	rep.BytesBefore = s.packBytes()
+	rep.BytesBefore = packBytes(s.dir)
 	pts, err := s.Points(ctx, "")
 	if err != nil {
 		return rep, err
@@ -82,14 +78,14 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 		}
 		rep.PointsKept++
 		for _, v := range p.Volumes {
-			if err := s.mark(ctx, v, liveBlocks, livePages); err != nil {
+			if err := s.maps.mark(ctx, v, liveBlocks, livePages); err != nil {
 				return rep, fmt.Errorf("prune: point %s volume %s: %w", p.ID, v.Name, err)
 			}
 		}
 	}
 	rep.PointsDeleted, rep.Deleted = len(dropPoints), dropPoints
 	if !o.DryRun && len(dropPoints) > 0 {
-		b := s.db.NewBatch()
+		b := s.idx.db.NewBatch()
 		for _, p := range dropPoints {
 			b.Delete(pointKey(p.Time, p.ID), nil)
 		}
@@ -102,7 +98,7 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	// Sweep: account live and dead bytes per pack.
 	type usage struct{ live, dead int64 }
 	packs := map[uint32]*usage{}
-	committed, err := s.committedPacks()
+	committed, err := s.idx.packs()
 	if err != nil {
 		return rep, fmt.Errorf("prune: %w", err)
 	}
@@ -113,12 +109,12 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	livePoints := map[ID]struct{}{}
 	for i, p := range pts {
 		if keep[i] {
-			livePoints[s.pointFrameID(p.ID)] = struct{}{}
+			livePoints[s.h.pointFrameID(p.ID)] = struct{}{}
 		}
 	}
 	live := map[kind]map[ID]struct{}{kindBlock: liveBlocks, kindPage: livePages, kindPoint: livePoints}
 	for _, k := range objectKinds {
-		err = s.scanIndex(ctx, k, func(id ID, loc location) error {
+		err = s.idx.scan(ctx, k, func(id ID, loc location) error {
 			u := packs[loc.pack]
 			if u == nil {
 				u = &usage{}
@@ -160,10 +156,10 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 		rep.BytesAfter = rep.BytesBefore
 		return rep, nil
 	}
-	if err := s.repack(ctx, repack, live); err != nil {
+	if err := s.w.repack(ctx, &blockReader{s: s}, repack, live); err != nil {
 		return rep, err
 	}
-	b := s.db.NewBatch()
+	b := s.idx.db.NewBatch()
 	defer b.Close()
 	for _, r := range dead {
 		b.Delete(r.key(), nil)
@@ -177,7 +173,7 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	}
 	pdir := filepath.Join(s.dir, packsDir)
 	for _, id := range gone {
-		s.dropReader(id)
+		s.packs.drop(id)
 		if err := os.Remove(filepath.Join(pdir, packName(id))); err != nil && !os.IsNotExist(err) {
 			return rep, fmt.Errorf("prune: %w", err)
 		}
@@ -185,13 +181,13 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 	if err := syncDir(pdir); err != nil {
 		return rep, err
 	}
-	rep.BytesAfter = s.packBytes()
+	rep.BytesAfter = packBytes(s.dir)
 	return rep, nil
 }
 
 // mark adds the pages and blocks of v to the live sets, skipping subtrees
 // already marked.
-func (s *Store) mark(ctx context.Context, v VolumeState, blocks, pages map[ID]struct{}) error {
+func (m *mapPages) mark(ctx context.Context, v VolumeState, blocks, pages map[ID]struct{}) error {
 	g := v.Geometry()
 	if g.Blocks() == 0 {
 		return nil
@@ -207,7 +203,7 @@ func (s *Store) mark(ctx context.Context, v VolumeState, blocks, pages map[ID]st
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		ids, err := s.loadPage(id, level, childCount(g.Blocks(), level, index))
+		ids, err := m.load(id, level, childCount(g.Blocks(), level, index))
 		if err != nil {
 			return err
 		}
@@ -228,28 +224,10 @@ func (s *Store) mark(ctx context.Context, v VolumeState, blocks, pages map[ID]st
 	return walk(v.Root, g.rootLevel(), 0)
 }
 
-// committedPacks returns the packs with a committed length.
-func (s *Store) committedPacks() ([]uint32, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPack}, UpperBound: []byte{prefixPack + 1}})
-	if err != nil {
-		return nil, s.indexErr("list packs", err)
-	}
-	defer it.Close()
-	var out []uint32
-	for it.First(); it.Valid(); it.Next() {
-		if k := it.Key(); len(k) == 5 {
-			out = append(out, uint32(k[1])<<24|uint32(k[2])<<16|uint32(k[3])<<8|uint32(k[4]))
-		}
-	}
-	if err := it.Error(); err != nil {
-		return nil, s.indexErr("list packs", err)
-	}
-	return out, nil
-}
-
-func (s *Store) packBytes() int64 {
+// packBytes is the size of the pack files of the store in dir.
+func packBytes(dir string) int64 {
 	var n int64
-	entries, _ := os.ReadDir(filepath.Join(s.dir, packsDir))
+	entries, _ := os.ReadDir(filepath.Join(dir, packsDir))
 	for _, e := range entries {
 		if _, ok := parsePackName(e.Name()); ok {
 			if fi, err := e.Info(); err == nil {
@@ -260,9 +238,9 @@ func (s *Store) packBytes() int64 {
 	return n
 }
 
-// repack copies the live blocks and pages of the given packs into new packs
-// and makes the index point at the copies.
-func (s *Store) repack(ctx context.Context, packs []uint32, live map[kind]map[ID]struct{}) error {
+// repack copies the live blocks and pages of the given packs, read with r,
+// into new packs and makes the index point at the copies.
+func (w *packWriter) repack(ctx context.Context, r *blockReader, packs []uint32, live map[kind]map[ID]struct{}) error {
 	if len(packs) == 0 {
 		return nil
 	}
@@ -276,7 +254,7 @@ func (s *Store) repack(ctx context.Context, packs []uint32, live map[kind]map[ID
 	}
 	var items []item
 	for _, k := range objectKinds {
-		err := s.scanIndex(ctx, k, func(id ID, loc location) error {
+		err := w.idx.scan(ctx, k, func(id ID, loc location) error {
 			if _, ok := live[k][id]; ok && want[loc.pack] {
 				items = append(items, item{ref{k, id}, loc})
 			}
@@ -302,7 +280,6 @@ func (s *Store) repack(ctx context.Context, packs []uint32, live map[kind]map[ID
 		}
 		return int(a.loc.slot) - int(b.loc.slot)
 	})
-	r := blockReader{s: s}
 	var (
 		blocks [][]byte
 		ids    []ID
@@ -314,7 +291,7 @@ func (s *Store) repack(ctx context.Context, packs []uint32, live map[kind]map[ID
 		if len(blocks) == 0 {
 			return nil
 		}
-		if err := s.writeNew(cur, blocks, ids, idx); err != nil {
+		if err := w.write(cur, blocks, ids, idx); err != nil {
 			return fmt.Errorf("prune: repack: %w", err)
 		}
 		blocks, ids, idx, size = blocks[:0], ids[:0], idx[:0], 0
@@ -343,5 +320,8 @@ func (s *Store) repack(ctx context.Context, packs []uint32, live map[kind]map[ID
 	if err := put(); err != nil {
 		return err
 	}
-	return s.Flush(ctx)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return w.flush()
 }

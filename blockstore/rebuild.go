@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/klauspost/compress/zstd"
 )
 
 // RebuildReport says what RebuildIndex found in the packs.
@@ -59,23 +57,22 @@ func RebuildIndex(ctx context.Context, dir string, o Options, progress func(done
 	if err != nil {
 		return rep, err
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxFramePlain))
+	codec, err := newFrameCodec(seal, false)
 	if err != nil {
 		return rep, err
 	}
-	defer dec.Close()
-	s := &Store{dir: dir, h: h, seal: seal, dec: dec, log: logger(o.Logger)}
+	defer codec.close()
+	rb := &rebuilder{dir: dir, h: h, codec: codec, idx: &index{dir: dir, seal: seal, log: logger(o.Logger)}, rep: &rep, progress: progress}
 
 	fresh := filepath.Join(dir, indexDir+".rebuild")
 	if err := os.RemoveAll(fresh); err != nil {
 		return rep, fmt.Errorf("rebuild index: %w", err)
 	}
-	db, err := pebble.Open(fresh, pebbleOptions(o, false, s.corruptionListener()))
-	if err != nil {
+	if err := rb.idx.open(fresh, o, false, false); err != nil {
 		return rep, fmt.Errorf("rebuild index: %w", err)
 	}
-	s.db = db
-	err = s.rebuildInto(ctx, &rep, progress)
+	db := rb.idx.db
+	err = rb.run(ctx)
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
@@ -98,9 +95,20 @@ func RebuildIndex(ctx context.Context, dir string, o Options, progress func(done
 	return rep, syncDir(dir)
 }
 
-// rebuildInto scans every pack into s.db.
-func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress func(done, total int64)) error {
-	pdir := filepath.Join(s.dir, packsDir)
+// rebuilder builds a new index from the packs of a store that is not open.
+type rebuilder struct {
+	dir      string // the store directory
+	h        *hasher
+	codec    *frameCodec
+	idx      *index // the new index
+	rep      *RebuildReport
+	progress func(done, total int64)
+}
+
+// run scans every pack into the new index.
+func (rb *rebuilder) run(ctx context.Context) error {
+	rep, db := rb.rep, rb.idx.db
+	pdir := filepath.Join(rb.dir, packsDir)
 	entries, err := os.ReadDir(pdir)
 	if err != nil {
 		return err
@@ -116,12 +124,12 @@ func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress fu
 		}
 	}
 	slices.Sort(packs)
-	b := s.db.NewBatch()
+	b := db.NewBatch()
 	pending := 0
 	commit := func(opt *pebble.WriteOptions) error {
 		err := b.Commit(opt)
 		b.Close()
-		b, pending = s.db.NewBatch(), 0
+		b, pending = db.NewBatch(), 0
 		return err
 	}
 	defer func() { b.Close() }()
@@ -135,18 +143,18 @@ func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress fu
 		}
 		rep.Packs++
 		var emitErr error
-		end, err := s.scanPack(ctx, id, path, data, rep, func(k kind, fid ID, loc location, body []byte) {
+		end, err := rb.scanPack(ctx, id, path, data, func(k kind, fid ID, loc location, body []byte) {
 			if k == kindPoint {
 				p, _ := decodePoint(body) // checked by scanPack
 				pk := pointKey(p.Time, p.ID)
-				b.Set(pk, s.sealValue(pk, body), nil)
+				b.Set(pk, rb.idx.sealValue(pk, body), nil)
 				points[p.ID] = p
 			}
 			if k == kindPage {
 				pages[fid] = struct{}{}
 			}
 			key := ref{k, fid}.key()
-			b.Set(key, s.sealValue(key, encodeLocation(loc)), nil)
+			b.Set(key, rb.idx.sealValue(key, encodeLocation(loc)), nil)
 			if pending++; pending >= 1<<16 && emitErr == nil {
 				emitErr = commit(pebble.NoSync)
 			}
@@ -159,8 +167,8 @@ func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress fu
 		}
 		b.Set(packKey(id), binary.LittleEndian.AppendUint64(nil, uint64(end)), nil)
 		done += int64(len(data))
-		if progress != nil {
-			progress(done, total)
+		if rb.progress != nil {
+			rb.progress(done, total)
 		}
 	}
 	// Points whose map root is gone cannot be restored: leave them out.
@@ -177,13 +185,13 @@ func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress fu
 		}
 		rep.Incomplete = append(rep.Incomplete, p.ID)
 		b.Delete(pointKey(p.Time, p.ID), nil)
-		k := ref{kindPoint, s.pointFrameID(p.ID)}.key()
+		k := ref{kindPoint, rb.h.pointFrameID(p.ID)}.key()
 		b.Delete(k, nil)
 	}
 	if err := commit(pebble.Sync); err != nil {
 		return err
 	}
-	if err := s.db.Flush(); err != nil && !errors.Is(err, pebble.ErrReadOnly) {
+	if err := db.Flush(); err != nil && !errors.Is(err, pebble.ErrReadOnly) {
 		return err
 	}
 	return nil
@@ -192,9 +200,10 @@ func (s *Store) rebuildInto(ctx context.Context, rep *RebuildReport, progress fu
 // scanPack reads the frames of pack id (its bytes are data) and calls emit
 // for every sound object in them: blocks and pages whose plaintext hashes
 // to their ID, point records that decode to their point. Damaged frames are
-// counted and reported in rep, and the scan resynchronises at the next
+// counted and reported in rb.rep, and the scan resynchronises at the next
 // frame magic. It returns the end of the last sound frame.
-func (s *Store) scanPack(ctx context.Context, id uint32, path string, data []byte, rep *RebuildReport, emit func(k kind, id ID, loc location, body []byte)) (int, error) {
+func (rb *rebuilder) scanPack(ctx context.Context, id uint32, path string, data []byte, emit func(k kind, id ID, loc location, body []byte)) (int, error) {
+	rep := rb.rep
 	damage := func(off int, err error) {
 		rep.Damage = append(rep.Damage, &CorruptError{Path: path, Offset: int64(off), Err: err})
 	}
@@ -221,7 +230,7 @@ func (s *Store) scanPack(ctx context.Context, id uint32, path string, data []byt
 		}
 		if err == nil {
 			// plain may alias data (a raw frame): never append to it.
-			plain, err = s.framePlain(fr, buf[:0], &scratch)
+			plain, err = rb.codec.plain(fr, buf[:0], &scratch)
 			if err == nil && fr.codec != codecRaw {
 				buf = plain
 			}
@@ -246,12 +255,12 @@ func (s *Store) scanPack(ctx context.Context, id uint32, path string, data []byt
 			switch fr.kind {
 			case kindPoint:
 				p, err := decodePoint(body)
-				if err != nil || s.pointFrameID(p.ID) != e.id {
+				if err != nil || rb.h.pointFrameID(p.ID) != e.id {
 					damage(off, corruptf("point record copy does not decode to its point"))
 					continue
 				}
 			default:
-				if got := s.h.sum(body); got != e.id {
+				if got := rb.h.sum(body); got != e.id {
 					damage(off, fmt.Errorf("%w: block %s hashes to %s", errCorrupt, e.id.Short(), got.Short()))
 					continue
 				}

@@ -46,10 +46,10 @@ func (s *Store) AddScope(ctx context.Context, scope string, ids []ID) error {
 	if err := checkScope(scope); err != nil {
 		return err
 	}
-	if s.shut.Load() {
+	if s.idx.shut.Load() {
 		return ErrClosed
 	}
-	b := s.db.NewBatch()
+	b := s.idx.db.NewBatch()
 	defer b.Close()
 	for _, id := range ids {
 		if id.IsZero() {
@@ -83,18 +83,18 @@ func (s *Store) InScope(ctx context.Context, scope string, ids []ID) ([]bool, er
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if s.shut.Load() {
+		if s.idx.shut.Load() {
 			return nil, ErrClosed
 		}
-		_, closer, err := s.db.Get(scopeKey(scope, id))
+		_, closer, err := s.idx.db.Get(scopeKey(scope, id))
 		switch {
 		case errors.Is(err, pebble.ErrNotFound):
 			continue
 		case err != nil:
-			return nil, s.indexErr("scope lookup", err)
+			return nil, s.idx.err("scope lookup", err)
 		}
 		closer.Close()
-		ok, err := s.has(ref{kindBlock, id})
+		ok, err := s.w.has(ref{kindBlock, id})
 		if err != nil {
 			return nil, err
 		}
@@ -112,15 +112,15 @@ func (s *Store) ScopeMarked(scope string) (bool, error) {
 	if err := checkScope(scope); err != nil {
 		return false, err
 	}
-	if s.shut.Load() {
+	if s.idx.shut.Load() {
 		return false, ErrClosed
 	}
-	_, closer, err := s.db.Get(scopeMarkKey(scope))
+	_, closer, err := s.idx.db.Get(scopeMarkKey(scope))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
-		return false, s.indexErr("scope lookup", err)
+		return false, s.idx.err("scope lookup", err)
 	}
 	closer.Close()
 	return true, nil
@@ -132,10 +132,10 @@ func (s *Store) MarkScope(scope string) error {
 	if err := checkScope(scope); err != nil {
 		return err
 	}
-	if s.shut.Load() {
+	if s.idx.shut.Load() {
 		return ErrClosed
 	}
-	if err := s.db.Set(scopeMarkKey(scope), nil, pebble.Sync); err != nil {
+	if err := s.idx.db.Set(scopeMarkKey(scope), nil, pebble.Sync); err != nil {
 		return fmt.Errorf("mark scope %s: %w", scope, err)
 	}
 	return nil

@@ -112,10 +112,10 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 	}
 	var baseIDs func(first int64, n int) ([]ID, error)
 	if base != nil && base.Size == size {
-		it := s.newLeafIter(ctx, *base)
+		it := newLeafIter(ctx, s.maps, *base)
 		baseIDs = it.next
 	}
-	w := s.newMapWriter(g)
+	w := s.maps.newWriter(g)
 	holes := &holeFinder{src: src, size: size}
 	segBlocks := max(1, min(fanout, (4<<20)/bs))
 	type job struct {
@@ -208,7 +208,7 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 						blocks, ids = append(blocks, b), append(ids, id)
 					}
 				}
-				if err := s.putHashed(gctx, blocks, ids); err != nil {
+				if err := s.w.putMissing(gctx, blocks, ids); err != nil {
 					return err
 				}
 				select {
@@ -270,7 +270,7 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 
 // leafIter yields the block IDs of a volume sequentially.
 type leafIter struct {
-	s     *Store
+	m     *mapPages
 	ctx   context.Context
 	v     VolumeState
 	leaf  int64 // index of the cached leaf, -1 none
@@ -279,9 +279,9 @@ type leafIter struct {
 	index []int64
 }
 
-func (s *Store) newLeafIter(ctx context.Context, v VolumeState) *leafIter {
+func newLeafIter(ctx context.Context, m *mapPages, v VolumeState) *leafIter {
 	r := v.Geometry().rootLevel()
-	it := &leafIter{s: s, ctx: ctx, v: v, leaf: -1, level: make([][]ID, r+1), index: make([]int64, r+1)}
+	it := &leafIter{m: m, ctx: ctx, v: v, leaf: -1, level: make([][]ID, r+1), index: make([]int64, r+1)}
 	for i := range it.index {
 		it.index[i] = -1
 	}
@@ -314,7 +314,7 @@ func (it *leafIter) page(level int, index int64) ([]ID, error) {
 	g := it.v.Geometry()
 	root := g.rootLevel()
 	if level == root {
-		return it.s.loadPage(it.v.Root, root, childCount(g.Blocks(), root, 0))
+		return it.m.load(it.v.Root, root, childCount(g.Blocks(), root, 0))
 	}
 	parentIdx := index / fanout
 	if it.index[level+1] != parentIdx {
@@ -325,5 +325,5 @@ func (it *leafIter) page(level int, index int64) ([]ID, error) {
 		it.level[level+1], it.index[level+1] = ids, parentIdx
 	}
 	id := it.level[level+1][index%fanout]
-	return it.s.loadPage(id, level, childCount(g.Blocks(), level, index))
+	return it.m.load(id, level, childCount(g.Blocks(), level, index))
 }

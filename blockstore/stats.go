@@ -6,8 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // Stats describe what a store holds.
@@ -47,7 +45,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		return st, err
 	}
 	st.Encryption = "none"
-	if s.seal != nil {
+	if s.codec.seal != nil {
 		_, fp, _ := Encrypted(s.dir)
 		st.Encryption = keysCipher + ", key-encryption key " + fp
 	}
@@ -61,7 +59,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		}
 	}
 	st.Volumes = len(vols)
-	err = s.scanIndex(ctx, kindBlock, func(id ID, loc location) error {
+	err = s.idx.scan(ctx, kindBlock, func(id ID, loc location) error {
 		st.Blocks++
 		st.UniqueBytes += int64(loc.plainLen)
 		return nil
@@ -97,44 +95,4 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		st.CompressionRatio = float64(st.UniqueBytes) / float64(st.StoredBytes)
 	}
 	return st, nil
-}
-
-// scanIndex calls fn for every block (or map page) in the durable index, in
-// ID order.
-func (s *Store) scanIndex(ctx context.Context, k kind, fn func(ID, location) error) error {
-	if s.shut.Load() {
-		return ErrClosed
-	}
-	prefix := ref{kind: k}.key()[0]
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
-	if err != nil {
-		return s.indexErr("scan index", err)
-	}
-	defer it.Close()
-	n := 0
-	for it.First(); it.Valid(); it.Next() {
-		if n++; n%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		k := it.Key()
-		var id ID
-		if len(k) != 1+IDSize {
-			return &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Err: corruptf("index key %x", k), Hint: indexHint(s.dir)}
-		}
-		copy(id[:], k[1:])
-		v, err := s.openValue(k, it.Value())
-		var loc location
-		if err == nil {
-			loc, err = decodeLocation(v)
-		}
-		if err != nil {
-			return &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: id, Err: err, Hint: indexHint(s.dir)}
-		}
-		if err := fn(id, loc); err != nil {
-			return err
-		}
-	}
-	return s.indexErr("scan index", it.Error())
 }

@@ -6,12 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 )
 
 func testLogger(t *testing.T) *slog.Logger {

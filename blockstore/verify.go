@@ -46,7 +46,7 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 	if sample <= 0 || sample > 1 {
 		sample = 1
 	}
-	packs, err := s.committedPacks()
+	packs, err := s.idx.packs()
 	if err != nil {
 		return rep, err
 	}
@@ -60,9 +60,7 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 			total += fi.Size()
 		}
 	}
-	// confirmed counts index entries that point at a sound record holding
-	// their block.
-	var confirmed int64
+	v := &verifier{s: s, sample: sample, rep: &rep, pages: map[ID]struct{}{}, checked: map[ID]struct{}{}}
 	var done int64
 	for _, p := range packs {
 		size, ok := lengths[p]
@@ -70,7 +68,7 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 			continue // reported on open
 		}
 		rep.Packs++
-		n, err := s.verifyPack(ctx, p, size, sample, &rep, &confirmed)
+		n, err := v.pack(ctx, p, size)
 		if err != nil {
 			return rep, err
 		}
@@ -82,7 +80,7 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 	var indexed int64
 	for _, k := range objectKinds {
 		var n int64
-		if err := s.scanIndex(ctx, k, func(ID, location) error { n++; return nil }); err != nil {
+		if err := s.idx.scan(ctx, k, func(ID, location) error { n++; return nil }); err != nil {
 			rep.Damage = append(rep.Damage, err)
 		}
 		if k == kindBlock {
@@ -91,12 +89,12 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		indexed += n
 	}
 	for _, k := range objectKinds {
-		if confirmed == indexed {
+		if v.confirmed == indexed {
 			break
 		}
 		// Some entries point at nothing sound: find them.
 		r := blockReader{s: s}
-		err := s.scanIndex(ctx, k, func(id ID, loc location) error {
+		err := s.idx.scan(ctx, k, func(id ID, loc location) error {
 			if _, err := r.get(ref{k, id}); err != nil {
 				var ce *CorruptError
 				if !errors.As(err, &ce) {
@@ -119,23 +117,34 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		rep.Damage = append(rep.Damage, err)
 		return rep, nil
 	}
-	pages := map[ID]struct{}{}
-	checked := map[ID]struct{}{}
 	for _, p := range pts {
 		rep.Points++
-		for _, v := range p.Volumes {
-			s.verifyMap(ctx, p, v, pages, checked, &rep)
+		for _, vol := range p.Volumes {
+			v.volume(ctx, p, vol)
 			if err := ctx.Err(); err != nil {
 				return rep, err
 			}
 		}
 	}
-	rep.Pages = int64(len(pages))
+	rep.Pages = int64(len(v.pages))
 	return rep, nil
 }
 
-// verifyPack reads pack p record by record up to size.
-func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample float64, rep *VerifyReport, confirmed *int64) (int64, error) {
+// verifier is one run of Verify: what it found and what it has checked.
+type verifier struct {
+	s      *Store
+	sample float64
+	rep    *VerifyReport
+	// confirmed counts index entries that point at a sound record holding
+	// their block.
+	confirmed int64
+	// pages and blocks of volume maps already checked
+	pages, checked map[ID]struct{}
+}
+
+// pack reads pack p record by record up to size.
+func (v *verifier) pack(ctx context.Context, p uint32, size int64) (int64, error) {
+	s, rep := v.s, v.rep
 	path := filepath.Join(s.dir, packsDir, packName(p))
 	f, err := os.Open(path)
 	if err != nil {
@@ -193,8 +202,8 @@ func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample flo
 			continue
 		}
 		var plain []byte
-		if rng.Float64() < sample {
-			plain, err = s.framePlain(fr, plainBuf[:0], &sealBuf)
+		if rng.Float64() < v.sample {
+			plain, err = s.codec.plain(fr, plainBuf[:0], &sealBuf)
 			if err != nil {
 				damage(off, ZeroID, err, "blocks in this frame are damaged; another site may hold them")
 				off += int64(n)
@@ -207,7 +216,7 @@ func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample flo
 		var po uint32
 		for slot, e := range fr.entries {
 			if plain != nil && fr.kind == kindPoint {
-				if p, err := decodePoint(plain[po : po+e.len]); err != nil || s.pointFrameID(p.ID) != e.id {
+				if p, err := decodePoint(plain[po : po+e.len]); err != nil || s.h.pointFrameID(p.ID) != e.id {
 					damage(off, e.id, corruptf("point record copy does not decode to its point"), "")
 				}
 			} else if plain != nil {
@@ -216,12 +225,12 @@ func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample flo
 					damage(off, e.id, fmt.Errorf("%w: block hashes to %s", errCorrupt, got.Short()), "")
 				}
 			}
-			loc, err := s.locate(ref{fr.kind, e.id})
+			loc, err := s.w.locate(ref{fr.kind, e.id})
 			if err == nil && loc.pack == p && loc.offset == uint64(off) && int(loc.slot) == slot {
 				if loc.recLen != uint32(n) || loc.plainOff != po || loc.plainLen != e.len {
 					damage(off, e.id, corruptf("index entry disagrees with the frame"), "")
 				} else {
-					*confirmed++
+					v.confirmed++
 				}
 			}
 			po += e.len
@@ -231,9 +240,10 @@ func (s *Store) verifyPack(ctx context.Context, p uint32, size int64, sample flo
 	return size, nil
 }
 
-// verifyMap walks a volume's map, checking pages and block presence.
-func (s *Store) verifyMap(ctx context.Context, p Point, v VolumeState, pages, checked map[ID]struct{}, rep *VerifyReport) {
-	g := v.Geometry()
+// volume walks a volume's map, checking pages and block presence.
+func (v *verifier) volume(ctx context.Context, p Point, vol VolumeState) {
+	s, rep, pages, checked := v.s, v.rep, v.pages, v.checked
+	g := vol.Geometry()
 	if g.Blocks() == 0 {
 		return
 	}
@@ -245,9 +255,9 @@ func (s *Store) verifyMap(ctx context.Context, p Point, v VolumeState, pages, ch
 		if _, ok := pages[id]; ok {
 			return
 		}
-		ids, err := s.loadPage(id, level, childCount(g.Blocks(), level, index))
+		ids, err := s.maps.load(id, level, childCount(g.Blocks(), level, index))
 		if err != nil {
-			rep.Damage = append(rep.Damage, fmt.Errorf("point %s volume %s: map page at level %d index %d: %w", p.ID, v.Name, level, index, err))
+			rep.Damage = append(rep.Damage, fmt.Errorf("point %s volume %s: map page at level %d index %d: %w", p.ID, vol.Name, level, index, err))
 			return
 		}
 		pages[id] = struct{}{}
@@ -264,12 +274,12 @@ func (s *Store) verifyMap(ctx context.Context, p Point, v VolumeState, pages, ch
 				continue
 			}
 			checked[c] = struct{}{}
-			if ok, err := s.has(ref{kindBlock, c}); err != nil || !ok {
+			if ok, err := s.w.has(ref{kindBlock, c}); err != nil || !ok {
 				rep.Damage = append(rep.Damage, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: c,
-					Err:  fmt.Errorf("%w: point %s volume %s block %d is not in the store", errCorrupt, p.ID, v.Name, child),
+					Err:  fmt.Errorf("%w: point %s volume %s block %d is not in the store", errCorrupt, p.ID, vol.Name, child),
 					Hint: "restore the block from another site, or prune the points that need it"})
 			}
 		}
 	}
-	walk(v.Root, g.rootLevel(), 0)
+	walk(vol.Root, g.rootLevel(), 0)
 }

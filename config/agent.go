@@ -3,8 +3,6 @@ package config
 import (
 	"fmt"
 	"reflect"
-	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -162,25 +160,21 @@ func (a *Agent) validate(ps *problems) {
 
 // Summary describes the agent file for `lifeboat config check`.
 func (a *Agent) Summary() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "agent %s of service %s (%s mode)\n", a.Name, a.Service, a.Mode)
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
-	row("node", a.Node)
-	row("tls dir", a.TLSDir)
-	row("spool", a.Spool)
-	if a.Mode == "scan" {
-		row("interval", a.Interval.String())
-		row("read rate", a.ReadRate.String())
-	} else {
-		row("mount", a.Mount)
-		row("ack", a.Ack)
-		row("spool max", a.SpoolMax.String())
-		row("interval", a.Interval.String()+" (longest time without a point)")
-	}
-	for _, v := range a.Volumes {
-		row("volume "+v.Name, v.Path)
-	}
-	tw.Flush()
-	return b.String()
+	return summary(fmt.Sprintf("agent %s of service %s (%s mode)", a.Name, a.Service, a.Mode), func(row func(k, v string)) {
+		row("node", a.Node)
+		row("tls dir", a.TLSDir)
+		row("spool", a.Spool)
+		if a.Mode == "scan" {
+			row("interval", a.Interval.String())
+			row("read rate", a.ReadRate.String())
+		} else {
+			row("mount", a.Mount)
+			row("ack", a.Ack)
+			row("spool max", a.SpoolMax.String())
+			row("interval", a.Interval.String()+" (longest time without a point)")
+		}
+		for _, v := range a.Volumes {
+			row("volume "+v.Name, v.Path)
+		}
+	})
 }

@@ -554,30 +554,24 @@ func (c *Cluster) Warnings() []string {
 
 // Site returns the site called name, or nil.
 func (c *Cluster) Site(name string) *Site {
-	for i := range c.Sites {
-		if c.Sites[i].Name == name {
-			return &c.Sites[i]
-		}
-	}
-	return nil
+	return find(c.Sites, func(s *Site) bool { return s.Name == name })
 }
 
 // Service returns the service called name, or nil.
 func (c *Cluster) Service(name string) *Service {
-	for i := range c.Services {
-		if c.Services[i].Name == name {
-			return &c.Services[i]
-		}
-	}
-	return nil
+	return find(c.Services, func(s *Service) bool { return s.Name == name })
 }
 
 // Link returns the link between sites a and b, in either order, or nil.
 func (c *Cluster) Link(a, b string) *Link {
-	for i := range c.Links {
-		l := &c.Links[i]
-		if l.Between == [2]string{a, b} || l.Between == [2]string{b, a} {
-			return l
+	return find(c.Links, func(l *Link) bool { return l.Between == [2]string{a, b} || l.Between == [2]string{b, a} })
+}
+
+// find returns the first element of xs that match accepts, or nil.
+func find[T any](xs []T, match func(*T) bool) *T {
+	for i := range xs {
+		if match(&xs[i]) {
+			return &xs[i]
 		}
 	}
 	return nil
@@ -585,18 +579,15 @@ func (c *Cluster) Link(a, b string) *Link {
 
 // Location returns the site's time zone; UTC if it does not load (Validate
 // reports that).
-func (s *Site) Location() *time.Location {
-	l, err := loadLocation(s.Timezone)
-	if err != nil {
-		return time.UTC
-	}
-	return l
-}
+func (s *Site) Location() *time.Location { return locationOrUTC(s.Timezone) }
 
 // Location returns the time zone of the link's schedules; UTC if it does
 // not load (Validate reports that).
-func (l *Link) Location() *time.Location {
-	loc, err := loadLocation(l.Timezone)
+func (l *Link) Location() *time.Location { return locationOrUTC(l.Timezone) }
+
+// locationOrUTC loads the time zone name; UTC if it does not load.
+func locationOrUTC(name string) *time.Location {
+	loc, err := loadLocation(name)
 	if err != nil {
 		return time.UTC
 	}
@@ -620,12 +611,7 @@ func (l *Link) RateAt(t time.Time) Rate {
 
 // Copy returns the service's copy at site, or nil.
 func (s *Service) Copy(site string) *Copy {
-	for i := range s.Copies {
-		if s.Copies[i].Site == site {
-			return &s.Copies[i]
-		}
-	}
-	return nil
+	return find(s.Copies, func(c *Copy) bool { return c.Site == site })
 }
 
 // Volume returns the service's volume called name and its server, or nils.

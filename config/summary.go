@@ -8,36 +8,43 @@ import (
 
 // Summary describes the node for `lifeboat config check`, several lines.
 func (n *Node) Summary() string {
+	return summary(fmt.Sprintf("node %s at site %s (role %s)", n.Name, n.Site, n.Role), func(row func(k, v string)) {
+		row("data dir", n.DataDir)
+		row("tls dir", n.TLS.Dir)
+		row("gossip", n.Listen.Gossip)
+		row("quic", n.Listen.QUIC)
+		row("admin", n.Listen.Admin)
+		if n.HooksUser != "" {
+			row("hooks run as", n.HooksUser)
+		}
+		switch {
+		case n.Encryption.KEKFile != "":
+			row("store key", "key-encryption key from "+n.Encryption.KEKFile)
+		case len(n.Encryption.KEKCommand) > 0:
+			row("store key", "key-encryption key from `"+strings.Join(n.Encryption.KEKCommand, " ")+"`")
+		}
+		if n.Listen.Advertise != "" {
+			row("advertise", n.Listen.Advertise)
+		}
+		if len(n.Join) == 0 {
+			row("join", "(none: starts a new cluster)")
+		} else {
+			row("join", strings.Join(n.Join, ", "))
+		}
+		row("bootstrap", fmt.Sprintf("waits for %d voter(s)", n.BootstrapExpect))
+		row("dead nodes", fmt.Sprintf("removed from raft after %s", n.DeadNodeTimeout))
+		row("log level", n.LogLevel)
+		row("detection", n.GossipProfile+" gossip timings")
+	})
+}
+
+// summary is a title line and the rows that rows adds, as an indented
+// two-column table.
+func summary(title string, rows func(row func(k, v string))) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "node %s at site %s (role %s)\n", n.Name, n.Site, n.Role)
+	fmt.Fprintln(&b, title)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
-	row("data dir", n.DataDir)
-	row("tls dir", n.TLS.Dir)
-	row("gossip", n.Listen.Gossip)
-	row("quic", n.Listen.QUIC)
-	row("admin", n.Listen.Admin)
-	if n.HooksUser != "" {
-		row("hooks run as", n.HooksUser)
-	}
-	switch {
-	case n.Encryption.KEKFile != "":
-		row("store key", "key-encryption key from "+n.Encryption.KEKFile)
-	case len(n.Encryption.KEKCommand) > 0:
-		row("store key", "key-encryption key from `"+strings.Join(n.Encryption.KEKCommand, " ")+"`")
-	}
-	if n.Listen.Advertise != "" {
-		row("advertise", n.Listen.Advertise)
-	}
-	if len(n.Join) == 0 {
-		row("join", "(none: starts a new cluster)")
-	} else {
-		row("join", strings.Join(n.Join, ", "))
-	}
-	row("bootstrap", fmt.Sprintf("waits for %d voter(s)", n.BootstrapExpect))
-	row("dead nodes", fmt.Sprintf("removed from raft after %s", n.DeadNodeTimeout))
-	row("log level", n.LogLevel)
-	row("detection", n.GossipProfile+" gossip timings")
+	rows(func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) })
 	tw.Flush()
 	return b.String()
 }

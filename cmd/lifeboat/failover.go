@@ -48,7 +48,11 @@ paths), LIFEBOAT_IMAGE_<VOLUME> per volume and LIFEBOAT_PHASE (start, health).`,
 		Args: oneArg("SERVICE"),
 		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
 			req.Service, req.DryRun = args[0], dryRun
-			return c.failover(cmd.Context(), &af, req, yes, jsonOut)
+			s, err := newAdminSession(c, &af, jsonOut)
+			if err != nil {
+				return err
+			}
+			return s.failover(cmd.Context(), req, yes)
 		}),
 	}
 	af.register(cmd)
@@ -63,26 +67,10 @@ paths), LIFEBOAT_IMAGE_<VOLUME> per volume and LIFEBOAT_PHASE (start, health).`,
 	return cmd
 }
 
-// redirected returns a client for the node that must run a failover
-// or drill: the one at --admin, or the holder it names.
-func (c *cli) redirected(af *adminFlags, err error) (*node.Client, bool, error) {
-	var nh *node.NotHolderError
-	if !errors.As(err, &nh) || nh.Admin == "" {
-		return nil, false, err
-	}
-	fmt.Fprintf(c.stderr, "lifeboat: the service's holder at this site runs it: continuing with the node at %s\n", nh.Admin)
-	af2 := *af
-	af2.addr = nh.Admin
-	cl, err := af2.client()
-	return cl, err == nil, err
-}
-
-func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverRequest, yes, jsonOut bool) error {
-	cl, err := af.client()
-	if err != nil {
-		return err
-	}
-	printEvent := func(e node.FailoverEvent) { c.printEvent(e, jsonOut) }
+// failover shows the plan of req, asks (unless yes) and runs it.
+func (s *adminSession) failover(ctx context.Context, req node.FailoverRequest, yes bool) error {
+	jsonOut := s.json
+	printEvent := s.event
 	plan := req
 	plan.DryRun = true
 	var seen *node.FailoverPlan
@@ -92,10 +80,9 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 		}
 		printEvent(e)
 	}
-	_, err = cl.Failover(ctx, plan, onPlan)
-	if cl2, ok, rerr := c.redirected(af, err); ok {
-		cl = cl2
-		_, err = cl.Failover(ctx, plan, onPlan)
+	_, err := s.cl.Failover(ctx, plan, onPlan)
+	if ok, rerr := s.redirect(err); ok {
+		_, err = s.cl.Failover(ctx, plan, onPlan)
 	} else if rerr != nil && !errors.Is(rerr, err) {
 		return rerr
 	}
@@ -113,16 +100,16 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 		return fmt.Errorf("%w: the catalog has no quorum; if the primary site is lost for good, run again with --force", node.ErrNoQuorum)
 	}
 	if !yes {
-		if !isTerminal(c.stdout) || !isTerminalFile(os.Stdin) {
+		if !isTerminal(s.stdout) || !isTerminalFile(os.Stdin) {
 			return usagef("failover changes where %s runs: run it again with --yes to act on this plan", req.Service)
 		}
-		fmt.Fprintf(c.stdout, "Fail over %s now? [y/N] ", req.Service)
+		fmt.Fprintf(s.stdout, "Fail over %s now? [y/N] ", req.Service)
 		ans, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 		if a := strings.ToLower(strings.TrimSpace(ans)); a != "y" && a != "yes" {
 			return errors.New("failover not confirmed: nothing changed")
 		}
 	}
-	rec, err := cl.Failover(ctx, req, func(e node.FailoverEvent) {
+	rec, err := s.cl.Failover(ctx, req, func(e node.FailoverEvent) {
 		if e.Plan == nil || jsonOut { // the plan was shown already
 			printEvent(e)
 		}
@@ -131,7 +118,7 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 		return err
 	}
 	if jsonOut {
-		return json.NewEncoder(c.stdout).Encode(rec)
+		return json.NewEncoder(s.stdout).Encode(rec)
 	}
 	met := ""
 	if seen != nil && seen.RPOTarget > 0 {
@@ -140,73 +127,18 @@ func (c *cli) failover(ctx context.Context, af *adminFlags, req node.FailoverReq
 			met = " (target " + secs(seen.RPOTarget) + ": NOT met)"
 		}
 	}
-	fmt.Fprintf(c.stdout, "failover done: %s runs at %s, epoch %d, from point %s (%s); RPO %s%s; RTO %s\n",
+	fmt.Fprintf(s.stdout, "failover done: %s runs at %s, epoch %d, from point %s (%s); RPO %s%s; RTO %s\n",
 		rec.Service, rec.To, rec.Epoch, rec.Point, rec.PointTime.Local().Format(time.RFC3339Nano), secs(rec.RPO), met, secs(rec.RTO))
 	if !rec.Planned {
-		fmt.Fprintf(c.stdout, "(RPO: the data the catalog knew %s had past the point; the point was %s old when the failover started, which bounds it from above)\n",
+		fmt.Fprintf(s.stdout, "(RPO: the data the catalog knew %s had past the point; the point was %s old when the failover started, which bounds it from above)\n",
 			rec.From, secs(rec.PointAge))
 	}
 	return nil
 }
 
-// printEvent prints one progress event of a failover or drill: a JSON
-// line, the plan, or "[step] message (done of total)".
-func (c *cli) printEvent(e node.FailoverEvent, jsonOut bool) {
-	switch {
-	case jsonOut:
-		json.NewEncoder(c.stdout).Encode(e) // one line each
-	case e.Plan != nil:
-		printPlan(c, e.Plan)
-	default:
-		line := fmt.Sprintf("[%s] %s", e.Step, e.Message)
-		if e.Total > 0 {
-			line += fmt.Sprintf(" (%s of %s)", formatBytes(e.Done), formatBytes(e.Total))
-		}
-		fmt.Fprintln(c.stdout, line)
-	}
-}
-
 func isTerminalFile(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-func printPlan(c *cli, p *node.FailoverPlan) {
-	w := c.stdout
-	kind := "failover"
-	if p.Planned {
-		kind = "planned failover"
-	}
-	if p.Resume {
-		kind = "the unfinished failover (resumed)"
-	}
-	fmt.Fprintf(w, "Plan: %s of %s from %s to %s, run by node %s (%s copy), epoch %d\n", kind, p.Service, p.From, p.To, p.Node, p.Tier, p.Epoch)
-	switch {
-	case p.Point != "":
-		fmt.Fprintf(w, "  point:  %s at %s\n", p.Point, p.PointTime.Local().Format(time.RFC3339Nano))
-		if !p.PrimaryNewest.IsZero() {
-			fmt.Fprintf(w, "  RPO:    %s (%s's newest known point is from %s; the point is %s old)\n", secs(p.RPO), p.From, p.PrimaryNewest.Local().Format(time.RFC3339Nano), secs(p.PointAge))
-		}
-	case p.Planned:
-		fmt.Fprintf(w, "  point:  the final point, made after %s's stop hook: RPO 0\n", p.From)
-	}
-	for _, im := range p.Images {
-		fmt.Fprintf(w, "  image:  %s -> %s (%s, %s)\n", im.Volume, im.Path, formatBytes(im.Size), im.Source)
-	}
-	hook := func(name, cmd string) {
-		if cmd == "" {
-			cmd = "(none)"
-		}
-		fmt.Fprintf(w, "  %-7s %s\n", name+":", cmd)
-	}
-	if p.Planned {
-		hook("stop", p.Hooks.Stop+" (at "+p.From+")")
-	}
-	hook("start", p.Hooks.Start)
-	hook("health", p.Hooks.Health)
-	if p.NeedForce {
-		fmt.Fprintf(w, "  catalog: NO QUORUM: --force makes %s the catalog's only voter first\n", p.Node)
-	}
 }
 
 func (c *cli) failbackCmd() *cobra.Command {
@@ -276,15 +208,15 @@ the result is recorded in the catalog as a drill run by you.`,
 			if hook != "" && (req.Keep || req.NBD || cleanup) {
 				return usagef("--hook runs the drill on this machine: it takes no --keep, --nbd or --cleanup")
 			}
-			cl, err := af.client()
+			s, err := newAdminSession(c, &af, js)
 			if err != nil {
 				return err
 			}
 			if hook != "" {
-				return c.localDrill(cmd.Context(), cl, args[0], req.At, hook, js)
+				return s.localDrill(cmd.Context(), args[0], req.At, hook)
 			}
 			if cleanup {
-				ds, err := cl.CleanupDrills(cmd.Context(), args[0])
+				ds, err := s.cl.CleanupDrills(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -292,10 +224,9 @@ the result is recorded in the catalog as a drill run by you.`,
 				return nil
 			}
 			req.Service = args[0]
-			onEvent := func(e node.FailoverEvent) { c.printEvent(e, js) }
-			d, err := cl.Drill(cmd.Context(), req, onEvent)
-			if cl2, ok, rerr := c.redirected(&af, err); ok {
-				d, err = cl2.Drill(cmd.Context(), req, onEvent)
+			d, err := s.cl.Drill(cmd.Context(), req, s.event)
+			if ok, rerr := s.redirect(err); ok {
+				d, err = s.cl.Drill(cmd.Context(), req, s.event)
 			} else if rerr != nil && !errors.Is(rerr, err) {
 				return rerr
 			}

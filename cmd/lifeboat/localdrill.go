@@ -21,7 +21,8 @@ import (
 // volumes are read through the admin API (authenticated and audited as
 // image reads) and served over NBD on Unix sockets in a private directory,
 // with copy-on-write overlays; the node only records the result.
-func (c *cli) localDrill(ctx context.Context, cl *node.Client, service, at, hook string, js bool) error {
+func (s *adminSession) localDrill(ctx context.Context, service, at, hook string) error {
+	cl, js := s.cl, s.json
 	pts, err := cl.Points(ctx, service, "")
 	if err != nil {
 		return err
@@ -66,7 +67,7 @@ func (c *cli) localDrill(ctx context.Context, cl *node.Client, service, at, hook
 			return fmt.Errorf("open %s at %s: %w", name, want, err)
 		}
 		point, ptTime = im.Point, im.Time
-		srv, err := nbd.NewServer(nbd.Export{Name: name, Size: im.Size(), Data: im, Writable: true, OverlayDir: dir, Log: c.log.With("volume", name)})
+		srv, err := nbd.NewServer(nbd.Export{Name: name, Size: im.Size(), Data: im, Writable: true, OverlayDir: dir, Log: s.log.With("volume", name)})
 		if err != nil {
 			return err
 		}
@@ -86,7 +87,7 @@ func (c *cli) localDrill(ctx context.Context, cl *node.Client, service, at, hook
 	env = append(env, "LIFEBOAT_SERVICE="+service, "LIFEBOAT_POINT="+point, "LIFEBOAT_POINT_TIME="+ptTime.UTC().Format(time.RFC3339Nano),
 		"LIFEBOAT_DRILL=local", "LIFEBOAT_PHASE=drill", "LIFEBOAT_NBDS="+strings.Join(uris, " "))
 	if !js {
-		fmt.Fprintf(c.stdout, "drill of %s at point %s (%s): %d volumes over NBD on this machine; running the hook here\n",
+		fmt.Fprintf(s.stdout, "drill of %s at point %s (%s): %d volumes over NBD on this machine; running the hook here\n",
 			service, shortPoint(point), ptTime.Local().Format(time.RFC3339), len(vols))
 	}
 	t0 := time.Now()
@@ -107,15 +108,15 @@ func (c *cli) localDrill(ctx context.Context, cl *node.Client, service, at, hook
 		return fmt.Errorf("the drill ran (passed=%v) but could not be recorded: %w", od.Passed, err)
 	}
 	if js {
-		return json.NewEncoder(c.stdout).Encode(d)
+		return json.NewEncoder(s.stdout).Encode(d)
 	}
 	res := "PASSED"
 	if !d.Passed {
 		res = "FAILED"
 	}
-	fmt.Fprintf(c.stdout, "drill %s %s: %s from point %s, hook %s on this machine\n", d.ID, res, d.Service, shortPoint(d.Point), secs(d.Hook))
+	fmt.Fprintf(s.stdout, "drill %s %s: %s from point %s, hook %s on this machine\n", d.ID, res, d.Service, shortPoint(d.Point), secs(d.Hook))
 	if d.Output != "" {
-		fmt.Fprintf(c.stdout, "hook output:\n%s\n", d.Output)
+		fmt.Fprintf(s.stdout, "hook output:\n%s\n", d.Output)
 	}
 	if !d.Passed {
 		return fmt.Errorf("drill failed: %s", d.Error)

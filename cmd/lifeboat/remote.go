@@ -40,11 +40,8 @@ func (w *storeOrAdmin) check() error {
 
 // restoreRemote streams a volume image from a node into out (a new file,
 // renamed into place once complete and synced).
-func (c *cli) restoreRemote(ctx context.Context, af *adminFlags, volume, at string, format imgfmt.Format, out string, force bool) (err error) {
-	cl, err := af.client()
-	if err != nil {
-		return err
-	}
+func (s *adminSession) restoreImage(ctx context.Context, volume, at string, format imgfmt.Format, out string, force bool) (err error) {
+	cl := s.cl
 	start := time.Now()
 	var point string
 	var size int64
@@ -60,7 +57,7 @@ func (c *cli) restoreRemote(ctx context.Context, af *adminFlags, volume, at stri
 		return err
 	}
 	elapsed := time.Since(start)
-	fmt.Fprintf(c.stderr, "restored %s at point %s from %s to %s: %s in %s, %s\n",
-		volume, point, af.addr, out, formatBytes(size), formatDuration(elapsed), formatRate(size, elapsed))
+	fmt.Fprintf(s.stderr, "restored %s at point %s from %s to %s: %s in %s, %s\n",
+		volume, point, s.af.addr, out, formatBytes(size), formatDuration(elapsed), formatRate(size, elapsed))
 	return nil
 }
