@@ -391,6 +391,7 @@ const shipBatch = 2048
 // ship sends the spool to the node until ctx ends, reconnecting as needed.
 func (a *Agent) ship(ctx context.Context, sk *sink) error {
 	var c *conn
+	b := a.backoff()
 	defer func() {
 		if c != nil {
 			c.Close()
@@ -411,17 +412,23 @@ func (a *Agent) ship(ctx context.Context, sk *sink) error {
 			}
 		}
 		err := a.shipOnce(ctx, c, sk)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if isSpoolDamage(err) {
-				// Reconnecting reads the same damaged record again.
-				return err
-			}
-			c.Close()
-			c = nil
-			a.setState("disconnected", "spool keeps the writes; reconnecting", err)
+		if err == nil {
+			b.Reset()
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if isSpoolDamage(err) {
+			// Reconnecting reads the same damaged record again.
+			return err
+		}
+		c.Close()
+		c = nil
+		// A commit refused as held (planned failover) or fenced must not
+		// spin: wait by the refusal's code (issue 14 items 4 and 5).
+		if !a.afterFailure(ctx, b, "spool keeps the writes; reconnecting", err) {
+			return nil
 		}
 	}
 	return nil
