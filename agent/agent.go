@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
+	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
@@ -58,6 +59,8 @@ type Options struct {
 	Network           mesh.Network
 	Logger            *slog.Logger
 	Now               func() time.Time
+	// After is the clock of the reconnect back-off; nil = time.After.
+	After func(time.Duration) <-chan time.Time
 }
 
 func (o *Options) check() error {
@@ -160,6 +163,9 @@ type Agent struct {
 	// backlog is the bytes written but not yet committed at the node.
 	backlog atomic.Int64
 	lag     lagStats
+	// fails logs the failure states that repeat (disconnected, held,
+	// refused, fenced) once, then a count, and the recovery.
+	fails *logpolicy.Repeats
 
 	mu     sync.Mutex
 	status Status
@@ -192,7 +198,7 @@ type Status struct {
 	Service    string    `json:"service"`
 	Mode       string    `json:"mode"`
 	Node       string    `json:"node"`
-	State      string    `json:"state"` // starting, connected, shipping, idle, disconnected, refused, fenced, overflow, resync, error, stopped
+	State      string    `json:"state"` // starting, connected, shipping, idle, disconnected, held, refused, fenced, overflow, resync, error, stopped
 	Detail     string    `json:"detail,omitempty"`
 	Seq        uint64    `json:"seq"`
 	Point      string    `json:"point,omitempty"`
@@ -242,6 +248,7 @@ func New(o Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{opts: o, log: o.Logger.With("agent", o.Name, "service", o.Service), hasher: h, ep: ep}
+	a.fails = logpolicy.New(logpolicy.Options{Log: a.log, Now: o.Now})
 	a.status = Status{Agent: o.Name, Service: o.Service, Mode: o.Mode, Node: o.Node, State: "starting", PID: os.Getpid()}
 	a.writeStatus()
 	return a, nil
@@ -259,7 +266,14 @@ func (a *Agent) Status() Status {
 	return s
 }
 
-// setState records a state change, logs it once, and writes the status file.
+// failStates are the states of a failure that repeats while the agent
+// retries: logged through a.fails (issue 14 item 6).
+var failStates = []string{"disconnected", "held", "refused", "fenced"}
+
+// setState records a state change, logs it once, and writes the status
+// file. A failure state that repeats is logged once at WARN with its
+// detail (what to do), then counted; the next "connected" logs the
+// recovery.
 func (a *Agent) setState(state, detail string, err error) {
 	a.mu.Lock()
 	changed := a.status.State != state || a.status.Detail != detail
@@ -268,6 +282,14 @@ func (a *Agent) setState(state, detail string, err error) {
 		a.status.LastError = err.Error()
 	}
 	a.mu.Unlock()
+	switch state {
+	case "disconnected", "held", "refused", "fenced":
+		a.fails.Fail(state, "agent "+state, err, detail, "node", a.nodeAddr())
+	case "connected":
+		for _, s := range failStates {
+			a.fails.OK(s)
+		}
+	}
 	if !changed {
 		return
 	}
@@ -277,7 +299,9 @@ func (a *Agent) setState(state, detail string, err error) {
 		// status file follows within a second (statusLoop).
 		a.log.Debug("agent "+state, "detail", detail)
 		return
-	case "disconnected", "refused", "fenced", "overflow":
+	case "disconnected", "held", "refused", "fenced":
+		// Logged above.
+	case "overflow":
 		a.log.Warn("agent "+state, "detail", detail, "err", err)
 	default:
 		a.log.Info("agent "+state, "detail", detail)
@@ -377,10 +401,10 @@ func volumeSize(path string) (int64, error) {
 	return n, nil
 }
 
-// connect dials the node until it answers, backing off; a refusal is
-// returned at once.
+// connect dials the node until it answers, backing off (internal/retry);
+// a permanent refusal (fenced, refused: see refusal) is returned at once.
 func (a *Agent) connect(ctx context.Context) (*conn, error) {
-	backoff := 200 * time.Millisecond
+	b := a.backoff()
 	redirects := 0
 	for {
 		h, err := a.hello()
@@ -409,24 +433,55 @@ func (a *Agent) connect(ctx context.Context) (*conn, error) {
 			// which knows when another node has taken over.
 			a.setHolder("")
 		}
-		if isRefused(err) {
-			state := "refused"
-			if strings.Contains(err.Error(), "fenced:") {
-				// The service failed over to another site: this side
-				// takes no more writes for it.
-				state = "fenced"
-			}
-			a.setState(state, "", err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		state, permanent := refusal(err)
+		if permanent {
+			a.setState(state, refusalDetail(state), err)
 			return nil, err
 		}
-		a.setState("disconnected", "retrying in "+backoff.String(), err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
+		a.setState(state, refusalDetail(state), err)
+		if err := b.Wait(ctx); err != nil {
+			return nil, err
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
+}
+
+// afterFailure records a failed session with the node and waits before
+// the next one: a whole interval after a permanent refusal (the policy or
+// a failback may change it), else the back-off b. detail is the status
+// detail of a plain disconnection. It reports whether ctx is still live.
+func (a *Agent) afterFailure(ctx context.Context, b *retry.Backoff, detail string, err error) bool {
+	state, permanent := refusal(err)
+	if state != "disconnected" {
+		detail = refusalDetail(state)
+	}
+	a.setState(state, detail, err)
+	if permanent {
+		return sleepCtx(ctx, a.opts.Interval)
+	}
+	return b.Wait(ctx) == nil
+}
+
+// backoff returns the back-off of the agent's reconnect loops.
+func (a *Agent) backoff() *retry.Backoff {
+	return retry.New(retry.Options{Initial: 200 * time.Millisecond, Max: 10 * time.Second, Retryable: mesh.IsRetryable, After: a.opts.After})
+}
+
+// refusalDetail is the status detail of a state refusal returns: what
+// happens next and what to do. It is constant per state, so that a
+// failure that repeats changes the status (and logs) once.
+func refusalDetail(state string) string {
+	switch state {
+	case "fenced":
+		return "the service runs at another site now: this side ships no more writes; fail back to resume"
+	case "held":
+		return "a planned failover stopped the service: the spool keeps the writes, retrying"
+	case "refused":
+		return "the node refuses this agent: check the policy and the agent's certificate; retrying every interval"
+	}
+	return "the spool keeps the writes; retrying with back-off"
 }
 
 // limiter returns the scan read limiter.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
@@ -15,16 +16,31 @@ import (
 // appends a mark, answers with its sequence number and waits for Release;
 // then writes flow again. A released barrier's mark becomes a commit
 // boundary, so the node gets this agent's state exactly at the mark.
+//
+// A stream that ends is opened again after a back-off (internal/retry);
+// a permanent refusal (fenced, refused) waits a whole interval instead.
+// The shipping stream reports the same refusals in the status.
 func (a *Agent) barrierLoop(ctx context.Context, sk *sink) {
-	backoff := time.Second
+	b := retry.New(retry.Options{Initial: time.Second, Max: 30 * time.Second, Retryable: mesh.IsRetryable, After: a.opts.After})
 	for ctx.Err() == nil {
+		start := a.opts.Now()
 		err := a.barrierStream(ctx, sk)
 		if ctx.Err() != nil {
 			return
 		}
 		a.log.Debug("barrier stream ended; reconnecting", "err", err)
-		sleepCtx(ctx, backoff)
-		backoff = min(backoff*2, 30*time.Second)
+		if a.opts.Now().Sub(start) > time.Minute {
+			b.Reset() // the stream served barriers for a while
+		}
+		if !b.Retryable(err) {
+			if !sleepCtx(ctx, a.opts.Interval) {
+				return
+			}
+			continue
+		}
+		if b.Wait(ctx) != nil {
+			return
+		}
 	}
 }
 
@@ -52,6 +68,15 @@ func (a *Agent) barrierStream(ctx context.Context, sk *sink) error {
 		t, p, err := fr.Next()
 		if err != nil {
 			return err
+		}
+		if t == mesh.FrameTypeError {
+			// The node refuses the barrier stream: its code decides
+			// whether barrierLoop retries.
+			re, err := mesh.ParseError(p)
+			if err != nil {
+				return fmt.Errorf("barrier stream: %w", err)
+			}
+			return fmt.Errorf("barrier stream: %w", re)
 		}
 		var prep mesh.Barrier
 		if t != mesh.FrameBarrierPrepare || json.Unmarshal(p, &prep) != nil {

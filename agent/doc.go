@@ -8,4 +8,13 @@
 // The agent follows a node's redirect to the service's holder, spools while
 // no node answers, and stops shipping (state "fenced") when the service has
 // failed over to another site.
+//
+// Refusals: the agent acts on the node's wire code (mesh doc.go, error
+// codes), never on the message. A retryable failure (a network error,
+// unavailable, held for a planned failover: state "held") is retried with
+// back-off (internal/retry) while the spool keeps the writes; a permanent
+// one (fenced; forbidden, not found, bad request, wrong node: state
+// "refused") stops shipping until the next interval. A failure state that
+// repeats is logged once at WARN with what to do, then counted
+// (internal/logpolicy), and the next connection logs the recovery.
 package agent

@@ -23,6 +23,7 @@ const scanBatch = 4 << 20
 
 func (a *Agent) runScan(ctx context.Context) error {
 	lim := a.limiter()
+	b := a.backoff()
 	var (
 		c    *conn
 		seq  uint64
@@ -70,6 +71,7 @@ func (a *Agent) runScan(ctx context.Context) error {
 			done, err = c.commit(seq+1, start)
 			if err == nil {
 				seq, last = done.Seq, next
+				b.Reset()
 				a.committed(done)
 				a.setState("idle", fmt.Sprintf("point %d in %s", seq, a.opts.Now().Sub(start).Round(time.Millisecond)), nil)
 			}
@@ -80,7 +82,9 @@ func (a *Agent) runScan(ctx context.Context) error {
 			}
 			c.Close()
 			c = nil
-			a.setState("disconnected", "scan not committed; reconnecting", err)
+			if !a.afterFailure(ctx, b, "scan not committed; reconnecting", err) {
+				return nil
+			}
 			continue
 		}
 		if !sleepCtx(ctx, time.Until(start.Add(a.opts.Interval))) {

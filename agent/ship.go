@@ -33,11 +33,15 @@ type conn struct {
 	stats   *counters
 }
 
-// RefusedError is the node refusing the agent (wrong service, a volume the
-// policy does not list, ...): retrying will not help until that changes.
+// RefusedError is the node refusing the agent with a permanent code
+// (mesh.IsRetryable: wrong service, a volume the policy does not list, the
+// service fenced, ...): retrying will not help until that changes. Match
+// the code's sentinel with errors.Is (mesh.ErrFenced, mesh.ErrNotFound...).
 type RefusedError struct{ Err *mesh.RemoteError }
 
-func (e *RefusedError) Error() string { return "node refused: " + e.Err.Message }
+func (e *RefusedError) Error() string {
+	return "node refused (" + e.Err.Code.String() + "): " + e.Err.Message
+}
 func (e *RefusedError) Unwrap() error { return e.Err }
 
 // dial opens an ingest stream and says hello.
@@ -86,8 +90,8 @@ func (c *conn) expect(t mesh.FrameType) ([]byte, error) {
 	var re *mesh.RemoteError
 	switch {
 	case errors.As(err, &re):
-		switch re.Code {
-		case mesh.CodeForbidden, mesh.CodeNotFound, mesh.CodeBadRequest:
+		// The code decides, never the message (issue 14 item 5).
+		if !mesh.IsRetryable(re) {
 			return nil, &RefusedError{re}
 		}
 		return nil, re
@@ -227,8 +231,20 @@ func sortChanges(cs []change) []change {
 	return out
 }
 
-// isRefused reports whether err is the node refusing for good.
-func isRefused(err error) bool {
-	var re *RefusedError
-	return errors.As(err, &re)
+// refusal names the agent's state for a failure to reach or ship to the
+// node, by the wire code (mesh doc.go): "fenced" (the service failed over
+// to another site) and "refused" are permanent, the agent stops shipping
+// until the next interval; "held" (a planned failover stops the service)
+// and "disconnected" are retried with back-off while the spool keeps the
+// writes.
+func refusal(err error) (state string, permanent bool) {
+	switch {
+	case errors.Is(err, mesh.ErrFenced):
+		return "fenced", true
+	case errors.Is(err, mesh.ErrHeld):
+		return "held", false
+	case !mesh.IsRetryable(err):
+		return "refused", true
+	}
+	return "disconnected", false
 }

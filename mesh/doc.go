@@ -113,15 +113,43 @@
 //
 // One table for every protocol (stream answers, error frames, QUIC stream
 // resets and connection closes by this package). Values never change.
+// Programs branch on the code, never on the message: a received code is a
+// *RemoteError whose errors.Is matches the sentinel in parentheses, and
+// IsRetryable is the one place that says which codes are worth retrying.
+// A permanent code is not retried as is: the sender stops, or parks the
+// work until what it depends on (the policy, the holders) changes.
 //
-//	0  ok           success (also a normal close)
-//	1  bad request  malformed or unknown request; do not retry as is
-//	2  not found    the thing asked for does not exist here
-//	3  forbidden    the peer's identity may not do this (ErrRefused)
-//	4  not leader   ask the raft leader instead (ErrNotLeader)
-//	5  unavailable  temporarily unable (queue full, shutting down);
-//	                retry with back-off (ErrUnreachable)
-//	6  internal     a bug or local failure on the answering side
+//	code name         meaning                                      retry
+//	0    ok           success (also a normal close)                -
+//	1    bad request  malformed or unknown request, or one the     permanent
+//	                  receiver cannot accept as sent (a wrong size,
+//	                  a commit out of order) (ErrBadRequest)
+//	2    not found    the thing asked for does not exist here: a   permanent
+//	                  service or volume the policy does not list, a
+//	                  base point the receiver lacks (ErrNotFound)
+//	3    forbidden    the peer's identity may not do this: wrong   permanent
+//	                  certificate kind, service or site (ErrRefused)
+//	4    not leader   ask the raft leader instead (ErrNotLeader)   retry
+//	5    unavailable  temporarily unable: queue full, shutting     retry with
+//	                  down, no holder placed yet, a fetch running, back-off
+//	                  a store error (ErrUnreachable)
+//	6    internal     a bug or local failure on the answering      retry with
+//	                  side (ErrInternal)                           back-off
+//	7    fenced       the service failed over to another site at   permanent
+//	                  a higher epoch: this side takes no more
+//	                  writes for it; only a failback lifts it
+//	                  (ErrFenced). The agent's state is "fenced".
+//	8    held         the service is stopped here for a planned    retry with
+//	                  failover and its writes wait: the hold ends  back-off
+//	                  with the failover (then fenced) or after its
+//	                  time (ErrHeld). The agent's state is "held".
+//	9    wrong node   this node never serves the request: a        permanent
+//	                  witness holds no data, or the service runs
+//	                  at another site; the message says where to
+//	                  go (ErrWrongNode)
+//
+// A code this version does not know is permanent (nodes of one version
+// talk only to each other: an unknown code is a bug, not a hint to retry).
 //
 // # Gossip meta (version 1)
 //
@@ -169,9 +197,15 @@
 //	7 Commit     agent → node  JSON {seq, time}
 //	8 Committed  node → agent  JSON {seq, point, time}
 //
-// The node answers Hello with Welcome or an error frame (CodeForbidden when
-// the certificate's service is not the Hello's, CodeNotFound for a volume
-// the policy does not list). The node checks every received block against
+// The node answers Hello with Welcome or an error frame: CodeForbidden
+// when the certificate's service is not the Hello's, CodeNotFound for a
+// service or volume the policy does not list, CodeBadRequest for a volume
+// size that differs from the policy's, CodeWrongNode from a witness or a
+// node of a site the service does not run at, CodeFenced once the service
+// failed over to another site, CodeHeld while it is stopped for a planned
+// failover, CodeUnavailable while no holder is placed or a fetch runs. A
+// Commit may be answered the same way (CodeFenced or CodeHeld when a
+// failover started during the session). The node checks every received block against
 // its ID (keyed BLAKE3 of the plaintext, the cluster's dedup key) before
 // storing it, and every change's ID is present before it commits. Seq is
 // the agent's own counter of points; Welcome returns the newest one the
@@ -217,8 +251,13 @@
 // rebuilt root and used-block count must equal the sender's, and the point
 // committed with the same name, group and time gets the same ID. The
 // receiver refuses a stream for a service it does not hold at its site
-// (CodeUnavailable), for a site without a copy (CodeForbidden), from an
-// agent certificate, or whose Hello site is not the certificate's.
+// (CodeUnavailable: the catalog moves), for a site without a copy or from
+// a node that is not the primary's holder (CodeForbidden), from an agent
+// certificate or whose Hello site is not the certificate's
+// (CodeForbidden), for a service not in its policy (CodeNotFound), and a
+// witness refuses every stream (CodeWrongNode). The sender retries the
+// retryable codes with back-off and parks on a permanent one until the
+// policy or the holders in its catalog change.
 // Received blocks are flushed every 8 MiB: after a cut, a restart or a
 // crash the next session re-offers them and they are not wanted again.
 // Each stream's writes pass through the link's throttle (mesh/throttle).

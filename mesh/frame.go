@@ -205,68 +205,8 @@ func (fr *FrameReader) Next() (FrameType, []byte, error) {
 	return FrameType(fr.hdr[0]), p, nil
 }
 
-// ErrCode is an error code on the wire (see doc.go for the table).
-type ErrCode uint16
-
-// The error codes. Values are part of the wire format: never renumber.
-const (
-	CodeOK          ErrCode = 0
-	CodeBadRequest  ErrCode = 1
-	CodeNotFound    ErrCode = 2
-	CodeForbidden   ErrCode = 3
-	CodeNotLeader   ErrCode = 4
-	CodeUnavailable ErrCode = 5
-	CodeInternal    ErrCode = 6
-)
-
-var codeNames = map[ErrCode]string{
-	CodeOK:          "ok",
-	CodeBadRequest:  "bad request",
-	CodeNotFound:    "not found",
-	CodeForbidden:   "forbidden",
-	CodeNotLeader:   "not leader",
-	CodeUnavailable: "unavailable",
-	CodeInternal:    "internal",
-}
-
-// String returns the code's name.
-func (c ErrCode) String() string {
-	if s, ok := codeNames[c]; ok {
-		return s
-	}
-	return fmt.Sprintf("code(%d)", uint16(c))
-}
-
 // MaxErrorMessage bounds the message of an error frame, in bytes.
 const MaxErrorMessage = 1024
-
-// RemoteError is an error the peer reported in an error frame (or a stream
-// reply). Is matches ErrRefused for CodeForbidden, ErrUnreachable for
-// CodeUnavailable and ErrNotLeader for CodeNotLeader.
-type RemoteError struct {
-	Code    ErrCode
-	Message string
-}
-
-func (e *RemoteError) Error() string {
-	if e.Message == "" {
-		return "remote: " + e.Code.String()
-	}
-	return "remote: " + e.Code.String() + ": " + e.Message
-}
-
-// Is lets errors.Is match the sentinels that the code stands for.
-func (e *RemoteError) Is(target error) bool {
-	switch target {
-	case ErrRefused:
-		return e.Code == CodeForbidden
-	case ErrUnreachable:
-		return e.Code == CodeUnavailable
-	case ErrNotLeader:
-		return e.Code == CodeNotLeader
-	}
-	return false
-}
 
 // WriteError writes an error frame: 2-byte big-endian code, then the message
 // (UTF-8, truncated to MaxErrorMessage bytes).

@@ -114,7 +114,10 @@ func (n *Node) barrierLoop(ctx context.Context) {
 		n.bars.mu.Unlock()
 		for svc, conns := range groups {
 			if err := n.runBarrier(svc, conns); err != nil {
-				n.log.Warn("barrier", "service", svc, "err", err)
+				n.repeats().Fail("barrier/"+svc, "barrier across the service's agents failed; the next one retries", err,
+					"points stay per agent until a barrier completes; check that every agent of the service is connected (lifeboat status)", "service", svc)
+			} else {
+				n.repeats().OK("barrier/" + svc)
 			}
 		}
 	}
@@ -250,8 +253,10 @@ func (n *Node) composeBarrier(ctx context.Context, svc string, st *serviceState)
 	}
 	slices.SortFunc(bp.Volumes, func(x, y blockstore.VolumeState) int { return strings.Compare(x.Name, y.Name) })
 	if _, err := n.store.CommitPoint(ctx, bp); err != nil {
-		n.log.Error("commit barrier point", "service", svc, "barrier", b.id, "err", err)
+		n.repeats().Fail("barrier commit/"+svc, "commit barrier point", err,
+			"the store refuses new points: check its disk (space, errors) and `lifeboat verify`", "service", svc, "barrier", b.id)
 		return
 	}
+	n.repeats().OK("barrier commit/" + svc)
 	n.log.Info("consistent point across agents", "service", svc, "barrier", b.id, "agents", len(b.marks))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/placement"
@@ -350,47 +351,43 @@ func (n *Node) Apply(ctx context.Context, cmd *Command) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.opts.WriteTimeout)
 	defer cancel()
-	backoff := 50 * time.Millisecond
-	var last error
-	for {
+	var idx uint64 // the entry's index once committed
+	var last error // the last failure, for ErrNoQuorum
+	err = retry.Do(ctx, retry.Options{Initial: 50 * time.Millisecond, Max: time.Second}, func(ctx context.Context) error {
 		r := n.r()
 		if r.State() == raft.Leader {
 			f := r.Apply(data, raftTimeout(ctx))
 			err := f.Error()
 			if err == nil {
 				if res, ok := f.Response().(catalog.ApplyResult); ok && res.Err != nil {
-					return res.Err
+					return retry.Permanent(res.Err)
 				}
-				return n.fsm.WaitIndex(ctx, f.Index())
+				idx = f.Index()
+				return nil
 			}
 			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) && !errors.Is(err, raft.ErrEnqueueTimeout) {
-				return fmt.Errorf("raft apply: %w", err)
+				return retry.Permanent(fmt.Errorf("raft apply: %w", err))
 			}
 			last = err
-		} else if _, id := r.LeaderWithID(); id != "" {
-			idx, err := n.forward(ctx, mesh.NodeID(id), data)
-			if err == nil {
-				// Read your writes: wait until this node has applied it too.
-				return n.fsm.WaitIndex(ctx, idx)
-			}
-			var pe *permanentError
-			if errors.As(err, &pe) {
-				return pe.err
-			}
-			last = err
-		} else {
-			last = errors.New("no leader known")
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded {
-				return fmt.Errorf("%w (waited %s; last: %v)", ErrNoQuorum, n.opts.WriteTimeout, last)
-			}
-			return ctx.Err()
-		case <-time.After(backoff):
+		if _, id := r.LeaderWithID(); id != "" {
+			// forward marks what the leader refuses for good permanent.
+			i, err := n.forward(ctx, mesh.NodeID(id), data)
+			idx, last = i, err
+			return err
 		}
-		backoff = min(backoff*2, time.Second)
+		last = errors.New("no leader known")
+		return last
+	}, nil)
+	switch {
+	case err == nil:
+		// Read your writes: wait until this node has applied it too.
+		return n.fsm.WaitIndex(ctx, idx)
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+		return fmt.Errorf("%w (waited %s; last: %v)", ErrNoQuorum, n.opts.WriteTimeout, last)
 	}
+	return err
 }
 
 // raftTimeout turns a context deadline into Raft's enqueue timeout.

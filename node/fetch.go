@@ -8,6 +8,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
 )
@@ -23,6 +24,14 @@ import (
 type fetchState struct {
 	running map[string]time.Time // start
 	done    map[string]bool      // fetched for the current holder assignment
+	// A failed fetch is tried again after a back-off, not at every sync.
+	retries map[string]*fetchRetry
+}
+
+type fetchRetry struct {
+	b     *retry.Backoff // after a retryable failure
+	park  *retry.Backoff // after a permanent refusal
+	after time.Time      // no attempt before
 }
 
 // fetching reports whether agents of service should wait for a fetch.
@@ -46,9 +55,13 @@ func (rp *replicator) startFetches(ctx context.Context, cat *Catalog) {
 	for _, svc := range cat.ServiceList() {
 		if svc.Primary != string(n.opts.Site) || cat.Holder(svc.Name, svc.Primary) != n.opts.Name {
 			delete(rp.fetch.done, svc.Name) // a later assignment fetches again
+			delete(rp.fetch.retries, svc.Name)
 			continue
 		}
 		if _, ok := rp.fetch.running[svc.Name]; ok || rp.fetch.done[svc.Name] {
+			continue
+		}
+		if r := rp.fetch.retries[svc.Name]; r != nil && time.Now().Before(r.after) {
 			continue
 		}
 		if p, _ := n.svcs.get(svc.Name).newest(); p != nil {
@@ -79,14 +92,43 @@ func (rp *replicator) startFetches(ctx context.Context, cat *Catalog) {
 		name := svc.Name
 		go func() {
 			err := n.fetch(ctx, name, from)
+			key := "fetch/" + name
 			rp.mu.Lock()
+			defer rp.mu.Unlock()
 			delete(rp.fetch.running, name)
-			if err == nil {
+			switch {
+			case err == nil:
 				rp.fetch.done[name] = true
-			}
-			rp.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
-				n.log.Warn("fetch the newest point from a copy; will retry", "service", name, "from", from.Name, "err", err)
+				delete(rp.fetch.retries, name)
+				n.repeats().OK(key)
+				n.repeats().OK(key + "/refused")
+			case ctx.Err() != nil:
+			default:
+				if rp.fetch.retries == nil {
+					rp.fetch.retries = map[string]*fetchRetry{}
+				}
+				r := rp.fetch.retries[name]
+				if r == nil {
+					r = &fetchRetry{b: retry.New(retry.Options{Initial: time.Second, Max: 30 * time.Second}),
+						park: retry.New(retry.Options{Initial: 10 * time.Second, Max: 10 * time.Minute})}
+					rp.fetch.retries[name] = r
+				}
+				if !mesh.IsRetryable(err) {
+					// The copy refuses for good (issue 14 item 4): no
+					// quick retry, and the agents are not held off. A
+					// copy whose catalog only lagged is asked again
+					// after the park; the agents' first point ends it.
+					d := r.park.Next()
+					r.after = time.Now().Add(d)
+					n.repeats().Fail(key+"/refused", "fetch of the newest point refused by the copy; parked, the agents ship their changes meanwhile", err,
+						"check the copy's node and the policy; a holder change fetches again", "service", name, "from", from.Name, "park", d)
+					break
+				}
+				d := r.b.Next()
+				r.after = time.Now().Add(d)
+				n.repeats().Fail(key, "fetch the newest point from a copy; will retry", err,
+					"the agents are held off until the fetch succeeds or holder_timeout passes; check the link to the copy's site",
+					"service", name, "from", from.Name, "retry_in", d)
 			}
 		}()
 	}

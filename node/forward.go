@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
@@ -23,12 +24,6 @@ const (
 	frameRaftState   mesh.FrameType = 3 // empty
 	frameRaftStateIs mesh.FrameType = 4 // 8 bytes: the node's last Raft log index
 )
-
-// permanentError marks a forwarded write the leader refused for good: it
-// is not retried.
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
 
 // forward sends an encoded command to the leader over an admin stream and
 // returns the Raft index it was committed at.
@@ -76,8 +71,13 @@ func (n *Node) forward(ctx context.Context, leader mesh.NodeID, data []byte) (ui
 		if err != nil {
 			return 0, fmt.Errorf("forward to leader %s: %w", leader, err)
 		}
-		if re.Code == mesh.CodeBadRequest {
-			return 0, &permanentError{fmt.Errorf("%w: %s", ErrBadCommand, re.Message)}
+		// The code says whether Apply tries again (not leader,
+		// unavailable: the leadership moves) or stops (issue 14 item 5).
+		switch {
+		case re.Code == mesh.CodeBadRequest:
+			return 0, retry.Permanent(fmt.Errorf("%w: %s", ErrBadCommand, re.Message))
+		case !mesh.IsRetryable(re):
+			return 0, retry.Permanent(fmt.Errorf("leader %s: %w", leader, re))
 		}
 		return 0, fmt.Errorf("leader %s: %w", leader, re)
 	}

@@ -174,6 +174,25 @@ func refuse(code mesh.ErrCode, format string, a ...any) error {
 	return &ingestError{code: code, msg: fmt.Sprintf(format, a...)}
 }
 
+// refusalHint says what an operator does about a refusal this node sends.
+func refusalHint(code mesh.ErrCode) string {
+	switch code {
+	case mesh.CodeFenced:
+		return "the service runs at another site now: stop its servers here, or fail it back"
+	case mesh.CodeHeld:
+		return "a planned failover is under way: the peer's writes wait until it ends"
+	case mesh.CodeWrongNode:
+		return "point the peer at a node that holds the service (the message names it)"
+	case mesh.CodeForbidden:
+		return "check the peer's certificate: its kind, service and site"
+	case mesh.CodeNotFound:
+		return "check the cluster policy: it must list the service and its volumes"
+	case mesh.CodeBadRequest:
+		return "the peer sent what this node does not accept; check both run the same version"
+	}
+	return "the peer retries; if it lasts, check this node's log and store"
+}
+
 // serveIngest accepts agents' ingest streams.
 func (n *Node) serveIngest(ctx context.Context) error {
 	return n.serveStreams(ctx, mesh.KindIngest, "ingest", n.ingest)
@@ -203,14 +222,19 @@ func (n *Node) serveStreams(ctx context.Context, kind mesh.StreamKind, what stri
 				log = log.With("service", peer.Service)
 			}
 			err := handle(ctx, s)
+			// A peer that is refused retries every few seconds: its
+			// refusals are logged once, then counted (issue 14 item 6).
+			key := what + " refused/" + string(peer.Name)
 			var ie *ingestError
 			switch {
 			case err == nil:
+				n.repeats().OK(key)
 			case errors.As(err, &ie):
-				log.Warn(what+" refused", "err", err)
+				n.repeats().Fail(key, what+" refused", err, refusalHint(ie.code), "peer", peer.Name, "service", peer.Service, "code", ie.code.String())
 				mesh.WriteError(s, ie.code, ie.msg)
 			case ctx.Err() != nil:
 			default:
+				n.repeats().OK(key)
 				log.Info(what+" stream ended", "err", err)
 			}
 		}()
@@ -240,7 +264,7 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 		return refuse(mesh.CodeForbidden, "ingest streams are for agent certificates, refused for %s", peer)
 	}
 	if n.store == nil {
-		return refuse(mesh.CodeUnavailable, "node %s is a witness and holds no data: point the agent at a data node of site %s", n.opts.Name, n.opts.Site)
+		return refuse(mesh.CodeWrongNode, "node %s is a witness and holds no data: point the agent at a data node of site %s", n.opts.Name, n.opts.Site)
 	}
 	if t == mesh.FrameBarrierJoin && peer.Agent {
 		return n.joinBarrier(ctx, s, fr, p)
@@ -326,11 +350,11 @@ func (n *Node) fenced(service string) error {
 	if st := n.Catalog().Services[service]; st != nil {
 		epoch = st.Epoch
 		if st.Active != "" && st.Active != string(n.opts.Site) {
-			err = refuse(mesh.CodeForbidden, "fenced: service %s failed over to site %s (epoch %d); this node at %s takes no more writes for it", service, st.Active, st.Epoch, n.opts.Site)
+			err = refuse(mesh.CodeFenced, "fenced: service %s failed over to site %s (epoch %d); this node at %s takes no more writes for it", service, st.Active, st.Epoch, n.opts.Site)
 		}
 	}
 	if err == nil && n.stops.holds(service, epoch, n.opts.Now()) {
-		err = refuse(mesh.CodeUnavailable, "service %s is stopped here for a planned failover: its writes wait", service)
+		err = refuse(mesh.CodeHeld, "service %s is stopped here for a planned failover: its writes wait", service)
 	}
 	return err
 }
@@ -375,9 +399,9 @@ func (n *Node) openSession(h *mesh.Hello) (*ingestSession, *mesh.Welcome, error)
 	}
 	if svc.Primary != string(n.opts.Site) {
 		if st := cat.Services[h.Service]; st != nil && st.Active != "" {
-			return nil, nil, refuse(mesh.CodeForbidden, "fenced: service %s failed over to site %s (epoch %d); this node at %s takes no more writes for it", h.Service, svc.Primary, st.Epoch, n.opts.Site)
+			return nil, nil, refuse(mesh.CodeFenced, "fenced: service %s failed over to site %s (epoch %d); this node at %s takes no more writes for it", h.Service, svc.Primary, st.Epoch, n.opts.Site)
 		}
-		return nil, nil, refuse(mesh.CodeForbidden, "service %s runs at site %s; this node is at %s", h.Service, svc.Primary, n.opts.Site)
+		return nil, nil, refuse(mesh.CodeWrongNode, "service %s runs at site %s; this node is at %s: point the agent at a node of site %s", h.Service, svc.Primary, n.opts.Site, svc.Primary)
 	}
 	sess := &ingestSession{n: n, svc: svc, state: n.svcs.get(h.Service), agent: h.Agent,
 		volumes: map[string]config.Volume{}, pending: map[string]map[int64]blockstore.ID{}}
@@ -722,7 +746,8 @@ func (n *Node) watermarkLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			n.log.Warn("record watermarks in the catalog; will retry", "err", err, "services", len(batch))
+			n.repeats().Fail("watermarks", "record watermarks in the catalog; will retry", err,
+				"the watermarks are kept and sent again; if this lasts, check that this side reaches a raft leader (lifeboat status)", "services", len(batch))
 			n.wmMu.Lock()
 			for _, w := range batch {
 				if cur, ok := n.wm[w.Service]; !ok || cur.Time.Before(w.Time) {
@@ -730,6 +755,8 @@ func (n *Node) watermarkLoop(ctx context.Context) {
 				}
 			}
 			n.wmMu.Unlock()
+		} else {
+			n.repeats().OK("watermarks")
 		}
 	}
 }

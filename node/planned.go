@@ -165,7 +165,7 @@ func (n *Node) serveStop(ctx context.Context, s *mesh.Stream, p []byte) {
 	cat := n.Catalog()
 	svc := cat.Service(req.Service)
 	if svc == nil || svc.Primary != string(n.opts.Site) || cat.Holder(req.Service, svc.Primary) != n.opts.Name {
-		mesh.WriteError(s, mesh.CodeForbidden, fmt.Sprintf("this node does not run service %s as its primary holder", req.Service))
+		mesh.WriteError(s, mesh.CodeWrongNode, fmt.Sprintf("this node does not run service %s as its primary holder", req.Service))
 		return
 	}
 	timeout := time.Duration(svc.Hooks.Timeout)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
+	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
@@ -48,6 +50,21 @@ type replicator struct {
 	links   map[mesh.Site]*linkState
 	fetch   fetchState
 	cat     *Catalog // as sync last read it
+
+	logsOnce sync.Once
+	logs     *logpolicy.Repeats // see Node.repeats
+}
+
+// repeats returns the node's log of failures that repeat (issue 14 item
+// 6): replication, fetches, refusals of peers, watermarks and the tier
+// engine log a failure once at WARN with the hint, then a count. Keys
+// start with what failed ("replicate/SERVICE/SITE", "tier/SERVICE", ...).
+func (n *Node) repeats() *logpolicy.Repeats {
+	rp := n.repl
+	rp.logsOnce.Do(func() {
+		rp.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: n.opts.Now})
+	})
+	return rp.logs
 }
 
 type replKey struct {
@@ -298,29 +315,110 @@ func (s *sender) setProgress(fn func(p *Progress)) {
 	s.progMu.Unlock()
 }
 
-// run keeps a session to the receiver going until ctx ends.
+// run keeps a session to the receiver going until ctx ends. A session
+// that ends is retried with back-off (reset after a session that ran a
+// minute). A permanent refusal from the receiver (mesh.IsRetryable: the
+// receiver is a witness, keeps no copy, does not take this node for the
+// primary's holder...) is not retried as is: the sender parks until the
+// policy or the holders in the catalog change, or the park's own back-off
+// ends (the receiver's catalog may only lag), and says so once (issue 14
+// items 4 and 6).
 func (s *sender) run() {
 	ctx := s.ctx
-	backoff := 500 * time.Millisecond
+	b := retry.New(retry.Options{Initial: 500 * time.Millisecond, Max: 15 * time.Second, Retryable: mesh.IsRetryable})
+	parks := retry.New(retry.Options{Initial: 10 * time.Second, Max: 10 * time.Minute})
+	logs := s.n.repeats()
+	defer logs.Forget(s.logKey())
+	defer logs.Forget(s.logKey() + "/parked")
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := s.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("replication session ended; retrying", "err", err, "retry_in", backoff)
-		s.setProgress(func(p *Progress) { p.Error = err.Error() })
 		s.n.metrics.replErrors.WithLabelValues(s.key.service, s.key.site).Inc()
+		if !b.Retryable(err) {
+			d := parks.Next()
+			s.setProgress(func(p *Progress) { p.Error = "parked: " + err.Error() })
+			logs.Fail(s.logKey()+"/parked", "replication refused for good by the receiver; parked until the policy or the holders change", err,
+				replRefusalHint(err), "park_max", d)
+			if !s.park(ctx, d) {
+				return
+			}
+			b.Reset()
+			continue
+		}
 		if time.Since(start) > time.Minute {
-			backoff = 500 * time.Millisecond
+			b.Reset()
+		}
+		d := b.Next()
+		s.setProgress(func(p *Progress) { p.Error = err.Error() })
+		logs.Fail(s.logKey(), "replication session ended; retrying", err,
+			"replication resumes from the last point the receiver holds once the link and the receiver are back", "retry_in", d)
+		if retry.Sleep(ctx, nil, d) != nil {
+			return
+		}
+	}
+}
+
+// logKey names the sender's failures in the node's logpolicy.Repeats.
+func (s *sender) logKey() string { return "replicate/" + s.key.service + "/" + s.key.site }
+
+// replRefusalHint says what to do about a permanent refusal by the
+// receiver, by its code.
+func replRefusalHint(err error) string {
+	code, _ := mesh.CodeOf(err)
+	switch code {
+	case mesh.CodeWrongNode:
+		return "the receiver is a witness: the leader must place the copy on a data node of the site"
+	case mesh.CodeForbidden:
+		return "the receiver's catalog disagrees on who holds the service (it may lag), or the certificates' sites do not match the policy"
+	case mesh.CodeNotFound:
+		return "the receiver's policy does not list the service, or it lost the base point: apply the policy, check the receiver"
+	case mesh.CodeBadRequest:
+		return "the receiver could not take what was sent: check that both nodes run the same version, and verify the stores"
+	}
+	return "check the receiver's log"
+}
+
+// park waits until what the sender depends on in the catalog (the policy
+// version, the service's holders and epoch, the receiver's address)
+// changes, at most d. It reports whether ctx is still live.
+func (s *sender) park(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	was := s.dependsOn(s.n.Catalog())
+	for {
+		cat, applied := s.n.fsm.View()
+		if s.dependsOn(cat) != was {
+			return ctx.Err() == nil
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
+			return false
+		case <-t.C:
+			return true
+		case <-applied:
 		}
-		backoff = min(backoff*2, 15*time.Second)
 	}
+}
+
+// dependsOn is what a parked sender waits to see change.
+func (s *sender) dependsOn(cat *Catalog) string {
+	var b strings.Builder
+	if cat.Policy != nil {
+		fmt.Fprintf(&b, "policy %d;", cat.Policy.Version)
+	}
+	if svc := cat.Service(s.key.service); svc != nil {
+		fmt.Fprintf(&b, "holders %s %s;", cat.Holder(s.key.service, svc.Primary), cat.Holder(s.key.service, s.key.site))
+	}
+	if st := cat.Services[s.key.service]; st != nil {
+		fmt.Fprintf(&b, "epoch %d %s;", st.Epoch, st.Active)
+	}
+	if ni, ok := cat.Nodes[s.dest]; ok {
+		fmt.Fprintf(&b, "dest %s", ni.QUIC)
+	}
+	return b.String()
 }
 
 // session is one stream to the receiver: hello, then points until an
@@ -358,6 +456,9 @@ func (s *sender) session(ctx context.Context) error {
 		return err
 	}
 	s.setProgress(func(p *Progress) { p.Error = "" })
+	logs := s.n.repeats()
+	logs.OK(s.logKey())
+	logs.OK(s.logKey() + "/parked")
 	s.log.Info("replicating", "receiver_has", len(w.Points), "base", pointID(base))
 	// A link with a rate is worth CPU: compress harder there.
 	level := zstd.SpeedFastest
@@ -676,7 +777,7 @@ func (n *Node) receive(ctx context.Context, s *mesh.Stream) error {
 		return refuse(mesh.CodeForbidden, "replication streams are for node certificates, refused for %s", peer)
 	}
 	if n.store == nil {
-		return refuse(mesh.CodeUnavailable, "node %s is a witness and holds no data", n.opts.Name)
+		return refuse(mesh.CodeWrongNode, "node %s is a witness and holds no data", n.opts.Name)
 	}
 	fr := mesh.NewFrameReader(s, mesh.KindBlocks.MaxFrame())
 	t, p, err := fr.Next()

@@ -107,8 +107,18 @@ func (t *tiers) run(ctx context.Context) {
 		t.todo = map[string]blockstore.Point{}
 		t.mu.Unlock()
 		for service, p := range todo {
-			if err := t.handle(ctx, service, p); err != nil && ctx.Err() == nil {
-				t.n.log.Error("tier engine", "service", service, "point", p.ID, "err", err)
+			err := t.handle(ctx, service, p)
+			if err == nil {
+				t.n.repeats().OK("tier/" + service)
+				continue
+			}
+			if ctx.Err() == nil {
+				// Every tick while it lasts (a peer down, a full disk):
+				// once at WARN with the hint, then a count (issue 14
+				// item 6).
+				t.n.repeats().Fail("tier/"+service, "tier engine: the standby or export is behind; will retry", err,
+					"the standby images or the cold export stay at the last point that worked; check the disk of the standby or archive directory and the error",
+					"service", service, "point", p.ID)
 				t.n.metrics.tierErrors.WithLabelValues(service).Inc()
 				// Try again at the next tick or point.
 				t.mu.Lock()
