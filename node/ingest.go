@@ -21,7 +21,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
-	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // The node's side of the ingest protocol (mesh doc.go): agents ship the
@@ -671,7 +670,7 @@ func (s *ingestSession) commit(ctx context.Context, c *mesh.Commit) (*mesh.Commi
 	s.barrierCommitted(ctx, c.Seq)
 	s.pending = map[string]map[int64]blockstore.ID{}
 	s.count = 0
-	s.n.noteWatermark(committed)
+	s.n.marks.Note(committed)
 	return &mesh.Committed{Seq: c.Seq, Point: committed.ID, Time: committed.Time}, nil
 }
 
@@ -685,78 +684,9 @@ func compareInt(a, b int64) int {
 	return 0
 }
 
-// noteWatermark queues a service's newest point for the catalog.
-func (n *Node) noteWatermark(p blockstore.Point) {
-	n.wmMu.Lock()
-	n.queueWatermark(&p)
-	n.wmMu.Unlock()
-}
-
-// queueWatermark queues p as its service's watermark, with what the tier
-// engines last noted; n.wmMu must be held.
-func (n *Node) queueWatermark(p *blockstore.Point) {
-	w := n.tierMarks[p.Group]
-	w.Service, w.Site, w.Node, w.Point, w.Time, w.Size = p.Group, string(n.opts.Site), n.opts.Name, p.ID, p.Time, 0
-	for _, v := range p.Volumes {
-		w.Size += v.Size
-	}
-	n.wm[p.Group] = w
-}
-
-// noteTier records what a tier engine did for service (the standby's or
-// the newest export's point) in the service's next watermark; without a
-// new point queued, the newest goes again with the news.
+// noteTier records what a tier engine did for service in its next
+// watermark.
 func (n *Node) noteTier(service string, fn func(*Watermark)) {
-	newest, _ := n.svcs.get(service).newest() // before wmMu: commits hold the service's lock, then wmMu
-	n.wmMu.Lock()
-	defer n.wmMu.Unlock()
-	tm := n.tierMarks[service]
-	fn(&tm)
-	n.tierMarks[service] = tm
-	if w, ok := n.wm[service]; ok {
-		w.Standby, w.StandbyTime, w.Export, w.ExportTime = tm.Standby, tm.StandbyTime, tm.Export, tm.ExportTime
-		n.wm[service] = w
-	} else if newest != nil {
-		n.queueWatermark(newest)
-	}
-}
-
-// watermarkLoop writes queued watermarks to the catalog in batches, so that
-// many volumes committing every second cost one Raft entry per interval.
-func (n *Node) watermarkLoop(ctx context.Context) {
-	t := time.NewTicker(n.opts.WatermarkInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n.wmMu.Lock()
-		batch := make([]Watermark, 0, len(n.wm))
-		for _, w := range n.wm {
-			batch = append(batch, w)
-		}
-		n.wm = map[string]Watermark{}
-		n.wmMu.Unlock()
-		if len(batch) == 0 {
-			continue
-		}
-		if err := n.Apply(ctx, &Command{Op: catalog.OpWatermarks, Watermarks: batch}); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			n.repeats().Fail("watermarks", "record watermarks in the catalog; will retry", err,
-				"the watermarks are kept and sent again; if this lasts, check that this side reaches a raft leader (lifeboat status)", "services", len(batch))
-			n.wmMu.Lock()
-			for _, w := range batch {
-				if cur, ok := n.wm[w.Service]; !ok || cur.Time.Before(w.Time) {
-					n.wm[w.Service] = w
-				}
-			}
-			n.wmMu.Unlock()
-		} else {
-			n.repeats().OK("watermarks")
-		}
-	}
+	newest, _ := n.svcs.get(service).newest()
+	n.marks.NoteTier(service, newest, fn)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
+	"github.com/lifeboat-dr/lifeboat/node/internal/watermark"
 )
 
 // Roles a node can have. A witness votes in Raft and holds no data: the
@@ -195,15 +196,11 @@ type Node struct {
 	ingestWG sync.WaitGroup    // running ingest sessions
 	svcs     services
 	bars     barriers
-	wmMu     sync.Mutex
-	wm       map[string]Watermark // newest point per service, not yet in the catalog
-	// tierMarks: per service, the standby and export fields of its
-	// watermark (wmMu).
-	tierMarks map[string]Watermark
-	repl      *replicator
-	tiers     *tiers
-	stops     stopMarks // services stopped here for a planned failover
-	metrics   *metrics
+	marks    *watermark.Queue // the newest points, not yet in the catalog
+	repl     *replicator
+	tiers    *tiers
+	stops    stopMarks // services stopped here for a planned failover
+	metrics  *metrics
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -218,8 +215,6 @@ func New(opts Options) (_ *Node, err error) {
 		kick:      make(chan struct{}, 1),
 		events:    make(chan mesh.Event, 256),
 		goneSince: map[mesh.NodeID]time.Time{},
-		wm:        map[string]Watermark{},
-		tierMarks: map[string]Watermark{},
 	}
 	n.metrics = newMetrics(n)
 	n.audit = audit.New(audit.Options{Node: opts.Name, Now: opts.Now, Logger: n.log,
@@ -322,6 +317,7 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
+	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Logs: n.repeats()})
 	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Now: opts.Now,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
@@ -462,7 +458,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { n.reconnectLoop(ctx); return nil })
 	g.Go(func() error { return n.serveForwarded(ctx) })
 	g.Go(func() error { return n.serveIngest(ctx) })
-	g.Go(func() error { n.watermarkLoop(ctx); return nil })
+	g.Go(func() error { return n.marks.Run(ctx) })
 	g.Go(func() error { n.barrierLoop(ctx); return nil })
 	g.Go(func() error { return n.serveBlocks(ctx) })
 	g.Go(func() error { n.replicatorLoop(ctx); return nil })

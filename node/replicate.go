@@ -1052,7 +1052,7 @@ func (r *receiver) commit(ctx context.Context) (*mesh.ReplCommitted, error) {
 	st.hold(&committed)
 	st.mu.Unlock()
 	r.last = &committed
-	r.n.noteWatermark(committed)
+	r.n.marks.Note(committed)
 	r.n.tiers.arrived(r.service, committed)
 	return &mesh.ReplCommitted{Point: committed.ID, Time: committed.Time}, nil
 }
