@@ -69,7 +69,7 @@
 //     at most every second, receivers their newest point, standby and export
 //     (watermarks op). A holder at the primary without points first fetches
 //     the newest point from a copy (fetch.go).
-//   - Received points feed the tier engines (tiers.go): hot copies apply
+//   - Received points feed the tier engines (internal/tiers): hot copies apply
 //     them to standby images (internal/standby), cold copies export them
 //     (internal/archive).
 //

@@ -87,7 +87,7 @@ func (s standbyImages) Path(service, volume string) (string, blockstore.Point, b
 }
 
 func (s standbyImages) Take(service string, p blockstore.Point, dst string) (bool, error) {
-	return s.n.tiers.take(service, p, dst)
+	return s.n.tiers.Take(service, p, dst)
 }
 
 // resolveServicePoint, runHook and shortID are the recovery engine's, for
@@ -106,4 +106,18 @@ func shortID(id string) string { return recovery.ShortID(id) }
 // waits until this node has listed its divergent points.
 func (n *Node) branchCheckDue(cat *Catalog, service string) *FailoverRecord {
 	return n.recovery.BranchCheckDue(cat, service)
+}
+
+// StandbyPath returns the path of a volume's standby image of service on
+// this node and the point it is at; ok is false when there is none.
+func (n *Node) StandbyPath(service, volume string) (path string, p blockstore.Point, ok bool) {
+	s, err := n.tiers.Set(service)
+	if err != nil {
+		return "", blockstore.Point{}, false
+	}
+	p, ok = s.Point()
+	if !ok {
+		return "", p, false
+	}
+	return s.Path(volume), p, true
 }

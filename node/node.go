@@ -27,6 +27,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
+	"github.com/lifeboat-dr/lifeboat/node/internal/tiers"
 	"github.com/lifeboat-dr/lifeboat/node/internal/watermark"
 )
 
@@ -198,7 +199,7 @@ type Node struct {
 	bars     barriers
 	marks    *watermark.Queue // the newest points, not yet in the catalog
 	repl     *replicator
-	tiers    *tiers
+	tiers    *tiers.Engine
 	stops    stopMarks // services stopped here for a planned failover
 	metrics  *metrics
 }
@@ -228,7 +229,6 @@ func New(opts Options) (_ *Node, err error) {
 	}
 	n.repl = &replicator{n: n, senders: map[replKey]*sender{}, links: map[mesh.Site]*linkState{},
 		fetch: fetchState{running: map[string]time.Time{}, done: map[string]bool{}}}
-	n.tiers = newTiers(n)
 	var closers []func()
 	defer func() {
 		if err != nil {
@@ -318,6 +318,10 @@ func New(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Logs: n.repeats()})
+	n.tiers = tiers.New(tiers.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store, Catalog: n.fsm,
+		Services: n.svcs.names, Newest: func(service string) *blockstore.Point { p, _ := n.svcs.get(service).newest(); return p },
+		NoteTier: n.noteTier, Logs: n.repeats(), Logger: n.log, Now: opts.Now,
+		StandbyApplied: n.metrics.standbyApplied, Exports: n.metrics.exports, Errors: n.metrics.tierErrors})
 	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Now: opts.Now,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
@@ -462,7 +466,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { n.barrierLoop(ctx); return nil })
 	g.Go(func() error { return n.serveBlocks(ctx) })
 	g.Go(func() error { n.replicatorLoop(ctx); return nil })
-	g.Go(func() error { n.tiers.run(ctx); return nil })
+	g.Go(func() error { return n.tiers.Run(ctx) })
 	g.Go(func() error { return n.audit.Run(ctx) })
 	g.Go(func() error { n.revocationLoop(ctx); return nil })
 	if n.adminLn != nil {

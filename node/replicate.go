@@ -1053,6 +1053,6 @@ func (r *receiver) commit(ctx context.Context) (*mesh.ReplCommitted, error) {
 	st.mu.Unlock()
 	r.last = &committed
 	r.n.marks.Note(committed)
-	r.n.tiers.arrived(r.service, committed)
+	r.n.tiers.Arrived(r.service, committed)
 	return &mesh.ReplCommitted{Point: committed.ID, Time: committed.Time}, nil
 }

@@ -1,29 +1,37 @@
-package node
+// Package tiers runs the recovery-site tier engines on the points that
+// replication commits on this node (see Engine).
+package tiers
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
+	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/archive"
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 
-// tiers runs the recovery-site tier engines on the points replication
+// Engine runs the recovery-site tier engines on the points replication
 // commits here: for a hot copy, the standby images (DATA_DIR/standby/
 // SERVICE/VOLUME.img) follow the newest point, each applied atomically;
 // for a cold copy with an export format, every point that arrives (cold
 // points arrive on the service's schedule) is exported into the site's
 // archive directory. Warm copies need nothing beyond the block store.
-type tiers struct {
-	n    *Node
+type Engine struct {
+	o    Options
 	mu   sync.Mutex
 	todo map[string]blockstore.Point // newest point per service not yet handled
 	wake chan struct{}
@@ -35,12 +43,45 @@ type tiers struct {
 	paused map[string]uint64 // service → the epoch when its standby was taken
 }
 
-func newTiers(n *Node) *tiers {
-	return &tiers{n: n, todo: map[string]blockstore.Point{}, wake: make(chan struct{}, 1), sets: map[string]*standby.Set{}, paused: map[string]uint64{}}
+// Options configure an Engine.
+type Options struct {
+	Name    mesh.NodeID
+	Site    mesh.Site
+	DataDir string            // standby images live in DataDir/standby/SERVICE
+	Store   *blockstore.Store // nil on a witness: Run returns at once
+	Catalog interface{ Catalog() *catalog.Catalog }
+	// Services lists the services with points on this node; Newest gives
+	// a service's newest point (nil = none).
+	Services func() []string
+	Newest   func(service string) *blockstore.Point
+	// NoteTier records what the engine did for a service in its next
+	// watermark.
+	NoteTier func(service string, fn func(*catalog.Watermark))
+	Logs     *logpolicy.Repeats
+	Logger   *slog.Logger
+	Now      func() time.Time
+	// Counters, by service label; nil = not counted.
+	StandbyApplied, Exports, Errors *prometheus.CounterVec
 }
 
-// arrived tells the engines that a point of service was committed here.
-func (t *tiers) arrived(service string, p blockstore.Point) {
+// New returns an Engine; Run starts it.
+func New(o Options) *Engine {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	for _, c := range []**prometheus.CounterVec{&o.StandbyApplied, &o.Exports, &o.Errors} {
+		if *c == nil {
+			*c = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered"}, []string{"service"})
+		}
+	}
+	return &Engine{o: o, todo: map[string]blockstore.Point{}, wake: make(chan struct{}, 1), sets: map[string]*standby.Set{}, paused: map[string]uint64{}}
+}
+
+// Arrived tells the engines that a point of service was committed here.
+func (t *Engine) Arrived(service string, p blockstore.Point) {
 	t.mu.Lock()
 	if cur, ok := t.todo[service]; !ok || p.Time.After(cur.Time) {
 		t.todo[service] = p
@@ -54,20 +95,21 @@ func (t *tiers) arrived(service string, p blockstore.Point) {
 
 // copyHere returns the policy's copy of service at this node's site, if
 // this node holds it.
-func (t *tiers) copyHere(cat *Catalog, service string) *config.Copy {
-	if cat.Policy == nil || cat.Policy.Cluster == nil || cat.Holder(service, string(t.n.opts.Site)) != t.n.opts.Name {
+func (t *Engine) copyHere(cat *catalog.Catalog, service string) *config.Copy {
+	if cat.Policy == nil || cat.Policy.Cluster == nil || cat.Holder(service, string(t.o.Site)) != t.o.Name {
 		return nil
 	}
 	svc := cat.Service(service)
 	if svc == nil {
 		return nil
 	}
-	return svc.Copy(string(t.n.opts.Site))
+	return svc.Copy(string(t.o.Site))
 }
 
-func (t *tiers) run(ctx context.Context) {
-	if t.n.store == nil {
-		return
+// Run handles the points that arrive until ctx ends.
+func (t *Engine) Run(ctx context.Context) error {
+	if t.o.Store == nil {
+		return nil
 	}
 	defer func() {
 		t.mu.Lock()
@@ -77,9 +119,9 @@ func (t *tiers) run(ctx context.Context) {
 		t.mu.Unlock()
 	}()
 	// After a restart, bring hot standbys to the newest point held.
-	for _, name := range t.n.svcs.names() {
-		if p, _ := t.n.svcs.get(name).newest(); p != nil {
-			t.arrived(name, *p)
+	for _, name := range t.o.Services() {
+		if p := t.o.Newest(name); p != nil {
+			t.Arrived(name, *p)
 		}
 	}
 	tick := time.NewTicker(5 * time.Second)
@@ -87,17 +129,17 @@ func (t *tiers) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.wake:
 		case <-tick.C:
 			// A hot copy that became one again (the service failed
 			// back home) gets its standby images without waiting for
 			// a new point.
-			cat := t.n.Catalog()
-			for _, name := range t.n.svcs.names() {
+			cat := t.o.Catalog.Catalog()
+			for _, name := range t.o.Services() {
 				if c := t.copyHere(cat, name); c != nil && c.Tier == config.TierHot {
-					if p, _ := t.n.svcs.get(name).newest(); p != nil {
-						t.arrived(name, *p)
+					if p := t.o.Newest(name); p != nil {
+						t.Arrived(name, *p)
 					}
 				}
 			}
@@ -109,17 +151,17 @@ func (t *tiers) run(ctx context.Context) {
 		for service, p := range todo {
 			err := t.handle(ctx, service, p)
 			if err == nil {
-				t.n.repeats().OK("tier/" + service)
+				t.o.Logs.OK("tier/" + service)
 				continue
 			}
 			if ctx.Err() == nil {
 				// Every tick while it lasts (a peer down, a full disk):
 				// once at WARN with the hint, then a count (issue 14
 				// item 6).
-				t.n.repeats().Fail("tier/"+service, "tier engine: the standby or export is behind; will retry", err,
+				t.o.Logs.Fail("tier/"+service, "tier engine: the standby or export is behind; will retry", err,
 					"the standby images or the cold export stay at the last point that worked; check the disk of the standby or archive directory and the error",
 					"service", service, "point", p.ID)
-				t.n.metrics.tierErrors.WithLabelValues(service).Inc()
+				t.o.Errors.WithLabelValues(service).Inc()
 				// Try again at the next tick or point.
 				t.mu.Lock()
 				if _, ok := t.todo[service]; !ok {
@@ -131,13 +173,13 @@ func (t *tiers) run(ctx context.Context) {
 	}
 }
 
-func (t *tiers) handle(ctx context.Context, service string, p blockstore.Point) error {
+func (t *Engine) handle(ctx context.Context, service string, p blockstore.Point) error {
 	t.busy.Lock()
 	defer t.busy.Unlock()
 	t.mu.Lock()
 	pausedAt, paused := t.paused[service]
 	t.mu.Unlock()
-	cat := t.n.Catalog()
+	cat := t.o.Catalog.Catalog()
 	if paused {
 		if st := cat.Services[service]; st != nil && st.Epoch <= pausedAt+1 {
 			return nil
@@ -157,17 +199,18 @@ func (t *tiers) handle(ctx context.Context, service string, p blockstore.Point) 
 }
 
 // standbyDir is where a service's standby images live.
-func (t *tiers) standbyDir(service string) string {
-	return filepath.Join(t.n.opts.DataDir, "standby", service)
+func (t *Engine) standbyDir(service string) string {
+	return filepath.Join(t.o.DataDir, "standby", service)
 }
 
-func (t *tiers) set(service string) (*standby.Set, error) {
+// Set returns the service's standby set, opening it.
+func (t *Engine) Set(service string) (*standby.Set, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s := t.sets[service]; s != nil {
 		return s, nil
 	}
-	s, err := standby.Open(t.standbyDir(service), standby.Options{Logger: t.n.log.With("service", service)})
+	s, err := standby.Open(t.standbyDir(service), standby.Options{Logger: t.o.Logger.With("service", service)})
 	if err != nil {
 		return nil, err
 	}
@@ -176,34 +219,34 @@ func (t *tiers) set(service string) (*standby.Set, error) {
 }
 
 // applyHot brings the service's standby images to p.
-func (t *tiers) applyHot(ctx context.Context, service string, p blockstore.Point) error {
-	s, err := t.set(service)
+func (t *Engine) applyHot(ctx context.Context, service string, p blockstore.Point) error {
+	s, err := t.Set(service)
 	if err != nil {
 		return fmt.Errorf("open standby images: %w", err)
 	}
 	if cur, ok := s.Point(); ok && !p.Time.After(cur.Time) {
 		return nil
 	}
-	st, err := s.Apply(ctx, t.n.store, p)
+	st, err := s.Apply(ctx, t.o.Store, p)
 	if err != nil {
 		return fmt.Errorf("apply point %s to the standby images: %w", p.ID, err)
 	}
-	t.n.log.Info("standby images at a new point", "service", service, "point", p.ID, "point_time", p.Time,
+	t.o.Logger.Info("standby images at a new point", "service", service, "point", p.ID, "point_time", p.Time,
 		"blocks", st.Blocks, "bytes", st.Bytes, "took", st.Duration.Round(time.Millisecond))
-	t.n.metrics.standbyApplied.WithLabelValues(service).Inc()
-	t.n.noteTier(service, func(w *Watermark) { w.Standby, w.StandbyTime = p.ID, p.Time })
+	t.o.StandbyApplied.WithLabelValues(service).Inc()
+	t.o.NoteTier(service, func(w *catalog.Watermark) { w.Standby, w.StandbyTime = p.ID, p.Time })
 	return nil
 }
 
-// take moves the service's standby directory to dst when its images are
+// Take moves the service's standby directory to dst when its images are
 // at point p, for a failover, and stops the hot tier from touching the
 // service until the service has failed over again (home: the standby is
 // then rebuilt). It reports false, changing nothing, when the images are
 // not at p.
-func (t *tiers) take(service string, p blockstore.Point, dst string) (bool, error) {
+func (t *Engine) Take(service string, p blockstore.Point, dst string) (bool, error) {
 	t.busy.Lock()
 	defer t.busy.Unlock()
-	s, err := t.set(service)
+	s, err := t.Set(service)
 	if err != nil {
 		return false, err
 	}
@@ -211,7 +254,7 @@ func (t *tiers) take(service string, p blockstore.Point, dst string) (bool, erro
 		return false, nil
 	}
 	var epoch uint64
-	if st := t.n.Catalog().Services[service]; st != nil {
+	if st := t.o.Catalog.Catalog().Services[service]; st != nil {
 		epoch = st.Epoch
 	}
 	t.mu.Lock()
@@ -233,46 +276,32 @@ func (t *tiers) take(service string, p blockstore.Point, dst string) (bool, erro
 	if err := durable.SyncDir(filepath.Dir(dst)); err != nil {
 		return false, err
 	}
-	t.n.noteTier(service, func(w *Watermark) { w.Standby, w.StandbyTime = "", time.Time{} })
+	t.o.NoteTier(service, func(w *catalog.Watermark) { w.Standby, w.StandbyTime = "", time.Time{} })
 	return true, durable.SyncDir(filepath.Dir(t.standbyDir(service)))
-}
-
-// StandbyPath returns the path of a volume's standby image of service on
-// this node and the point it is at; ok is false when there is none.
-func (n *Node) StandbyPath(service, volume string) (path string, p blockstore.Point, ok bool) {
-	s, err := n.tiers.set(service)
-	if err != nil {
-		return "", blockstore.Point{}, false
-	}
-	p, ok = s.Point()
-	if !ok {
-		return "", p, false
-	}
-	return s.Path(volume), p, true
 }
 
 // exportCold exports p into the site's archive directory and prunes the
 // exports the copy's retention no longer keeps.
-func (t *tiers) exportCold(ctx context.Context, service string, c *config.Copy, p blockstore.Point) error {
+func (t *Engine) exportCold(ctx context.Context, service string, c *config.Copy, p blockstore.Point) error {
 	if c.Export == config.ExportNone || c.Export == "" {
 		return nil
 	}
-	cat := t.n.Catalog()
-	site := cat.Policy.Cluster.Site(string(t.n.opts.Site))
+	cat := t.o.Catalog.Catalog()
+	site := cat.Policy.Cluster.Site(string(t.o.Site))
 	if site == nil || site.ArchiveDir == "" {
-		t.n.log.Warn("cold copy has an export format but the site has no archive_dir: nothing exported", "service", service, "site", t.n.opts.Site)
+		t.o.Logger.Warn("cold copy has an export format but the site has no archive_dir: nothing exported", "service", service, "site", t.o.Site)
 		return nil
 	}
-	o := archive.Options{Logger: t.n.log.With("service", service), Now: t.n.opts.Now, ImageFormat: imgfmt.Format(c.Export)}
+	o := archive.Options{Logger: t.o.Logger.With("service", service), Now: t.o.Now, ImageFormat: imgfmt.Format(c.Export)}
 	start := time.Now()
-	m, err := archive.Export(ctx, t.n.store, p, site.ArchiveDir, o)
+	m, err := archive.Export(ctx, t.o.Store, p, site.ArchiveDir, o)
 	if err != nil {
 		return fmt.Errorf("export point %s into %s: %w", p.ID, site.ArchiveDir, err)
 	}
-	t.n.log.Info("cold copy exported", "service", service, "point", p.ID, "dir", filepath.Join(site.ArchiveDir, service, m.DirName()),
+	t.o.Logger.Info("cold copy exported", "service", service, "point", p.ID, "dir", filepath.Join(site.ArchiveDir, service, m.DirName()),
 		"took", time.Since(start).Round(time.Millisecond))
-	t.n.metrics.exports.WithLabelValues(service).Inc()
-	t.n.noteTier(service, func(w *Watermark) { w.Export, w.ExportTime = p.ID, p.Time })
+	t.o.Exports.WithLabelValues(service).Inc()
+	t.o.NoteTier(service, func(w *catalog.Watermark) { w.Export, w.ExportTime = p.ID, p.Time })
 	r := c.Retention
 	gone, err := archive.Prune(site.ArchiveDir, service, archive.Retention{
 		KeepLast: r.KeepLast, All: time.Duration(r.All), Hourly: time.Duration(r.Hourly),
@@ -282,7 +311,7 @@ func (t *tiers) exportCold(ctx context.Context, service string, c *config.Copy, 
 		return fmt.Errorf("prune exports of %s: %w", service, err)
 	}
 	for _, e := range gone {
-		t.n.log.Info("old export removed by retention", "service", service, "export", e.Path)
+		t.o.Logger.Info("old export removed by retention", "service", service, "export", e.Path)
 	}
 	return nil
 }
