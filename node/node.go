@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
@@ -75,8 +76,12 @@ type Options struct {
 	BarrierInterval   time.Duration // how often services with several agents get a consistent point; 0 = 10s
 	HolderTimeout     time.Duration // how long a holder may be gone before another node of its site takes over; 0 = 1m
 
-	Logger *slog.Logger     // nil = slog.Default()
-	Now    func() time.Time // nil = time.Now
+	Logger *slog.Logger // nil = slog.Default()
+	// Clock is the time of everything time-driven in the node; nil = the
+	// real clock. Now, if set without Clock, gives the time with real
+	// timers (clock.WithNow); otherwise it is Clock's.
+	Clock clock.Clock
+	Now   func() time.Time
 }
 
 func (o *Options) check() error {
@@ -147,9 +152,13 @@ func (o *Options) check() error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	switch {
+	case o.Clock == nil && o.Now != nil:
+		o.Clock = clock.WithNow(o.Now)
+	case o.Clock == nil:
+		o.Clock = clock.Real
 	}
+	o.Now = o.Clock.Now
 	return errors.Join(errs...)
 }
 
@@ -218,7 +227,7 @@ func New(opts Options) (_ *Node, err error) {
 		goneSince: map[mesh.NodeID]time.Time{},
 	}
 	n.metrics = newMetrics(n)
-	n.audit = audit.New(audit.Options{Node: opts.Name, Now: opts.Now, Logger: n.log,
+	n.audit = audit.New(audit.Options{Node: opts.Name, Clock: opts.Clock, Logger: n.log,
 		Propose: func(ctx context.Context, es []AuditEntry) error {
 			return n.Apply(ctx, &Command{Op: catalog.OpAudit, Audit: es})
 		}})
@@ -317,16 +326,16 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
-	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Logs: n.repeats()})
+	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Clock: opts.Clock, Logs: n.repeats()})
 	n.tiers = tiers.New(tiers.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store, Catalog: n.fsm,
 		Services: n.svcs.names, Newest: func(service string) *blockstore.Point { p, _ := n.svcs.get(service).newest(); return p },
-		NoteTier: n.noteTier, Logs: n.repeats(), Logger: n.log, Now: opts.Now,
+		NoteTier: n.noteTier, Logs: n.repeats(), Logger: n.log, Clock: opts.Clock,
 		StandbyApplied: n.metrics.standbyApplied, Exports: n.metrics.exports, Errors: n.metrics.tierErrors})
-	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Now: opts.Now,
+	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Clock: opts.Clock,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
 		Catalog: n.fsm, Propose: n.Apply, Quorum: n.hasQuorum, RecoverRaft: n.RecoverRaft, FinalPoint: n.plannedFinalPoint,
-		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Now: opts.Now, Logger: n.log})
+		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Clock: opts.Clock, Logger: n.log})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
 			Store: n.store, Audit: n.audit, Metrics: n.metrics.handler(), Logger: n.log})

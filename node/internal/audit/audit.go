@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
@@ -40,8 +41,8 @@ type Options struct {
 	// Propose writes a batch of entries to the catalog (op audit) and
 	// returns once it is applied; an error keeps them pending.
 	Propose func(context.Context, []catalog.AuditEntry) error
-	Now     func() time.Time // nil = time.Now
-	Logger  *slog.Logger     // nil = slog.Default()
+	Clock   clock.Clock  // nil = the real clock
+	Logger  *slog.Logger // nil = slog.Default()
 }
 
 // Recorder batches audit entries into the catalog.
@@ -61,9 +62,7 @@ type Recorder struct {
 
 // New returns a Recorder; Run sends what it records.
 func New(o Options) *Recorder {
-	if o.Now == nil {
-		o.Now = time.Now
-	}
+	o.Clock = clock.Or(o.Clock)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -87,7 +86,7 @@ func (a *Recorder) Record(e *catalog.AuditEntry, coalesce bool) {
 	if a == nil {
 		return
 	}
-	e.Time = a.o.Now().UTC()
+	e.Time = a.o.Clock.Now().UTC()
 	e.Node = a.o.Node
 	e.Detail, e.Target, e.Action = Clip(e.Detail), Clip(e.Target), Clip(e.Action)
 	a.log.Info("audit", "who", e.Who, "kind", e.Kind, "role", e.Role, "from", e.From, "action", e.Action,
@@ -142,7 +141,7 @@ func (a *Recorder) Record(e *catalog.AuditEntry, coalesce bool) {
 // At the end it tries for 2 s more to send what is left.
 func (a *Recorder) Run(ctx context.Context) error {
 	backoff := time.Second
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := a.o.Clock.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	failing := false
 	for {
@@ -151,13 +150,13 @@ func (a *Recorder) Run(ctx context.Context) error {
 			a.Flush(context.WithoutCancel(ctx), 2*time.Second)
 			return nil
 		case <-a.wake:
-		case <-tick.C:
+		case <-tick.C():
 		}
 		// Let coalescing work a moment before the batch goes.
 		select {
 		case <-ctx.Done():
 			continue
-		case <-time.After(100 * time.Millisecond):
+		case <-a.o.Clock.After(100 * time.Millisecond):
 		}
 		if err := a.Flush(ctx, 0); err != nil {
 			if !failing {
@@ -166,7 +165,7 @@ func (a *Recorder) Run(ctx context.Context) error {
 			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(backoff):
+			case <-a.o.Clock.After(backoff):
 			}
 			backoff = min(2*backoff, 30*time.Second)
 			continue
@@ -189,13 +188,13 @@ func (a *Recorder) Flush(ctx context.Context, timeout time.Duration) error {
 	for {
 		a.mu.Lock()
 		if a.dropped > 0 {
-			a.pending = append([]catalog.AuditEntry{{Time: a.o.Now().UTC(), Node: a.o.Node, Who: "lifeboat", Kind: "node",
+			a.pending = append([]catalog.AuditEntry{{Time: a.o.Clock.Now().UTC(), Node: a.o.Node, Who: "lifeboat", Kind: "node",
 				Action: "audit", Result: "error", Detail: fmt.Sprintf("%d audit entries dropped: the catalog was unreachable for too long", a.dropped)}}, a.pending...)
 			a.dropped = 0
 			clear(a.recent)
 		}
 		if a.over > 0 {
-			a.pending = append(a.pending, catalog.AuditEntry{Time: a.o.Now().UTC(), Node: a.o.Node, Who: "lifeboat", Kind: "node",
+			a.pending = append(a.pending, catalog.AuditEntry{Time: a.o.Clock.Now().UTC(), Node: a.o.Node, Who: "lifeboat", Kind: "node",
 				Action: "audit", Result: "refused", Count: a.over, Detail: fmt.Sprintf("%d more refused calls, past 50 a second, not recorded one by one (see the node's log)", a.over)})
 			a.over = 0
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
@@ -41,21 +42,8 @@ func (f *fakeCatalog) entries() []catalog.AuditEntry {
 	return out
 }
 
-// clock is a settable time.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newRecorder(f *fakeCatalog, c *clock) *Recorder {
-	return New(Options{Node: "dc1-n1", Propose: f.propose, Now: c.now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+func newRecorder(f *fakeCatalog, c *clock.Fake) *Recorder {
+	return New(Options{Node: "dc1-n1", Propose: f.propose, Clock: c, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
 func read(who, from, target string) *catalog.AuditEntry {
@@ -66,18 +54,18 @@ func read(who, from, target string) *catalog.AuditEntry {
 // count, from any port of the same host; another target, another caller
 // or a read after the window makes an entry of its own.
 func TestCoalesce(t *testing.T) {
-	f, c := &fakeCatalog{}, &clock{t: time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)}
+	f, c := &fakeCatalog{}, clock.NewFake(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
 	a := newRecorder(f, c)
 	a.Record(read("alice", "10.0.0.1:5000", "web/disk"), true)
 	a.Record(read("alice", "10.0.0.1:5001", "web/disk"), true)
-	c.add(30 * time.Second)
+	c.Advance(30 * time.Second)
 	a.Record(read("alice", "10.0.0.1:5002", "web/disk"), true)
 	a.Record(read("alice", "10.0.0.1:5003", "db/disk"), true)
 	a.Record(read("bob", "10.0.0.1:5004", "web/disk"), true)
 	if err := a.Flush(t.Context(), 0); err != nil {
 		t.Fatal(err)
 	}
-	c.add(2 * repeatWindow)
+	c.Advance(2 * repeatWindow)
 	a.Record(read("alice", "10.0.0.1:5005", "web/disk"), true)
 	if err := a.Flush(t.Context(), 0); err != nil {
 		t.Fatal(err)
@@ -103,7 +91,7 @@ func TestCoalesce(t *testing.T) {
 // TestMutationsNotCoalesced: calls recorded without coalescing are one
 // entry each, and long fields are clipped.
 func TestMutationsNotCoalesced(t *testing.T) {
-	f, c := &fakeCatalog{}, &clock{t: time.Unix(0, 0)}
+	f, c := &fakeCatalog{}, clock.NewFake(time.Unix(0, 0))
 	a := newRecorder(f, c)
 	for range 3 {
 		e := read("alice", "10.0.0.1:1", "web")
@@ -127,7 +115,7 @@ func TestMutationsNotCoalesced(t *testing.T) {
 // limit are counted in one entry, and everything left arrives once the
 // catalog is back.
 func TestKeptWhileDown(t *testing.T) {
-	f, c := &fakeCatalog{down: true}, &clock{t: time.Unix(0, 0)}
+	f, c := &fakeCatalog{down: true}, clock.NewFake(time.Unix(0, 0))
 	a := newRecorder(f, c)
 	for i := range maxPending + 10 {
 		e := read("alice", "10.0.0.1:1", "web")
@@ -178,7 +166,7 @@ func TestKeptWhileDown(t *testing.T) {
 // TestRunFlushesAtEnd: Run sends what was recorded, and what is pending
 // when its context ends.
 func TestRunFlushesAtEnd(t *testing.T) {
-	f, c := &fakeCatalog{}, &clock{t: time.Unix(0, 0)}
+	f, c := &fakeCatalog{}, clock.NewFake(time.Unix(0, 0))
 	a := newRecorder(f, c)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)

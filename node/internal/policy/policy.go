@@ -10,9 +10,9 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
@@ -31,7 +31,7 @@ type Options struct {
 	Propose func(context.Context, *catalog.Command) error
 	// Members is the gossip membership as this node sees it now.
 	Members func() []mesh.Member
-	Now     func() time.Time
+	Clock   clock.Clock // nil = the real clock
 	// Note adds a result and a detail to the audit entry of the request
 	// in ctx, if any.
 	Note   func(ctx context.Context, result, detail string)
@@ -52,9 +52,7 @@ func New(o Options) *Engine {
 	if o.Note == nil {
 		o.Note = func(context.Context, string, string) {}
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
+	o.Clock = clock.Or(o.Clock)
 	return &Engine{o: o, log: o.Logger}
 }
 
@@ -69,7 +67,7 @@ func (e *Engine) Apply(ctx context.Context, file string, src []byte, who, serial
 	if err := e.checkEncryption(c); err != nil {
 		return nil, fmt.Errorf("%w: %w", api.ErrBadPolicy, err)
 	}
-	rec := &catalog.PolicyRecord{File: file, Source: string(src), Cluster: c, AppliedAt: e.o.Now().UTC(), AppliedBy: who, AppliedBySerial: serial}
+	rec := &catalog.PolicyRecord{File: file, Source: string(src), Cluster: c, AppliedAt: e.o.Clock.Now().UTC(), AppliedBy: who, AppliedBySerial: serial}
 	cat := e.o.Catalog.Catalog()
 	if changes := sensitiveChanges(cat.PolicyCluster(), c); len(changes) > 0 && needsApprovals(cat.PolicyCluster(), c) > 1 {
 		rec.Changes = changes

@@ -71,7 +71,7 @@ func (e *Engine) recordBranch(ctx context.Context, service string, f *catalog.Fa
 		return err
 	}
 	b := &catalog.Branch{Name: fmt.Sprintf("%s@%s-epoch%d", service, e.o.Site, f.Epoch-1), Service: service, Site: string(e.o.Site),
-		Node: e.o.Name, Epoch: f.Epoch - 1, Found: e.o.Now().UTC()}
+		Node: e.o.Name, Epoch: f.Epoch - 1, Found: e.o.Clock.Now().UTC()}
 	for _, p := range pts {
 		if !p.Time.After(f.PointTime) {
 			continue

@@ -32,7 +32,7 @@ func (e *Engine) drillsDir(service string) string {
 
 // Drill runs a drill; emit receives progress.
 func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.FailoverEvent)) (*catalog.DrillRecord, error) {
-	started := e.o.Now()
+	started := e.o.Clock.Now()
 	if e.o.Store == nil {
 		return nil, api.ErrNoStore
 	}
@@ -56,7 +56,7 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 		Point: pt.ID, PointTime: pt.Time, By: req.By, Started: started.UTC()}
 	dir := filepath.Join(e.drillsDir(req.Service), d.ID)
 	emit(api.FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s) into %s", d.ID, req.Service, ShortID(pt.ID), pt.Time.Format(time.RFC3339), dir)})
-	t0 := time.Now()
+	t0 := e.o.Clock.Now()
 	var nbdEnv []string
 	if req.NBD {
 		env, stop, err := e.serveDrillNBD(ctx, pt, dir)
@@ -71,7 +71,7 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	d.Materialize = time.Since(t0).Seconds()
+	d.Materialize = e.o.Clock.Now().Sub(t0).Seconds()
 	// The hook comes from the applied policy only: no request carries a
 	// command for a node to run (issue 13).
 	hook := svc.Hooks.Drill
@@ -91,13 +91,13 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 	if hook == "" {
 		d.Output = "no hook: the images were materialized and nothing else was checked"
 	} else {
-		t1 := time.Now()
+		t1 := e.o.Clock.Now()
 		timeout := time.Duration(svc.Hooks.Timeout)
 		if timeout <= 0 {
 			timeout = time.Duration(config.DefaultHookTimeout)
 		}
 		out, err := e.RunHook(ctx, "drill", hook, env, timeout)
-		d.Hook, d.Output = time.Since(t1).Seconds(), out
+		d.Hook, d.Output = e.o.Clock.Now().Sub(t1).Seconds(), out
 		if err != nil {
 			d.Passed, d.Error = false, err.Error()
 		}
@@ -108,7 +108,7 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 		d.Dir = dir
 		d.Error = fmt.Sprintf("%s; clean up: %v", d.Error, err)
 	}
-	d.Finished = e.o.Now().UTC()
+	d.Finished = e.o.Clock.Now().UTC()
 	if err := e.o.Propose(context.WithoutCancel(ctx), &catalog.Command{Op: catalog.OpDrill, Drill: d}); err != nil {
 		emit(api.FailoverEvent{Step: "record", Message: "the drill's result could not go into the catalog: " + err.Error()})
 	}
@@ -208,7 +208,7 @@ func (e *Engine) RecordDrill(ctx context.Context, od api.OperatorDrill, by strin
 	if pt == nil || len(pt.ID) < 8 {
 		return nil, fmt.Errorf("%w: service %s has no point %q on this node", blockstore.ErrNotFound, od.Service, od.Point)
 	}
-	now := e.o.Now().UTC()
+	now := e.o.Clock.Now().UTC()
 	d := &catalog.DrillRecord{ID: now.Format("20060102T150405.000Z") + "-" + pt.ID[:8], Service: od.Service, Site: string(e.o.Site), Node: e.o.Name,
 		Point: pt.ID, PointTime: pt.Time, By: by, Started: now.Add(-time.Duration(od.HookSeconds * float64(time.Second))), Finished: now,
 		Hook: od.HookSeconds, HookCommand: audit.Clip(od.HookCommand), Where: "operator", Passed: od.Passed, Output: audit.Clip(od.Output), Error: audit.Clip(od.Error)}

@@ -70,7 +70,7 @@ func (e *Engine) ResolveServicePoint(ctx context.Context, service, at string) (b
 // Failover runs or plans a failover of req.Service to this node's site;
 // emit receives progress. See the comment at the top of this file.
 func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit func(api.FailoverEvent)) (*catalog.FailoverRecord, error) {
-	started := e.o.Now()
+	started := e.o.Clock.Now()
 	if e.o.Store == nil {
 		return nil, api.ErrNoStore
 	}
@@ -194,7 +194,7 @@ func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit fun
 	env := hookEnv(req.Service, site, rec.Epoch, pt, dir, images)
 	env = append(env, "LIFEBOAT_PLANNED="+strconv.FormatBool(rec.Planned))
 	hookErr := e.startAndCheck(ctx, svc.Hooks, env, emit)
-	rec.Finished = e.o.Now().UTC()
+	rec.Finished = e.o.Clock.Now().UTC()
 	rec.RTO = rec.Finished.Sub(started).Seconds()
 	rec.Done = hookErr == nil
 	rec.Error = ""
@@ -318,7 +318,7 @@ func (e *Engine) materialize(ctx context.Context, p blockstore.Point, dir string
 	for _, v := range p.Volumes {
 		total += v.Size
 	}
-	start := time.Now()
+	start := e.o.Clock.Now()
 	last := time.Time{}
 	for _, v := range p.Volumes {
 		path := filepath.Join(dir, imageFile(v.Name))
@@ -329,7 +329,7 @@ func (e *Engine) materialize(ctx context.Context, p blockstore.Point, dir string
 		err = f.Truncate(v.Size)
 		if err == nil {
 			err = e.o.Store.Restore(ctx, v, blockstore.NewWriteback(f), blockstore.RestoreOptions{Progress: func(done, _ int64) {
-				if now := time.Now(); now.Sub(last) >= time.Second {
+				if now := e.o.Clock.Now(); now.Sub(last) >= time.Second {
 					last = now
 					emit(api.FailoverEvent{Step: "images", Message: "materializing from the store", Done: base + done, Total: total})
 				}
@@ -349,7 +349,7 @@ func (e *Engine) materialize(ctx context.Context, p blockstore.Point, dir string
 	if err := durable.WriteFile(filepath.Join(dir, completeName), []byte(p.ID+"\n"), 0o600); err != nil {
 		return err
 	}
-	emit(api.FailoverEvent{Step: "images", Message: fmt.Sprintf("materialized %d bytes from the store in %s: %s", total, time.Since(start).Round(time.Millisecond), dir), Done: total, Total: total})
+	emit(api.FailoverEvent{Step: "images", Message: fmt.Sprintf("materialized %d bytes from the store in %s: %s", total, e.o.Clock.Now().Sub(start).Round(time.Millisecond), dir), Done: total, Total: total})
 	return nil
 }
 

@@ -93,31 +93,31 @@ func (e *Engine) startAndCheck(ctx context.Context, h config.Hooks, env []string
 	if h.Start == "" {
 		emit(api.FailoverEvent{Step: "start", Message: "no start hook in the policy: the images are ready, start the servers by hand"})
 	} else {
-		t0 := time.Now()
+		t0 := e.o.Clock.Now()
 		out, err := e.RunHook(ctx, "start", h.Start, env, timeout)
 		if err != nil {
 			return err
 		}
-		emit(api.FailoverEvent{Step: "start", Message: fmt.Sprintf("start hook ran in %s: %s", time.Since(t0).Round(time.Millisecond), out)})
+		emit(api.FailoverEvent{Step: "start", Message: fmt.Sprintf("start hook ran in %s: %s", e.o.Clock.Now().Sub(t0).Round(time.Millisecond), out)})
 	}
 	if h.Health == "" {
 		return nil
 	}
-	t0 := time.Now()
+	t0 := e.o.Clock.Now()
 	deadline := t0.Add(timeout)
 	for try := 1; ; try++ {
 		out, err := e.RunHook(ctx, "health", h.Health, env, timeout)
 		if err == nil {
-			emit(api.FailoverEvent{Step: "health", Message: fmt.Sprintf("health hook passed after %s (try %d): %s", time.Since(t0).Round(time.Millisecond), try, out)})
+			emit(api.FailoverEvent{Step: "health", Message: fmt.Sprintf("health hook passed after %s (try %d): %s", e.o.Clock.Now().Sub(t0).Round(time.Millisecond), try, out)})
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if e.o.Clock.Now().After(deadline) {
 			return fmt.Errorf("health hook did not pass within %s: %w", timeout, err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-e.o.Clock.After(time.Second):
 		}
 	}
 }

@@ -9,10 +9,10 @@ import (
 	"context"
 	"log/slog"
 	"syscall"
-	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
@@ -55,7 +55,7 @@ type Options struct {
 	Standby    Standby
 	HooksUser  string              // the user hooks run as, for messages; "" = the node's own
 	HookCred   *syscall.Credential // its credential; nil = the node's own
-	Now        func() time.Time
+	Clock      clock.Clock         // nil = the real clock
 	Logger     *slog.Logger
 }
 
@@ -70,8 +70,6 @@ func New(o Options) *Engine {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
+	o.Clock = clock.Or(o.Clock)
 	return &Engine{o: o, log: o.Logger}
 }

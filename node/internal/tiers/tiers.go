@@ -16,6 +16,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/imgfmt"
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
@@ -59,7 +60,7 @@ type Options struct {
 	NoteTier func(service string, fn func(*catalog.Watermark))
 	Logs     *logpolicy.Repeats
 	Logger   *slog.Logger
-	Now      func() time.Time
+	Clock    clock.Clock // nil = the real clock
 	// Counters, by service label; nil = not counted.
 	StandbyApplied, Exports, Errors *prometheus.CounterVec
 }
@@ -69,9 +70,7 @@ func New(o Options) *Engine {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
+	o.Clock = clock.Or(o.Clock)
 	for _, c := range []**prometheus.CounterVec{&o.StandbyApplied, &o.Exports, &o.Errors} {
 		if *c == nil {
 			*c = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unregistered"}, []string{"service"})
@@ -124,14 +123,14 @@ func (t *Engine) Run(ctx context.Context) error {
 			t.Arrived(name, *p)
 		}
 	}
-	tick := time.NewTicker(5 * time.Second)
+	tick := t.o.Clock.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.wake:
-		case <-tick.C:
+		case <-tick.C():
 			// A hot copy that became one again (the service failed
 			// back home) gets its standby images without waiting for
 			// a new point.
@@ -292,14 +291,14 @@ func (t *Engine) exportCold(ctx context.Context, service string, c *config.Copy,
 		t.o.Logger.Warn("cold copy has an export format but the site has no archive_dir: nothing exported", "service", service, "site", t.o.Site)
 		return nil
 	}
-	o := archive.Options{Logger: t.o.Logger.With("service", service), Now: t.o.Now, ImageFormat: imgfmt.Format(c.Export)}
-	start := time.Now()
+	o := archive.Options{Logger: t.o.Logger.With("service", service), Now: t.o.Clock.Now, ImageFormat: imgfmt.Format(c.Export)}
+	start := t.o.Clock.Now()
 	m, err := archive.Export(ctx, t.o.Store, p, site.ArchiveDir, o)
 	if err != nil {
 		return fmt.Errorf("export point %s into %s: %w", p.ID, site.ArchiveDir, err)
 	}
 	t.o.Logger.Info("cold copy exported", "service", service, "point", p.ID, "dir", filepath.Join(site.ArchiveDir, service, m.DirName()),
-		"took", time.Since(start).Round(time.Millisecond))
+		"took", t.o.Clock.Now().Sub(start).Round(time.Millisecond))
 	t.o.Exports.WithLabelValues(service).Inc()
 	t.o.NoteTier(service, func(w *catalog.Watermark) { w.Export, w.ExportTime = p.ID, p.Time })
 	r := c.Retention

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
@@ -23,6 +24,7 @@ type Options struct {
 	// again (unless something newer replaced it meanwhile).
 	Propose  func(context.Context, *catalog.Command) error
 	Interval time.Duration // how often a batch goes; 0 = 1 s
+	Clock    clock.Clock   // nil = the real clock
 	Logs     *logpolicy.Repeats
 }
 
@@ -40,6 +42,7 @@ func New(o Options) *Queue {
 	if o.Interval == 0 {
 		o.Interval = time.Second
 	}
+	o.Clock = clock.Or(o.Clock)
 	return &Queue{o: o, queue: map[string]catalog.Watermark{}, tiers: map[string]catalog.Watermark{}}
 }
 
@@ -117,13 +120,13 @@ func (q *Queue) Flush(ctx context.Context) error {
 
 // Run sends a batch every interval until ctx ends.
 func (q *Queue) Run(ctx context.Context) error {
-	t := time.NewTicker(q.o.Interval)
+	t := q.o.Clock.NewTicker(q.o.Interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-t.C():
 		}
 		err := q.Flush(ctx)
 		switch {
