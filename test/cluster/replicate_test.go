@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -239,9 +240,7 @@ func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 		return bytes.Replace(replPolicy("warm", "rate = \""+rate+"\""), []byte(`size = "8MiB"`), fmt.Appendf(nil, `size = "%dB"`, size), 1)
 	}
 	h := replSites(tb, policy("2Mbit"))
-	b0, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-	time.Sleep(3 * time.Second) // background traffic measured over a window: no event marks it
-	background := float64(h.net.Sent("dc1", "dc2")-b0) / time.Since(t0).Seconds()
+	background := backgroundRate(h)
 	tb.Logf("background (raft, gossip) dc1 to dc2: %.1f KB/s", background/1e3)
 	startAgent(tb, h, randomImage(tb, size, 3), time.Hour)
 	h.eventually("replication under way", 60*time.Second, func() error {
@@ -298,6 +297,14 @@ func sentRate(h *harness, n float64, timeout time.Duration) float64 {
 	return float64(sent) / took.Seconds()
 }
 
+// backgroundRate returns the rate of the Raft and gossip traffic from dc1
+// to dc2 on the test network before replication starts: the time 20 KB
+// of it take to cross.
+func backgroundRate(h *harness) float64 {
+	h.t.Helper()
+	return sentRate(h, 20_000, time.Minute)
+}
+
 // TestReplicationThrottle: replication never exceeds the link's rate (5%
 // over at most, over 3 s windows at 2, 10 and 50 Mbit/s), and a new
 // policy's rate takes over while a transfer runs. The figures for a quiet
@@ -327,22 +334,16 @@ func BenchmarkReplicationThrottle(b *testing.B) {
 }
 
 // TestReplicationResumesAfterCut: the link is cut in the middle of a
-// transfer for a minute (15 s with -short) and healed; the transfer
-// resumes from what the receiver holds. The bytes that crossed in total
+// transfer until the sender has lost its session, and healed; the
+// transfer resumes from what the receiver holds. The bytes that crossed in total
 // stay close to the volume's size: nothing the receiver already had was
 // sent again.
 func TestReplicationResumesAfterCut(t *testing.T) {
 	t.Parallel()
-	cut := time.Minute
-	if testing.Short() {
-		cut = 15 * time.Second
-	}
 	const size = 48 << 20
 	policy := bytes.Replace(replPolicy("warm", `rate = "40Mbit"`), []byte(`size = "8MiB"`), fmt.Appendf(nil, `size = "%dB"`, size), 1)
 	h := replSites(t, policy)
-	b0, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-	time.Sleep(2 * time.Second) // background traffic measured over a window: no event marks it
-	background := float64(h.net.Sent("dc1", "dc2")-b0) / time.Since(t0).Seconds()
+	background := backgroundRate(h)
 	startAgent(t, h, randomImage(t, size, 4), time.Hour)
 	start, tStart := h.net.Sent("dc1", "dc2"), time.Now()
 	h.eventually("40% across", 60*time.Second, func() error {
@@ -351,9 +352,28 @@ func TestReplicationResumesAfterCut(t *testing.T) {
 		}
 		return nil
 	})
+	viewer := h.ca.Operator("metrics-viewer", mesh.RoleViewer)
+	replErrors := func() (float64, error) {
+		return metric(viewer, h.node("dc1-n1").AdminAddr(), "lifeboat_replication_errors_total", `service="web"`, `site="dc2"`)
+	}
+	errs0, err := replErrors()
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.net.Cut("dc1-n1", "dc2-n1")
+	cutAt := time.Now()
 	t.Logf("link cut after %d MB", (h.net.Sent("dc1", "dc2")-start)/1e6)
-	time.Sleep(cut) // the length of the cut is the test
+	// The cut lasts until the sender has lost its session and failed to
+	// dial again: the transfer that follows is a new session, which must
+	// resume from what dc2 holds.
+	h.eventually("the sender's session lost and a redial failed", 2*time.Minute, func() error {
+		n, err := replErrors()
+		if err == nil && n < errs0+2 {
+			err = fmt.Errorf("%.0f replication errors since the cut", n-errs0)
+		}
+		return err
+	})
+	t.Logf("link healed after %s", time.Since(cutAt).Round(time.Millisecond))
 	h.net.Heal()
 	var pt blockstore.Point
 	h.eventually("dc2 has the point", 2*time.Minute, func() error {
@@ -814,11 +834,19 @@ primary = "dc1"
 	})
 	realSwitch := time.Now().Add(6 * time.Second)
 	offset.Store(int64(switchAt.Sub(realSwitch)))
-	time.Sleep(time.Second) // the throttles read the shifted clock
+	waitLinkRate(h, viewer, 2e6/8, time.Until(realSwitch))
+	// Before the switch: the time 2.5 s of the rate (625 KB) take to
+	// cross. Not across by 500 ms before the switch means less than
+	// about 0.9 Mbit/s, which fails below.
 	h0, c0 := tierBytes()
 	t0 := time.Now()
-	time.Sleep(time.Until(realSwitch) - 500*time.Millisecond) // measure up to the wall-clock switch
-	h1, c1 := tierBytes()
+	var h1, c1 float64
+	testwait.Until(time.Until(realSwitch)-500*time.Millisecond, 50*time.Millisecond, func() error {
+		if h1, c1 = tierBytes(); h1-h0+c1-c0 < 2.5*2e6/8 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 	el := time.Since(t0).Seconds()
 	before := (h1 - h0 + c1 - c0) / el
 	share := (h1 - h0) / (h1 - h0 + c1 - c0)
