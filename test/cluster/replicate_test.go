@@ -30,28 +30,8 @@ import (
 // replPolicy protects service web (one 8 MiB volume) at dc1 with a copy
 // at dc2 of the given tier; extra is appended to the link table.
 func replPolicy(tier, link string) []byte {
-	return fmt.Appendf(nil, `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[site]]
-name = "dc3"
-[[link]]
-between = ["dc1", "dc2"]
-%s
-[[service]]
-name = "web"
-primary = "dc1"
-  [[service.server]]
-  name = "web1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/web"
-    size = "8MiB"
-  [[service.copy]]
-  site = "dc2"
-  tier = %q
-`, link, tier)
+	return []byte(sites("dc1", "dc2", "dc3") + "[[link]]\nbetween = [\"dc1\", \"dc2\"]\n" + link + "\n" +
+		service("web", "dc1", "", server("web1", "disk", "/dev/web", "8MiB", "")+copyAt("dc2", fmt.Sprintf("tier = %q", tier))))
 }
 
 // replSites starts dc1-n1, dc2-n1 and the witness dc3-w1, applies the
@@ -66,9 +46,7 @@ func replSites(t testing.TB, policy []byte, dc2 ...mesh.NodeID) *harness {
 		h.add(n, "dc2", node.RoleNode)
 	}
 	h.add("dc3-w1", "dc3", node.RoleWitness)
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", policy, "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(policy)
 	h.eventually("holders placed", 20*time.Second, func() error {
 		cat := h.node("dc1-n1").Catalog()
 		if cat.Holder("web", "dc1") != "dc1-n1" || cat.Holder("web", "dc2") == "" {
@@ -86,11 +64,21 @@ func startAgent(t testing.TB, h *harness, path string, interval time.Duration) *
 
 // startAgentAt runs a scan agent for web/disk on path, pointed at node at.
 func startAgentAt(t testing.TB, h *harness, at mesh.NodeID, path string, interval time.Duration) *agent.Agent {
+	a, _ := runAgent(t, h, at, "web", "web1", path, interval)
+	return a
+}
+
+// runAgent runs scan agent name of service at dc1 on path (its volume
+// disk), pointed at node at, until the test ends, and returns it with its
+// credentials.
+func runAgent(t testing.TB, h *harness, at mesh.NodeID, service, name, path string, interval time.Duration) (*agent.Agent, *mesh.Creds) {
+	t.Helper()
+	creds := h.ca.Agent(mesh.NodeID(name), "dc1", service)
 	a, err := agent.New(agent.Options{
-		Name: "web1", Service: "web", Volumes: []agent.Volume{{Name: "disk", Path: path}},
-		Node: h.node(at).QUICAddr(), Creds: h.ca.Agent("web1", "dc1", "web"),
-		Interval: interval, SpoolDir: t.TempDir(), Network: h.net.Node("web1", "dc1"),
-		Logger: h.logger("web1"),
+		Name: name, Service: service, Volumes: []agent.Volume{{Name: "disk", Path: path}},
+		Node: h.node(at).QUICAddr(), Creds: creds,
+		Interval: interval, SpoolDir: t.TempDir(), Network: h.net.Node(mesh.NodeID(name), "dc1"),
+		Logger: h.logger(name),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +87,7 @@ func startAgentAt(t testing.TB, h *harness, at mesh.NodeID, path string, interva
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return a
+	return a, creds
 }
 
 // imageAt reads web/disk at a point from a node's admin API, as an
@@ -254,9 +242,7 @@ func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 	for i, rate := range throttleRates {
 		if i > 0 {
 			mbit := fmt.Sprintf("%dMbit", int(rate*8/1e6))
-			if _, err := h.node("dc1-n1").ApplyPolicy(tb.Context(), "cluster.toml", policy(mbit), "test"); err != nil {
-				tb.Fatal(err)
-			}
+			h.applyPolicy(policy(mbit))
 		}
 		// The replicator rereads the policy every second.
 		waitLinkRate(h, viewer, rate, 10*time.Second)
@@ -409,9 +395,7 @@ func TestHolderTakesOver(t *testing.T) {
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.add("dc2-n2", "dc2", node.RoleNode)
 	h.add("dc3-w1", "dc3", node.RoleWitness)
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", replPolicy("warm", ""), "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(replPolicy("warm", ""))
 	img := randomImage(t, 8<<20, 5)
 	startAgent(t, h, img, 300*time.Millisecond)
 	var first mesh.NodeID
@@ -765,13 +749,7 @@ func TestReplicationScheduleAndPriority(t *testing.T) {
 	h.add("dc3-w1", "dc3", node.RoleWitness)
 	const size = 24 << 20
 	sw := switchAt.UTC()
-	policy := fmt.Appendf(nil, `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[site]]
-name = "dc3"
-[[link]]
+	policy := sites("dc1", "dc2", "dc3") + fmt.Sprintf(`[[link]]
 between = ["dc1", "dc2"]
 rate = "2Mbit"
 timezone = "UTC"
@@ -780,23 +758,9 @@ timezone = "UTC"
   rate = "16Mbit"
 `, sw.Hour(), sw.Minute(), sw.Add(30*time.Minute).Hour(), sw.Add(30*time.Minute).Minute())
 	for _, svc := range []struct{ name, copy string }{{"web", `tier = "hot"`}, {"arch", "tier = \"cold\"\n  schedule = \"daily 03:00\""}} {
-		policy = fmt.Appendf(policy, `[[service]]
-name = %q
-primary = "dc1"
-  [[service.server]]
-  name = "%s1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/%s"
-    size = "%dB"
-  [[service.copy]]
-  site = "dc2"
-  %s
-`, svc.name, svc.name, svc.name, size, svc.copy)
+		policy += service(svc.name, "dc1", "", server(svc.name+"1", "disk", "/dev/"+svc.name, fmt.Sprintf("%dB", size), "")+copyAt("dc2", svc.copy))
 	}
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", policy, "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy([]byte(policy))
 	h.eventually("holders placed", 20*time.Second, func() error {
 		cat := h.node("dc1-n1").Catalog()
 		if cat.Holder("arch", "dc2") == "" || cat.Holder("web", "dc2") == "" {
@@ -806,18 +770,7 @@ primary = "dc1"
 	})
 	// Both services' first points are made at once; then both transfer.
 	for i, svc := range []string{"web", "arch"} {
-		a, err := agent.New(agent.Options{
-			Name: svc + "1", Service: svc, Volumes: []agent.Volume{{Name: "disk", Path: randomImage(t, size, uint64(10+i))}},
-			Node: h.node("dc1-n1").QUICAddr(), Creds: h.ca.Agent(mesh.NodeID(svc+"1"), "dc1", svc),
-			Interval: time.Hour, SpoolDir: t.TempDir(), Network: h.net.Node(mesh.NodeID(svc+"1"), "dc1"), Logger: h.logger(svc + "1"),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		runAgent(t, h, "dc1-n1", svc, svc+"1", randomImage(t, size, uint64(10+i)), time.Hour)
 	}
 	admin := h.node("dc1-n1").AdminAddr()
 	viewer := h.ca.Operator("metrics-viewer", mesh.RoleViewer)
@@ -894,9 +847,7 @@ func TestPrimaryHolderFetches(t *testing.T) {
 	h.add("dc1-n2", "dc1", node.RoleNode)
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.add("dc3-w1", "dc3", node.RoleWitness)
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", replPolicy("warm", ""), "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(replPolicy("warm", ""))
 	var holder mesh.NodeID
 	h.eventually("web placed at dc1", 20*time.Second, func() error {
 		if holder = h.node("dc1-n1").Catalog().Holder("web", "dc1"); holder == "" {
