@@ -247,12 +247,18 @@ func TestRateChange(t *testing.T) {
 				l := New(Options{Rate: func(now time.Time) float64 { return tt.rate(now.Sub(t0)) }})
 				defer l.Close()
 				if tt.probe != 0 {
-					time.Sleep(tt.probe) // synctest: moves the fake clock on, takes no time
+					// synctest: moves the fake clock to the probe's instant, taking no
+					// time. Nothing better: the case is a Wait issued at that instant,
+					// and no event of the idle Link marks it.
+					time.Sleep(tt.probe)
 					if err := l.Wait(t.Context(), Cold, 1<<40); err != nil || time.Since(t0) != tt.probe {
 						t.Fatalf("Wait(1<<40) at %v = %v, returned at %v; want nil at once", tt.probe, err, time.Since(t0))
 					}
 				}
-				time.Sleep(tt.start - time.Since(t0)) // synctest: moves the fake clock on, takes no time
+				// synctest: moves the fake clock to tt.start, taking no time.
+				// Nothing better: the case is a Wait issued at that instant of
+				// the rate's schedule, and no event of the Link marks it.
+				time.Sleep(tt.start - time.Since(t0))
 				err := l.Wait(t.Context(), Hot, tt.n)
 				took := time.Since(t0)
 				t.Logf("Wait(%d) returned at %v", tt.n, took)
