@@ -100,6 +100,23 @@ func newStore(t *testing.T) string {
 
 var pointIDRe = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
+// imageAndStore returns a temporary directory, a new store and, in the
+// directory, disk.img made by makeImage with seed, and its bytes.
+func imageAndStore(t *testing.T, seed uint64) (tmp, store, img string, data []byte) {
+	t.Helper()
+	tmp = t.TempDir()
+	store = newStore(t)
+	img = filepath.Join(tmp, "disk.img")
+	return tmp, store, img, makeImage(t, img, seed)
+}
+
+// pointLines counts the lines of "points --store store": the header and
+// a line for each point.
+func pointLines(t *testing.T, store string) int {
+	t.Helper()
+	return strings.Count(mustRun(t, "points", "--store", store).stdout, "\n")
+}
+
 // snapshot snapshots src as volume disk and returns the point ID and the
 // stderr summary.
 func snapshot(t *testing.T, store, src string, extra ...string) (id, summary string) {
@@ -157,10 +174,7 @@ func noTemps(t *testing.T, dir string) {
 
 func TestRoundTrip(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
-	store := newStore(t)
-	img := filepath.Join(tmp, "disk.img")
-	data := makeImage(t, img, 1)
+	tmp, store, img, data := imageAndStore(t, 1)
 
 	id1, sum1 := snapshot(t, store, img)
 	if want := "48 blocks, 32 changed, 0 unchanged, 16 zero"; !strings.Contains(sum1, want) {
@@ -235,10 +249,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestJSONReports(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
-	store := newStore(t)
-	img := filepath.Join(tmp, "disk.img")
-	makeImage(t, img, 2)
+	_, store, img, _ := imageAndStore(t, 2)
 	snapshot(t, store, img)
 	snapshot(t, store, img)
 
@@ -273,24 +284,21 @@ func TestJSONReports(t *testing.T) {
 	if !p.DryRun || p.PointsKept != 1 || p.PointsDeleted != 1 || len(p.Deleted) != 1 {
 		t.Errorf("prune --dry-run --json = %+v, want 1 kept, 1 deleted", p)
 	}
-	if n := strings.Count(mustRun(t, "points", "--store", store).stdout, "\n"); n != 3 {
+	if n := pointLines(t, store); n != 3 {
 		t.Errorf("points after a dry run: %d lines, want header and 2 points", n)
 	}
 	out := mustRun(t, "prune", "--store", store, "--keep-last", "1").stdout
 	if !strings.Contains(out, "deleted 1 points, kept 1") {
 		t.Errorf("prune output = %q", out)
 	}
-	if n := strings.Count(mustRun(t, "points", "--store", store).stdout, "\n"); n != 2 {
+	if n := pointLines(t, store); n != 2 {
 		t.Errorf("points after prune: %d lines, want header and 1 point", n)
 	}
 }
 
 func TestErrors(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
-	store := newStore(t)
-	img := filepath.Join(tmp, "disk.img")
-	makeImage(t, img, 3)
+	tmp, store, img, _ := imageAndStore(t, 3)
 	snapshot(t, store, img)
 	existing := filepath.Join(tmp, "existing.img")
 	if err := os.WriteFile(existing, []byte("keep me"), 0o644); err != nil {
@@ -457,10 +465,7 @@ func TestLocked(t *testing.T) {
 
 func TestInterrupted(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
-	store := newStore(t)
-	img := filepath.Join(tmp, "disk.img")
-	makeImage(t, img, 4)
+	tmp, store, img, _ := imageAndStore(t, 4)
 	snapshot(t, store, img)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -479,17 +484,14 @@ func TestInterrupted(t *testing.T) {
 	if r.code != exitInterrupted || r.stdout != "" {
 		t.Errorf("interrupted snapshot: exit %d, stdout %q; want %d and no point ID", r.code, r.stdout, exitInterrupted)
 	}
-	if n := strings.Count(mustRun(t, "points", "--store", store).stdout, "\n"); n != 2 {
+	if n := pointLines(t, store); n != 2 {
 		t.Errorf("points after an interrupted snapshot: %d lines, want header and 1 point", n)
 	}
 }
 
 func TestVerifyDamage(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
-	store := newStore(t)
-	img := filepath.Join(tmp, "disk.img")
-	makeImage(t, img, 5)
+	_, store, img, _ := imageAndStore(t, 5)
 	snapshot(t, store, img)
 
 	packs, _ := filepath.Glob(filepath.Join(store, "packs", "*"))
@@ -608,10 +610,7 @@ func TestDemoInterrupted(t *testing.T) {
 // (its lock held) refuses the second restore and is left alone.
 func TestRestoreTempFile(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
-	store := newStore(t)
-	img := filepath.Join(tmp, "disk.img")
-	data := makeImage(t, img, 3)
+	tmp, store, img, data := imageAndStore(t, 3)
 	snapshot(t, store, img)
 
 	out := filepath.Join(tmp, "out.img")

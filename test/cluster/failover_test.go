@@ -148,36 +148,16 @@ func (c *pcluster) copyAt(admin, site string) (node.CopyStatus, error) {
 // what they were given in hooks/, and the drill hook writes into the
 // drill's images (which must not reach production).
 func failoverPolicy(size int64, img, hooks, link string) []byte {
-	return fmt.Appendf(nil, `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[site]]
-name = "dc3"
-[[link]]
-between = ["dc1", "dc2"]
-%s
-[[service]]
-name = "web"
-primary = "dc1"
-rpo = "10s"
+	return []byte(sites("dc1", "dc2", "dc3") + "[[link]]\nbetween = [\"dc1\", \"dc2\"]\n" + link + "\n" +
+		service("web", "dc1", fmt.Sprintf(`rpo = "10s"
   [service.hooks]
-  start = 'sha256sum "$LIFEBOAT_IMAGE_DISK" | cut -d" " -f1 > "%[2]s/started-$LIFEBOAT_EPOCH"; env | grep ^LIFEBOAT_ | sort > "%[2]s/env-$LIFEBOAT_EPOCH"'
-  health = 'test -s "%[2]s/started-$LIFEBOAT_EPOCH"'
-  stop = 'touch "%[2]s/stop"; while [ ! -e "%[2]s/stopped" ]; do sleep 0.05; done'
+  start = 'sha256sum "$LIFEBOAT_IMAGE_DISK" | cut -d" " -f1 > "%[1]s/started-$LIFEBOAT_EPOCH"; env | grep ^LIFEBOAT_ | sort > "%[1]s/env-$LIFEBOAT_EPOCH"'
+  health = 'test -s "%[1]s/started-$LIFEBOAT_EPOCH"'
+  stop = 'touch "%[1]s/stop"; while [ ! -e "%[1]s/stopped" ]; do sleep 0.05; done'
   drill = 'sha256sum "$LIFEBOAT_IMAGE_DISK" && test -n "$LIFEBOAT_DRILL" && dd if=/dev/urandom of="$LIFEBOAT_IMAGE_DISK" bs=4096 count=16 conv=notrunc 2>/dev/null && echo drill-ok'
   timeout = "30s"
-  [[service.server]]
-  name = "web1"
-    [[service.server.volume]]
-    name = "disk"
-    path = %[3]q
-    size = "%[4]dB"
-    block_size = "4KiB"
-  [[service.copy]]
-  site = "dc2"
-  tier = "hot"
-`, link, hooks, img, size)
+`, hooks), server("web1", "disk", img, fmt.Sprintf("%dB", size), `    block_size = "4KiB"
+`)+copyAt("dc2", `tier = "hot"`)))
 }
 
 // failoverSites starts dc1-n1, dc2-n1 and the witness dc3-w1, applies

@@ -21,29 +21,10 @@ import (
 // Their start hooks write the time they started.
 func rtoPolicy(size int64, img, hooks string) []byte {
 	svc := func(name, tier string) string {
-		return fmt.Sprintf(`[[service]]
-name = %[1]q
-primary = "dc1"
-  [service.hooks]
-  start = 'date +%%s.%%N > "%[3]s/start-$LIFEBOAT_SERVICE"'
-  [[service.server]]
-  name = "s1"
-    [[service.server.volume]]
-    name = "disk"
-    path = %[4]q
-    size = "%[5]dB"
-  [[service.copy]]
-  site = "dc2"
-  tier = %[2]q
-`, name, tier, hooks, img+"-"+name, size)
+		return service(name, "dc1", fmt.Sprintf("  [service.hooks]\n  start = 'date +%%s.%%N > \"%s/start-$LIFEBOAT_SERVICE\"'\n", hooks),
+			server("s1", "disk", img+"-"+name, fmt.Sprintf("%dB", size), "")+copyAt("dc2", fmt.Sprintf("tier = %q", tier)))
 	}
-	return []byte(`[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[site]]
-name = "dc3"
-` + svc("hot", "hot") + svc("warm", "warm"))
+	return []byte(sites("dc1", "dc2", "dc3") + svc("hot", "hot") + svc("warm", "warm"))
 }
 
 // BenchmarkFailoverRTO measures recovery time for a 2 GiB volume of the

@@ -26,38 +26,10 @@ func TestIngestRefusesOtherServices(t *testing.T) {
 		}
 		return nil
 	})
-	policy := []byte(`[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[service]]
-name = "web"
-primary = "dc1"
-  [[service.server]]
-  name = "web1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/web"
-    size = "1MiB"
-[[service]]
-name = "db"
-primary = "dc1"
-  [[service.server]]
-  name = "db1"
-    [[service.server.volume]]
-    name = "data"
-    path = "/dev/db"
-    size = "1MiB"
-[[service]]
-name = "far"
-primary = "dc2"
-  [[service.server]]
-  name = "far1"
-    [[service.server.volume]]
-    name = "d"
-    path = "/dev/far"
-    size = "1MiB"
-`)
+	policy := []byte(sites("dc1", "dc2") +
+		service("web", "dc1", "", server("web1", "disk", "/dev/web", "1MiB", "")) +
+		service("db", "dc1", "", server("db1", "data", "/dev/db", "1MiB", "")) +
+		service("far", "dc2", "", server("far1", "d", "/dev/far", "1MiB", "")))
 	if _, err := m.node.ApplyPolicy(t.Context(), "p.toml", policy, "test"); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -29,28 +30,8 @@ import (
 // replPolicy protects service web (one 8 MiB volume) at dc1 with a copy
 // at dc2 of the given tier; extra is appended to the link table.
 func replPolicy(tier, link string) []byte {
-	return fmt.Appendf(nil, `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[site]]
-name = "dc3"
-[[link]]
-between = ["dc1", "dc2"]
-%s
-[[service]]
-name = "web"
-primary = "dc1"
-  [[service.server]]
-  name = "web1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/web"
-    size = "8MiB"
-  [[service.copy]]
-  site = "dc2"
-  tier = %q
-`, link, tier)
+	return []byte(sites("dc1", "dc2", "dc3") + "[[link]]\nbetween = [\"dc1\", \"dc2\"]\n" + link + "\n" +
+		service("web", "dc1", "", server("web1", "disk", "/dev/web", "8MiB", "")+copyAt("dc2", fmt.Sprintf("tier = %q", tier))))
 }
 
 // replSites starts dc1-n1, dc2-n1 and the witness dc3-w1, applies the
@@ -65,9 +46,7 @@ func replSites(t testing.TB, policy []byte, dc2 ...mesh.NodeID) *harness {
 		h.add(n, "dc2", node.RoleNode)
 	}
 	h.add("dc3-w1", "dc3", node.RoleWitness)
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", policy, "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(policy)
 	h.eventually("holders placed", 20*time.Second, func() error {
 		cat := h.node("dc1-n1").Catalog()
 		if cat.Holder("web", "dc1") != "dc1-n1" || cat.Holder("web", "dc2") == "" {
@@ -85,11 +64,21 @@ func startAgent(t testing.TB, h *harness, path string, interval time.Duration) *
 
 // startAgentAt runs a scan agent for web/disk on path, pointed at node at.
 func startAgentAt(t testing.TB, h *harness, at mesh.NodeID, path string, interval time.Duration) *agent.Agent {
+	a, _ := runAgent(t, h, at, "web", "web1", path, interval)
+	return a
+}
+
+// runAgent runs scan agent name of service at dc1 on path (its volume
+// disk), pointed at node at, until the test ends, and returns it with its
+// credentials.
+func runAgent(t testing.TB, h *harness, at mesh.NodeID, service, name, path string, interval time.Duration) (*agent.Agent, *mesh.Creds) {
+	t.Helper()
+	creds := h.ca.Agent(mesh.NodeID(name), "dc1", service)
 	a, err := agent.New(agent.Options{
-		Name: "web1", Service: "web", Volumes: []agent.Volume{{Name: "disk", Path: path}},
-		Node: h.node(at).QUICAddr(), Creds: h.ca.Agent("web1", "dc1", "web"),
-		Interval: interval, SpoolDir: t.TempDir(), Network: h.net.Node("web1", "dc1"),
-		Logger: h.logger("web1"),
+		Name: name, Service: service, Volumes: []agent.Volume{{Name: "disk", Path: path}},
+		Node: h.node(at).QUICAddr(), Creds: creds,
+		Interval: interval, SpoolDir: t.TempDir(), Network: h.net.Node(mesh.NodeID(name), "dc1"),
+		Logger: h.logger(name),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +87,7 @@ func startAgentAt(t testing.TB, h *harness, at mesh.NodeID, path string, interva
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return a
+	return a, creds
 }
 
 // imageAt reads web/disk at a point from a node's admin API, as an
@@ -239,9 +228,7 @@ func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 		return bytes.Replace(replPolicy("warm", "rate = \""+rate+"\""), []byte(`size = "8MiB"`), fmt.Appendf(nil, `size = "%dB"`, size), 1)
 	}
 	h := replSites(tb, policy("2Mbit"))
-	b0, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-	time.Sleep(3 * time.Second) // background traffic measured over a window: no event marks it
-	background := float64(h.net.Sent("dc1", "dc2")-b0) / time.Since(t0).Seconds()
+	background := backgroundRate(h)
 	tb.Logf("background (raft, gossip) dc1 to dc2: %.1f KB/s", background/1e3)
 	startAgent(tb, h, randomImage(tb, size, 3), time.Hour)
 	h.eventually("replication under way", 60*time.Second, func() error {
@@ -255,9 +242,7 @@ func measureThrottle(tb testing.TB, window time.Duration) []float64 {
 	for i, rate := range throttleRates {
 		if i > 0 {
 			mbit := fmt.Sprintf("%dMbit", int(rate*8/1e6))
-			if _, err := h.node("dc1-n1").ApplyPolicy(tb.Context(), "cluster.toml", policy(mbit), "test"); err != nil {
-				tb.Fatal(err)
-			}
+			h.applyPolicy(policy(mbit))
 		}
 		// The replicator rereads the policy every second.
 		waitLinkRate(h, viewer, rate, 10*time.Second)
@@ -298,6 +283,14 @@ func sentRate(h *harness, n float64, timeout time.Duration) float64 {
 	return float64(sent) / took.Seconds()
 }
 
+// backgroundRate returns the rate of the Raft and gossip traffic from dc1
+// to dc2 on the test network before replication starts: the time 20 KB
+// of it take to cross.
+func backgroundRate(h *harness) float64 {
+	h.t.Helper()
+	return sentRate(h, 20_000, time.Minute)
+}
+
 // TestReplicationThrottle: replication never exceeds the link's rate (5%
 // over at most, over 3 s windows at 2, 10 and 50 Mbit/s), and a new
 // policy's rate takes over while a transfer runs. The figures for a quiet
@@ -327,22 +320,16 @@ func BenchmarkReplicationThrottle(b *testing.B) {
 }
 
 // TestReplicationResumesAfterCut: the link is cut in the middle of a
-// transfer for a minute (15 s with -short) and healed; the transfer
-// resumes from what the receiver holds. The bytes that crossed in total
+// transfer until the sender has lost its session, and healed; the
+// transfer resumes from what the receiver holds. The bytes that crossed in total
 // stay close to the volume's size: nothing the receiver already had was
 // sent again.
 func TestReplicationResumesAfterCut(t *testing.T) {
 	t.Parallel()
-	cut := time.Minute
-	if testing.Short() {
-		cut = 15 * time.Second
-	}
 	const size = 48 << 20
 	policy := bytes.Replace(replPolicy("warm", `rate = "40Mbit"`), []byte(`size = "8MiB"`), fmt.Appendf(nil, `size = "%dB"`, size), 1)
 	h := replSites(t, policy)
-	b0, t0 := h.net.Sent("dc1", "dc2"), time.Now()
-	time.Sleep(2 * time.Second) // background traffic measured over a window: no event marks it
-	background := float64(h.net.Sent("dc1", "dc2")-b0) / time.Since(t0).Seconds()
+	background := backgroundRate(h)
 	startAgent(t, h, randomImage(t, size, 4), time.Hour)
 	start, tStart := h.net.Sent("dc1", "dc2"), time.Now()
 	h.eventually("40% across", 60*time.Second, func() error {
@@ -351,9 +338,28 @@ func TestReplicationResumesAfterCut(t *testing.T) {
 		}
 		return nil
 	})
+	viewer := h.ca.Operator("metrics-viewer", mesh.RoleViewer)
+	replErrors := func() (float64, error) {
+		return metric(viewer, h.node("dc1-n1").AdminAddr(), "lifeboat_replication_errors_total", `service="web"`, `site="dc2"`)
+	}
+	errs0, err := replErrors()
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.net.Cut("dc1-n1", "dc2-n1")
+	cutAt := time.Now()
 	t.Logf("link cut after %d MB", (h.net.Sent("dc1", "dc2")-start)/1e6)
-	time.Sleep(cut) // the length of the cut is the test
+	// The cut lasts until the sender has lost its session and failed to
+	// dial again: the transfer that follows is a new session, which must
+	// resume from what dc2 holds.
+	h.eventually("the sender's session lost and a redial failed", 2*time.Minute, func() error {
+		n, err := replErrors()
+		if err == nil && n < errs0+2 {
+			err = fmt.Errorf("%.0f replication errors since the cut", n-errs0)
+		}
+		return err
+	})
+	t.Logf("link healed after %s", time.Since(cutAt).Round(time.Millisecond))
 	h.net.Heal()
 	var pt blockstore.Point
 	h.eventually("dc2 has the point", 2*time.Minute, func() error {
@@ -389,9 +395,7 @@ func TestHolderTakesOver(t *testing.T) {
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.add("dc2-n2", "dc2", node.RoleNode)
 	h.add("dc3-w1", "dc3", node.RoleWitness)
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", replPolicy("warm", ""), "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(replPolicy("warm", ""))
 	img := randomImage(t, 8<<20, 5)
 	startAgent(t, h, img, 300*time.Millisecond)
 	var first mesh.NodeID
@@ -745,13 +749,7 @@ func TestReplicationScheduleAndPriority(t *testing.T) {
 	h.add("dc3-w1", "dc3", node.RoleWitness)
 	const size = 24 << 20
 	sw := switchAt.UTC()
-	policy := fmt.Appendf(nil, `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[site]]
-name = "dc3"
-[[link]]
+	policy := sites("dc1", "dc2", "dc3") + fmt.Sprintf(`[[link]]
 between = ["dc1", "dc2"]
 rate = "2Mbit"
 timezone = "UTC"
@@ -760,23 +758,9 @@ timezone = "UTC"
   rate = "16Mbit"
 `, sw.Hour(), sw.Minute(), sw.Add(30*time.Minute).Hour(), sw.Add(30*time.Minute).Minute())
 	for _, svc := range []struct{ name, copy string }{{"web", `tier = "hot"`}, {"arch", "tier = \"cold\"\n  schedule = \"daily 03:00\""}} {
-		policy = fmt.Appendf(policy, `[[service]]
-name = %q
-primary = "dc1"
-  [[service.server]]
-  name = "%s1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/%s"
-    size = "%dB"
-  [[service.copy]]
-  site = "dc2"
-  %s
-`, svc.name, svc.name, svc.name, size, svc.copy)
+		policy += service(svc.name, "dc1", "", server(svc.name+"1", "disk", "/dev/"+svc.name, fmt.Sprintf("%dB", size), "")+copyAt("dc2", svc.copy))
 	}
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", policy, "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy([]byte(policy))
 	h.eventually("holders placed", 20*time.Second, func() error {
 		cat := h.node("dc1-n1").Catalog()
 		if cat.Holder("arch", "dc2") == "" || cat.Holder("web", "dc2") == "" {
@@ -786,18 +770,7 @@ primary = "dc1"
 	})
 	// Both services' first points are made at once; then both transfer.
 	for i, svc := range []string{"web", "arch"} {
-		a, err := agent.New(agent.Options{
-			Name: svc + "1", Service: svc, Volumes: []agent.Volume{{Name: "disk", Path: randomImage(t, size, uint64(10+i))}},
-			Node: h.node("dc1-n1").QUICAddr(), Creds: h.ca.Agent(mesh.NodeID(svc+"1"), "dc1", svc),
-			Interval: time.Hour, SpoolDir: t.TempDir(), Network: h.net.Node(mesh.NodeID(svc+"1"), "dc1"), Logger: h.logger(svc + "1"),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		runAgent(t, h, "dc1-n1", svc, svc+"1", randomImage(t, size, uint64(10+i)), time.Hour)
 	}
 	admin := h.node("dc1-n1").AdminAddr()
 	viewer := h.ca.Operator("metrics-viewer", mesh.RoleViewer)
@@ -814,11 +787,19 @@ primary = "dc1"
 	})
 	realSwitch := time.Now().Add(6 * time.Second)
 	offset.Store(int64(switchAt.Sub(realSwitch)))
-	time.Sleep(time.Second) // the throttles read the shifted clock
+	waitLinkRate(h, viewer, 2e6/8, time.Until(realSwitch))
+	// Before the switch: the time 2.5 s of the rate (625 KB) take to
+	// cross. Not across by 500 ms before the switch means less than
+	// about 0.9 Mbit/s, which fails below.
 	h0, c0 := tierBytes()
 	t0 := time.Now()
-	time.Sleep(time.Until(realSwitch) - 500*time.Millisecond) // measure up to the wall-clock switch
-	h1, c1 := tierBytes()
+	var h1, c1 float64
+	testwait.Until(time.Until(realSwitch)-500*time.Millisecond, 50*time.Millisecond, func() error {
+		if h1, c1 = tierBytes(); h1-h0+c1-c0 < 2.5*2e6/8 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 	el := time.Since(t0).Seconds()
 	before := (h1 - h0 + c1 - c0) / el
 	share := (h1 - h0) / (h1 - h0 + c1 - c0)
@@ -866,9 +847,7 @@ func TestPrimaryHolderFetches(t *testing.T) {
 	h.add("dc1-n2", "dc1", node.RoleNode)
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	h.add("dc3-w1", "dc3", node.RoleWitness)
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", replPolicy("warm", ""), "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(replPolicy("warm", ""))
 	var holder mesh.NodeID
 	h.eventually("web placed at dc1", 20*time.Second, func() error {
 		if holder = h.node("dc1-n1").Catalog().Holder("web", "dc1"); holder == "" {

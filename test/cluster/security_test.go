@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/agent"
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
@@ -29,52 +28,16 @@ func securityPolicy(hook string) []byte {
 	if hook != "" {
 		hooks = fmt.Sprintf("  [service.hooks]\n  start = %q\n  drill = %q\n", hook, hook)
 	}
-	return fmt.Appendf(nil, `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[service]]
-name = "web"
-primary = "dc1"
-%s  [[service.server]]
-  name = "web1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/web"
-    size = "1MiB"
-  [[service.copy]]
-  site = "dc2"
-  tier = "warm"
-[[service]]
-name = "db"
-primary = "dc1"
-  [[service.server]]
-  name = "db1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/db"
-    size = "1MiB"
-`, hooks)
+	return []byte(sites("dc1", "dc2") +
+		service("web", "dc1", hooks, server("web1", "disk", "/dev/web", "1MiB", "")+copyAt("dc2", `tier = "warm"`)) +
+		service("db", "dc1", "", server("db1", "disk", "/dev/db", "1MiB", "")))
 }
 
 // agentFor starts a scan agent of service on path at dc1-n1 and returns
 // its credentials.
 func agentFor(t *testing.T, h *harness, service, name, path string) *mesh.Creds {
 	t.Helper()
-	creds := h.ca.Agent(mesh.NodeID(name), "dc1", service)
-	a, err := agent.New(agent.Options{
-		Name: name, Service: service, Volumes: []agent.Volume{{Name: "disk", Path: path}},
-		Node: h.node("dc1-n1").QUICAddr(), Creds: creds,
-		Interval: 200 * time.Millisecond, SpoolDir: t.TempDir(), Network: h.net.Node(mesh.NodeID(name), "dc1"),
-		Logger: h.logger(name),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	_, creds := runAgent(t, h, "dc1-n1", service, name, path, 200*time.Millisecond)
 	return creds
 }
 
@@ -90,9 +53,7 @@ func TestAdminAPIRefusesWhoWasNotLetIn(t *testing.T) {
 	h := newHarness(t)
 	h.first("dc1-n1", "dc1")
 	h.add("dc2-n1", "dc2", node.RoleNode)
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", securityPolicy(""), "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(securityPolicy(""))
 	webAgent := agentFor(t, h, "web", "web1", randomImage(t, 1<<20, 7))
 	h.eventually("a point of web", 30*time.Second, func() error {
 		_, err := newest(t, h.node("dc1-n1"))
@@ -319,9 +280,7 @@ func TestAgentCannotReachAnotherServicesBlocks(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.first("dc1-n1", "dc1")
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", securityPolicy(""), "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(securityPolicy(""))
 	dbImg := randomImage(t, 1<<20, 11)
 	agentFor(t, h, "db", "db1", dbImg)
 	h.eventually("a point of db", 30*time.Second, func() error {
@@ -443,9 +402,7 @@ func TestDrillHookRunsOnOperatorMachine(t *testing.T) {
 	bin := testbin.Build(t)
 	h := newHarness(t)
 	h.first("dc1-n1", "dc1")
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", securityPolicy(""), "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy(securityPolicy(""))
 	img := randomImage(t, 1<<20, 5)
 	agentFor(t, h, "web", "web1", img)
 	h.eventually("a point of web", 30*time.Second, func() error {
@@ -507,9 +464,7 @@ func TestHooksRunAsHooksUser(t *testing.T) {
 	h.add("dc2-n1", "dc2", node.RoleNode)
 	hook := fmt.Sprintf(`echo "$(id -u) $(id -G)" > %s/ids`, out)
 	pol := strings.Replace(string(securityPolicy("")), "  [[service.server]]\n  name = \"web1\"", fmt.Sprintf("  [service.hooks]\n  drill = %q\n  [[service.server]]\n  name = \"web1\"", hook), 1)
-	if _, err := h.node("dc1-n1").ApplyPolicy(t.Context(), "cluster.toml", []byte(pol), "test"); err != nil {
-		t.Fatal(err)
-	}
+	h.applyPolicy([]byte(pol))
 	agentFor(t, h, "web", "web1", randomImage(t, 1<<20, 3))
 	h.eventually("web's point at dc2", 30*time.Second, func() error {
 		pts, err := h.node("dc2-n1").Points(t.Context(), "web", "")

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/agent"
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 	"github.com/lifeboat-dr/lifeboat/test/testbin"
@@ -566,9 +567,7 @@ func (h *harness) round(r int) {
 		h.startApp()
 	case "node":
 		h.node.Kill()
-		// Down for up to 2 s while the application goes on.
-		// The outage length is the test (seeded): no event to wait for.
-		time.Sleep(time.Duration(h.rng.Int64N(int64(2 * time.Second))))
+		h.nodeOutage(r)
 		h.startNode()
 	case "agent":
 		h.agent.Kill()
@@ -629,6 +628,54 @@ func (h *harness) round(r int) {
 		// the kill is in the newest point after the recovery.
 		t.Logf("round %d (%s killed): the %d commits acknowledged before the kill are in point %s", r, what, len(before), p.ID)
 	}
+}
+
+// nodeOutage keeps the node down, after it was killed, until a seeded one
+// of the states the outage leads to: none (it comes back at once); the
+// agent's status says it lost the node; that, and then the application
+// went on (with --ack async, up to 20 commits more; with --ack sync, a
+// spooled write that waits for the node).
+func (h *harness) nodeOutage(r int) {
+	t := h.t
+	t.Helper()
+	killed := time.Now()
+	k := h.rng.IntN(3)
+	if k == 0 {
+		return
+	}
+	spool := filepath.Join(h.dir, "agent")
+	testbin.Eventually(t, fmt.Sprintf("round %d: the agent's status says the node is gone", r), 60*time.Second, func() error {
+		st, err := agent.ReadStatus(spool)
+		if err != nil {
+			return err
+		}
+		if st.State != "disconnected" {
+			return fmt.Errorf("state %s", st.State)
+		}
+		return nil
+	})
+	if k == 1 {
+		return
+	}
+	n := 1 + h.rng.IntN(20)
+	testbin.Eventually(t, fmt.Sprintf("round %d: the application goes on without the node", r), 60*time.Second, func() error {
+		select {
+		case <-h.app.done:
+			t.Fatalf("round %d: the application stopped with the node down: %v", r, h.app.err)
+		default:
+		}
+		if h.c.ack == "sync" {
+			st, err := agent.ReadStatus(spool)
+			if err == nil && st.Backlog == 0 {
+				err = errors.New("nothing spooled waits for the node")
+			}
+			return err
+		}
+		if got := h.committedSince(killed); got < n {
+			return fmt.Errorf("%d of %d commits since the kill", got, n)
+		}
+		return nil
+	})
 }
 
 // recoverFS does what an operator does once the agent is back after it

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,8 +62,12 @@ func BenchmarkInterceptLag(b *testing.B) {
 			return nil
 		})
 		cpu0 := cpuTicks(b, st.PID)
+		// The writers stop once they have written window's worth of bytes
+		// at writeRate, all volumes together.
 		var written atomic.Int64
+		budget := int64(volumes * writeRate * window.Seconds())
 		stop := make(chan struct{})
+		var stopOnce sync.Once
 		done := make(chan struct{}, volumes)
 		for i := range names {
 			go func() {
@@ -86,25 +91,33 @@ func BenchmarkInterceptLag(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					written.Add(int64(len(wr.Data)))
+					if written.Add(int64(len(wr.Data))) >= budget {
+						stopOnce.Do(func() { close(stop) })
+					}
 					next = next.Add(time.Duration(float64(len(wr.Data)) / writeRate * float64(time.Second)))
 				}
 			}()
 		}
 		start := time.Now()
-		time.Sleep(window) // the measurement window of the benchmark
-		close(stop)
 		for range volumes {
 			<-done
 		}
-		elapsed := time.Since(start)
+		stopped := time.Now()
+		elapsed := stopped.Sub(start)
 		cpu := cpuTicks(b, st.PID) - cpu0
-		// Let the last writes commit, then read the lag quantiles.
-		time.Sleep(time.Second) // no status field says the last writes committed
-		st, err := agent.ReadStatus(spool)
-		if err != nil {
-			b.Fatal(err)
-		}
+		// The last writes are committed once a status written after them
+		// says nothing spooled is left to ship (the backlog falls as the
+		// node commits); then the lag quantiles count them.
+		testbin.Eventually(b, "the last writes committed", 60*time.Second, func() error {
+			var err error
+			if st, err = agent.ReadStatus(spool); err != nil {
+				return err
+			}
+			if st.Backlog != 0 || !st.Updated.After(stopped) {
+				return fmt.Errorf("backlog %d bytes in the status of %s", st.Backlog, st.Updated.Format(time.RFC3339Nano))
+			}
+			return nil
+		})
 		out := testbin.Run(b, s.bin, 0, "agent", "status", "--spool", spool, "--json")
 		var fresh agent.Status
 		json.Unmarshal([]byte(out), &fresh)

@@ -77,6 +77,9 @@ func crashChild(dir string) {
 	if err != nil {
 		fail(err)
 	}
+	// Each append is offered to the marker, which marks after a seeded
+	// number of them: marks fall between appends at random.
+	appended := make(chan struct{})
 	for w := range 4 {
 		go func() {
 			r := rand.New(rand.NewPCG(seed, uint64(w)))
@@ -103,6 +106,10 @@ func crashChild(dir string) {
 					fail(err)
 				}
 				fmt.Printf("a %d %s\n", seq, strings.Join(keys, " "))
+				select {
+				case appended <- struct{}{}:
+				default:
+				}
 				if r.IntN(3) == 0 {
 					if err := s.Sync(); err != nil {
 						fail(err)
@@ -114,7 +121,9 @@ func crashChild(dir string) {
 	}
 	r := rand.New(rand.NewPCG(seed, 99))
 	for {
-		time.Sleep(time.Duration(r.IntN(3000)) * time.Microsecond) // pacing, not waiting for a state
+		for range r.IntN(8) {
+			<-appended
+		}
 		m, err := s.Mark(time.Now())
 		if err != nil {
 			fail(err)
