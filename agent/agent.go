@@ -484,10 +484,10 @@ func refusalDetail(state string) string {
 	return "the spool keeps the writes; retrying with back-off"
 }
 
-// limiter returns the scan read limiter.
-func (a *Agent) limiter() *rate.Limiter {
-	burst := int(max(a.opts.ReadRate/100, 4<<20))
-	return rate.NewLimiter(rate.Limit(a.opts.ReadRate), burst)
+// scanLimiter returns the limiter of scan reads at bytesPerSecond.
+func scanLimiter(bytesPerSecond int64) *rate.Limiter {
+	burst := int(max(bytesPerSecond/100, 4<<20))
+	return rate.NewLimiter(rate.Limit(bytesPerSecond), burst)
 }
 
 // lagWindow is how many recent writes the lag quantiles cover.

@@ -22,7 +22,7 @@ import (
 const scanBatch = 4 << 20
 
 func (a *Agent) runScan(ctx context.Context) error {
-	lim := a.limiter()
+	lim := scanLimiter(a.opts.ReadRate)
 	b := a.backoff()
 	var (
 		c    *conn
