@@ -68,7 +68,7 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 type Options struct {
 	// Logger receives progress and recovery messages; nil means slog.Default().
 	Logger *slog.Logger
-	// CacheSize is the index cache in bytes; 0 means 64 MiB.
+	// CacheSize is the index cache in bytes; 0 means 256 MiB.
 	CacheSize int64
 	// FlushEntries is how many new blocks are buffered before the packs are
 	// synced and the index written; 0 means 65536. It bounds ingest memory.

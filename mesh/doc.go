@@ -83,7 +83,9 @@
 //	2  blocks  block exchange between nodes: framed, payloads up to 8 MiB.
 //	3  ingest  agent to node: captured changes, framed, payloads up to 8 MiB.
 //	           The only kind an agent may open.
-//	4  admin   node-to-node admin requests: framed, payloads up to 1 MiB.
+//	4  admin   node-to-node admin requests: framed, payloads up to 1 MiB,
+//	           except a forwarded catalog command (up to 4 MiB, the
+//	           catalog's command limit: a policy is the biggest).
 //
 // A reader of a kind passes StreamKind.MaxFrame to NewFrameReader.
 //
@@ -159,7 +161,8 @@
 //	0      1     version, 1
 //	1      1     flags: bit 0 = has raft state, bit 1 = leaving (set by
 //	             Leave just before leaving, so others record "left" rather
-//	             than "dead"); other bits 0
+//	             than "dead"), bit 2 = the node's block store is
+//	             encrypted at rest; other bits 0
 //	2      1     role: 1 = node, 2 = witness
 //	3      ...   three strings, each a uvarint length (<= 255) then bytes:
 //	             site, QUIC address (host:port), admin address (host:port;

@@ -10,7 +10,8 @@
 //	GET  /v1/catalog                     viewer    Catalog
 //	GET  /v1/points?service=S&volume=V   viewer    []blockstore.Point held by this node
 //	GET  /v1/image?volume=S/V&at=X       operator  the volume's image at a point (audited)
-//	POST /v1/failover, /v1/drill, ...    operator  see admin_failover.go (audited)
+//	POST /v1/failover, /v1/drill, /v1/drill/record, /v1/drill/cleanup, /v1/failback
+//	                                     operator  see stream.go (audited)
 //	GET  /v1/audit?since=T&limit=N       operator  []catalog.AuditEntry
 //	PUT  /v1/policy?file=NAME            admin     body: cluster policy TOML → PolicyRecord (audited)
 //	POST /v1/policy/approve?version=N    admin     a pending policy's second approval (audited)
