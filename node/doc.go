@@ -64,11 +64,11 @@
 //     (holders op): a data node of the site, the least loaded by logical
 //     size held; it replaces a holder gone longer than HolderTimeout.
 //     Agents are redirected to the primary site's holder.
-//   - The primary's holder runs one sender per recovery site (replicate.go,
+//   - The primary's holder runs one sender per recovery site (internal/replicate,
 //     protocol in mesh doc.go); senders report their progress (progress op)
 //     at most every second, receivers their newest point, standby and export
 //     (watermarks op). A holder at the primary without points first fetches
-//     the newest point from a copy (fetch.go).
+//     the newest point from a copy (internal/replicate/fetch.go).
 //   - Received points feed the tier engines (internal/tiers): hot copies apply
 //     them to standby images (internal/standby), cold copies export them
 //     (internal/archive).
