@@ -135,13 +135,13 @@
 //     (holders op): a data node of the site, the least loaded by logical
 //     size held; it replaces a holder gone longer than HolderTimeout.
 //     Agents are redirected to the primary site's holder.
-//   - The primary's holder runs one sender per recovery site (replicate.go,
+//   - The primary's holder runs one sender per recovery site (node/internal/replicate,
 //     protocol in mesh doc.go); senders report their progress (progress
 //     op), and committed points reach the catalog through the watermark
 //     queue (watermarks op). A sender refused with a permanent code parks
 //     until the catalog's policy or holders change. A holder at the
 //     primary without points first fetches the newest point from a copy
-//     (fetch.go).
+//     (node/internal/replicate/fetch.go).
 //   - Received points feed the tier engine (node/internal/tiers): hot
 //     copies apply them to standby images, cold copies export them.
 //

@@ -75,10 +75,6 @@ func (n *Node) Points(ctx context.Context, service, volume string) ([]blockstore
 	return n.recovery.Points(ctx, service, volume)
 }
 
-// checkBranches records the divergent points of services that failed over
-// away from this site.
-func (n *Node) checkBranches(ctx context.Context) { n.recovery.CheckBranches(ctx) }
-
 // standbyImages gives the recovery engine the tier engine's hot copies.
 type standbyImages struct{ n *Node }
 
@@ -101,12 +97,6 @@ func (n *Node) runHook(ctx context.Context, phase, cmd string, env []string, tim
 }
 
 func shortID(id string) string { return recovery.ShortID(id) }
-
-// branchCheckDue is the recovery engine's: replication from the primary
-// waits until this node has listed its divergent points.
-func (n *Node) branchCheckDue(cat *Catalog, service string) *FailoverRecord {
-	return n.recovery.BranchCheckDue(cat, service)
-}
 
 // StandbyPath returns the path of a volume's standby image of service on
 // this node and the point it is at; ok is false when there is none.

@@ -15,12 +15,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/internal/blockframe"
 )
 
 // The node's side of the ingest protocol (mesh doc.go): agents ship the
@@ -161,16 +161,9 @@ func (n *Node) loadServices(ctx context.Context) error {
 	return nil
 }
 
-// ingestError is a refusal sent to the agent as an error frame.
-type ingestError struct {
-	code mesh.ErrCode
-	msg  string
-}
-
-func (e *ingestError) Error() string { return e.msg }
-
+// refuse returns a refusal sent to the peer as an error frame.
 func refuse(code mesh.ErrCode, format string, a ...any) error {
-	return &ingestError{code: code, msg: fmt.Sprintf(format, a...)}
+	return blockframe.Refuse(code, format, a...)
 }
 
 // refusalHint says what an operator does about a refusal this node sends.
@@ -224,13 +217,13 @@ func (n *Node) serveStreams(ctx context.Context, kind mesh.StreamKind, what stri
 			// A peer that is refused retries every few seconds: its
 			// refusals are logged once, then counted (issue 14 item 6).
 			key := what + " refused/" + string(peer.Name)
-			var ie *ingestError
+			var ie *blockframe.Refusal
 			switch {
 			case err == nil:
 				n.repeats().OK(key)
 			case errors.As(err, &ie):
-				n.repeats().Fail(key, what+" refused", err, refusalHint(ie.code), "peer", peer.Name, "service", peer.Service, "code", ie.code.String())
-				mesh.WriteError(s, ie.code, ie.msg)
+				n.repeats().Fail(key, what+" refused", err, refusalHint(ie.Code), "peer", peer.Name, "service", peer.Service, "code", ie.Code.String())
+				mesh.WriteError(s, ie.Code, ie.Msg)
 			case ctx.Err() != nil:
 			default:
 				n.repeats().OK(key)
@@ -306,7 +299,7 @@ func (n *Node) ingest(ctx context.Context, s *mesh.Stream) error {
 		case mesh.FrameOffer:
 			// Only the service's own blocks count as held: an agent
 			// learns nothing of other services' blocks (issue 13).
-			want, err := wantFrame(ctx, n.store, h.Service, p)
+			want, err := blockframe.Want(ctx, n.store, h.Service, p)
 			if err != nil {
 				return err
 			}
@@ -458,90 +451,8 @@ func (n *Node) backfillScope(ctx context.Context, sess *ingestSession) error {
 
 // blocks stores a Blocks frame after checking each block against its ID.
 func (s *ingestSession) blocks(ctx context.Context, p []byte) error {
-	_, err := putBlocks(ctx, s.n.store, s.svc.Name, s.dec, p)
+	_, err := blockframe.Put(ctx, s.n.store, s.svc.Name, s.dec, p)
 	return err
-}
-
-// putBlocks decodes a Blocks frame (ingest or replication), stores the
-// blocks and checks that each hashes to the ID it was sent as, and records
-// them in the service's scope. It returns the raw bytes stored.
-func putBlocks(ctx context.Context, store *blockstore.Store, service string, dec *zstd.Decoder, p []byte) (int64, error) {
-	recs, err := mesh.DecodeBlocks(p)
-	if err != nil {
-		return 0, refuse(mesh.CodeBadRequest, "%v", err)
-	}
-	data := make([][]byte, len(recs))
-	var raw int64
-	for i, r := range recs {
-		b := r.Data
-		switch r.Codec {
-		case mesh.CodecZstd:
-			b, err = dec.DecodeAll(r.Data, make([]byte, 0, r.RawLen))
-			if err != nil {
-				return 0, refuse(mesh.CodeBadRequest, "block %s: zstd: %v", r.ID.Short(), err)
-			}
-		case mesh.CodecS2:
-			n, err := s2.DecodedLen(r.Data)
-			if err != nil || n != r.RawLen {
-				return 0, refuse(mesh.CodeBadRequest, "block %s: s2 length %d (%v), says %d", r.ID.Short(), n, err, r.RawLen)
-			}
-			if b, err = s2.Decode(make([]byte, n), r.Data); err != nil {
-				return 0, refuse(mesh.CodeBadRequest, "block %s: s2: %v", r.ID.Short(), err)
-			}
-		}
-		if len(b) != r.RawLen {
-			return 0, refuse(mesh.CodeBadRequest, "block %s: %d bytes, says %d", r.ID.Short(), len(b), r.RawLen)
-		}
-		data[i] = b
-		raw += int64(len(b))
-	}
-	ids, err := store.Put(ctx, data)
-	if err != nil {
-		return 0, refuse(mesh.CodeUnavailable, "store blocks: %v", err)
-	}
-	for i, id := range ids {
-		if id != recs[i].ID {
-			return 0, refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the sender's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
-		}
-	}
-	if err := store.AddScope(ctx, service, ids); err != nil {
-		return 0, refuse(mesh.CodeUnavailable, "record blocks of service %s: %v", service, err)
-	}
-	return raw, nil
-}
-
-// wantFrame answers an Offer frame: which of the offered blocks the store
-// lacks (the zero block is never wanted). With a scope (an agent's
-// service) a block counts as held only when that service holds it.
-func wantFrame(ctx context.Context, store *blockstore.Store, scope string, p []byte) ([]byte, error) {
-	ids, err := mesh.DecodeOffer(p)
-	if err != nil {
-		return nil, refuse(mesh.CodeBadRequest, "%v", err)
-	}
-	if scope != "" {
-		in, err := store.InScope(ctx, scope, ids)
-		if err != nil {
-			return nil, refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
-		}
-		want := make([]bool, len(ids))
-		for i := range ids {
-			want[i] = !in[i]
-		}
-		return mesh.AppendWant(nil, want), nil
-	}
-	missing, err := store.Missing(ctx, ids)
-	if err != nil {
-		return nil, refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
-	}
-	miss := make(map[blockstore.ID]bool, len(missing))
-	for _, id := range missing {
-		miss[id] = true
-	}
-	want := make([]bool, len(ids))
-	for i, id := range ids {
-		want[i] = miss[id] && !id.IsZero()
-	}
-	return mesh.AppendWant(nil, want), nil
 }
 
 // changes records a volume's map changes until the next commit. Every

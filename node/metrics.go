@@ -129,14 +129,11 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	if n.repl == nil {
 		return
 	}
-	n.repl.mu.Lock()
-	defer n.repl.mu.Unlock()
-	for _, l := range n.repl.links {
-		st := l.t.Stats()
-		ch <- prometheus.MustNewConstMetric(descLinkRate, prometheus.GaugeValue, st.Rate, l.name)
+	for _, st := range n.repl.LinkStats() {
+		ch <- prometheus.MustNewConstMetric(descLinkRate, prometheus.GaugeValue, st.Rate, st.Name)
 		for tier, ts := range st.Tiers {
-			ch <- prometheus.MustNewConstMetric(descLinkWaiters, prometheus.GaugeValue, float64(ts.Waiters), l.name, throttle.Tier(tier).String())
-			ch <- prometheus.MustNewConstMetric(descThrottleWait, prometheus.CounterValue, ts.Waited.Seconds(), l.name, throttle.Tier(tier).String())
+			ch <- prometheus.MustNewConstMetric(descLinkWaiters, prometheus.GaugeValue, float64(ts.Waiters), st.Name, throttle.Tier(tier).String())
+			ch <- prometheus.MustNewConstMetric(descThrottleWait, prometheus.CounterValue, ts.Waited.Seconds(), st.Name, throttle.Tier(tier).String())
 		}
 	}
 }

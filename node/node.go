@@ -21,6 +21,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/internal/clock"
+	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
@@ -28,6 +29,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
+	"github.com/lifeboat-dr/lifeboat/node/internal/replicate"
 	"github.com/lifeboat-dr/lifeboat/node/internal/tiers"
 	"github.com/lifeboat-dr/lifeboat/node/internal/watermark"
 )
@@ -207,7 +209,8 @@ type Node struct {
 	svcs     services
 	bars     barriers
 	marks    *watermark.Queue // the newest points, not yet in the catalog
-	repl     *replicator
+	repl     *replicate.Engine
+	logs     *logpolicy.Repeats // see repeats
 	tiers    *tiers.Engine
 	stops    stopMarks // services stopped here for a planned failover
 	metrics  *metrics
@@ -226,6 +229,7 @@ func New(opts Options) (_ *Node, err error) {
 		events:    make(chan mesh.Event, 256),
 		goneSince: map[mesh.NodeID]time.Time{},
 	}
+	n.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: opts.Now})
 	n.metrics = newMetrics(n)
 	n.audit = audit.New(audit.Options{Node: opts.Name, Clock: opts.Clock, Logger: n.log,
 		Propose: func(ctx context.Context, es []AuditEntry) error {
@@ -236,8 +240,6 @@ func New(opts Options) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.repl = &replicator{n: n, senders: map[replKey]*sender{}, links: map[mesh.Site]*linkState{},
-		fetch: fetchState{running: map[string]time.Time{}, done: map[string]bool{}}}
 	var closers []func()
 	defer func() {
 		if err != nil {
@@ -336,6 +338,12 @@ func New(opts Options) (_ *Node, err error) {
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
 		Catalog: n.fsm, Propose: n.Apply, Quorum: n.hasQuorum, RecoverRaft: n.RecoverRaft, FinalPoint: n.plannedFinalPoint,
 		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Clock: opts.Clock, Logger: n.log})
+	n.repl = replicate.New(replicate.Options{Name: opts.Name, Site: opts.Site, Now: opts.Now, HolderTimeout: opts.HolderTimeout,
+		Store: n.store, Catalog: n.fsm, Propose: n.Apply, Dial: n.ep.Dial, Held: heldPoints{&n.svcs},
+		CheckBranches: n.recovery.CheckBranches, BranchCheckDue: n.recovery.BranchCheckDue,
+		Arrived: n.tiers.Arrived, Note: n.marks.Note, Logs: n.repeats(), Logger: n.log,
+		Sent: n.metrics.replSent, Logical: n.metrics.replLogical, Dedup: n.metrics.replDedup, CompressSaved: n.metrics.replCompressSaved,
+		Points: n.metrics.replPoints, Errors: n.metrics.replErrors, Received: n.metrics.replReceived})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
 			Store: n.store, Audit: n.audit, Metrics: n.metrics.handler(), Logger: n.log})
@@ -474,7 +482,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.marks.Run(ctx) })
 	g.Go(func() error { n.barrierLoop(ctx); return nil })
 	g.Go(func() error { return n.serveBlocks(ctx) })
-	g.Go(func() error { n.replicatorLoop(ctx); return nil })
+	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.tiers.Run(ctx) })
 	g.Go(func() error { return n.audit.Run(ctx) })
 	g.Go(func() error { n.revocationLoop(ctx); return nil })

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/testpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
@@ -364,25 +365,5 @@ func fuzzBase(t testing.TB) *Catalog {
 
 // testPolicy: three sites, service web at dc1 with a hot copy at dc2 and a
 // warm one at dc3.
-const testPolicy = `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[site]]
-name = "dc3"
-[[service]]
-name = "web"
-primary = "dc1"
-  [[service.server]]
-  name = "s1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/x"
-    size = "1MiB"
-  [[service.copy]]
-  site = "dc2"
-  tier = "hot"
-  [[service.copy]]
-  site = "dc3"
-  tier = "warm"
-`
+var testPolicy = testpolicy.Sites("dc1", "dc2", "dc3") +
+	testpolicy.Service("web", "dc1", "1MiB", "", testpolicy.Copy("dc2", "hot", ""), testpolicy.Copy("dc3", "warm", ""))

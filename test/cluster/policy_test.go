@@ -2,37 +2,23 @@ package cluster
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/lifeboat-dr/lifeboat/internal/testpolicy"
 )
 
 // The policies of these tests are built from the pieces below, so that
 // each test's TOML says only what is particular to it.
 
-// sites returns a [[site]] table for each name.
-func sites(names ...string) string {
-	var b strings.Builder
-	for _, n := range names {
-		fmt.Fprintf(&b, "[[site]]\nname = %q\n", n)
-	}
-	return b.String()
-}
+// sites, server: see package testpolicy.
+var (
+	sites  = testpolicy.Sites
+	server = testpolicy.Server
+)
 
 // service returns a [[service]] table of name at primary; extra (hooks,
 // rpo) follows the primary line, then the server tables and the copies.
 func service(name, primary, extra string, servers ...string) string {
-	return fmt.Sprintf("[[service]]\nname = %q\nprimary = %q\n%s%s", name, primary, extra, strings.Join(servers, ""))
-}
-
-// server returns a [[service.server]] table named name with one volume;
-// extra lines (a block size) end the volume table.
-func server(name, volume, path, size, extra string) string {
-	return fmt.Sprintf(`  [[service.server]]
-  name = %q
-    [[service.server.volume]]
-    name = %q
-    path = %q
-    size = %q
-%s`, name, volume, path, size, extra)
+	return testpolicy.Service(name, primary, "", extra, servers...)
 }
 
 // copyAt returns a [[service.copy]] table: a copy at site with the given

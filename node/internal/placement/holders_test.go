@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/testpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
@@ -15,21 +16,9 @@ import (
 // and the holders given.
 func holderCatalog(t *testing.T, holders map[string]map[string]mesh.NodeID) *catalog.Catalog {
 	t.Helper()
-	src := "[[site]]\nname = \"dc1\"\n[[site]]\nname = \"dc2\"\n"
+	src := testpolicy.Sites("dc1", "dc2")
 	for i, name := range []string{"a", "b", "c"} {
-		src += fmt.Sprintf(`[[service]]
-name = %q
-primary = "dc1"
-  [[service.server]]
-  name = "s"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/x"
-    size = "%dMiB"
-  [[service.copy]]
-  site = "dc2"
-  tier = "warm"
-`, name, i+1)
+		src += testpolicy.Service(name, "dc1", fmt.Sprintf("%dMiB", i+1), "", testpolicy.Copy("dc2", "warm", ""))
 	}
 	pol, err := config.ParseCluster("p.toml", []byte(src))
 	if err != nil {

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-dr/lifeboat/internal/clock"
+	"github.com/lifeboat-dr/lifeboat/internal/testpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
@@ -40,25 +42,11 @@ func engine(t *testing.T, members []mesh.Member) (*Engine, *catalog.FSM, *[]stri
 }
 
 func policy(approvals int, encrypt bool, hook string) []byte {
-	enc := ""
+	src := fmt.Sprintf("approvals = %d\n[[site]]\nname = \"dc1\"\n", approvals)
 	if encrypt {
-		enc = "encrypt = true\n"
+		src += "encrypt = true\n"
 	}
-	return []byte(strings.NewReplacer("APPROVALS", string(rune('0'+approvals)), "ENC", enc, "HOOK", hook).Replace(`approvals = APPROVALS
-[[site]]
-name = "dc1"
-ENC[[service]]
-name = "web"
-primary = "dc1"
-  [service.hooks]
-  start = "HOOK"
-  [[service.server]]
-  name = "s"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/x"
-    size = "1MiB"
-`))
+	return []byte(src + testpolicy.Service("web", "dc1", "1MiB", fmt.Sprintf("  [service.hooks]\n  start = %q", hook)))
 }
 
 // TestApply: a policy applies with who applied it and the clock's time; a

@@ -18,6 +18,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/testpolicy"
 	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
@@ -25,28 +26,12 @@ import (
 // The engine runs here alone: a real store and a real catalog state
 // machine, with commands applied to it directly in place of Raft.
 
-const policy = `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-[[service]]
-name = "web"
-primary = "dc1"
-rpo = "1m"
+var policy = testpolicy.Sites("dc1", "dc2") + testpolicy.Service("web", "dc1", "1MiB", `rpo = "1m"
   [service.hooks]
   start = "echo started > \"$LIFEBOAT_IMAGE_DIR/started\"; cat \"$LIFEBOAT_IMAGE_DISK\" | cmp - \"$WANT\""
   health = "test -f \"$LIFEBOAT_IMAGE_DIR/started\""
-  drill = "cmp \"$LIFEBOAT_IMAGE_DISK\" \"$WANT\" && test -n \"$LIFEBOAT_DRILL\""
-  [[service.server]]
-  name = "s1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/x"
-    size = "1MiB"
-  [[service.copy]]
-  site = "dc2"
-  tier = "warm"
-`
+  drill = "cmp \"$LIFEBOAT_IMAGE_DISK\" \"$WANT\" && test -n \"$LIFEBOAT_DRILL\""`,
+	testpolicy.Copy("dc2", "warm", ""))
 
 type fixture struct {
 	e      *Engine

@@ -3,12 +3,12 @@ package tiers
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,27 +18,9 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
+	"github.com/lifeboat-dr/lifeboat/internal/testpolicy"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
-
-const policy = `[[site]]
-name = "dc1"
-[[site]]
-name = "dc2"
-archive_dir = "ARCHIVE"
-[[service]]
-name = "web"
-primary = "dc1"
-  [[service.server]]
-  name = "s1"
-    [[service.server.volume]]
-    name = "disk"
-    path = "/dev/x"
-    size = "256KiB"
-  [[service.copy]]
-  site = "dc2"
-  tier = "TIER"
-EXTRA`
 
 // engine returns an engine at dc2-n1, the holder of web's copy at dc2
 // with the tier given, a store holding one point of web, and the image
@@ -78,7 +60,8 @@ func engine(t *testing.T, tier, extra string) (*Engine, blockstore.Point, []byte
 		t.Fatal(err)
 	}
 	archive := filepath.Join(dir, "archive")
-	src2 := strings.NewReplacer("ARCHIVE", archive, "TIER", tier, "EXTRA", extra).Replace(policy)
+	src2 := testpolicy.Sites("dc1") + fmt.Sprintf("[[site]]\nname = \"dc2\"\narchive_dir = %q\n", archive) +
+		testpolicy.Service("web", "dc1", "256KiB", "", testpolicy.Copy("dc2", tier, extra))
 	pol, err := config.ParseCluster("p.toml", []byte(src2))
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package node
+package replicate
 
 import (
 	"context"
@@ -11,14 +11,9 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/blockframe"
 )
-
-// Fetching (issue 5): a node that becomes the holder of a service at its
-// primary site without any of its points (the previous holder died) first
-// fetches the newest point from the nearest copy: a recovery site's holder,
-// over the WAN, through the link's throttle. Agents are held off (asked to
-// retry) while the fetch runs, for at most holder_timeout, so that they
-// then send only what changed since that point instead of whole volumes.
 
 // fetchState tracks the fetches of this node, by service.
 type fetchState struct {
@@ -34,44 +29,44 @@ type fetchRetry struct {
 	after time.Time      // no attempt before
 }
 
-// fetching reports whether agents of service should wait for a fetch.
-func (n *Node) fetching(service string) (since time.Time, ok bool) {
-	n.repl.mu.Lock()
-	defer n.repl.mu.Unlock()
-	since, ok = n.repl.fetch.running[service]
-	if ok && time.Since(since) > n.opts.HolderTimeout {
+// Fetching reports whether agents of service should wait for a fetch, and
+// since when it runs. Safe for concurrent use.
+func (e *Engine) Fetching(service string) (since time.Time, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	since, ok = e.fetches.running[service]
+	if ok && time.Since(since) > e.o.HolderTimeout {
 		return since, false
 	}
 	return since, ok
 }
 
 // startFetches starts a fetch for every service this node holds at its
-// primary site without any point; rp.mu must be held.
-func (rp *replicator) startFetches(ctx context.Context, cat *Catalog) {
-	n := rp.n
+// primary site without any point; e.mu must be held.
+func (e *Engine) startFetches(ctx context.Context, cat *catalog.Catalog) {
 	if cat.Policy == nil || cat.Policy.Cluster == nil {
 		return
 	}
 	for _, svc := range cat.ServiceList() {
-		if svc.Primary != string(n.opts.Site) || cat.Holder(svc.Name, svc.Primary) != n.opts.Name {
-			delete(rp.fetch.done, svc.Name) // a later assignment fetches again
-			delete(rp.fetch.retries, svc.Name)
+		if svc.Primary != string(e.o.Site) || cat.Holder(svc.Name, svc.Primary) != e.o.Name {
+			delete(e.fetches.done, svc.Name) // a later assignment fetches again
+			delete(e.fetches.retries, svc.Name)
 			continue
 		}
-		if _, ok := rp.fetch.running[svc.Name]; ok || rp.fetch.done[svc.Name] {
+		if _, ok := e.fetches.running[svc.Name]; ok || e.fetches.done[svc.Name] {
 			continue
 		}
-		if r := rp.fetch.retries[svc.Name]; r != nil && time.Now().Before(r.after) {
+		if r := e.fetches.retries[svc.Name]; r != nil && time.Now().Before(r.after) {
 			continue
 		}
-		if p, _ := n.svcs.get(svc.Name).newest(); p != nil {
-			rp.fetch.done[svc.Name] = true // it has points: nothing to fetch
+		if p, _ := e.o.Held.Newest(svc.Name); p != nil {
+			e.fetches.done[svc.Name] = true // it has points: nothing to fetch
 			continue
 		}
 		// The copy with the newest point; hot and warm before cold at
 		// equal age, as they are closer to the primary's state.
-		var from NodeInfo
-		var best Watermark
+		var from catalog.NodeInfo
+		var best catalog.Watermark
 		st := cat.Services[svc.Name]
 		for _, c := range svc.Copies {
 			w, ok := st.Watermarks[c.Site]
@@ -85,33 +80,35 @@ func (rp *replicator) startFetches(ctx context.Context, cat *Catalog) {
 			}
 		}
 		if from.Name == "" {
-			rp.fetch.done[svc.Name] = true // no copy anywhere: the agents ship everything
+			e.fetches.done[svc.Name] = true // no copy anywhere: the agents ship everything
 			continue
 		}
-		rp.fetch.running[svc.Name] = time.Now()
+		e.fetches.running[svc.Name] = time.Now()
 		name := svc.Name
+		e.wg.Add(1)
 		go func() {
-			err := n.fetch(ctx, name, from)
+			defer e.wg.Done()
+			err := e.fetch(ctx, name, from)
 			key := "fetch/" + name
-			rp.mu.Lock()
-			defer rp.mu.Unlock()
-			delete(rp.fetch.running, name)
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			delete(e.fetches.running, name)
 			switch {
 			case err == nil:
-				rp.fetch.done[name] = true
-				delete(rp.fetch.retries, name)
-				n.repeats().OK(key)
-				n.repeats().OK(key + "/refused")
+				e.fetches.done[name] = true
+				delete(e.fetches.retries, name)
+				e.o.Logs.OK(key)
+				e.o.Logs.OK(key + "/refused")
 			case ctx.Err() != nil:
 			default:
-				if rp.fetch.retries == nil {
-					rp.fetch.retries = map[string]*fetchRetry{}
+				if e.fetches.retries == nil {
+					e.fetches.retries = map[string]*fetchRetry{}
 				}
-				r := rp.fetch.retries[name]
+				r := e.fetches.retries[name]
 				if r == nil {
 					r = &fetchRetry{b: retry.New(retry.Options{Initial: time.Second, Max: 30 * time.Second}),
 						park: retry.New(retry.Options{Initial: 10 * time.Second, Max: 10 * time.Minute})}
-					rp.fetch.retries[name] = r
+					e.fetches.retries[name] = r
 				}
 				if !mesh.IsRetryable(err) {
 					// The copy refuses for good (issue 14 item 4): no
@@ -120,13 +117,13 @@ func (rp *replicator) startFetches(ctx context.Context, cat *Catalog) {
 					// after the park; the agents' first point ends it.
 					d := r.park.Next()
 					r.after = time.Now().Add(d)
-					n.repeats().Fail(key+"/refused", "fetch of the newest point refused by the copy; parked, the agents ship their changes meanwhile", err,
+					e.o.Logs.Fail(key+"/refused", "fetch of the newest point refused by the copy; parked, the agents ship their changes meanwhile", err,
 						"check the copy's node and the policy; a holder change fetches again", "service", name, "from", from.Name, "park", d)
 					break
 				}
 				d := r.b.Next()
 				r.after = time.Now().Add(d)
-				n.repeats().Fail(key, "fetch the newest point from a copy; will retry", err,
+				e.o.Logs.Fail(key, "fetch the newest point from a copy; will retry", err,
 					"the agents are held off until the fetch succeeds or holder_timeout passes; check the link to the copy's site",
 					"service", name, "from", from.Name, "retry_in", d)
 			}
@@ -135,11 +132,11 @@ func (rp *replicator) startFetches(ctx context.Context, cat *Catalog) {
 }
 
 // fetch receives the newest point of service from the holder of a copy.
-func (n *Node) fetch(ctx context.Context, service string, from NodeInfo) error {
-	n.log.Info("holder without points: fetching the newest point from a copy", "service", service, "from", from.Name, "site", from.Site)
+func (e *Engine) fetch(ctx context.Context, service string, from catalog.NodeInfo) error {
+	e.log.Info("holder without points: fetching the newest point from a copy", "service", service, "from", from.Name, "site", from.Site)
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	s, err := n.ep.Dial(dctx, from.QUIC, mesh.KindBlocks)
+	s, err := e.o.Dial(dctx, from.QUIC, mesh.KindBlocks)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", from.Name, err)
@@ -147,55 +144,55 @@ func (n *Node) fetch(ctx context.Context, service string, from NodeInfo) error {
 	defer s.Close()
 	stop := context.AfterFunc(ctx, func() { s.Abort(mesh.CodeUnavailable) })
 	defer stop()
-	b, _ := json.Marshal(mesh.ReplHello{Version: mesh.ReplVersion, Service: service, Site: n.opts.Site, Tier: "primary", Fetch: true})
+	b, _ := json.Marshal(mesh.ReplHello{Version: mesh.ReplVersion, Service: service, Site: e.o.Site, Tier: "primary", Fetch: true})
 	if err := mesh.WriteFrame(s, mesh.FrameReplHello, b); err != nil {
 		return err
 	}
 	fr := mesh.NewFrameReader(s, mesh.KindBlocks.MaxFrame())
-	err = n.receivePoints(ctx, s, fr, service)
-	p, _ := n.svcs.get(service).newest()
+	err = e.receivePoints(ctx, s, fr, service)
+	p, _ := e.o.Held.Newest(service)
 	if p == nil {
 		if err == nil {
 			err = fmt.Errorf("the stream ended without a point")
 		}
 		return err
 	}
-	n.log.Info("fetched the newest point from a copy", "service", service, "from", from.Name, "point", p.ID, "point_time", p.Time, "took", time.Since(start).Round(time.Millisecond))
+	e.log.Info("fetched the newest point from a copy", "service", service, "from", from.Name, "point", p.ID, "point_time", p.Time, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
 // serveFetch sends the newest point of a service this node holds a copy
 // of to the holder at the primary site that asks for it, then ends.
-func (n *Node) serveFetch(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, h *mesh.ReplHello, cat *Catalog) error {
+func (e *Engine) serveFetch(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, h *mesh.ReplHello, cat *catalog.Catalog) error {
 	peer := s.Peer()
 	svc := cat.Service(h.Service)
 	if string(peer.Site) != svc.Primary || cat.Holder(h.Service, svc.Primary) != peer.Name {
-		return refuse(mesh.CodeForbidden, "a fetch of service %s is for its holder at its primary site %s, not %s", h.Service, svc.Primary, peer.Name)
+		return blockframe.Refuse(mesh.CodeForbidden, "a fetch of service %s is for its holder at its primary site %s, not %s", h.Service, svc.Primary, peer.Name)
 	}
-	c := svc.Copy(string(n.opts.Site))
-	if c == nil || cat.Holder(h.Service, string(n.opts.Site)) != n.opts.Name {
-		return refuse(mesh.CodeUnavailable, "node %s does not hold a copy of service %s", n.opts.Name, h.Service)
+	c := svc.Copy(string(e.o.Site))
+	if c == nil || cat.Holder(h.Service, string(e.o.Site)) != e.o.Name {
+		return blockframe.Refuse(mesh.CodeUnavailable, "node %s does not hold a copy of service %s", e.o.Name, h.Service)
 	}
-	latest, _ := n.svcs.get(h.Service).newest()
+	latest, _ := e.o.Held.Newest(h.Service)
 	if latest == nil {
-		return refuse(mesh.CodeNotFound, "node %s holds no point of service %s yet", n.opts.Name, h.Service)
+		return blockframe.Refuse(mesh.CodeNotFound, "node %s holds no point of service %s yet", e.o.Name, h.Service)
 	}
 	tier, err := throttle.ParseTier(string(c.Tier))
 	if err != nil {
 		tier = throttle.Cold
 	}
-	n.repl.mu.Lock()
-	link := n.repl.link(peer.Site)
-	n.repl.mu.Unlock()
-	sd := &sender{n: n, key: replKey{h.Service, string(peer.Site)}, dest: peer.Name, tier: tier, tierName: string(c.Tier),
-		link: link, rated: true, log: n.log.With("service", h.Service, "to", peer.Name, "fetch", true)}
+	e.mu.Lock()
+	link := e.link(peer.Site)
+	e.mu.Unlock()
+	sd := &sender{e: e, key: replKey{h.Service, string(peer.Site)}, dest: peer.Name, tier: tier, tierName: string(c.Tier),
+		link: link, rated: true, log: e.log.With("service", h.Service, "to", peer.Name, "fetch", true)}
 	p, err := fr.Expect(mesh.FrameReplWelcome)
 	if err != nil {
 		return err
 	}
 	w, err := mesh.DecodeReplWelcome(p)
 	if err != nil {
-		return refuse(mesh.CodeBadRequest, "%v", err)
+		return blockframe.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	base, err := sd.commonBase(ctx, w.Points)
 	if err != nil {
