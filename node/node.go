@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
+	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
@@ -188,21 +188,15 @@ type Node struct {
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
 
-	adminLn  net.Listener
-	admin    *http.Server
-	adminSrv *admin.Server // nil without an admin address
-	recovery *recovery.Engine
-	policy   *policy.Engine
-	audit    *audit.Recorder
-	hookCred *syscall.Credential // the hooks user's; nil = the node's own
-	kick     chan struct{}       // wakes the reconciler
-	hasState atomic.Bool
-	// metaHasState: the gossip metadata announcing hasState went out.
-	metaHasState atomic.Bool
-	joined       atomic.Bool // the gossip join succeeded (or there was none to make)
-
-	goneMu    sync.Mutex
-	goneSince map[mesh.NodeID]time.Time
+	adminLn   net.Listener
+	admin     *http.Server
+	adminSrv  *admin.Server // nil without an admin address
+	recovery  *recovery.Engine
+	policy    *policy.Engine
+	audit     *audit.Recorder
+	hookCred  *syscall.Credential   // the hooks user's; nil = the node's own
+	raftState *membership.RaftState // whether Raft has state, and the gossip says so
+	members   *membership.Engine
 
 	store    *blockstore.Store // nil on a witness
 	ingestWG sync.WaitGroup    // running ingest sessions
@@ -222,12 +216,10 @@ func New(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{
-		opts:      opts,
-		log:       opts.Logger.With("node", opts.Name, "site", opts.Site),
-		fsm:       catalog.NewFSM(),
-		kick:      make(chan struct{}, 1),
-		events:    make(chan mesh.Event, 256),
-		goneSince: map[mesh.NodeID]time.Time{},
+		opts:   opts,
+		log:    opts.Logger.With("node", opts.Name, "site", opts.Site),
+		fsm:    catalog.NewFSM(),
+		events: make(chan mesh.Event, 256),
 	}
 	n.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: opts.Now})
 	n.metrics = newMetrics(n)
@@ -270,8 +262,7 @@ func New(opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, &raftstore.RaftStateError{Path: raftDir, Err: err}
 	}
-	n.hasState.Store(has)
-	n.metaHasState.Store(has)
+	n.raftState = membership.NewRaftState(has)
 	if !has {
 		n.log.Info("no raft state; this node joins the cluster as a new member", "path", raftDir)
 	}
@@ -344,6 +335,12 @@ func New(opts Options) (_ *Node, err error) {
 		Arrived: n.tiers.Arrived, Note: n.marks.Note, Logs: n.repeats(), Logger: n.log,
 		Sent: n.metrics.replSent, Logical: n.metrics.replLogical, Dedup: n.metrics.replDedup, CompressSaved: n.metrics.replCompressSaved,
 		Points: n.metrics.replPoints, Errors: n.metrics.replErrors, Received: n.metrics.replReceived})
+	n.members = membership.New(membership.Options{Name: opts.Name, QUIC: n.quicAddr, Join: opts.Join,
+		BootstrapExpect: opts.BootstrapExpect, DeadNodeTimeout: opts.DeadNodeTimeout, HolderTimeout: opts.HolderTimeout,
+		ReconcileInterval: opts.ReconcileInterval, ReconnectInterval: opts.ReconnectInterval,
+		Raft: n.r, Gossip: n.gossip, Events: n.events, Catalog: n.fsm, State: n.raftState,
+		Meta: func() mesh.Meta { return n.meta(n.quicAddr) }, VerifyPeer: n.verifyPeer, LastIndex: n.peerLastIndex,
+		Clock: opts.Clock, Logs: n.repeats(), Logger: n.log})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
 			Store: n.store, Audit: n.audit, Metrics: n.metrics.handler(), Logger: n.log})
@@ -381,7 +378,7 @@ func (n *Node) meta(quic string) mesh.Meta {
 	if n.adminLn != nil {
 		admin = n.adminLn.Addr().String()
 	}
-	return mesh.Meta{Site: n.opts.Site, QUIC: quic, Admin: admin, Role: n.opts.Role, Raft: n.hasState.Load(),
+	return mesh.Meta{Site: n.opts.Site, QUIC: quic, Admin: admin, Role: n.opts.Role, Raft: n.raftState.Has(),
 		Encrypted: n.store != nil && n.store.Encrypted()}
 }
 
@@ -467,16 +464,8 @@ func (n *Node) AdminAddr() string {
 // to go for good).
 func (n *Node) Run(ctx context.Context) error {
 	defer n.shutdown()
-	if len(n.opts.Join) > 0 {
-		n.joinLoop(ctx)
-	} else {
-		n.joined.Store(true)
-	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { n.bootstrapLoop(ctx); return nil })
-	g.Go(func() error { n.reconcileLoop(ctx); return nil })
-	g.Go(func() error { n.eventLoop(ctx); return nil })
-	g.Go(func() error { n.reconnectLoop(ctx); return nil })
+	g.Go(func() error { return n.members.Run(ctx) })
 	g.Go(func() error { return n.serveForwarded(ctx) })
 	g.Go(func() error { return n.serveIngest(ctx) })
 	g.Go(func() error { return n.marks.Run(ctx) })
@@ -495,29 +484,6 @@ func (n *Node) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
-}
-
-// joinLoop joins the gossip cluster, retrying in the background until at
-// least one peer answers.
-func (n *Node) joinLoop(ctx context.Context) {
-	go func() {
-		backoff := 200 * time.Millisecond
-		for {
-			k, err := n.gossip.Join(n.opts.Join)
-			if k > 0 {
-				n.joined.Store(true)
-				n.log.Info("joined the cluster", "contacted", k)
-				return
-			}
-			n.log.Warn("cannot join the cluster yet; retrying", "err", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 10*time.Second)
-		}
-	}()
 }
 
 // Leave announces a graceful departure: the leader removes this node from

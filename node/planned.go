@@ -11,6 +11,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
 )
 
 // A planned failover asks the service's holder at the site it runs at to
@@ -82,7 +83,7 @@ func (s *stopMarks) holds(service string, epoch uint64, now time.Time) bool {
 func (n *Node) plannedFinalPoint(ctx context.Context, service string, svc *config.Service, emit func(FailoverEvent)) (blockstore.Point, error) {
 	cat := n.Catalog()
 	holder := cat.Holder(service, svc.Primary)
-	addr := addrOf(n.gossip.Members(), holder)
+	addr := membership.AddrOf(n.gossip.Members(), holder)
 	if holder == "" || addr == "" {
 		return blockstore.Point{}, fmt.Errorf("%w: planned failover: the holder of %s at %s (%q) is not reachable; for a lost site use --force without --planned", ErrNoQuorum, service, svc.Primary, holder)
 	}
