@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
 
-	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/status"
 )
 
 // verifyPeer checks, before a node gets a place in Raft, that the QUIC
@@ -98,115 +96,6 @@ func raftTimeout(ctx context.Context) time.Duration {
 // is.
 func (n *Node) Catalog() *Catalog { return n.fsm.Catalog() }
 
-// Status returns this node's view of the cluster; it works without a quorum.
-func (n *Node) Status() Status {
-	r := n.r()
-	st := Status{Node: n.opts.Name, Site: n.opts.Site, RaftState: r.State().String(), Voters: []mesh.NodeID{}}
-	_, leader := r.LeaderWithID()
-	st.Leader = mesh.NodeID(leader)
-	stats := r.Stats()
-	st.Term, _ = strconv.ParseUint(stats["term"], 10, 64)
-	st.CommitIndex, _ = strconv.ParseUint(stats["commit_index"], 10, 64)
-	st.AppliedIndex = r.AppliedIndex()
-	st.LastContact = stats["last_contact"]
-	nodes := map[mesh.NodeID]*NodeStatus{}
-	get := func(id mesh.NodeID) *NodeStatus {
-		if s, ok := nodes[id]; ok {
-			return s
-		}
-		s := &NodeStatus{Name: id, State: "dead", Raft: "none"}
-		nodes[id] = s
-		return s
-	}
-	cat := n.Catalog()
-	if cat.Policy != nil {
-		st.PolicyVersion = cat.Policy.Version
-	}
-	for _, ni := range cat.Nodes {
-		s := get(ni.Name)
-		s.Site, s.Role, s.QUIC = ni.Site, ni.Role, ni.QUIC
-	}
-	for _, m := range n.gossip.Members() {
-		s := get(m.Name)
-		s.State = string(m.State)
-		if m.Meta.Site != "" {
-			s.Site, s.Role, s.QUIC = m.Meta.Site, m.Meta.Role, m.Meta.QUIC
-		}
-	}
-	if cf := r.GetConfiguration(); cf.Error() == nil {
-		for _, srv := range cf.Configuration().Servers {
-			s := get(mesh.NodeID(srv.ID))
-			if srv.Suffrage == raft.Voter {
-				s.Voter, s.Raft = true, "voter"
-				st.Voters = append(st.Voters, s.Name)
-			} else {
-				s.Raft = "nonvoter"
-			}
-		}
-	}
-	slices.Sort(st.Voters)
-	sites := map[mesh.Site]*SiteStatus{}
-	for _, s := range cat.Sites {
-		sites[s.Name] = &SiteStatus{Name: s.Name}
-	}
-	for _, s := range nodes {
-		st.Nodes = append(st.Nodes, *s)
-		ss := sites[s.Site]
-		if ss == nil {
-			ss = &SiteStatus{Name: s.Site}
-			sites[s.Site] = ss
-		}
-		ss.Nodes++
-		if s.State == "alive" || s.State == "suspect" {
-			ss.Alive++
-		}
-	}
-	slices.SortFunc(st.Nodes, func(a, b NodeStatus) int { return compareStrings(string(a.Name), string(b.Name)) })
-	for _, s := range sites {
-		st.Sites = append(st.Sites, *s)
-	}
-	slices.SortFunc(st.Sites, func(a, b SiteStatus) int { return compareStrings(string(a.Name), string(b.Name)) })
-	st.Services = []ServiceStatus{}
-	now := n.opts.Now()
-	for name, svc := range cat.Services {
-		ss := ServiceStatus{Name: name, Epoch: svc.Epoch, Watermarks: []Watermark{}, Failover: svc.LastFailover(), Branches: svc.Branches}
-		if len(svc.Drills) > 0 {
-			ss.Drill = &svc.Drills[len(svc.Drills)-1]
-		}
-		for _, w := range svc.Watermarks {
-			ss.Watermarks = append(ss.Watermarks, w)
-		}
-		slices.SortFunc(ss.Watermarks, func(a, b Watermark) int { return compareStrings(a.Site, b.Site) })
-		if len(svc.Holders) > 0 {
-			ss.Holders = map[string]string{}
-			for site, h := range svc.Holders {
-				ss.Holders[site] = string(h)
-			}
-		}
-		if cat.Policy != nil && cat.Policy.Cluster != nil {
-			if p := cat.Service(name); p != nil {
-				ss.Primary, ss.RPOTarget = p.Primary, time.Duration(p.RPO).Seconds()
-				for _, c := range p.Copies {
-					ss.Copies = append(ss.Copies, copyStatus(cat, p, c, svc, now))
-				}
-			}
-		}
-		st.Services = append(st.Services, ss)
-	}
-	slices.SortFunc(st.Services, func(a, b ServiceStatus) int { return compareStrings(a.Name, b.Name) })
-	return st
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // RecoverRaft is the operator-forced recovery for a majority of voters lost
 // for good (a whole site gone): this node rebuilds the Raft configuration
 // with itself as the only voter, becomes leader, and adds the surviving
@@ -253,32 +142,18 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 	return rec, nil
 }
 
-func copyStatus(cat *Catalog, svc *config.Service, c config.Copy, st *ServiceState, now time.Time) CopyStatus {
-	cs := CopyStatus{Site: c.Site, Tier: string(c.Tier), Holder: string(st.Holders[c.Site]), RPO: -1}
-	if w, ok := st.Watermarks[c.Site]; ok {
-		cs.Point, cs.PointTime, cs.Standby, cs.Export = w.Point, w.Time, w.Standby, w.Export
-		cs.RPO = now.Sub(w.Time).Seconds()
-		cs.RPOMet = svc.RPO == 0 || now.Sub(w.Time) <= time.Duration(svc.RPO)
+// Status returns this node's view of the cluster; it works without a quorum.
+func (n *Node) Status() Status {
+	r := n.r()
+	rs := status.Raft{State: r.State().String(), AppliedIndex: r.AppliedIndex()}
+	_, leader := r.LeaderWithID()
+	rs.Leader = mesh.NodeID(leader)
+	stats := r.Stats()
+	rs.Term, _ = strconv.ParseUint(stats["term"], 10, 64)
+	rs.CommitIndex, _ = strconv.ParseUint(stats["commit_index"], 10, 64)
+	rs.LastContact = stats["last_contact"]
+	if cf := r.GetConfiguration(); cf.Error() == nil {
+		rs.Servers = cf.Configuration().Servers
 	}
-	if p, ok := st.Progress[c.Site]; ok {
-		cs.Backlog, cs.Sending, cs.Error = p.Backlog, p.Sending, p.Error
-	}
-	cs.LinkPolicy = "no link policy: unlimited"
-	if l := cat.Policy.Cluster.Link(svc.Primary, c.Site); l != nil {
-		cs.LinkRate = float64(l.RateAt(now))
-		cs.LinkPolicy = describeLink(l)
-	}
-	return cs
-}
-
-// describeLink sums up a link's policy in one line.
-func describeLink(l *config.Link) string {
-	parts := []string{l.Rate.String()}
-	for _, s := range l.Schedule {
-		parts = append(parts, fmt.Sprintf("%s %s %s", s.Days, s.Hours, s.Rate))
-	}
-	if l.Coalesce > 0 {
-		parts = append(parts, "coalesce "+l.Coalesce.String())
-	}
-	return strings.Join(parts, "; ")
+	return status.Build(n.opts.Name, n.opts.Site, rs, n.Catalog(), n.gossip.Members(), n.opts.Now())
 }
