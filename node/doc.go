@@ -83,10 +83,11 @@
 //     idempotent; a failover not done is resumed by running it again.
 //   - Fencing: a node refuses ingest for a service whose catalog record
 //     says it runs at another site, also on sessions already open
-//     (Node.fenced). A planned failover (planned.go) first asks the old
-//     primary's holder to stop (admin stream type 5): it runs the stop
-//     hook, waits for the agent's point after it and holds further writes,
-//     so that point is the one replicated and failed over to.
+//     (internal/ingest, Engine.fenced). A planned failover (planned.go)
+//     first asks the old primary's holder to stop (admin stream type 5): it
+//     runs the stop hook, waits for the agent's point after it and holds
+//     further writes (ingest.Engine.Stop), so that point is the one
+//     replicated and failed over to.
 //   - A site the service failed over from lists the points it holds past
 //     the failover point as a branch (branches.go, branch op) before it
 //     accepts replicated points of the service again; failback (reprotect

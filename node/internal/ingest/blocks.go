@@ -1,0 +1,97 @@
+package ingest
+
+import (
+	"context"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
+)
+
+var refuse = streams.Refuse
+
+// PutBlocks decodes a Blocks frame (ingest or replication), stores the
+// blocks and checks that each hashes to the ID it was sent as, and records
+// them in the service's scope. It returns the raw bytes stored. What the
+// sender got wrong is a streams.Refusal.
+func PutBlocks(ctx context.Context, store *blockstore.Store, service string, dec *zstd.Decoder, p []byte) (int64, error) {
+	recs, err := mesh.DecodeBlocks(p)
+	if err != nil {
+		return 0, refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	data := make([][]byte, len(recs))
+	var raw int64
+	for i, r := range recs {
+		b := r.Data
+		switch r.Codec {
+		case mesh.CodecZstd:
+			b, err = dec.DecodeAll(r.Data, make([]byte, 0, r.RawLen))
+			if err != nil {
+				return 0, refuse(mesh.CodeBadRequest, "block %s: zstd: %v", r.ID.Short(), err)
+			}
+		case mesh.CodecS2:
+			n, err := s2.DecodedLen(r.Data)
+			if err != nil || n != r.RawLen {
+				return 0, refuse(mesh.CodeBadRequest, "block %s: s2 length %d (%v), says %d", r.ID.Short(), n, err, r.RawLen)
+			}
+			if b, err = s2.Decode(make([]byte, n), r.Data); err != nil {
+				return 0, refuse(mesh.CodeBadRequest, "block %s: s2: %v", r.ID.Short(), err)
+			}
+		}
+		if len(b) != r.RawLen {
+			return 0, refuse(mesh.CodeBadRequest, "block %s: %d bytes, says %d", r.ID.Short(), len(b), r.RawLen)
+		}
+		data[i] = b
+		raw += int64(len(b))
+	}
+	ids, err := store.Put(ctx, data)
+	if err != nil {
+		return 0, refuse(mesh.CodeUnavailable, "store blocks: %v", err)
+	}
+	for i, id := range ids {
+		if id != recs[i].ID {
+			return 0, refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the sender's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
+		}
+	}
+	if err := store.AddScope(ctx, service, ids); err != nil {
+		return 0, refuse(mesh.CodeUnavailable, "record blocks of service %s: %v", service, err)
+	}
+	return raw, nil
+}
+
+// WantFrame answers an Offer frame: which of the offered blocks the store
+// lacks (the zero block is never wanted). With a scope (an agent's
+// service) a block counts as held only when that service holds it.
+func WantFrame(ctx context.Context, store *blockstore.Store, scope string, p []byte) ([]byte, error) {
+	ids, err := mesh.DecodeOffer(p)
+	if err != nil {
+		return nil, refuse(mesh.CodeBadRequest, "%v", err)
+	}
+	if scope != "" {
+		in, err := store.InScope(ctx, scope, ids)
+		if err != nil {
+			return nil, refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
+		}
+		want := make([]bool, len(ids))
+		for i := range ids {
+			want[i] = !in[i]
+		}
+		return mesh.AppendWant(nil, want), nil
+	}
+	missing, err := store.Missing(ctx, ids)
+	if err != nil {
+		return nil, refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
+	}
+	miss := make(map[blockstore.ID]bool, len(missing))
+	for _, id := range missing {
+		miss[id] = true
+	}
+	want := make([]bool, len(ids))
+	for i, id := range ids {
+		want[i] = miss[id] && !id.IsZero()
+	}
+	return mesh.AppendWant(nil, want), nil
+}
