@@ -156,11 +156,12 @@
 //     again.
 //   - Fencing: a node refuses ingest for a service whose catalog record
 //     says it runs at another site (mesh.CodeFenced), also on sessions
-//     already open. A planned failover first asks the old primary's holder
-//     to stop (planned.go, admin stream type 5): it runs the stop hook,
-//     waits for the agent's point after it and then holds further writes
-//     (mesh.CodeHeld) for at most 15 minutes or until the epoch moves on,
-//     so that point is the one replicated and failed over to.
+//     already open (node/internal/ingest). A planned failover (planned.go)
+//     first asks the old primary's holder to stop (admin stream type 5): it
+//     runs the stop hook, waits for the agent's point after it and then
+//     holds further writes (mesh.CodeHeld, ingest.Engine.Stop) for at most
+//     15 minutes or until the epoch moves on, so that point is the one
+//     replicated and failed over to.
 //   - A site the service failed over from lists the points it holds past
 //     the failover point as a branch (branch op) before it accepts
 //     replicated points of the service again; failback (reprotect op)

@@ -25,6 +25,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
+	"github.com/lifeboat-dr/lifeboat/node/internal/ingest"
 	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
@@ -199,14 +200,12 @@ type Node struct {
 	members   *membership.Engine
 
 	store    *blockstore.Store // nil on a witness
-	ingestWG sync.WaitGroup    // running ingest sessions
+	ingester *ingest.Engine    // agents' ingest streams and barriers
 	svcs     services
-	bars     barriers
 	marks    *watermark.Queue // the newest points, not yet in the catalog
 	repl     *replicate.Engine
 	logs     *logpolicy.Repeats // see repeats
 	tiers    *tiers.Engine
-	stops    stopMarks // services stopped here for a planned failover
 	metrics  *metrics
 }
 
@@ -273,9 +272,6 @@ func New(opts Options) (_ *Node, err error) {
 			return nil, err
 		}
 		closers = append(closers, func() { n.store.Close() })
-		if err := n.loadServices(context.Background()); err != nil {
-			return nil, fmt.Errorf("read points: %w", err)
-		}
 	}
 
 	pc, err := opts.Network.ListenPacket(opts.QUIC)
@@ -316,10 +312,16 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.gossip.UpdateMeta(n.meta(n.quicAddr)); err != nil {
 		return nil, err
 	}
+	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Clock: opts.Clock, Logs: n.repeats()})
+	n.ingester = ingest.New(ingest.Options{Name: opts.Name, Site: opts.Site, Store: n.store, Catalog: n.fsm, Accept: n.ep.Accept,
+		Note: n.marks.Note, Fetching: n.fetching, BarrierInterval: opts.BarrierInterval, Logs: n.repeats(), Logger: n.log, Clock: opts.Clock})
+	n.svcs = services{n.ingester}
+	if err := n.ingester.Load(context.Background()); err != nil {
+		return nil, fmt.Errorf("read points: %w", err)
+	}
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
-	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Clock: opts.Clock, Logs: n.repeats()})
 	n.tiers = tiers.New(tiers.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store, Catalog: n.fsm,
 		Services: n.svcs.names, Newest: func(service string) *blockstore.Point { p, _ := n.svcs.get(service).newest(); return p },
 		NoteTier: n.noteTier, Logs: n.repeats(), Logger: n.log, Clock: opts.Clock,
@@ -467,9 +469,8 @@ func (n *Node) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.members.Run(ctx) })
 	g.Go(func() error { return n.serveForwarded(ctx) })
-	g.Go(func() error { return n.serveIngest(ctx) })
+	g.Go(func() error { return n.ingester.Run(ctx) })
 	g.Go(func() error { return n.marks.Run(ctx) })
-	g.Go(func() error { n.barrierLoop(ctx); return nil })
 	g.Go(func() error { return n.serveBlocks(ctx) })
 	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.tiers.Run(ctx) })
@@ -498,7 +499,6 @@ func (n *Node) shutdown() {
 	}
 	n.gossip.Shutdown()
 	n.ep.Close()
-	n.ingestWG.Wait()
 	if err := n.stores.Close(); err != nil {
 		n.log.Warn("close raft log", "err", err)
 	}

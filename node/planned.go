@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
@@ -38,45 +37,6 @@ type stopReply struct {
 // finalPointWait bounds the wait for the agent's point after the stop
 // hook, beyond the hook timeout.
 const finalPointWait = time.Minute
-
-// stopHold is how long a node refuses a service's writes after its final
-// point for a planned failover, unless the epoch moves on first (then
-// fencing refuses them). If the failover never happens, writes resume.
-const stopHold = 15 * time.Minute
-
-// stopMarks are the services this node stopped for a planned failover:
-// after the final point it takes no more of their writes, so that the
-// final point stays the newest and is the one replicated.
-type stopMarks struct {
-	mu sync.Mutex
-	m  map[string]stopMark
-}
-
-type stopMark struct {
-	epoch uint64
-	until time.Time
-}
-
-func (s *stopMarks) set(service string, epoch uint64, until time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[string]stopMark{}
-	}
-	s.m[service] = stopMark{epoch, until}
-}
-
-// holds reports whether service's writes are held at epoch.
-func (s *stopMarks) holds(service string, epoch uint64, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, ok := s.m[service]
-	if ok && (m.epoch != epoch || now.After(m.until)) {
-		delete(s.m, service)
-		return false
-	}
-	return ok
-}
 
 // plannedFinalPoint has the primary's holder stop the service and returns
 // the final point once this node holds it.
@@ -188,7 +148,7 @@ func (n *Node) serveStop(ctx context.Context, s *mesh.Stream, p []byte) {
 	for {
 		latest, changed := st.newest()
 		if latest != nil && !latest.Time.Before(stopped) {
-			n.stops.set(req.Service, epoch, n.opts.Now().Add(stopHold))
+			n.ingester.Stop(req.Service, epoch)
 			n.log.Warn("planned failover: the final point is taken; no more writes for the service here", "service", req.Service, "point", latest.ID)
 			b, _ := json.Marshal(stopReply{Point: latest.ID, Time: latest.Time, Output: out})
 			mesh.WriteFrame(s, frameStopped, b)

@@ -1,34 +1,20 @@
 // Package blockframe holds what the receiving ends of block streams
-// (agents' ingest and replication between sites, mesh doc.go) share: the
-// refusal a handler returns to have it sent to the peer as an error frame,
-// storing a Blocks frame, and answering an Offer frame. It never reads
+// (agents' ingest and replication between sites, mesh doc.go) share:
+// storing a Blocks frame and answering an Offer frame; their errors are
+// streams.Refusals, sent to the peer as error frames. It never reads
 // from or writes to a stream itself.
 package blockframe
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 )
-
-// Refusal is a refusal the stream's server sends to the peer as an error
-// frame with Code and Msg.
-type Refusal struct {
-	Code mesh.ErrCode
-	Msg  string
-}
-
-func (e *Refusal) Error() string { return e.Msg }
-
-// Refuse returns a Refusal with code and the formatted message.
-func Refuse(code mesh.ErrCode, format string, a ...any) error {
-	return &Refusal{Code: code, Msg: fmt.Sprintf(format, a...)}
-}
 
 // Put decodes a Blocks frame (ingest or replication), stores the blocks
 // and checks that each hashes to the ID it was sent as, and records them
@@ -37,7 +23,7 @@ func Refuse(code mesh.ErrCode, format string, a ...any) error {
 func Put(ctx context.Context, store *blockstore.Store, service string, dec *zstd.Decoder, p []byte) (int64, error) {
 	recs, err := mesh.DecodeBlocks(p)
 	if err != nil {
-		return 0, Refuse(mesh.CodeBadRequest, "%v", err)
+		return 0, streams.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	data := make([][]byte, len(recs))
 	var raw int64
@@ -47,34 +33,34 @@ func Put(ctx context.Context, store *blockstore.Store, service string, dec *zstd
 		case mesh.CodecZstd:
 			b, err = dec.DecodeAll(r.Data, make([]byte, 0, r.RawLen))
 			if err != nil {
-				return 0, Refuse(mesh.CodeBadRequest, "block %s: zstd: %v", r.ID.Short(), err)
+				return 0, streams.Refuse(mesh.CodeBadRequest, "block %s: zstd: %v", r.ID.Short(), err)
 			}
 		case mesh.CodecS2:
 			n, err := s2.DecodedLen(r.Data)
 			if err != nil || n != r.RawLen {
-				return 0, Refuse(mesh.CodeBadRequest, "block %s: s2 length %d (%v), says %d", r.ID.Short(), n, err, r.RawLen)
+				return 0, streams.Refuse(mesh.CodeBadRequest, "block %s: s2 length %d (%v), says %d", r.ID.Short(), n, err, r.RawLen)
 			}
 			if b, err = s2.Decode(make([]byte, n), r.Data); err != nil {
-				return 0, Refuse(mesh.CodeBadRequest, "block %s: s2: %v", r.ID.Short(), err)
+				return 0, streams.Refuse(mesh.CodeBadRequest, "block %s: s2: %v", r.ID.Short(), err)
 			}
 		}
 		if len(b) != r.RawLen {
-			return 0, Refuse(mesh.CodeBadRequest, "block %s: %d bytes, says %d", r.ID.Short(), len(b), r.RawLen)
+			return 0, streams.Refuse(mesh.CodeBadRequest, "block %s: %d bytes, says %d", r.ID.Short(), len(b), r.RawLen)
 		}
 		data[i] = b
 		raw += int64(len(b))
 	}
 	ids, err := store.Put(ctx, data)
 	if err != nil {
-		return 0, Refuse(mesh.CodeUnavailable, "store blocks: %v", err)
+		return 0, streams.Refuse(mesh.CodeUnavailable, "store blocks: %v", err)
 	}
 	for i, id := range ids {
 		if id != recs[i].ID {
-			return 0, Refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the sender's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
+			return 0, streams.Refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the sender's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
 		}
 	}
 	if err := store.AddScope(ctx, service, ids); err != nil {
-		return 0, Refuse(mesh.CodeUnavailable, "record blocks of service %s: %v", service, err)
+		return 0, streams.Refuse(mesh.CodeUnavailable, "record blocks of service %s: %v", service, err)
 	}
 	return raw, nil
 }
@@ -86,12 +72,12 @@ func Put(ctx context.Context, store *blockstore.Store, service string, dec *zstd
 func Want(ctx context.Context, store *blockstore.Store, scope string, p []byte) ([]byte, error) {
 	ids, err := mesh.DecodeOffer(p)
 	if err != nil {
-		return nil, Refuse(mesh.CodeBadRequest, "%v", err)
+		return nil, streams.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	if scope != "" {
 		in, err := store.InScope(ctx, scope, ids)
 		if err != nil {
-			return nil, Refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
+			return nil, streams.Refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
 		}
 		want := make([]bool, len(ids))
 		for i := range ids {
@@ -101,7 +87,7 @@ func Want(ctx context.Context, store *blockstore.Store, scope string, p []byte) 
 	}
 	missing, err := store.Missing(ctx, ids)
 	if err != nil {
-		return nil, Refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
+		return nil, streams.Refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
 	}
 	miss := make(map[blockstore.ID]bool, len(missing))
 	for _, id := range missing {

@@ -12,7 +12,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
-	"github.com/lifeboat-dr/lifeboat/node/internal/blockframe"
+	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 )
 
 // fetchState tracks the fetches of this node, by service.
@@ -167,15 +167,15 @@ func (e *Engine) serveFetch(ctx context.Context, s *mesh.Stream, fr *mesh.FrameR
 	peer := s.Peer()
 	svc := cat.Service(h.Service)
 	if string(peer.Site) != svc.Primary || cat.Holder(h.Service, svc.Primary) != peer.Name {
-		return blockframe.Refuse(mesh.CodeForbidden, "a fetch of service %s is for its holder at its primary site %s, not %s", h.Service, svc.Primary, peer.Name)
+		return streams.Refuse(mesh.CodeForbidden, "a fetch of service %s is for its holder at its primary site %s, not %s", h.Service, svc.Primary, peer.Name)
 	}
 	c := svc.Copy(string(e.o.Site))
 	if c == nil || cat.Holder(h.Service, string(e.o.Site)) != e.o.Name {
-		return blockframe.Refuse(mesh.CodeUnavailable, "node %s does not hold a copy of service %s", e.o.Name, h.Service)
+		return streams.Refuse(mesh.CodeUnavailable, "node %s does not hold a copy of service %s", e.o.Name, h.Service)
 	}
 	latest, _ := e.o.Held.Newest(h.Service)
 	if latest == nil {
-		return blockframe.Refuse(mesh.CodeNotFound, "node %s holds no point of service %s yet", e.o.Name, h.Service)
+		return streams.Refuse(mesh.CodeNotFound, "node %s holds no point of service %s yet", e.o.Name, h.Service)
 	}
 	tier, err := throttle.ParseTier(string(c.Tier))
 	if err != nil {
@@ -192,7 +192,7 @@ func (e *Engine) serveFetch(ctx context.Context, s *mesh.Stream, fr *mesh.FrameR
 	}
 	w, err := mesh.DecodeReplWelcome(p)
 	if err != nil {
-		return blockframe.Refuse(mesh.CodeBadRequest, "%v", err)
+		return streams.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	base, err := sd.commonBase(ctx, w.Points)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/internal/blockframe"
+	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 )
 
 // receiver is one incoming replication stream.
@@ -35,15 +36,15 @@ const replFlushBytes = 8 << 20
 
 // Receive serves one incoming replication stream (or a fetch of the
 // newest point by the primary's holder) until it ends. Its refusals are
-// blockframe.Refusals, for the caller to send to the peer as an error
+// streams.Refusals, for the caller to send to the peer as an error
 // frame. Safe for concurrent use, one call per stream.
 func (e *Engine) Receive(ctx context.Context, s *mesh.Stream) error {
 	peer := s.Peer()
 	if peer.Agent {
-		return blockframe.Refuse(mesh.CodeForbidden, "replication streams are for node certificates, refused for %s", peer)
+		return streams.Refuse(mesh.CodeForbidden, "replication streams are for node certificates, refused for %s", peer)
 	}
 	if e.o.Store == nil {
-		return blockframe.Refuse(mesh.CodeWrongNode, "node %s is a witness and holds no data", e.o.Name)
+		return streams.Refuse(mesh.CodeWrongNode, "node %s is a witness and holds no data", e.o.Name)
 	}
 	fr := mesh.NewFrameReader(s, mesh.KindBlocks.MaxFrame())
 	t, p, err := fr.Next()
@@ -51,25 +52,25 @@ func (e *Engine) Receive(ctx context.Context, s *mesh.Stream) error {
 		return fmt.Errorf("read hello: %w", err)
 	}
 	if t != mesh.FrameReplHello {
-		return blockframe.Refuse(mesh.CodeBadRequest, "first frame is type %d, want repl hello", t)
+		return streams.Refuse(mesh.CodeBadRequest, "first frame is type %d, want repl hello", t)
 	}
 	h, err := mesh.DecodeReplHello(p)
 	if err != nil {
-		return blockframe.Refuse(mesh.CodeBadRequest, "%v", err)
+		return streams.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	if h.Site != peer.Site {
-		return blockframe.Refuse(mesh.CodeForbidden, "hello says site %s, the certificate says %s", h.Site, peer.Site)
+		return streams.Refuse(mesh.CodeForbidden, "hello says site %s, the certificate says %s", h.Site, peer.Site)
 	}
 	cat := e.o.Catalog.Catalog()
 	svc := cat.Service(h.Service)
 	if svc == nil {
-		return blockframe.Refuse(mesh.CodeNotFound, "service %s is not in the applied policy", h.Service)
+		return streams.Refuse(mesh.CodeNotFound, "service %s is not in the applied policy", h.Service)
 	}
 	if h.Fetch {
 		return e.serveFetch(ctx, s, fr, h, cat)
 	}
 	if svc.Copy(string(e.o.Site)) == nil {
-		return blockframe.Refuse(mesh.CodeForbidden, "service %s keeps no copy at site %s", h.Service, e.o.Site)
+		return streams.Refuse(mesh.CodeForbidden, "service %s keeps no copy at site %s", h.Service, e.o.Site)
 	}
 	// The sender may have seen this node's assignment first: give the
 	// local catalog a moment to apply it.
@@ -88,13 +89,13 @@ func (e *Engine) Receive(ctx context.Context, s *mesh.Stream) error {
 		cat = e.o.Catalog.Catalog()
 	}
 	if holder := cat.Holder(h.Service, string(e.o.Site)); holder != e.o.Name {
-		return blockframe.Refuse(mesh.CodeUnavailable, "service %s at site %s is held by %q, not %s", h.Service, e.o.Site, holder, e.o.Name)
+		return streams.Refuse(mesh.CodeUnavailable, "service %s at site %s is held by %q, not %s", h.Service, e.o.Site, holder, e.o.Name)
 	}
 	if from := cat.Holder(h.Service, svc.Primary); from != peer.Name {
-		return blockframe.Refuse(mesh.CodeForbidden, "service %s is held at its primary site %s by %q, not %s: only the holder replicates it", h.Service, svc.Primary, from, peer.Name)
+		return streams.Refuse(mesh.CodeForbidden, "service %s is held at its primary site %s by %q, not %s: only the holder replicates it", h.Service, svc.Primary, from, peer.Name)
 	}
 	if f := e.o.BranchCheckDue(cat, h.Service); f != nil {
-		return blockframe.Refuse(mesh.CodeUnavailable, "service %s failed over away from %s at epoch %d: this node lists its divergent points first", h.Service, e.o.Site, f.Epoch)
+		return streams.Refuse(mesh.CodeUnavailable, "service %s failed over away from %s at epoch %d: this node lists its divergent points first", h.Service, e.o.Site, f.Epoch)
 	}
 	e.log.Info("replication stream from the primary", "peer", peer.Name, "service", h.Service, "tier", h.Tier)
 	return e.receivePoints(ctx, s, fr, h.Service)
@@ -112,7 +113,7 @@ func (e *Engine) receivePoints(ctx context.Context, s *mesh.Stream, fr *mesh.Fra
 	defer r.abort()
 	pts, err := e.servicePoints(ctx, service, mesh.MaxWelcomePoints)
 	if err != nil {
-		return blockframe.Refuse(mesh.CodeInternal, "list points: %v", err)
+		return streams.Refuse(mesh.CodeInternal, "list points: %v", err)
 	}
 	w := mesh.ReplWelcome{Node: e.o.Name}
 	for _, p := range pts {
@@ -142,11 +143,11 @@ func (e *Engine) receivePoints(ctx context.Context, s *mesh.Stream, fr *mesh.Fra
 			}
 		case mesh.FrameBlocks, mesh.FrameBlocksPacked:
 			if r.begin == nil {
-				return blockframe.Refuse(mesh.CodeBadRequest, "blocks before repl begin")
+				return streams.Refuse(mesh.CodeBadRequest, "blocks before repl begin")
 			}
 			if t == mesh.FrameBlocksPacked {
 				if r.plain, err = dec.DecodeAll(p, r.plain[:0]); err != nil {
-					return blockframe.Refuse(mesh.CodeBadRequest, "packed blocks: zstd: %v", err)
+					return streams.Refuse(mesh.CodeBadRequest, "packed blocks: zstd: %v", err)
 				}
 				p = r.plain
 			}
@@ -160,7 +161,7 @@ func (e *Engine) receivePoints(ctx context.Context, s *mesh.Stream, fr *mesh.Fra
 			// wanted.
 			if r.unflushed += raw; r.unflushed >= replFlushBytes {
 				if err := e.o.Store.Flush(ctx); err != nil {
-					return blockframe.Refuse(mesh.CodeUnavailable, "flush: %v", err)
+					return streams.Refuse(mesh.CodeUnavailable, "flush: %v", err)
 				}
 				r.unflushed = 0
 			}
@@ -178,7 +179,7 @@ func (e *Engine) receivePoints(ctx context.Context, s *mesh.Stream, fr *mesh.Fra
 				return err
 			}
 		default:
-			return blockframe.Refuse(mesh.CodeBadRequest, "unexpected frame type %d", t)
+			return streams.Refuse(mesh.CodeBadRequest, "unexpected frame type %d", t)
 		}
 	}
 }
@@ -211,13 +212,13 @@ func (r *receiver) abort() {
 func (r *receiver) start(ctx context.Context, p []byte) error {
 	b, err := mesh.DecodeReplBegin(p)
 	if err != nil {
-		return blockframe.Refuse(mesh.CodeBadRequest, "%v", err)
+		return streams.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	if r.begin != nil {
-		return blockframe.Refuse(mesh.CodeBadRequest, "repl begin for %s while %s is not committed", b.Point.ID, r.begin.Point.ID)
+		return streams.Refuse(mesh.CodeBadRequest, "repl begin for %s while %s is not committed", b.Point.ID, r.begin.Point.ID)
 	}
 	if b.Point.Group != r.service {
-		return blockframe.Refuse(mesh.CodeForbidden, "point %s is of group %s, this stream replicates %s", b.Point.ID, b.Point.Group, r.service)
+		return streams.Refuse(mesh.CodeForbidden, "point %s is of group %s, this stream replicates %s", b.Point.ID, b.Point.Group, r.service)
 	}
 	var base *blockstore.Point
 	if r.last != nil && r.last.ID == b.Base {
@@ -225,7 +226,7 @@ func (r *receiver) start(ctx context.Context, p []byte) error {
 	} else if b.Base != "" {
 		pts, err := r.e.o.Store.Points(ctx, "")
 		if err != nil {
-			return blockframe.Refuse(mesh.CodeInternal, "list points: %v", err)
+			return streams.Refuse(mesh.CodeInternal, "list points: %v", err)
 		}
 		for i := range pts {
 			if pts[i].ID == b.Base {
@@ -233,7 +234,7 @@ func (r *receiver) start(ctx context.Context, p []byte) error {
 			}
 		}
 		if base == nil {
-			return blockframe.Refuse(mesh.CodeNotFound, "base point %s is not here", b.Base)
+			return streams.Refuse(mesh.CodeNotFound, "base point %s is not here", b.Base)
 		}
 	}
 	r.release = r.e.o.Store.Lease()
@@ -241,7 +242,7 @@ func (r *receiver) start(ctx context.Context, p []byte) error {
 	r.states = map[string]blockstore.VolumeState{}
 	for _, v := range b.Point.Volumes {
 		if !strings.HasPrefix(v.Name, r.service+"/") {
-			return blockframe.Refuse(mesh.CodeBadRequest, "volume %s is not a volume of service %s", v.Name, r.service)
+			return streams.Refuse(mesh.CodeBadRequest, "volume %s is not a volume of service %s", v.Name, r.service)
 		}
 		r.states[v.Name] = mesh.VolumeFromPoint(base, v)
 	}
@@ -251,23 +252,23 @@ func (r *receiver) start(ctx context.Context, p []byte) error {
 // changes applies one Changes frame to the volume's map.
 func (r *receiver) changes(ctx context.Context, p []byte) error {
 	if r.begin == nil {
-		return blockframe.Refuse(mesh.CodeBadRequest, "changes before repl begin")
+		return streams.Refuse(mesh.CodeBadRequest, "changes before repl begin")
 	}
 	name, cs, err := mesh.DecodeChanges(p)
 	if err != nil {
-		return blockframe.Refuse(mesh.CodeBadRequest, "%v", err)
+		return streams.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	full := r.service + "/" + name
 	v, ok := r.states[full]
 	if !ok {
-		return blockframe.Refuse(mesh.CodeBadRequest, "changes for volume %s, which point %s does not have", full, r.begin.Point.ID)
+		return streams.Refuse(mesh.CodeBadRequest, "changes for volume %s, which point %s does not have", full, r.begin.Point.ID)
 	}
 	nblocks := (v.Size + int64(v.BlockSize) - 1) / int64(v.BlockSize)
 	changes := make([]blockstore.Change, len(cs))
 	var ids []blockstore.ID
 	for i, c := range cs {
 		if c.Block >= nblocks {
-			return blockframe.Refuse(mesh.CodeBadRequest, "volume %s: block %d past the end (%d blocks)", full, c.Block, nblocks)
+			return streams.Refuse(mesh.CodeBadRequest, "volume %s: block %d past the end (%d blocks)", full, c.Block, nblocks)
 		}
 		changes[i] = blockstore.Change{Block: c.Block, New: c.ID}
 		if !c.ID.IsZero() {
@@ -276,14 +277,14 @@ func (r *receiver) changes(ctx context.Context, p []byte) error {
 	}
 	missing, err := r.e.o.Store.Missing(ctx, ids)
 	if err != nil {
-		return blockframe.Refuse(mesh.CodeInternal, "check blocks: %v", err)
+		return streams.Refuse(mesh.CodeInternal, "check blocks: %v", err)
 	}
 	if len(missing) > 0 {
-		return blockframe.Refuse(mesh.CodeBadRequest, "volume %s: %d changed blocks were never sent (first %s)", full, len(missing), missing[0].Short())
+		return streams.Refuse(mesh.CodeBadRequest, "volume %s: %d changed blocks were never sent (first %s)", full, len(missing), missing[0].Short())
 	}
 	nv, err := r.e.o.Store.Update(ctx, v, changes)
 	if err != nil {
-		return blockframe.Refuse(mesh.CodeUnavailable, "update volume %s: %v", full, err)
+		return streams.Refuse(mesh.CodeUnavailable, "update volume %s: %v", full, err)
 	}
 	r.states[full] = nv
 	return nil
@@ -293,25 +294,25 @@ func (r *receiver) changes(ctx context.Context, p []byte) error {
 // the point under the sender's ID.
 func (r *receiver) commit(ctx context.Context) (*mesh.ReplCommitted, error) {
 	if r.begin == nil {
-		return nil, blockframe.Refuse(mesh.CodeBadRequest, "repl commit before repl begin")
+		return nil, streams.Refuse(mesh.CodeBadRequest, "repl commit before repl begin")
 	}
 	want := r.begin.Point
 	pt := blockstore.Point{Name: want.Name, Group: want.Group, Time: want.Time}
 	for _, v := range want.Volumes {
 		got := r.states[v.Name]
 		if got.Root != v.Root || got.Used != v.Used {
-			return nil, blockframe.Refuse(mesh.CodeBadRequest, "volume %s: the changes give root %s (%d blocks used), the sender has %s (%d): base and diff disagree", v.Name, got.Root.Short(), got.Used, v.Root.Short(), v.Used)
+			return nil, streams.Refuse(mesh.CodeBadRequest, "volume %s: the changes give root %s (%d blocks used), the sender has %s (%d): base and diff disagree", v.Name, got.Root.Short(), got.Used, v.Root.Short(), v.Used)
 		}
 		pt.Volumes = append(pt.Volumes, got)
 	}
 	slices.SortFunc(pt.Volumes, func(a, b blockstore.VolumeState) int { return strings.Compare(a.Name, b.Name) })
 	committed, err := r.e.o.Store.CommitPoint(ctx, pt)
 	if err != nil {
-		return nil, blockframe.Refuse(mesh.CodeUnavailable, "commit point: %v", err)
+		return nil, streams.Refuse(mesh.CodeUnavailable, "commit point: %v", err)
 	}
 	r.abort()
 	if committed.ID != want.ID {
-		return nil, blockframe.Refuse(mesh.CodeInternal, "point committed as %s, the sender's is %s", committed.ID, want.ID)
+		return nil, streams.Refuse(mesh.CodeInternal, "point committed as %s, the sender's is %s", committed.ID, want.ID)
 	}
 	r.e.o.Held.Hold(r.service, &committed)
 	r.last = &committed

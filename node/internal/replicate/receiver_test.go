@@ -10,7 +10,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/meshtest"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
-	"github.com/lifeboat-dr/lifeboat/node/internal/blockframe"
+	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 )
 
 // fixedCatalog serves one snapshot that never changes.
@@ -111,7 +111,7 @@ func TestReceiveRefuses(t *testing.T) {
 			// A witness refuses before reading: the write may fail then.
 			_ = mesh.WriteFrame(s, tt.frame, tt.payload)
 			err = <-got
-			var r *blockframe.Refusal
+			var r *streams.Refusal
 			if !errors.As(err, &r) {
 				t.Fatalf("Receive = %v, want a refusal with code %s", err, tt.want)
 			}

@@ -1,4 +1,4 @@
-package node
+package ingest
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 )
 
 // Cross-agent barriers (mesh doc.go, barrier stream): a service with
@@ -56,81 +57,82 @@ type pendingBarrier struct {
 
 // joinBarrier registers an agent's barrier stream and holds it open until
 // the coordinator drops it or the node stops.
-func (n *Node) joinBarrier(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, p []byte) error {
+func (e *Engine) joinBarrier(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, p []byte) error {
 	peer := s.Peer()
 	h, err := mesh.DecodeHello(p)
 	if err != nil {
-		return refuse(mesh.CodeBadRequest, "%v", err)
+		return streams.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	if !peer.Agent || h.Service != peer.Service || h.Agent != string(peer.Name) {
-		return refuse(mesh.CodeForbidden, "barrier stream of %s for service %s refused", peer, h.Service)
+		return streams.Refuse(mesh.CodeForbidden, "barrier stream of %s for service %s refused", peer, h.Service)
 	}
 	c := &barrierConn{agent: h.Agent, s: s, fr: fr, dead: make(chan struct{})}
-	n.bars.mu.Lock()
-	if n.bars.conns == nil {
-		n.bars.conns = map[string]map[string]*barrierConn{}
+	e.bars.mu.Lock()
+	if e.bars.conns == nil {
+		e.bars.conns = map[string]map[string]*barrierConn{}
 	}
-	if n.bars.conns[h.Service] == nil {
-		n.bars.conns[h.Service] = map[string]*barrierConn{}
+	if e.bars.conns[h.Service] == nil {
+		e.bars.conns[h.Service] = map[string]*barrierConn{}
 	}
-	if old := n.bars.conns[h.Service][h.Agent]; old != nil {
+	if old := e.bars.conns[h.Service][h.Agent]; old != nil {
 		old.kill()
 	}
-	n.bars.conns[h.Service][h.Agent] = c
-	n.bars.mu.Unlock()
-	n.log.Info("agent joined the service's barriers", "peer", h.Agent, "service", h.Service)
+	e.bars.conns[h.Service][h.Agent] = c
+	e.bars.mu.Unlock()
+	e.log.Info("agent joined the service's barriers", "peer", h.Agent, "service", h.Service)
 	select {
 	case <-ctx.Done():
 	case <-c.dead:
 	case <-s.Context().Done(): // the agent went away
 	}
 	c.kill()
-	n.bars.mu.Lock()
-	if n.bars.conns[h.Service][h.Agent] == c {
-		delete(n.bars.conns[h.Service], h.Agent)
+	e.bars.mu.Lock()
+	if e.bars.conns[h.Service][h.Agent] == c {
+		delete(e.bars.conns[h.Service], h.Agent)
 	}
-	n.bars.mu.Unlock()
+	e.bars.mu.Unlock()
 	return nil
 }
 
 // barrierLoop runs a barrier for every service with two or more agents,
 // every BarrierInterval.
-func (n *Node) barrierLoop(ctx context.Context) {
-	t := time.NewTicker(n.opts.BarrierInterval)
+func (e *Engine) barrierLoop(ctx context.Context) {
+	t := e.o.Clock.NewTicker(e.o.BarrierInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
-		n.bars.mu.Lock()
+		e.bars.mu.Lock()
 		groups := map[string][]*barrierConn{}
-		for svc, m := range n.bars.conns {
+		for svc, m := range e.bars.conns {
 			if len(m) >= 2 {
 				groups[svc] = slices.Collect(maps.Values(m))
 			}
 		}
-		n.bars.mu.Unlock()
+		e.bars.mu.Unlock()
 		for svc, conns := range groups {
-			if err := n.runBarrier(svc, conns); err != nil {
-				n.repeats().Fail("barrier/"+svc, "barrier across the service's agents failed; the next one retries", err,
+			if err := e.runBarrier(svc, conns); err != nil {
+				e.o.Logs.Fail("barrier/"+svc, "barrier across the service's agents failed; the next one retries", err,
 					"points stay per agent until a barrier completes; check that every agent of the service is connected (lifeboat status)", "service", svc)
 			} else {
-				n.repeats().OK("barrier/" + svc)
+				e.o.Logs.OK("barrier/" + svc)
 			}
 		}
 	}
 }
 
 // runBarrier runs one barrier over conns.
-func (n *Node) runBarrier(svc string, conns []*barrierConn) error {
-	n.bars.mu.Lock()
-	n.bars.next++
-	id := n.bars.next
-	n.bars.mu.Unlock()
+func (e *Engine) runBarrier(svc string, conns []*barrierConn) error {
+	e.bars.mu.Lock()
+	e.bars.next++
+	id := e.bars.next
+	e.bars.mu.Unlock()
 	// The point's time: before any agent marks, so every write
-	// acknowledged before it is in every agent's part.
+	// acknowledged before it is in every agent's part. The wall clock, as
+	// the agents' point times are; the stream deadlines are real time too.
 	at := time.Now()
 	prep, _ := json.Marshal(mesh.Barrier{ID: id, Hold: barrierHold.Milliseconds()})
 	deadline := time.Now().Add(barrierHold)
@@ -165,7 +167,7 @@ func (n *Node) runBarrier(svc string, conns []*barrierConn) error {
 	if ok {
 		// Installed before the release: an agent may commit at its mark
 		// as soon as it has marked.
-		n.installBarrier(svc, &pendingBarrier{id: id, at: at, marks: marks, states: map[string][]blockstore.VolumeState{}})
+		e.installBarrier(svc, &pendingBarrier{id: id, at: at, marks: marks, states: map[string][]blockstore.VolumeState{}})
 	}
 	rel, _ := json.Marshal(mesh.Barrier{ID: id, OK: ok})
 	for _, c := range conns {
@@ -184,14 +186,14 @@ func (n *Node) runBarrier(svc string, conns []*barrierConn) error {
 // already committed exactly at their mark contribute their volumes from
 // the newest point (only an agent changes its own volumes); one already
 // past its mark makes the barrier fail.
-func (n *Node) installBarrier(svc string, b *pendingBarrier) {
-	st := n.svcs.get(svc)
+func (e *Engine) installBarrier(svc string, b *pendingBarrier) {
+	st := e.svcs.Get(svc)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for agent, mark := range b.marks {
 		switch seq := st.seqs[agent]; {
 		case seq > mark:
-			n.log.Warn("barrier dropped: an agent committed past its mark", "service", svc, "peer", agent, "barrier", b.id)
+			e.log.Warn("barrier dropped: an agent committed past its mark", "service", svc, "peer", agent, "barrier", b.id)
 			return
 		case seq == mark && st.latest != nil:
 			b.states[agent] = st.agentVolumes[agent]
@@ -199,14 +201,14 @@ func (n *Node) installBarrier(svc string, b *pendingBarrier) {
 	}
 	st.barrier = b
 	if len(b.states) == len(b.marks) {
-		n.composeBarrier(context.Background(), svc, st)
+		e.composeBarrier(context.Background(), svc, st)
 	}
 }
 
 // barrierCommitted notes an agent's commit; when every agent of a pending
 // barrier has committed at its mark, it composes the service point. The
 // service's mutex is held.
-func (s *ingestSession) barrierCommitted(ctx context.Context, seq uint64) {
+func (s *session) barrierCommitted(ctx context.Context, seq uint64) {
 	st := s.state
 	b := st.barrier
 	if b == nil {
@@ -217,7 +219,7 @@ func (s *ingestSession) barrierCommitted(ctx context.Context, seq uint64) {
 		return
 	}
 	if seq > mark {
-		s.n.log.Warn("barrier dropped: an agent committed past its mark", "service", s.svc.Name, "peer", s.agent, "barrier", b.id)
+		s.e.log.Warn("barrier dropped: an agent committed past its mark", "service", s.svc.Name, "peer", s.agent, "barrier", b.id)
 		st.barrier = nil
 		return
 	}
@@ -226,14 +228,14 @@ func (s *ingestSession) barrierCommitted(ctx context.Context, seq uint64) {
 	}
 	b.states[s.agent] = st.agentVolumes[s.agent]
 	if len(b.states) == len(b.marks) {
-		s.n.composeBarrier(ctx, s.svc.Name, st)
+		s.e.composeBarrier(ctx, s.svc.Name, st)
 	}
 }
 
 // composeBarrier commits the service point of a complete barrier: every
 // agent's volumes at its mark, the other volumes as in the newest point.
 // The service's mutex is held.
-func (n *Node) composeBarrier(ctx context.Context, svc string, st *serviceState) {
+func (e *Engine) composeBarrier(ctx context.Context, svc string, st *State) {
 	b := st.barrier
 	st.barrier = nil
 	vols := map[string]blockstore.VolumeState{}
@@ -252,11 +254,11 @@ func (n *Node) composeBarrier(ctx context.Context, svc string, st *serviceState)
 		bp.Volumes = append(bp.Volumes, v)
 	}
 	slices.SortFunc(bp.Volumes, func(x, y blockstore.VolumeState) int { return strings.Compare(x.Name, y.Name) })
-	if _, err := n.store.CommitPoint(ctx, bp); err != nil {
-		n.repeats().Fail("barrier commit/"+svc, "commit barrier point", err,
+	if _, err := e.o.Store.CommitPoint(ctx, bp); err != nil {
+		e.o.Logs.Fail("barrier commit/"+svc, "commit barrier point", err,
 			"the store refuses new points: check its disk (space, errors) and `lifeboat verify`", "service", svc, "barrier", b.id)
 		return
 	}
-	n.repeats().OK("barrier commit/" + svc)
-	n.log.Info("consistent point across agents", "service", svc, "barrier", b.id, "agents", len(b.marks))
+	e.o.Logs.OK("barrier commit/" + svc)
+	e.log.Info("consistent point across agents", "service", svc, "barrier", b.id, "agents", len(b.marks))
 }
