@@ -22,11 +22,13 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/node/internal/ingest"
 	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
+	"github.com/lifeboat-dr/lifeboat/node/internal/metrics"
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
@@ -206,7 +208,7 @@ type Node struct {
 	repl     *replicate.Engine
 	logs     *logpolicy.Repeats // see repeats
 	tiers    *tiers.Engine
-	metrics  *metrics
+	metrics  *metrics.Metrics
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -221,7 +223,12 @@ func New(opts Options) (_ *Node, err error) {
 		events: make(chan mesh.Event, 256),
 	}
 	n.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: opts.Now})
-	n.metrics = newMetrics(n)
+	n.metrics = metrics.New(metrics.Sources{Catalog: n.fsm, Now: opts.Now, Links: func() []throttle.Stats {
+		if n.repl == nil {
+			return nil
+		}
+		return n.repl.LinkStats()
+	}})
 	n.audit = audit.New(audit.Options{Node: opts.Name, Clock: opts.Clock, Logger: n.log,
 		Propose: func(ctx context.Context, es []AuditEntry) error {
 			return n.Apply(ctx, &Command{Op: catalog.OpAudit, Audit: es})
@@ -325,7 +332,7 @@ func New(opts Options) (_ *Node, err error) {
 	n.tiers = tiers.New(tiers.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store, Catalog: n.fsm,
 		Services: n.svcs.names, Newest: func(service string) *blockstore.Point { p, _ := n.svcs.get(service).newest(); return p },
 		NoteTier: n.noteTier, Logs: n.repeats(), Logger: n.log, Clock: opts.Clock,
-		StandbyApplied: n.metrics.standbyApplied, Exports: n.metrics.exports, Errors: n.metrics.tierErrors})
+		StandbyApplied: n.metrics.StandbyApplied, Exports: n.metrics.Exports, Errors: n.metrics.TierErrors})
 	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Clock: opts.Clock,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
@@ -335,8 +342,8 @@ func New(opts Options) (_ *Node, err error) {
 		Store: n.store, Catalog: n.fsm, Propose: n.Apply, Dial: n.ep.Dial, Held: heldPoints{&n.svcs},
 		CheckBranches: n.recovery.CheckBranches, BranchCheckDue: n.recovery.BranchCheckDue,
 		Arrived: n.tiers.Arrived, Note: n.marks.Note, Logs: n.repeats(), Logger: n.log,
-		Sent: n.metrics.replSent, Logical: n.metrics.replLogical, Dedup: n.metrics.replDedup, CompressSaved: n.metrics.replCompressSaved,
-		Points: n.metrics.replPoints, Errors: n.metrics.replErrors, Received: n.metrics.replReceived})
+		Sent: n.metrics.ReplSent, Logical: n.metrics.ReplLogical, Dedup: n.metrics.ReplDedup, CompressSaved: n.metrics.ReplCompressSaved,
+		Points: n.metrics.ReplPoints, Errors: n.metrics.ReplErrors, Received: n.metrics.ReplReceived})
 	n.members = membership.New(membership.Options{Name: opts.Name, QUIC: n.quicAddr, Join: opts.Join,
 		BootstrapExpect: opts.BootstrapExpect, DeadNodeTimeout: opts.DeadNodeTimeout, HolderTimeout: opts.HolderTimeout,
 		ReconcileInterval: opts.ReconcileInterval, ReconnectInterval: opts.ReconnectInterval,
@@ -345,7 +352,7 @@ func New(opts Options) (_ *Node, err error) {
 		Clock: opts.Clock, Logs: n.repeats(), Logger: n.log})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
-			Store: n.store, Audit: n.audit, Metrics: n.metrics.handler(), Logger: n.log})
+			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Logger: n.log})
 	}
 	return n, nil
 }

@@ -1,4 +1,7 @@
-package node
+// Package metrics is the node's Prometheus registry: the counters the
+// engines keep, and gauges read from the catalog and the link throttles at
+// scrape time.
+package metrics
 
 import (
 	"net/http"
@@ -10,66 +13,71 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
-// metrics are the node's Prometheus metrics, served on the admin API at
-// /metrics. Counters are kept by the code that counts; the RPO, backlog
+// Metrics are the node's Prometheus metrics, served on the admin API at
+// /metrics. Counters are kept by the engines that count; the RPO, backlog
 // and link gauges are read from the catalog and the throttles at scrape
 // time.
-type metrics struct {
-	reg               *prometheus.Registry
-	replSent          *prometheus.CounterVec // link, tier
-	replLogical       *prometheus.CounterVec // link, tier
-	replDedup         *prometheus.CounterVec // link, tier
-	replCompressSaved *prometheus.CounterVec // link, tier
-	replPoints        *prometheus.CounterVec // service, site
-	replErrors        *prometheus.CounterVec // service, site
-	replReceived      *prometheus.CounterVec // service
-	standbyApplied    *prometheus.CounterVec // service
-	exports           *prometheus.CounterVec // service
-	tierErrors        *prometheus.CounterVec // service
+type Metrics struct {
+	reg                                                 *prometheus.Registry
+	ReplSent, ReplLogical, ReplDedup, ReplCompressSaved *prometheus.CounterVec // link, tier
+	ReplPoints, ReplErrors                              *prometheus.CounterVec // service, site
+	ReplReceived                                        *prometheus.CounterVec // service
+	StandbyApplied, Exports, TierErrors                 *prometheus.CounterVec // service
 }
 
-func newMetrics(n *Node) *metrics {
+// Sources are what the gauges read at scrape time.
+type Sources struct {
+	Catalog interface{ Catalog() *catalog.Catalog }
+	// Links returns the link throttles' state (nil on a witness).
+	Links func() []throttle.Stats
+	Now   func() time.Time
+}
+
+// New returns the registry with its counters, and gauges over src.
+func New(src Sources) *Metrics {
 	lt := []string{"link", "tier"}
 	ss := []string{"service", "site"}
-	m := &metrics{
+	m := &Metrics{
 		reg: prometheus.NewRegistry(),
-		replSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_sent_bytes_total",
+		ReplSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_sent_bytes_total",
 			Help: "Bytes of replication frames sent, per link and tier (before QUIC framing)."}, lt),
-		replLogical: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_changed_bytes_total",
+		ReplLogical: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_changed_bytes_total",
 			Help: "Logical bytes of changed non-zero blocks replicated, per link and tier."}, lt),
-		replDedup: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_dedup_saved_bytes_total",
+		ReplDedup: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_dedup_saved_bytes_total",
 			Help: "Logical bytes not sent because the receiver already held the block."}, lt),
-		replCompressSaved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_compression_saved_bytes_total",
+		ReplCompressSaved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_compression_saved_bytes_total",
 			Help: "Bytes saved by compressing the blocks that were sent."}, lt),
-		replPoints: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_points_total",
+		ReplPoints: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_points_total",
 			Help: "Points replicated, per service and recovery site."}, ss),
-		replErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_errors_total",
+		ReplErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_errors_total",
 			Help: "Replication sessions that ended in an error."}, ss),
-		replReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_received_bytes_total",
+		ReplReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_replication_received_bytes_total",
 			Help: "Raw bytes of blocks received and stored from other sites, per service."}, []string{"service"}),
-		standbyApplied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_standby_points_applied_total",
+		StandbyApplied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_standby_points_applied_total",
 			Help: "Points applied to hot standby images, per service."}, []string{"service"}),
-		exports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_cold_exports_total",
+		Exports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_cold_exports_total",
 			Help: "Points exported as disk images into the archive directory, per service."}, []string{"service"}),
-		tierErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_tier_errors_total",
+		TierErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_tier_errors_total",
 			Help: "Failed standby applies and exports, per service (retried)."}, []string{"service"}),
 	}
-	m.reg.MustRegister(m.standbyApplied, m.exports, m.tierErrors, m.replSent, m.replLogical, m.replDedup, m.replCompressSaved,
-		m.replPoints, m.replErrors, m.replReceived,
-		&catalogCollector{n: n},
+	m.reg.MustRegister(m.StandbyApplied, m.Exports, m.TierErrors, m.ReplSent, m.ReplLogical, m.ReplDedup, m.ReplCompressSaved,
+		m.ReplPoints, m.ReplErrors, m.ReplReceived,
+		&catalogCollector{src: src},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-func (m *metrics) handler() http.Handler {
+// Handler serves the registry.
+func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
 // catalogCollector turns the catalog's watermarks and progress reports and
 // this node's link throttles into gauges at scrape time.
-type catalogCollector struct{ n *Node }
+type catalogCollector struct{ src Sources }
 
 var (
 	descRPO = prometheus.NewDesc("lifeboat_rpo_seconds",
@@ -105,9 +113,8 @@ func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
-	n := c.n
-	cat := n.Catalog()
-	now := n.opts.Now()
+	cat := c.src.Catalog.Catalog()
+	now := c.src.Now()
 	for name, s := range cat.Services {
 		ch <- prometheus.MustNewConstMetric(descEpoch, prometheus.GaugeValue, float64(s.Epoch), name)
 		if f := s.LastFailover(); f != nil && f.Done {
@@ -126,10 +133,10 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRPOTarget, prometheus.GaugeValue, time.Duration(s.RPO).Seconds(), s.Name)
 		}
 	}
-	if n.repl == nil {
+	if c.src.Links == nil {
 		return
 	}
-	for _, st := range n.repl.LinkStats() {
+	for _, st := range c.src.Links() {
 		ch <- prometheus.MustNewConstMetric(descLinkRate, prometheus.GaugeValue, st.Rate, st.Name)
 		for tier, ts := range st.Tiers {
 			ch <- prometheus.MustNewConstMetric(descLinkWaiters, prometheus.GaugeValue, float64(ts.Waiters), st.Name, throttle.Tier(tier).String())
