@@ -8,97 +8,52 @@
 //
 // # Engines (each with its own Options and unit tests)
 //
-//   - node/catalog: the catalog, its commands (Command, one op per entry)
-//     and the Raft state machine (FSM). The FSM publishes every applied
-//     state as an immutable snapshot (an atomic pointer; each command
-//     builds the next state copy-on-write) with a channel closed at the
-//     next change (FSM.View). Node.Catalog returns that snapshot, shared:
-//     callers must not change it.
-//   - node/api: the admin API as its callers see it: request, reply and
-//     event types, error codes and sentinels, the Client the CLI uses.
-//     This package keeps aliases (types.go) so callers are unchanged.
-//   - node/internal/admin: the admin API's server behind a Backend
-//     interface (the node, seen from the handlers: adminBackend here).
-//   - node/internal/audit: the audit recorder (op audit).
-//   - node/internal/policy: applying and approving cluster policies.
-//   - node/internal/recovery: failover, failback, drills, divergent
-//     branches and the points listing; the node's public calls delegate
-//     to it (failover.go).
-//   - node/internal/tiers: the hot standby and cold export engines on
-//     the points replication commits here (node/internal/standby,
-//     node/internal/archive hold their formats).
-//   - node/internal/watermark: the queue that batches the newest points
-//     and the tier engines' news into one watermarks entry per interval.
-//   - node/internal/placement: voter placement and the membership change
-//     plan (pure; cluster.go applies the changes).
-//   - node/internal/raftstore: raft.db and the snapshots, checked for
-//     damage before bbolt opens them (with node/internal/boltcheck).
+//   - node/catalog: the catalog, its commands and the Raft state machine;
+//     readers share immutable snapshots (Node.Catalog, FSM.View).
+//   - node/api: the admin API as its callers see it (types, codes, the
+//     Client); types.go keeps aliases so callers are unchanged.
+//   - node/internal/membership: gossip join, bootstrap, reconnect and the
+//     leader's reconcile (Raft changes, holder placement).
+//   - node/internal/placement: voter and holder placement (pure).
+//   - node/internal/ingest: agents' ingest sessions, fencing, barriers and
+//     the planned-failover hold; node/internal/streams accepts the typed
+//     streams, node/internal/blockframe stores Blocks frames.
+//   - node/internal/replicate: senders per recovery site, receivers, link
+//     throttles and the fetch of a new holder's newest point.
+//   - node/internal/watermark: newest points batched into the catalog.
+//   - node/internal/tiers: hot standby images and cold exports
+//     (node/internal/standby and node/internal/archive hold their formats).
+//   - node/internal/recovery: failover (planned, unplanned, forced),
+//     failback, drills, branches, the points listing.
+//   - node/internal/admin, audit, policy, status, metrics: the admin API
+//     server behind a Backend, its audit log, policy apply and approval,
+//     the Status view, the Prometheus registry.
+//   - node/internal/raftstore: raft.db and snapshots, checked for damage.
 //   - node/nbd: the NBD server (run by the CLI, not by the node).
 //
-// Shared mechanisms come from the repository's internal packages: retry
-// (back-off that stops on permanent errors; Apply, fetch and the
-// replication senders use it), logpolicy (repeating failures: one WARN
-// with a hint, then counted summaries; Node.repeats), durable, flock and
-// names. Peer refusals carry mesh wire codes (mesh/codes.go), classified
-// by mesh.IsRetryable.
+// Shared mechanisms come from the repository's internal packages: clock
+// (one injected clock), retry (back-off that stops on permanent errors),
+// logpolicy (repeating failures: one WARN with a hint, then counted
+// summaries), durable, flock and names. Peer refusals carry mesh wire
+// codes (mesh/codes.go), classified by mesh.IsRetryable.
 //
 // # Files
 //
-//   - node.go: Options, New (the wiring above), Run, shutdown.
-//   - cluster.go: bootstrap, the leader's membership reconcile (on
-//     placement.Plan), reconnecting dead peers, Apply (writes on
-//     retry.Do, forwarded when this node does not lead), RecoverRaft,
-//     Catalog and Status.
+//   - node.go: Options, New (the wiring), Run, shutdown.
+//   - cluster.go: Apply (writes on retry.Do, forwarded when this node does
+//     not lead), RecoverRaft, Catalog, Status, peer verification.
 //   - forward.go: the admin stream server (forwarded writes, Raft state
-//     queries; stop requests go to planned.go).
-//   - planned.go: the primary holder's side of a planned failover: the
-//     stop hook, the final point, the hold on further writes.
-//   - ingest.go, barrier.go: agent ingest sessions (redirects, fencing,
-//     holds) and cross-server barriers.
-//   - replicate.go, fetch.go: replication senders and receivers, and the
-//     fetch of a newest point by a new primary holder.
-//   - holders.go: the leader's holder placement (holders op).
+//     queries, stop requests handed to the recovery engine).
+//   - ingest.go, replicate.go: the block store's opening and the adapters
+//     over the ingest engine's services for replication and tiers.
 //   - revoke.go: certificate revocation (op revoke) and closing revoked
 //     peers' connections.
-//   - metrics.go: the Prometheus metrics behind GET /metrics.
-//   - admin.go, audit.go, failover.go: the node's side of the admin,
-//     policy, audit and recovery engines (the Backend, delegating calls,
-//     the standby images the recovery engine takes from the tier engine).
+//   - admin.go, audit.go, failover.go: the node's side of the admin and
+//     recovery engines (the Backend, delegating calls, standby images).
 //   - types.go: aliases of the catalog's and the API's types.
 //
-// # Catalog
-//
-// The catalog (package catalog) holds the nodes, the applied cluster
-// policy (source and parsed form, versioned from 1) and one waiting for a
-// second admin, per-service epochs, holders, watermarks, replication
-// progress, failovers, branches and drills, the forced Raft recoveries,
-// notes and the revoked certificates. The audit log lives beside it in the
-// state machine (FSM.Audit), not in Catalog. Points live in the holders'
-// block stores.
-//
-// A log entry is one Command: a version byte (1) followed by a JSON object
-// with an "op" (node_upsert, node_remove, policy_apply, policy_propose,
-// watermarks, recovery, note, holders, progress, failover, failover_done,
-// reprotect, branch, drill, audit, revoke). Unknown versions, unknown
-// fields and unknown ops are refused with ErrBadCommand and change
-// nothing; an entry is at most 4 MiB (catalog.MaxCommand). A snapshot is
-// the bytes "LBCAT\x00\x02\n" followed by a JSON object {catalog, audit};
-// version 1 snapshots ("LBCAT\x00\x01\n" and the catalog alone) are still
-// read.
-//
-// Raft runs over the node's QUIC endpoint (mesh.KindRaft streams) with its
-// log and stable store in DataDir/raft/raft.db (raft-boltdb, bbolt) and
-// snapshots in DataDir/raft/snapshots (package raftstore). The bolt file
-// is checked on open before raft sees it: its page structure without
-// bbolt's memory map (boltcheck: bbolt faults on some damage, and a fault
-// is no panic), bbolt's own check, only the logs and conf buckets with
-// 8-byte log keys and no gap, and every log entry read and decoded as raft
-// will. Damage is a RaftStateError naming raft.db, whose hint says to
-// restart with --reset-raft (the state is moved aside and the node rejoins
-// as new); an empty raft.db is damage too (its term and vote are lost).
-// bbolt keeps no checksum of data pages: a changed byte inside an entry
-// that still decodes goes unnoticed, and damage to the newer meta page
-// makes bbolt use the older one, losing the last write.
+// The catalog's format is in package catalog's doc comment, raft.db's
+// checks in package raftstore's.
 //
 // # Forming and changing the cluster
 //
@@ -135,8 +90,8 @@
 //     (holders op): a data node of the site, the least loaded by logical
 //     size held; it replaces a holder gone longer than HolderTimeout.
 //     Agents are redirected to the primary site's holder.
-//   - The primary's holder runs one sender per recovery site (node/internal/replicate,
-//     protocol in mesh doc.go); senders report their progress (progress
+//   - The primary's holder runs one sender per recovery site
+//     (node/internal/replicate, protocol in mesh doc.go); senders report their progress (progress
 //     op), and committed points reach the catalog through the watermark
 //     queue (watermarks op). A sender refused with a permanent code parks
 //     until the catalog's policy or holders change. A holder at the
@@ -156,7 +111,7 @@
 //     again.
 //   - Fencing: a node refuses ingest for a service whose catalog record
 //     says it runs at another site (mesh.CodeFenced), also on sessions
-//     already open (node/internal/ingest). A planned failover (planned.go)
+//     already open (node/internal/ingest). A planned failover (node/internal/recovery)
 //     first asks the old primary's holder to stop (admin stream type 5): it
 //     runs the stop hook, waits for the agent's point after it and then
 //     holds further writes (mesh.CodeHeld, ingest.Engine.Stop) for at most

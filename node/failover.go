@@ -7,7 +7,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
-	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
 )
 
 // Failover (DESIGN "Data path" step 4) runs on the holder of the service
@@ -85,18 +84,6 @@ func (s standbyImages) Path(service, volume string) (string, blockstore.Point, b
 func (s standbyImages) Take(service string, p blockstore.Point, dst string) (bool, error) {
 	return s.n.tiers.Take(service, p, dst)
 }
-
-// resolveServicePoint, runHook and shortID are the recovery engine's, for
-// the planned failover's stop (planned.go).
-func (n *Node) resolveServicePoint(ctx context.Context, service, at string) (blockstore.Point, error) {
-	return n.recovery.ResolveServicePoint(ctx, service, at)
-}
-
-func (n *Node) runHook(ctx context.Context, phase, cmd string, env []string, timeout time.Duration) (string, error) {
-	return n.recovery.RunHook(ctx, phase, cmd, env, timeout)
-}
-
-func shortID(id string) string { return recovery.ShortID(id) }
 
 // StandbyPath returns the path of a volume's standby image of service on
 // this node and the point it is at; ok is false when there is none.

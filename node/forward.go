@@ -12,6 +12,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
+	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
 )
 
 // Frame types of the admin stream (mesh.KindAdmin) between nodes: a
@@ -107,8 +108,8 @@ func (n *Node) handleForwarded(ctx context.Context, s *mesh.Stream) {
 		n.log.Debug("read forwarded write", "peer", s.Peer().Name, "err", err)
 		return
 	}
-	if t == frameStop {
-		n.serveStop(ctx, s, p)
+	if t == recovery.FrameStop {
+		n.recovery.ServeStop(ctx, s, p)
 		return
 	}
 	if t == frameRaftState {

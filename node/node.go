@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -192,7 +191,6 @@ type Node struct {
 	trans  *raft.NetworkTransport
 
 	adminLn   net.Listener
-	admin     *http.Server
 	adminSrv  *admin.Server // nil without an admin address
 	recovery  *recovery.Engine
 	policy    *policy.Engine
@@ -336,7 +334,9 @@ func New(opts Options) (_ *Node, err error) {
 	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Clock: opts.Clock,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
-		Catalog: n.fsm, Propose: n.Apply, Quorum: n.hasQuorum, RecoverRaft: n.RecoverRaft, FinalPoint: n.plannedFinalPoint,
+		Catalog: n.fsm, Propose: n.Apply, Quorum: n.hasQuorum, RecoverRaft: n.RecoverRaft,
+		Dial: n.ep.Dial, Members: n.gossip.Members, Held: heldPoints{&n.svcs},
+		Stop:    func(service string, epoch uint64) { n.ingester.Stop(service, epoch) },
 		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Clock: opts.Clock, Logger: n.log})
 	n.repl = replicate.New(replicate.Options{Name: opts.Name, Site: opts.Site, Now: opts.Now, HolderTimeout: opts.HolderTimeout,
 		Store: n.store, Catalog: n.fsm, Propose: n.Apply, Dial: n.ep.Dial, Held: heldPoints{&n.svcs},

@@ -1,10 +1,3 @@
-// Package catalog is the cluster state that Raft replicates (Catalog), the
-// commands that change it (command.go: one Raft log entry each, a version
-// byte then JSON, at most 4 MiB; a refused command changes nothing), and
-// the Raft state machine (FSM) that applies them. The FSM publishes each
-// applied state as an immutable snapshot that readers share without locks
-// or copies; a command builds the next state copy-on-write. The audit log
-// lives beside the catalog in the state machine, not in Catalog.
 package catalog
 
 import (

@@ -2,6 +2,20 @@
 // store (raft.db, bbolt through raft-boltdb) and the snapshots, checked
 // before bbolt opens them so that damage is an error naming the file, never
 // a crash.
+//
+// Raft runs over the node's QUIC endpoint (mesh.KindRaft streams) with its
+// log and stable store in DataDir/raft/raft.db (raft-boltdb, bbolt) and
+// snapshots in DataDir/raft/snapshots. The bolt file
+// is checked on open before raft sees it: its page structure without
+// bbolt's memory map (boltcheck: bbolt faults on some damage, and a fault
+// is no panic), bbolt's own check, only the logs and conf buckets with
+// 8-byte log keys and no gap, and every log entry read and decoded as raft
+// will. Damage is a RaftStateError naming raft.db, whose hint says to
+// restart with --reset-raft (the state is moved aside and the node rejoins
+// as new); an empty raft.db is damage too (its term and vote are lost).
+// bbolt keeps no checksum of data pages: a changed byte inside an entry
+// that still decodes goes unnoticed, and damage to the newer meta page
+// makes bbolt use the older one, losing the last write.
 package raftstore
 
 import (

@@ -48,14 +48,14 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 	if h := cat.Holder(req.Service, site); h != "" && h != e.o.Name {
 		return nil, &api.NotHolderError{Service: req.Service, Site: site, Holder: h, Admin: cat.Nodes[h].Admin}
 	}
-	pt, err := e.ResolveServicePoint(ctx, req.Service, req.At)
+	pt, err := e.resolveServicePoint(ctx, req.Service, req.At)
 	if err != nil {
 		return nil, err
 	}
 	d := &catalog.DrillRecord{ID: started.UTC().Format("20060102T150405Z") + "-" + pt.ID[:8], Service: req.Service, Site: site, Node: e.o.Name,
 		Point: pt.ID, PointTime: pt.Time, By: req.By, Started: started.UTC()}
 	dir := filepath.Join(e.drillsDir(req.Service), d.ID)
-	emit(api.FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s) into %s", d.ID, req.Service, ShortID(pt.ID), pt.Time.Format(time.RFC3339), dir)})
+	emit(api.FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s) into %s", d.ID, req.Service, shortID(pt.ID), pt.Time.Format(time.RFC3339), dir)})
 	t0 := e.o.Clock.Now()
 	var nbdEnv []string
 	if req.NBD {
@@ -96,7 +96,7 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 		if timeout <= 0 {
 			timeout = time.Duration(config.DefaultHookTimeout)
 		}
-		out, err := e.RunHook(ctx, "drill", hook, env, timeout)
+		out, err := e.runHook(ctx, "drill", hook, env, timeout)
 		d.Hook, d.Output = e.o.Clock.Now().Sub(t1).Seconds(), out
 		if err != nil {
 			d.Passed, d.Error = false, err.Error()

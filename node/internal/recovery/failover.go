@@ -19,10 +19,10 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 
-// ResolveServicePoint picks one of this node's points of service: the
+// resolveServicePoint picks one of this node's points of service: the
 // newest for "" or "latest", the newest at or before an RFC 3339 time, or
 // the one whose ID starts with at (at least 8 characters).
-func (e *Engine) ResolveServicePoint(ctx context.Context, service, at string) (blockstore.Point, error) {
+func (e *Engine) resolveServicePoint(ctx context.Context, service, at string) (blockstore.Point, error) {
 	pts, err := e.Points(ctx, service, "")
 	if err != nil {
 		return blockstore.Point{}, err
@@ -119,7 +119,7 @@ func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit fun
 	switch {
 	case resume != nil:
 		plan.From, plan.Epoch, plan.Resume, plan.Planned = resume.From, resume.Epoch, true, resume.Planned
-		p, err := e.ResolveServicePoint(ctx, req.Service, resume.Point)
+		p, err := e.resolveServicePoint(ctx, req.Service, resume.Point)
 		if err != nil {
 			return nil, fmt.Errorf("resume the failover at epoch %d: %w", resume.Epoch, err)
 		}
@@ -133,7 +133,7 @@ func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit fun
 			return nil, fmt.Errorf("%w: a planned failover takes the final point after the stop hook; --at does not apply", catalog.ErrBadCommand)
 		}
 	default:
-		p, err := e.ResolveServicePoint(ctx, req.Service, req.At)
+		p, err := e.resolveServicePoint(ctx, req.Service, req.At)
 		if err != nil {
 			return nil, err
 		}
@@ -166,7 +166,7 @@ func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit fun
 		emit(api.FailoverEvent{Step: "catalog", Message: fmt.Sprintf("catalog recovered: voters before %s, now %s", joinNodeIDs(rec.Before), joinNodeIDs(rec.After))})
 	}
 	if req.Planned && resume == nil {
-		p, err := e.o.FinalPoint(ctx, req.Service, svc, emit)
+		p, err := e.finalPoint(ctx, req.Service, svc, emit)
 		if err != nil {
 			return nil, err
 		}
@@ -220,10 +220,10 @@ func joinNodeIDs(ids []mesh.NodeID) string {
 
 // failoverDir is where the failover images of a service at point p live.
 func (e *Engine) failoverDir(service string, p blockstore.Point) string {
-	return filepath.Join(e.o.DataDir, "failover", service, ShortID(p.ID))
+	return filepath.Join(e.o.DataDir, "failover", service, shortID(p.ID))
 }
 
-func ShortID(id string) string {
+func shortID(id string) string {
 	if len(id) > 12 {
 		return id[:12]
 	}
@@ -278,7 +278,7 @@ func (e *Engine) failoverImages(ctx context.Context, service string, p blockstor
 	dir := e.failoverDir(service, p)
 	images := e.planImages(service, p, tier)
 	if completeAt(dir, p.ID) {
-		emit(api.FailoverEvent{Step: "images", Message: "images at point " + ShortID(p.ID) + " are ready from an earlier run: " + dir})
+		emit(api.FailoverEvent{Step: "images", Message: "images at point " + shortID(p.ID) + " are ready from an earlier run: " + dir})
 		return dir, images, nil
 	}
 	if tier == config.TierHot {
@@ -342,7 +342,7 @@ func (e *Engine) materialize(ctx context.Context, p blockstore.Point, dir string
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("materialize %s at point %s: %w", v.Name, ShortID(p.ID), err)
+			return fmt.Errorf("materialize %s at point %s: %w", v.Name, shortID(p.ID), err)
 		}
 		base += v.Size
 	}

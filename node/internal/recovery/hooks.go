@@ -48,11 +48,11 @@ func envName(s string) string {
 	}, s)
 }
 
-// RunHook runs cmd with sh -c and env added, killing it after timeout. It
+// runHook runs cmd with sh -c and env added, killing it after timeout. It
 // returns the output's last lines.
-// RunHook runs a hook of the applied policy with sh -c, as the node's
+// runHook runs a hook of the applied policy with sh -c, as the node's
 // hooks user when one is set.
-func (e *Engine) RunHook(ctx context.Context, phase, cmd string, env []string, timeout time.Duration) (string, error) {
+func (e *Engine) runHook(ctx context.Context, phase, cmd string, env []string, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
@@ -94,7 +94,7 @@ func (e *Engine) startAndCheck(ctx context.Context, h config.Hooks, env []string
 		emit(api.FailoverEvent{Step: "start", Message: "no start hook in the policy: the images are ready, start the servers by hand"})
 	} else {
 		t0 := e.o.Clock.Now()
-		out, err := e.RunHook(ctx, "start", h.Start, env, timeout)
+		out, err := e.runHook(ctx, "start", h.Start, env, timeout)
 		if err != nil {
 			return err
 		}
@@ -106,7 +106,7 @@ func (e *Engine) startAndCheck(ctx context.Context, h config.Hooks, env []string
 	t0 := e.o.Clock.Now()
 	deadline := t0.Add(timeout)
 	for try := 1; ; try++ {
-		out, err := e.RunHook(ctx, "health", h.Health, env, timeout)
+		out, err := e.runHook(ctx, "health", h.Health, env, timeout)
 		if err == nil {
 			emit(api.FailoverEvent{Step: "health", Message: fmt.Sprintf("health hook passed after %s (try %d): %s", e.o.Clock.Now().Sub(t0).Round(time.Millisecond), try, out)})
 			return nil

@@ -11,10 +11,8 @@ import (
 	"syscall"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
-	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/mesh"
-	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
@@ -33,7 +31,7 @@ type Standby interface {
 	Take(service string, p blockstore.Point, dst string) (bool, error)
 }
 
-// Options configure an Engine. Every field but Store, Standby, FinalPoint,
+// Options configure an Engine. Every field but Store, Standby, Dial, Members, Held, Stop,
 // HooksUser, HookCred and Logger is required.
 type Options struct {
 	Name    mesh.NodeID
@@ -49,14 +47,21 @@ type Options struct {
 	// RecoverRaft makes this node the catalog's only voter (a forced
 	// failover without a quorum).
 	RecoverRaft func(ctx context.Context, by string, force bool) (*catalog.RecoveryRecord, error)
-	// FinalPoint has the primary's holder stop the service and returns
-	// the point taken after the stop hook (a planned failover).
-	FinalPoint func(ctx context.Context, service string, svc *config.Service, emit func(api.FailoverEvent)) (blockstore.Point, error)
-	Standby    Standby
-	HooksUser  string              // the user hooks run as, for messages; "" = the node's own
-	HookCred   *syscall.Credential // its credential; nil = the node's own
-	Clock      clock.Clock         // nil = the real clock
-	Logger     *slog.Logger
+	// For a planned failover: Dial reaches another node (its admin
+	// stream), Members is the gossip membership, Held gives the newest
+	// point of a service here and a channel closed when it changes, and
+	// Stop holds a service's writes here until the epoch moves on.
+	Dial    func(ctx context.Context, addr string, kind mesh.StreamKind) (*mesh.Stream, error)
+	Members func() []mesh.Member
+	Held    interface {
+		Newest(service string) (*blockstore.Point, <-chan struct{})
+	}
+	Stop      func(service string, epoch uint64)
+	Standby   Standby
+	HooksUser string              // the user hooks run as, for messages; "" = the node's own
+	HookCred  *syscall.Credential // its credential; nil = the node's own
+	Clock     clock.Clock         // nil = the real clock
+	Logger    *slog.Logger
 }
 
 // Engine runs failovers, failbacks and drills on one node.

@@ -1,4 +1,4 @@
-package node
+package recovery
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
-	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // A planned failover asks the service's holder at the site it runs at to
@@ -19,7 +19,7 @@ import (
 // point holds every write the servers made, so failing over at it loses
 // nothing.
 const (
-	frameStop    mesh.FrameType = 5 // JSON stopRequest
+	FrameStop    mesh.FrameType = 5 // JSON stopRequest; the node's admin stream server hands it to ServeStop
 	frameStopped mesh.FrameType = 6 // JSON stopReply
 )
 
@@ -38,20 +38,20 @@ type stopReply struct {
 // hook, beyond the hook timeout.
 const finalPointWait = time.Minute
 
-// plannedFinalPoint has the primary's holder stop the service and returns
+// finalPoint has the primary's holder stop the service and returns
 // the final point once this node holds it.
-func (n *Node) plannedFinalPoint(ctx context.Context, service string, svc *config.Service, emit func(FailoverEvent)) (blockstore.Point, error) {
-	cat := n.Catalog()
+func (e *Engine) finalPoint(ctx context.Context, service string, svc *config.Service, emit func(api.FailoverEvent)) (blockstore.Point, error) {
+	cat := e.o.Catalog.Catalog()
 	holder := cat.Holder(service, svc.Primary)
-	addr := membership.AddrOf(n.gossip.Members(), holder)
+	addr := addrOf(e.o.Members(), holder)
 	if holder == "" || addr == "" {
-		return blockstore.Point{}, fmt.Errorf("%w: planned failover: the holder of %s at %s (%q) is not reachable; for a lost site use --force without --planned", ErrNoQuorum, service, svc.Primary, holder)
+		return blockstore.Point{}, fmt.Errorf("%w: planned failover: the holder of %s at %s (%q) is not reachable; for a lost site use --force without --planned", api.ErrNoQuorum, service, svc.Primary, holder)
 	}
-	emit(FailoverEvent{Step: "stop", Message: fmt.Sprintf("stopping %s at %s (%s): stop hook, then the final point", service, svc.Primary, holder)})
+	emit(api.FailoverEvent{Step: "stop", Message: fmt.Sprintf("stopping %s at %s (%s): stop hook, then the final point", service, svc.Primary, holder)})
 	wait := time.Duration(svc.Hooks.Timeout) + finalPointWait
 	sctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
 	defer cancel()
-	s, err := n.ep.Dial(sctx, addr, mesh.KindAdmin)
+	s, err := e.o.Dial(sctx, addr, mesh.KindAdmin)
 	if err != nil {
 		return blockstore.Point{}, fmt.Errorf("planned failover: dial %s: %w", holder, err)
 	}
@@ -59,8 +59,8 @@ func (n *Node) plannedFinalPoint(ctx context.Context, service string, svc *confi
 	if d, ok := sctx.Deadline(); ok {
 		s.SetDeadline(d)
 	}
-	req, _ := json.Marshal(stopRequest{Service: service, By: string(n.opts.Name)})
-	if err := mesh.WriteFrame(s, frameStop, req); err != nil {
+	req, _ := json.Marshal(stopRequest{Service: service, By: string(e.o.Name)})
+	if err := mesh.WriteFrame(s, FrameStop, req); err != nil {
 		return blockstore.Point{}, fmt.Errorf("planned failover: ask %s to stop: %w", holder, err)
 	}
 	p, err := mesh.NewFrameReader(s, 64<<10).Expect(frameStopped)
@@ -71,17 +71,16 @@ func (n *Node) plannedFinalPoint(ctx context.Context, service string, svc *confi
 	if err := json.Unmarshal(p, &rep); err != nil || rep.Point == "" {
 		return blockstore.Point{}, fmt.Errorf("planned failover: bad answer from %s: %q", holder, p)
 	}
-	emit(FailoverEvent{Step: "stop", Message: fmt.Sprintf("stopped; final point %s at %s; stop hook: %s", shortID(rep.Point), rep.Time.Format(time.RFC3339Nano), rep.Output)})
+	emit(api.FailoverEvent{Step: "stop", Message: fmt.Sprintf("stopped; final point %s at %s; stop hook: %s", shortID(rep.Point), rep.Time.Format(time.RFC3339Nano), rep.Output)})
 	// Wait for the final point to arrive here.
-	st := n.svcs.get(service)
-	tick := time.NewTicker(5 * time.Second)
+	tick := e.o.Clock.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
-		latest, changed := st.newest()
+		latest, changed := e.o.Held.Newest(service)
 		if latest != nil && !latest.Time.Before(rep.Time) {
-			pt, err := n.resolveServicePoint(ctx, service, rep.Point)
+			pt, err := e.resolveServicePoint(ctx, service, rep.Point)
 			if err == nil {
-				emit(FailoverEvent{Step: "stop", Message: "the final point is here"})
+				emit(api.FailoverEvent{Step: "stop", Message: "the final point is here"})
 				return pt, nil
 			}
 		}
@@ -89,8 +88,8 @@ func (n *Node) plannedFinalPoint(ctx context.Context, service string, svc *confi
 		case <-ctx.Done():
 			return blockstore.Point{}, fmt.Errorf("planned failover: waiting for the final point %s to arrive: %w", shortID(rep.Point), ctx.Err())
 		case <-changed:
-		case <-tick.C:
-			emit(FailoverEvent{Step: "stop", Message: "waiting for the final point to arrive by replication"})
+		case <-tick.C():
+			emit(api.FailoverEvent{Step: "stop", Message: "waiting for the final point to arrive by replication"})
 		}
 	}
 }
@@ -112,8 +111,8 @@ func decodeStopRequest(p []byte) (stopRequest, error) {
 	return req, nil
 }
 
-// serveStop runs on the service's holder at the site it runs at.
-func (n *Node) serveStop(ctx context.Context, s *mesh.Stream, p []byte) {
+// ServeStop answers a stop request (admin stream frame 5, payload p). It runs on the service's holder at the site it runs at.
+func (e *Engine) ServeStop(ctx context.Context, s *mesh.Stream, p []byte) {
 	req, err := decodeStopRequest(p)
 	if err != nil {
 		mesh.WriteError(s, mesh.CodeBadRequest, err.Error())
@@ -123,33 +122,32 @@ func (n *Node) serveStop(ctx context.Context, s *mesh.Stream, p []byte) {
 		mesh.WriteError(s, mesh.CodeForbidden, "stop request from an agent certificate")
 		return
 	}
-	cat := n.Catalog()
+	cat := e.o.Catalog.Catalog()
 	svc := cat.Service(req.Service)
-	if svc == nil || svc.Primary != string(n.opts.Site) || cat.Holder(req.Service, svc.Primary) != n.opts.Name {
+	if svc == nil || svc.Primary != string(e.o.Site) || cat.Holder(req.Service, svc.Primary) != e.o.Name {
 		mesh.WriteError(s, mesh.CodeWrongNode, fmt.Sprintf("this node does not run service %s as its primary holder", req.Service))
 		return
 	}
 	timeout := time.Duration(svc.Hooks.Timeout)
 	s.SetDeadline(time.Now().Add(timeout + finalPointWait + 10*time.Second))
-	n.log.Warn("planned failover: stopping the service", "service", req.Service, "by", req.By, "peer", s.Peer().Name)
+	e.log.Warn("planned failover: stopping the service", "service", req.Service, "by", req.By, "peer", s.Peer().Name)
 	out := "no stop hook"
 	if svc.Hooks.Stop != "" {
 		var err error
-		out, err = n.runHook(ctx, "stop", svc.Hooks.Stop, []string{"LIFEBOAT_SERVICE=" + req.Service, "LIFEBOAT_SITE=" + string(n.opts.Site)}, timeout)
+		out, err = e.runHook(ctx, "stop", svc.Hooks.Stop, []string{"LIFEBOAT_SERVICE=" + req.Service, "LIFEBOAT_SITE=" + string(e.o.Site)}, timeout)
 		if err != nil {
 			mesh.WriteError(s, mesh.CodeUnavailable, err.Error())
 			return
 		}
 	}
-	stopped := n.opts.Now()
+	stopped := e.o.Clock.Now()
 	epoch := cat.Services[req.Service].Epoch
-	st := n.svcs.get(req.Service)
-	deadline := time.After(finalPointWait)
+	deadline := e.o.Clock.After(finalPointWait)
 	for {
-		latest, changed := st.newest()
+		latest, changed := e.o.Held.Newest(req.Service)
 		if latest != nil && !latest.Time.Before(stopped) {
-			n.ingester.Stop(req.Service, epoch)
-			n.log.Warn("planned failover: the final point is taken; no more writes for the service here", "service", req.Service, "point", latest.ID)
+			e.o.Stop(req.Service, epoch)
+			e.log.Warn("planned failover: the final point is taken; no more writes for the service here", "service", req.Service, "point", latest.ID)
 			b, _ := json.Marshal(stopReply{Point: latest.ID, Time: latest.Time, Output: out})
 			mesh.WriteFrame(s, frameStopped, b)
 			return
@@ -163,4 +161,14 @@ func (n *Node) serveStop(ctx context.Context, s *mesh.Stream, p []byte) {
 			return
 		}
 	}
+}
+
+// addrOf returns the QUIC address a member advertises, or "".
+func addrOf(members []mesh.Member, id mesh.NodeID) string {
+	for _, m := range members {
+		if m.Name == id {
+			return m.Meta.QUIC
+		}
+	}
+	return ""
 }
