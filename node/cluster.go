@@ -46,7 +46,7 @@ func (n *Node) Apply(ctx context.Context, cmd *Command) error {
 	var idx uint64 // the entry's index once committed
 	var last error // the last failure, for ErrNoQuorum
 	err = retry.Do(ctx, retry.Options{Initial: 50 * time.Millisecond, Max: time.Second}, func(ctx context.Context) error {
-		r := n.r()
+		r := n.rn.get()
 		if r.State() == raft.Leader {
 			f := r.Apply(data, raftTimeout(ctx))
 			err := f.Error()
@@ -105,10 +105,10 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 	if !force {
 		return nil, fmt.Errorf("%w: it makes this node the only voter and forgets the others; run it only when a majority of voters is gone for good", ErrNeedForce)
 	}
-	n.raftMu.Lock()
-	r := n.raft
+	n.rn.mu.Lock()
+	r := n.rn.raft
 	if _, leader := r.LeaderWithID(); leader != "" && (r.State() == raft.Leader || time.Since(r.LastContact()) < 5*time.Second) {
-		n.raftMu.Unlock()
+		n.rn.mu.Unlock()
 		return nil, fmt.Errorf("%w (leader %s)", ErrHasLeader, leader)
 	}
 	rec := &RecoveryRecord{By: by, At: n.opts.Now().UTC(), Node: n.opts.Name, After: []mesh.NodeID{n.opts.Name}}
@@ -121,18 +121,18 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 	}
 	n.log.Warn("forced raft recovery: this node becomes the only voter", "by", by, "voters_before", rec.Before)
 	if err := r.Shutdown().Error(); err != nil {
-		n.raftMu.Unlock()
+		n.rn.mu.Unlock()
 		return nil, fmt.Errorf("stop raft: %w", err)
 	}
 	cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.opts.Name), Address: raft.ServerAddress(n.quicAddr)}}}
-	trans := n.newTransport()
-	err := raft.RecoverCluster(n.raftConfig(), catalog.NewFSM(), n.stores.Bolt, n.stores.Bolt, n.stores.Snaps, trans, cfg)
+	trans := n.rn.transport()
+	err := raft.RecoverCluster(n.rn.config(), catalog.NewFSM(), n.stores.Bolt, n.stores.Bolt, n.stores.Snaps, trans, cfg)
 	trans.Close()
-	n.raftMu.Unlock()
+	n.rn.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("recover raft: %w", err)
 	}
-	if err := n.startRaft(); err != nil {
+	if err := n.rn.start(); err != nil {
 		return nil, err
 	}
 	if err := n.Apply(ctx, &Command{Op: catalog.OpRecovery, Recovery: rec}); err != nil {
@@ -144,7 +144,7 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 
 // Status returns this node's view of the cluster; it works without a quorum.
 func (n *Node) Status() Status {
-	r := n.r()
+	r := n.rn.get()
 	rs := status.Raft{State: r.State().String(), AppliedIndex: r.AppliedIndex()}
 	_, leader := r.LeaderWithID()
 	rs.Leader = mesh.NodeID(leader)

@@ -2,9 +2,6 @@ package node
 
 import (
 	"context"
-	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 )
@@ -28,16 +25,6 @@ import (
 //
 // Each step is idempotent, so a failover that was interrupted finishes when
 // run again: the catalog holds its record until it is done.
-
-// hasQuorum reports whether this node reaches a Raft leader.
-func (n *Node) hasQuorum() bool {
-	r := n.r()
-	if r.State() == raft.Leader {
-		return true
-	}
-	_, id := r.LeaderWithID()
-	return id != "" && time.Since(r.LastContact()) < 5*time.Second
-}
 
 // The recovery engine's calls, as the node's API (in-process callers and
 // the admin API use them).

@@ -36,7 +36,7 @@ func (n *Node) forward(ctx context.Context, leader mesh.NodeID, data []byte) (ui
 		}
 	}
 	if addr == "" {
-		if a, _ := n.r().LeaderWithID(); a != "" {
+		if a, _ := n.rn.get().LeaderWithID(); a != "" {
 			addr = string(a)
 		}
 	}
@@ -113,7 +113,7 @@ func (n *Node) handleForwarded(ctx context.Context, s *mesh.Stream) {
 		return
 	}
 	if t == frameRaftState {
-		mesh.WriteFrame(s, frameRaftStateIs, binary.BigEndian.AppendUint64(nil, n.r().LastIndex()))
+		mesh.WriteFrame(s, frameRaftStateIs, binary.BigEndian.AppendUint64(nil, n.rn.get().LastIndex()))
 		return
 	}
 	if t != frameApply {
@@ -124,7 +124,7 @@ func (n *Node) handleForwarded(ctx context.Context, s *mesh.Stream) {
 		mesh.WriteError(s, mesh.CodeBadRequest, err.Error())
 		return
 	}
-	r := n.r()
+	r := n.rn.get()
 	if r.State() != raft.Leader {
 		mesh.WriteError(s, mesh.CodeNotLeader, "not the leader")
 		return

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/internal/ingest"
-	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 )
 
 // Agents' ingest is the engine in node/internal/ingest; this file opens
@@ -76,16 +74,3 @@ func (s *serviceState) hold(p *blockstore.Point) { s.s.Hold(p) }
 // newest returns the service's newest point (nil = none) and a channel
 // closed when it changes.
 func (s *serviceState) newest() (*blockstore.Point, <-chan struct{}) { return s.s.Newest() }
-
-// serveStreams accepts streams of kind and runs handle on each
-// (streams.Serve); it returns after every handler has.
-func (n *Node) serveStreams(ctx context.Context, kind mesh.StreamKind, what string, handle func(context.Context, *mesh.Stream) error) error {
-	return streams.Serve(ctx, streams.Options{Accept: n.ep.Accept, Logs: n.repeats(), Logger: n.log}, kind, what, handle)
-}
-
-// noteTier records what a tier engine did for service in its next
-// watermark.
-func (n *Node) noteTier(service string, fn func(*Watermark)) {
-	newest, _ := n.svcs.get(service).newest()
-	n.marks.NoteTier(service, newest, fn)
-}

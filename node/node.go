@@ -10,7 +10,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -32,6 +31,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
 	"github.com/lifeboat-dr/lifeboat/node/internal/replicate"
+	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 	"github.com/lifeboat-dr/lifeboat/node/internal/tiers"
 	"github.com/lifeboat-dr/lifeboat/node/internal/watermark"
 )
@@ -186,9 +186,7 @@ type Node struct {
 	fsm      *catalog.FSM
 	quicAddr string // advertised
 
-	raftMu sync.RWMutex
-	raft   *raft.Raft
-	trans  *raft.NetworkTransport
+	rn raftNode
 
 	adminLn   net.Listener
 	adminSrv  *admin.Server // nil without an admin address
@@ -204,9 +202,12 @@ type Node struct {
 	svcs     services
 	marks    *watermark.Queue // the newest points, not yet in the catalog
 	repl     *replicate.Engine
-	logs     *logpolicy.Repeats // see repeats
-	tiers    *tiers.Engine
-	metrics  *metrics.Metrics
+	// logs: failures that repeat (issue 14 item 6) are logged once at
+	// WARN with the hint, then counted; keys start with what failed
+	// ("replicate/SERVICE/SITE", "tier/SERVICE", ...).
+	logs    *logpolicy.Repeats
+	tiers   *tiers.Engine
+	metrics *metrics.Metrics
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -317,39 +318,43 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.gossip.UpdateMeta(n.meta(n.quicAddr)); err != nil {
 		return nil, err
 	}
-	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Clock: opts.Clock, Logs: n.repeats()})
+	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Clock: opts.Clock, Logs: n.logs})
 	n.ingester = ingest.New(ingest.Options{Name: opts.Name, Site: opts.Site, Store: n.store, Catalog: n.fsm, Accept: n.ep.Accept,
-		Note: n.marks.Note, Fetching: n.fetching, BarrierInterval: opts.BarrierInterval, Logs: n.repeats(), Logger: n.log, Clock: opts.Clock})
+		Note: n.marks.Note, Fetching: func(service string) (time.Time, bool) { return n.repl.Fetching(service) }, BarrierInterval: opts.BarrierInterval, Logs: n.logs, Logger: n.log, Clock: opts.Clock})
 	n.svcs = services{n.ingester}
 	if err := n.ingester.Load(context.Background()); err != nil {
 		return nil, fmt.Errorf("read points: %w", err)
 	}
-	if err := n.startRaft(); err != nil {
+	n.rn.opts, n.rn.log, n.rn.ep, n.rn.fsm, n.rn.stores, n.rn.addr = &n.opts, n.log, n.ep, n.fsm, n.stores, n.quicAddr
+	if err := n.rn.start(); err != nil {
 		return nil, err
 	}
 	n.tiers = tiers.New(tiers.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store, Catalog: n.fsm,
 		Services: n.svcs.names, Newest: func(service string) *blockstore.Point { p, _ := n.svcs.get(service).newest(); return p },
-		NoteTier: n.noteTier, Logs: n.repeats(), Logger: n.log, Clock: opts.Clock,
+		NoteTier: func(service string, fn func(*Watermark)) {
+			newest, _ := n.svcs.get(service).newest()
+			n.marks.NoteTier(service, newest, fn)
+		}, Logs: n.logs, Logger: n.log, Clock: opts.Clock,
 		StandbyApplied: n.metrics.StandbyApplied, Exports: n.metrics.Exports, Errors: n.metrics.TierErrors})
 	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Clock: opts.Clock,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
-		Catalog: n.fsm, Propose: n.Apply, Quorum: n.hasQuorum, RecoverRaft: n.RecoverRaft,
+		Catalog: n.fsm, Propose: n.Apply, Quorum: n.rn.hasQuorum, RecoverRaft: n.RecoverRaft,
 		Dial: n.ep.Dial, Members: n.gossip.Members, Held: heldPoints{&n.svcs},
 		Stop:    func(service string, epoch uint64) { n.ingester.Stop(service, epoch) },
 		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Clock: opts.Clock, Logger: n.log})
 	n.repl = replicate.New(replicate.Options{Name: opts.Name, Site: opts.Site, Now: opts.Now, HolderTimeout: opts.HolderTimeout,
 		Store: n.store, Catalog: n.fsm, Propose: n.Apply, Dial: n.ep.Dial, Held: heldPoints{&n.svcs},
 		CheckBranches: n.recovery.CheckBranches, BranchCheckDue: n.recovery.BranchCheckDue,
-		Arrived: n.tiers.Arrived, Note: n.marks.Note, Logs: n.repeats(), Logger: n.log,
+		Arrived: n.tiers.Arrived, Note: n.marks.Note, Logs: n.logs, Logger: n.log,
 		Sent: n.metrics.ReplSent, Logical: n.metrics.ReplLogical, Dedup: n.metrics.ReplDedup, CompressSaved: n.metrics.ReplCompressSaved,
 		Points: n.metrics.ReplPoints, Errors: n.metrics.ReplErrors, Received: n.metrics.ReplReceived})
 	n.members = membership.New(membership.Options{Name: opts.Name, QUIC: n.quicAddr, Join: opts.Join,
 		BootstrapExpect: opts.BootstrapExpect, DeadNodeTimeout: opts.DeadNodeTimeout, HolderTimeout: opts.HolderTimeout,
 		ReconcileInterval: opts.ReconcileInterval, ReconnectInterval: opts.ReconnectInterval,
-		Raft: n.r, Gossip: n.gossip, Events: n.events, Catalog: n.fsm, State: n.raftState,
+		Raft: n.rn.get, Gossip: n.gossip, Events: n.events, Catalog: n.fsm, State: n.raftState,
 		Meta: func() mesh.Meta { return n.meta(n.quicAddr) }, VerifyPeer: n.verifyPeer, LastIndex: n.peerLastIndex,
-		Clock: opts.Clock, Logs: n.repeats(), Logger: n.log})
+		Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
 			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Logger: n.log})
@@ -391,66 +396,6 @@ func (n *Node) meta(quic string) mesh.Meta {
 		Encrypted: n.store != nil && n.store.Encrypted()}
 }
 
-// raftLayer gives Raft the endpoint's raft streams under the advertised
-// address: Raft tells followers the leader's address from it.
-type raftLayer struct {
-	raft.StreamLayer
-	addr net.Addr
-}
-
-func (l raftLayer) Addr() net.Addr { return l.addr }
-
-type stringAddr string
-
-func (a stringAddr) Network() string { return "quic" }
-func (a stringAddr) String() string  { return string(a) }
-
-func (n *Node) raftConfig() *raft.Config {
-	c := raft.DefaultConfig()
-	c.LocalID = raft.ServerID(n.opts.Name)
-	c.Logger = mesh.HCLogger(n.log, "raft")
-	// A follower learns that an entry committed from the leader's next
-	// message, sent at the latest after CommitTimeout: a write forwarded by
-	// a follower waits for that (read your writes). 10ms instead of 50ms
-	// takes the forwarded p50 from ~78ms to ~17ms (BenchmarkCatalogWrite) for ~100 small packets a
-	// second per follower when idle.
-	c.CommitTimeout = 10 * time.Millisecond
-	c.SnapshotThreshold = 1024
-	c.TrailingLogs = 2048
-	if n.opts.RaftConfig != nil {
-		n.opts.RaftConfig(c)
-	}
-	return c
-}
-
-func (n *Node) newTransport() *raft.NetworkTransport {
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  raftLayer{StreamLayer: n.ep.RaftLayer(), addr: stringAddr(n.quicAddr)},
-		MaxPool: 3,
-		Timeout: n.opts.RaftTimeout,
-		Logger:  mesh.HCLogger(n.log, "raft-net"),
-	})
-}
-
-func (n *Node) startRaft() error {
-	trans := n.newTransport()
-	r, err := raft.NewRaft(n.raftConfig(), n.fsm, n.stores.Bolt, n.stores.Bolt, n.stores.Snaps, trans)
-	if err != nil {
-		trans.Close()
-		return &raftstore.RaftStateError{Path: n.stores.Dir, Err: err}
-	}
-	n.raftMu.Lock()
-	n.raft, n.trans = r, trans
-	n.raftMu.Unlock()
-	return nil
-}
-
-func (n *Node) r() *raft.Raft {
-	n.raftMu.RLock()
-	defer n.raftMu.RUnlock()
-	return n.raft
-}
-
 // Name returns the node's name.
 func (n *Node) Name() mesh.NodeID { return n.opts.Name }
 
@@ -478,7 +423,9 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.serveForwarded(ctx) })
 	g.Go(func() error { return n.ingester.Run(ctx) })
 	g.Go(func() error { return n.marks.Run(ctx) })
-	g.Go(func() error { return n.serveBlocks(ctx) })
+	g.Go(func() error {
+		return streams.Serve(ctx, streams.Options{Accept: n.ep.Accept, Logs: n.logs, Logger: n.log}, mesh.KindBlocks, "replication", n.repl.Receive)
+	})
 	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.tiers.Run(ctx) })
 	g.Go(func() error { return n.audit.Run(ctx) })
@@ -501,7 +448,7 @@ func (n *Node) Leave(timeout time.Duration) error {
 }
 
 func (n *Node) shutdown() {
-	if err := n.r().Shutdown().Error(); err != nil {
+	if err := n.rn.get().Shutdown().Error(); err != nil {
 		n.log.Warn("raft shutdown", "err", err)
 	}
 	n.gossip.Shutdown()
