@@ -40,6 +40,8 @@
 // # Files
 //
 //   - node.go: Options, New (the wiring), Run, shutdown.
+//   - raft.go: raftNode, the Raft instance (replaced on a forced
+//     recovery), its start, transport, config and quorum check.
 //   - cluster.go: Apply (writes on retry.Do, forwarded when this node does
 //     not lead), RecoverRaft, Catalog, Status, peer verification.
 //   - forward.go: the admin stream server (forwarded writes, Raft state

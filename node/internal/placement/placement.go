@@ -1,7 +1,9 @@
-// Package placement decides the Raft membership of a cluster: which alive
-// nodes vote (an odd number, at most MaxVoters, spread over the sites) and
-// the next one change the leader should make to get there. It is pure: the
-// leader's reconciler gives it a View and carries the Change out.
+// Package placement decides who does what in a cluster, as pure
+// functions of what the leader knows: which alive nodes vote (an odd
+// number, at most MaxVoters, spread over the sites), the next one Raft
+// change to get there (Plan), and which data node of each site holds each
+// service's copy (Holders). The membership engine gives it a view and
+// carries the changes out.
 package placement
 
 import (
