@@ -162,7 +162,9 @@ func (c *cli) demo(ctx context.Context, keep string, size int64) (err error) {
 				return err
 			}
 		}
-		if err := mesh.Issue(ca, mesh.IssueRequest{Name: n.name, Site: n.site}, filepath.Join(dir, n.name+"-tls")); err != nil {
+		// 127.0.0.1 in the certificate: clients that check host names (curl,
+		// qemu, nbdinfo) reach the demo's nodes by that address.
+		if err := mesh.Issue(ca, mesh.IssueRequest{Name: n.name, Site: n.site, Hosts: []string{"127.0.0.1", "localhost"}}, filepath.Join(dir, n.name+"-tls")); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 		nodes = append(nodes, n)

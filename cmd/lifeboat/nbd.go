@@ -138,6 +138,9 @@ by another name, issue it with --host NAME.`,
 				if err != nil {
 					return err
 				}
+				if cl, _, err = toHolder(ctx, cl, where.admin, volume, c.stderr); err != nil {
+					return err
+				}
 				im, err := cl.OpenImage(ctx, volume, at)
 				if err != nil {
 					return fmt.Errorf("serve-nbd %s: %w", volume, err)

@@ -41,7 +41,10 @@ func (w *storeOrAdmin) check() error {
 // restoreRemote streams a volume image from a node into out (a new file,
 // renamed into place once complete and synced).
 func (s *adminSession) restoreImage(ctx context.Context, volume, at string, format imgfmt.Format, out string, force bool) (err error) {
-	cl := s.cl
+	cl, addr, err := toHolder(ctx, s.cl, s.af, volume, s.stderr)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	var point string
 	var size int64
@@ -58,6 +61,6 @@ func (s *adminSession) restoreImage(ctx context.Context, volume, at string, form
 	}
 	elapsed := time.Since(start)
 	fmt.Fprintf(s.stderr, "restored %s at point %s from %s to %s: %s in %s, %s\n",
-		volume, point, s.af.addr, out, formatBytes(size), formatDuration(elapsed), formatRate(size, elapsed))
+		volume, point, addr, out, formatBytes(size), formatDuration(elapsed), formatRate(size, elapsed))
 	return nil
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/node"
@@ -105,4 +107,33 @@ func (s *adminSession) plan(p *node.FailoverPlan) {
 	if p.NeedForce {
 		fmt.Fprintf(w, "  catalog: NO QUORUM: --force makes %s the catalog's only voter first\n", p.Node)
 	}
+}
+
+// toHolder returns a client for the node that holds volume's service
+// (SERVICE/VOLUME) at the site of the node cl reaches: the node named at
+// --admin may be another node of that site, which holds none of the
+// service's points. It says so on w when it moves, and returns the
+// address it reads from: cl's own when that node holds the service, or
+// when the catalog does not say who does.
+func toHolder(ctx context.Context, cl *node.Client, af adminFlags, volume string, w io.Writer) (*node.Client, string, error) {
+	service, _, ok := strings.Cut(volume, "/")
+	if !ok {
+		return cl, af.addr, nil
+	}
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	cat, err := cl.Catalog(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	h := cat.Holder(service, string(st.Site))
+	if h == "" || h == st.Node || cat.Nodes[h].Admin == "" {
+		return cl, af.addr, nil
+	}
+	fmt.Fprintf(w, "lifeboat: %s holds %s at site %s: reading from it at %s\n", h, service, st.Site, cat.Nodes[h].Admin)
+	af.addr = cat.Nodes[h].Admin
+	cl, err = af.client()
+	return cl, af.addr, err
 }
