@@ -25,6 +25,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/test/testbin"
 )
 
 // replPolicy protects service web (one 8 MiB volume) at dc1 with a copy
@@ -414,6 +415,18 @@ func TestHolderTakesOver(t *testing.T) {
 	other := mesh.NodeID("dc2-n1")
 	if first == other {
 		other = "dc2-n2"
+	}
+	// restore --admin at the node of dc2 that does not hold web reads
+	// from the one that does, and says so.
+	bin := testbin.Build(t)
+	restored := filepath.Join(t.TempDir(), "restored.img")
+	_, res, code := testbin.RunCode(bin, "restore", "--admin", h.node(other).AdminAddr(), "--tls-dir", h.ca.OperatorDir("olga", mesh.RoleOperator),
+		"--volume", "web/disk", "--out", restored)
+	if code != 0 || !strings.Contains(res, string(first)+" holds web at site dc2") {
+		t.Errorf("restore through %s, which does not hold web: exit %d, stderr %q; want exit 0 naming the holder %s", other, code, res, first)
+	}
+	if got, err := os.ReadFile(restored); err != nil || !bytes.Equal(got, mustRead(t, img)) {
+		t.Errorf("restore through the non-holder: %v, byte-exact %v", err, err == nil && bytes.Equal(got, mustRead(t, img)))
 	}
 	h.kill(first)
 	// A new point after the holder died.
@@ -913,4 +926,13 @@ func TestPrimaryHolderFetches(t *testing.T) {
 	if sent > size/4 {
 		t.Errorf("the agent sent %d KiB to the new holder: it resent the volume instead of what changed", sent>>10)
 	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
