@@ -343,7 +343,7 @@ func New(opts Options) (_ *Node, err error) {
 		Dial: n.ep.Dial, Members: n.gossip.Members, Held: heldPoints{&n.svcs},
 		Stop:    func(service string, epoch uint64) { n.ingester.Stop(service, epoch) },
 		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Clock: opts.Clock, Logger: n.log})
-	n.repl = replicate.New(replicate.Options{Name: opts.Name, Site: opts.Site, Now: opts.Now, HolderTimeout: opts.HolderTimeout,
+	n.repl = replicate.New(replicate.Options{Name: opts.Name, Site: opts.Site, Clock: opts.Clock, HolderTimeout: opts.HolderTimeout,
 		Store: n.store, Catalog: n.fsm, Propose: n.Apply, Dial: n.ep.Dial, Held: heldPoints{&n.svcs},
 		CheckBranches: n.recovery.CheckBranches, BranchCheckDue: n.recovery.BranchCheckDue,
 		Arrived: n.tiers.Arrived, Note: n.marks.Note, Logs: n.logs, Logger: n.log,

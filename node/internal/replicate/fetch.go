@@ -35,7 +35,7 @@ func (e *Engine) Fetching(service string) (since time.Time, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	since, ok = e.fetches.running[service]
-	if ok && time.Since(since) > e.o.HolderTimeout {
+	if ok && e.o.Clock.Now().Sub(since) > e.o.HolderTimeout {
 		return since, false
 	}
 	return since, ok
@@ -56,7 +56,7 @@ func (e *Engine) startFetches(ctx context.Context, cat *catalog.Catalog) {
 		if _, ok := e.fetches.running[svc.Name]; ok || e.fetches.done[svc.Name] {
 			continue
 		}
-		if r := e.fetches.retries[svc.Name]; r != nil && time.Now().Before(r.after) {
+		if r := e.fetches.retries[svc.Name]; r != nil && e.o.Clock.Now().Before(r.after) {
 			continue
 		}
 		if p, _ := e.o.Held.Newest(svc.Name); p != nil {
@@ -83,7 +83,7 @@ func (e *Engine) startFetches(ctx context.Context, cat *catalog.Catalog) {
 			e.fetches.done[svc.Name] = true // no copy anywhere: the agents ship everything
 			continue
 		}
-		e.fetches.running[svc.Name] = time.Now()
+		e.fetches.running[svc.Name] = e.o.Clock.Now()
 		name := svc.Name
 		e.wg.Add(1)
 		go func() {
@@ -106,8 +106,8 @@ func (e *Engine) startFetches(ctx context.Context, cat *catalog.Catalog) {
 				}
 				r := e.fetches.retries[name]
 				if r == nil {
-					r = &fetchRetry{b: retry.New(retry.Options{Initial: time.Second, Max: 30 * time.Second}),
-						park: retry.New(retry.Options{Initial: 10 * time.Second, Max: 10 * time.Minute})}
+					r = &fetchRetry{b: retry.New(retry.Options{Initial: time.Second, Max: 30 * time.Second, After: e.o.Clock.After}),
+						park: retry.New(retry.Options{Initial: 10 * time.Second, Max: 10 * time.Minute, After: e.o.Clock.After})}
 					e.fetches.retries[name] = r
 				}
 				if !mesh.IsRetryable(err) {
@@ -116,13 +116,13 @@ func (e *Engine) startFetches(ctx context.Context, cat *catalog.Catalog) {
 					// copy whose catalog only lagged is asked again
 					// after the park; the agents' first point ends it.
 					d := r.park.Next()
-					r.after = time.Now().Add(d)
+					r.after = e.o.Clock.Now().Add(d)
 					e.o.Logs.Fail(key+"/refused", "fetch of the newest point refused by the copy; parked, the agents ship their changes meanwhile", err,
 						"check the copy's node and the policy; a holder change fetches again", "service", name, "from", from.Name, "park", d)
 					break
 				}
 				d := r.b.Next()
-				r.after = time.Now().Add(d)
+				r.after = e.o.Clock.Now().Add(d)
 				e.o.Logs.Fail(key, "fetch the newest point from a copy; will retry", err,
 					"the agents are held off until the fetch succeeds or holder_timeout passes; check the link to the copy's site",
 					"service", name, "from", from.Name, "retry_in", d)
@@ -134,7 +134,7 @@ func (e *Engine) startFetches(ctx context.Context, cat *catalog.Catalog) {
 // fetch receives the newest point of service from the holder of a copy.
 func (e *Engine) fetch(ctx context.Context, service string, from catalog.NodeInfo) error {
 	e.log.Info("holder without points: fetching the newest point from a copy", "service", service, "from", from.Name, "site", from.Site)
-	start := time.Now()
+	start := e.o.Clock.Now()
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	s, err := e.o.Dial(dctx, from.QUIC, mesh.KindBlocks)
 	cancel()
@@ -157,7 +157,7 @@ func (e *Engine) fetch(ctx context.Context, service string, from catalog.NodeInf
 		}
 		return err
 	}
-	e.log.Info("fetched the newest point from a copy", "service", service, "from", from.Name, "point", p.ID, "point_time", p.Time, "took", time.Since(start).Round(time.Millisecond))
+	e.log.Info("fetched the newest point from a copy", "service", service, "from", from.Name, "point", p.ID, "point_time", p.Time, "took", e.o.Clock.Now().Sub(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -73,7 +73,7 @@ func (e *Engine) link(site mesh.Site) *linkState {
 			return float64(p.RateAt(t)) / float64(l.share.Load())
 		},
 		Overhead: quicOverhead,
-		Now:      e.o.Now,
+		Now:      e.o.Clock.Now,
 	})
 	e.links[site] = l
 	return l

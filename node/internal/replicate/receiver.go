@@ -74,7 +74,7 @@ func (e *Engine) Receive(ctx context.Context, s *mesh.Stream) error {
 	}
 	// The sender may have seen this node's assignment first: give the
 	// local catalog a moment to apply it.
-	for wait := time.Now().Add(3 * time.Second); cat.Holder(h.Service, string(e.o.Site)) != e.o.Name && time.Now().Before(wait); {
+	for wait := e.o.Clock.Now().Add(3 * time.Second); cat.Holder(h.Service, string(e.o.Site)) != e.o.Name && e.o.Clock.Now().Before(wait); {
 		var applied <-chan struct{}
 		cat, applied = e.o.Catalog.View()
 		if cat.Holder(h.Service, string(e.o.Site)) == e.o.Name {
@@ -84,7 +84,7 @@ func (e *Engine) Receive(ctx context.Context, s *mesh.Stream) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-applied:
-		case <-time.After(100 * time.Millisecond):
+		case <-e.o.Clock.After(100 * time.Millisecond):
 		}
 		cat = e.o.Catalog.Catalog()
 	}

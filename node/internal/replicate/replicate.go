@@ -10,6 +10,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
@@ -39,7 +40,7 @@ type Held interface {
 type Options struct {
 	Name          mesh.NodeID
 	Site          mesh.Site
-	Now           func() time.Time  // for progress reports and throttles; nil = time.Now
+	Clock         clock.Clock       // progress reports, throttles, schedules, back-off; nil = the real clock
 	HolderTimeout time.Duration     // how long agents are held off while a fetch runs; 0 = 1m
 	Store         *blockstore.Store // nil on a witness: Run returns at once
 	Catalog       CatalogReader
@@ -86,14 +87,12 @@ func New(o Options) *Engine {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
+	o.Clock = clock.Or(o.Clock)
 	if o.HolderTimeout == 0 {
 		o.HolderTimeout = time.Minute
 	}
 	if o.Logs == nil {
-		o.Logs = logpolicy.New(logpolicy.Options{Log: o.Logger, Now: o.Now})
+		o.Logs = logpolicy.New(logpolicy.Options{Log: o.Logger, Now: o.Clock.Now})
 	}
 	lt, ss := []string{"link", "tier"}, []string{"service", "site"}
 	for _, c := range []struct {
@@ -159,7 +158,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.mu.Unlock()
 	}()
-	t := time.NewTicker(time.Second)
+	t := e.o.Clock.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		e.o.CheckBranches(ctx)
@@ -169,7 +168,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-t.C():
 		case <-applied: // a policy or holder change starts senders at once
 		}
 	}
@@ -265,8 +264,8 @@ func (e *Engine) report(ctx context.Context) {
 	for _, s := range e.senders {
 		s.progMu.Lock()
 		p := s.prog
-		if p.Sending != s.reported.Sending || p.Error != s.reported.Error || p.Backlog != s.reported.Backlog && e.o.Now().Sub(s.reported.At) > 5*time.Second {
-			p.At = e.o.Now()
+		if p.Sending != s.reported.Sending || p.Error != s.reported.Error || p.Backlog != s.reported.Backlog && e.o.Clock.Now().Sub(s.reported.At) > 5*time.Second {
+			p.At = e.o.Clock.Now()
 			batch = append(batch, p)
 			changed = append(changed, s)
 		}

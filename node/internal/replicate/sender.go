@@ -60,13 +60,13 @@ func (s *sender) setProgress(fn func(p *catalog.Progress)) {
 // items 4 and 6).
 func (s *sender) run() {
 	ctx := s.ctx
-	b := retry.New(retry.Options{Initial: 500 * time.Millisecond, Max: 15 * time.Second, Retryable: mesh.IsRetryable})
-	parks := retry.New(retry.Options{Initial: 10 * time.Second, Max: 10 * time.Minute})
+	b := retry.New(retry.Options{Initial: 500 * time.Millisecond, Max: 15 * time.Second, Retryable: mesh.IsRetryable, After: s.e.o.Clock.After})
+	parks := retry.New(retry.Options{Initial: 10 * time.Second, Max: 10 * time.Minute, After: s.e.o.Clock.After})
 	logs := s.e.o.Logs
 	defer logs.Forget(s.logKey())
 	defer logs.Forget(s.logKey() + "/parked")
 	for ctx.Err() == nil {
-		start := time.Now()
+		start := s.e.o.Clock.Now()
 		err := s.session(ctx)
 		if ctx.Err() != nil {
 			return
@@ -83,7 +83,7 @@ func (s *sender) run() {
 			b.Reset()
 			continue
 		}
-		if time.Since(start) > time.Minute {
+		if s.e.o.Clock.Now().Sub(start) > time.Minute {
 			b.Reset()
 		}
 		d := b.Next()
@@ -120,8 +120,7 @@ func replRefusalHint(err error) string {
 // version, the service's holders and epoch, the receiver's address)
 // changes, at most d. It reports whether ctx is still live.
 func (s *sender) park(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
+	timeout := s.e.o.Clock.After(d)
 	was := s.dependsOn(s.e.o.Catalog.Catalog())
 	for {
 		cat, applied := s.e.o.Catalog.View()
@@ -131,7 +130,7 @@ func (s *sender) park(ctx context.Context, d time.Duration) bool {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-t.C:
+		case <-timeout:
 			return true
 		case <-applied:
 		}
@@ -212,7 +211,7 @@ func (s *sender) session(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		lastSent = time.Now()
+		lastSent = s.e.o.Clock.Now()
 		if err := s.sendPoint(ctx, st, fr, enc, base, next); err != nil {
 			return err
 		}
@@ -269,7 +268,7 @@ func (s *sender) next(ctx context.Context, base *blockstore.Point, lastSent time
 			case s.coalesce > 0 && !lastSent.IsZero():
 				due = lastSent.Add(s.coalesce)
 			}
-			wait := time.Until(due)
+			wait := due.Sub(s.e.o.Clock.Now())
 			if wait <= 0 {
 				s.setProgress(func(p *catalog.Progress) { p.Sending = latest.ID })
 				return latest, nil
@@ -278,7 +277,7 @@ func (s *sender) next(ctx context.Context, base *blockstore.Point, lastSent time
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(wait):
+			case <-s.e.o.Clock.After(wait):
 			}
 			continue
 		}
@@ -305,7 +304,7 @@ func (s *sender) sendPoint(ctx context.Context, st *mesh.Stream, fr *mesh.FrameR
 		}
 	}
 	s.setProgress(func(p *catalog.Progress) { p.Backlog = total })
-	start := time.Now()
+	start := s.e.o.Clock.Now()
 	b, _ := json.Marshal(mesh.ReplBegin{Base: pointID(base), Point: *pt})
 	if err := mesh.WriteFrame(st, mesh.FrameReplBegin, b); err != nil {
 		return err
@@ -344,7 +343,7 @@ func (s *sender) sendPoint(ctx context.Context, st *mesh.Stream, fr *mesh.FrameR
 		return fmt.Errorf("receiver committed point %s for %s", c.Point, pt.ID)
 	}
 	s.setProgress(func(p *catalog.Progress) { p.Backlog = 0 })
-	s.log.Debug("point replicated", "point", pt.ID, "changed_bytes", total, "took", time.Since(start))
+	s.log.Debug("point replicated", "point", pt.ID, "changed_bytes", total, "took", s.e.o.Clock.Now().Sub(start))
 	s.e.o.Points.WithLabelValues(s.key.service, s.key.site).Inc()
 	return nil
 }
