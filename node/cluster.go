@@ -111,7 +111,7 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 		n.rn.mu.Unlock()
 		return nil, fmt.Errorf("%w (leader %s)", ErrHasLeader, leader)
 	}
-	rec := &RecoveryRecord{By: by, At: n.opts.Now().UTC(), Node: n.opts.Name, After: []mesh.NodeID{n.opts.Name}}
+	rec := &RecoveryRecord{By: by, At: n.opts.Clock.Now().UTC(), Node: n.opts.Name, After: []mesh.NodeID{n.opts.Name}}
 	if cf := r.GetConfiguration(); cf.Error() == nil {
 		for _, s := range cf.Configuration().Servers {
 			if s.Suffrage == raft.Voter {
@@ -155,5 +155,5 @@ func (n *Node) Status() Status {
 	if cf := r.GetConfiguration(); cf.Error() == nil {
 		rs.Servers = cf.Configuration().Servers
 	}
-	return status.Build(n.opts.Name, n.opts.Site, rs, n.Catalog(), n.gossip.Members(), n.opts.Now())
+	return status.Build(n.opts.Name, n.opts.Site, rs, n.Catalog(), n.gossip.Members(), n.opts.Clock.Now())
 }

@@ -82,10 +82,8 @@ type Options struct {
 
 	Logger *slog.Logger // nil = slog.Default()
 	// Clock is the time of everything time-driven in the node; nil = the
-	// real clock. Now, if set without Clock, gives the time with real
-	// timers (clock.WithNow); otherwise it is Clock's.
+	// real clock (tests pass a clock.Fake, or clock.WithNow for an offset).
 	Clock clock.Clock
-	Now   func() time.Time
 }
 
 func (o *Options) check() error {
@@ -156,13 +154,7 @@ func (o *Options) check() error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	switch {
-	case o.Clock == nil && o.Now != nil:
-		o.Clock = clock.WithNow(o.Now)
-	case o.Clock == nil:
-		o.Clock = clock.Real
-	}
-	o.Now = o.Clock.Now
+	o.Clock = clock.Or(o.Clock)
 	return errors.Join(errs...)
 }
 
@@ -221,8 +213,8 @@ func New(opts Options) (_ *Node, err error) {
 		fsm:    catalog.NewFSM(),
 		events: make(chan mesh.Event, 256),
 	}
-	n.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: opts.Now})
-	n.metrics = metrics.New(metrics.Sources{Catalog: n.fsm, Now: opts.Now, Links: func() []throttle.Stats {
+	n.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: opts.Clock.Now})
+	n.metrics = metrics.New(metrics.Sources{Catalog: n.fsm, Now: opts.Clock.Now, Links: func() []throttle.Stats {
 		if n.repl == nil {
 			return nil
 		}
@@ -250,7 +242,7 @@ func New(opts Options) (_ *Node, err error) {
 	}
 	raftDir := filepath.Join(opts.DataDir, "raft")
 	if opts.ResetRaft {
-		aside, err := raftstore.Reset(raftDir, opts.Now())
+		aside, err := raftstore.Reset(raftDir, opts.Clock.Now())
 		if err != nil {
 			return nil, err
 		}

@@ -21,7 +21,7 @@ func (n *Node) Revoke(ctx context.Context, req RevokeRequest, by string) ([]Revo
 	if len(req.Certificates) == 0 || len(req.Certificates) > api.MaxRevoke {
 		return nil, fmt.Errorf("%w: revoke 1 to %d certificates, not %d", ErrBadCommand, api.MaxRevoke, len(req.Certificates))
 	}
-	now := n.opts.Now().UTC()
+	now := n.opts.Clock.Now().UTC()
 	recs := make([]Revocation, 0, len(req.Certificates))
 	for _, c := range req.Certificates {
 		if c.Serial == "" || len(c.Serial) > 64 || !isHex(c.Serial) {

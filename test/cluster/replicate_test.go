@@ -21,6 +21,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent"
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 	"github.com/lifeboat-dr/lifeboat/internal/workload"
 	"github.com/lifeboat-dr/lifeboat/mesh"
@@ -755,7 +756,7 @@ func TestReplicationScheduleAndPriority(t *testing.T) {
 	var offset atomic.Int64
 	h := newHarness(t)
 	h.opts = func(o *node.Options) {
-		o.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+		o.Clock = clock.WithNow(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
 	}
 	h.first("dc1-n1", "dc1")
 	h.add("dc2-n1", "dc2", node.RoleNode)
