@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/ladder"
 	"github.com/lifeboat-dr/lifeboat/internal/units"
 )
 
@@ -94,9 +95,12 @@ var Exports = []Export{ExportNone, ExportRaw, ExportQCOW2, ExportVHDX}
 // Service is what the business cares about: servers with volumes, a
 // primary site, and copies at recovery sites.
 type Service struct {
-	Name      string    `toml:"name" json:"name"`
-	Primary   string    `toml:"primary" json:"primary"`
-	RPO       Duration  `toml:"rpo" json:"rpo"` // target; 0 = none
+	Name    string   `toml:"name" json:"name"`
+	Primary string   `toml:"primary" json:"primary"`
+	RPO     Duration `toml:"rpo" json:"rpo"` // target; 0 = none
+	// Priority orders services when a node runs short of disk: the lowest
+	// stop taking new points first. Default 0; higher is more important.
+	Priority  int       `toml:"priority" json:"priority,omitempty"`
 	Hooks     Hooks     `toml:"hooks" json:"hooks"`
 	Retention Retention `toml:"retention" json:"retention"` // at the primary; default DefaultRetention
 	Servers   []Server  `toml:"server" json:"servers"`
@@ -147,15 +151,26 @@ type Copy struct {
 
 // Retention says which points a site keeps: the newest KeepLast, every
 // point younger than All, one an hour younger than Hourly, one a day
-// younger than Daily, one a week younger than Weekly. Prune refuses to
-// delete a point younger than Lock. Zero fields keep nothing by that rule.
+// younger than Daily, one a week younger than Weekly, one a month younger
+// than Monthly, one a year younger than Yearly (hours to years in the
+// site's time zone). A point is locked for Lock from when it is recorded:
+// nothing deletes it before. Zero fields keep nothing by that rule.
 type Retention struct {
 	KeepLast int      `toml:"keep_last" json:"keep_last"`
 	All      Duration `toml:"all" json:"all"`
 	Hourly   Duration `toml:"hourly" json:"hourly"`
 	Daily    Duration `toml:"daily" json:"daily"`
 	Weekly   Duration `toml:"weekly" json:"weekly"`
+	Monthly  Duration `toml:"monthly" json:"monthly,omitempty"`
+	Yearly   Duration `toml:"yearly" json:"yearly,omitempty"`
 	Lock     Duration `toml:"lock" json:"lock"`
+}
+
+// Ladder returns r's keep rules with days in loc.
+func (r Retention) Ladder(loc *time.Location) ladder.Rules {
+	return ladder.Rules{KeepLast: r.KeepLast, All: time.Duration(r.All), Hourly: time.Duration(r.Hourly),
+		Daily: time.Duration(r.Daily), Weekly: time.Duration(r.Weekly), Monthly: time.Duration(r.Monthly),
+		Yearly: time.Duration(r.Yearly), Location: loc}
 }
 
 // DefaultRetention applies where no retention table is given.
@@ -494,13 +509,13 @@ func checkRetention(ps *problems, p path, r Retention) {
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"all", r.All}, {"hourly", r.Hourly}, {"daily", r.Daily}, {"weekly", r.Weekly}, {"lock", r.Lock}} {
+	}{{"all", r.All}, {"hourly", r.Hourly}, {"daily", r.Daily}, {"weekly", r.Weekly}, {"monthly", r.Monthly}, {"yearly", r.Yearly}, {"lock", r.Lock}} {
 		if d.v < 0 {
 			ps.add(p.key(d.key), "%s: want 0 (off) or a positive duration, like \"30d\"", d.v)
 		}
 	}
-	if r.KeepLast == 0 && r.All <= 0 && r.Hourly <= 0 && r.Daily <= 0 && r.Weekly <= 0 && r != (Retention{}) {
-		ps.add(p, "keeps no point: want keep_last of at least 1 or a positive all, hourly, daily or weekly")
+	if r.Ladder(nil).Empty() && r != (Retention{}) {
+		ps.add(p, "keeps no point: want keep_last of at least 1 or a positive all, hourly, daily, weekly, monthly or yearly")
 	}
 }
 

@@ -196,7 +196,7 @@ func TestParseClusterErrors(t *testing.T) {
 		{"negative retention", edit(t, `tier = "hot"`, "tier = \"hot\"\n  retention = { keep_last = -1, daily = \"30d\" }"),
 			[]string{f + `:28: service.erp.copy.dc2.retention.keep_last: -1: want 0 or more`}},
 		{"retention keeps nothing", edit(t, `tier = "hot"`, "tier = \"hot\"\n  retention = { lock = \"7d\" }"),
-			[]string{f + `:28: service.erp.copy.dc2.retention: keeps no point: want keep_last of at least 1 or a positive all, hourly, daily or weekly`}},
+			[]string{f + `:28: service.erp.copy.dc2.retention: keeps no point: want keep_last of at least 1 or a positive all, hourly, daily, weekly, monthly or yearly`}},
 		{"no sites", "",
 			[]string{f + `: site: missing: want at least one [[site]] with a name, like name = "dc1"`}},
 		{"every problem", edit(t, `"200Mbit"`, `"fast"`, `primary = "dc1"`, `primary = "dc7"`, `tier = "hot"`, `tier = "tepid"`, `name = "erp-db"`, `name = "ERP DB"`),

@@ -139,6 +139,7 @@
 //	  name                 string    required           unique service name
 //	  primary              string    required           the defined site where the service runs
 //	  rpo                  duration  "0s" (no target)   RPO target; checked against cold schedules and coalesce windows
+//	  priority             integer   0                  when a node's disk runs short, the lowest stop taking points first
 //	  hooks                table                        commands run to start, stop and check the servers
 //	    start, stop, health string   ""                 commands (run by the node at that site)
 //	    timeout            duration  "60s"              how long one hook run may take; positive
@@ -162,11 +163,18 @@
 // wall clock in the copy site's time zone.
 //
 // A retention table has keep_last (integer: the newest N points), all,
-// hourly, daily and weekly (durations: every point, one an hour, one a day,
-// one a week younger than this) and lock (duration: prune deletes no point
-// younger than this). Keys left out keep nothing by their rule; the table
-// must keep something. Without a table the default is keep_last = 1,
-// all = "24h", hourly = "7d", daily = "30d".
+// hourly, daily, weekly, monthly and yearly (durations: every point, the
+// newest of each hour, day, ISO week, month, year younger than this, in the
+// site's time zone) and lock (duration: a point recorded at the site is
+// locked for this long from its recording; the lock-until time is fixed
+// then, so shortening lock later affects only new points). The node that
+// holds a service's points at a site thins them by that site's table,
+// continuously; it never deletes the newest point, a point another site
+// still needs as its incremental base, the standby image's point, a point
+// of a running failover, drill or divergent branch, or a locked point.
+// Keys left out keep nothing by their rule; the table must keep something.
+// Without a table the default is keep_last = 1, all = "24h", hourly = "7d",
+// daily = "30d".
 //
 // Warnings (allowed, probably a mistake; Cluster.Warnings): a copy at a
 // site with no link to the primary (no bandwidth policy applies), a service

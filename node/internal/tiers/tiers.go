@@ -304,7 +304,8 @@ func (t *Engine) exportCold(ctx context.Context, service string, c *config.Copy,
 	r := c.Retention
 	gone, err := archive.Prune(site.ArchiveDir, service, archive.Retention{
 		KeepLast: r.KeepLast, All: time.Duration(r.All), Hourly: time.Duration(r.Hourly),
-		Daily: time.Duration(r.Daily), Weekly: time.Duration(r.Weekly), Lock: time.Duration(r.Lock),
+		Daily: time.Duration(r.Daily), Weekly: time.Duration(r.Weekly), Monthly: time.Duration(r.Monthly),
+		Yearly: time.Duration(r.Yearly), Lock: time.Duration(r.Lock),
 	}, o)
 	if err != nil {
 		return fmt.Errorf("prune exports of %s: %w", service, err)
