@@ -76,6 +76,10 @@
 //	advertise          host      ""                   the address peers use when listening on 0.0.0.0; no port
 //	hooks_user         string    ""                   local user the policy's hooks run as
 //	encryption.kek_file / kek_command                 key-encryption key of an encrypted store
+//	[lifecycle]
+//	thin_every         duration  "30s"                how often points are thinned by retention; at least 1s
+//	gc_every           duration  "15m"                least time between garbage collections (one runs only after points were deleted); at least 1s
+//	gc_rate            rate      unlimited            bytes/s of pack rewriting by garbage collection
 //	[tls]
 //	dir                string    "<data_dir>/tls"     what `lifeboat ca issue --out` wrote
 //

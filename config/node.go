@@ -61,7 +61,22 @@ type Node struct {
 	// "" = the node's own user.
 	HooksUser  string     `toml:"hooks_user" json:"hooks_user"`
 	Encryption Encryption `toml:"encryption" json:"encryption"`
+	Lifecycle  Lifecycle  `toml:"lifecycle" json:"lifecycle"`
 }
+
+// Lifecycle says how often the node thins points by retention and
+// collects the garbage deleted points leave.
+type Lifecycle struct {
+	ThinEvery Duration `toml:"thin_every" json:"thin_every"` // default 30s
+	GCEvery   Duration `toml:"gc_every" json:"gc_every"`     // least time between collections; default 15m
+	GCRate    Rate     `toml:"gc_rate" json:"gc_rate"`       // pack rewriting; default unlimited
+}
+
+// Lifecycle defaults.
+const (
+	DefaultThinEvery = Duration(30 * time.Second)
+	DefaultGCEvery   = Duration(15 * time.Minute)
+)
 
 // Encryption names the key-encryption key of an encrypted store: a file
 // holding 32 bytes in hex, or a command (an argv, no shell) that prints
@@ -136,6 +151,12 @@ func (n *Node) SetDefaults() {
 	if n.LogLevel == "" {
 		n.LogLevel = DefaultLogLevel
 	}
+	if n.Lifecycle.ThinEvery == 0 {
+		n.Lifecycle.ThinEvery = DefaultThinEvery
+	}
+	if n.Lifecycle.GCEvery == 0 {
+		n.Lifecycle.GCEvery = DefaultGCEvery
+	}
 	if n.GossipProfile == "" {
 		n.GossipProfile = GossipProfiles[0]
 	}
@@ -198,6 +219,14 @@ func (n *Node) validate(ps *problems) {
 	if n.HolderTimeout < Duration(time.Second) {
 		ps.add(root.key("holder_timeout"), "%s: want at least 1s", n.HolderTimeout)
 	}
+	lc := root.key("lifecycle")
+	if n.Lifecycle.ThinEvery < Duration(time.Second) {
+		ps.add(lc.key("thin_every"), "%s: want at least 1s", n.Lifecycle.ThinEvery)
+	}
+	if n.Lifecycle.GCEvery < Duration(time.Second) {
+		ps.add(lc.key("gc_every"), "%s: want at least 1s", n.Lifecycle.GCEvery)
+	}
+	checkRate(ps, lc.key("gc_rate"), n.Lifecycle.GCRate)
 	if !slices.Contains(LogLevels, n.LogLevel) {
 		ps.add(root.key("log_level"), "%q: want one of %s", n.LogLevel, strings.Join(LogLevels, ", "))
 	}

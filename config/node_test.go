@@ -49,8 +49,9 @@ func TestParseNodeDefaults(t *testing.T) {
 	want := &Node{
 		Name: "dc1-n1", Site: "dc1", DataDir: "/var/lib/lifeboat",
 		Role: RoleNode, BootstrapExpect: 1, DeadNodeTimeout: Duration(24 * time.Hour), HolderTimeout: Duration(time.Minute), LogLevel: "info", GossipProfile: "wan",
-		Listen: Listen{Gossip: "0.0.0.0:7946", QUIC: "0.0.0.0:7947", Admin: "127.0.0.1:7948"},
-		TLS:    TLS{Dir: "/var/lib/lifeboat/tls"},
+		Listen:    Listen{Gossip: "0.0.0.0:7946", QUIC: "0.0.0.0:7947", Admin: "127.0.0.1:7948"},
+		TLS:       TLS{Dir: "/var/lib/lifeboat/tls"},
+		Lifecycle: Lifecycle{ThinEvery: DefaultThinEvery, GCEvery: DefaultGCEvery},
 	}
 	if !reflect.DeepEqual(n, want) {
 		t.Fatalf("got  %+v\nwant %+v", n, want)
@@ -73,7 +74,7 @@ func TestParseNodeErrors(t *testing.T) {
 		want []string
 	}{
 		{"unknown key", minimalNode + "colour = \"red\"\n",
-			[]string{"node.toml:4: colour: unknown key: want one of bootstrap_expect, data_dir, dead_node_timeout, encryption, gossip_profile, holder_timeout, hooks_user, join, listen, log_level, name, role, site, tls"}},
+			[]string{"node.toml:4: colour: unknown key: want one of bootstrap_expect, data_dir, dead_node_timeout, encryption, gossip_profile, holder_timeout, hooks_user, join, lifecycle, listen, log_level, name, role, site, tls"}},
 		{"unknown nested key", minimalNode + "[listen]\ngossip = \"0.0.0.0:1\"\nqic = \"0.0.0.0:2\"\n",
 			[]string{"node.toml:6: listen.qic: unknown key: want one of admin, advertise, gossip, quic"}},
 		{"wrong type", minimalNode + "bootstrap_expect = \"three\"\n",
@@ -116,7 +117,7 @@ func TestParseNodeErrors(t *testing.T) {
 				`node.toml:1: name: "X": want 1 to 63 of a-z, 0-9, '_', '.', '-', starting with a letter or digit`,
 				`node.toml:2: site: 7: want a string, not an integer`,
 				`node.toml:4: role: "boss": want "node" or "witness"`,
-				`node.toml:5: bogus: unknown key: want one of bootstrap_expect, data_dir, dead_node_timeout, encryption, gossip_profile, holder_timeout, hooks_user, join, listen, log_level, name, role, site, tls`,
+				`node.toml:5: bogus: unknown key: want one of bootstrap_expect, data_dir, dead_node_timeout, encryption, gossip_profile, holder_timeout, hooks_user, join, lifecycle, listen, log_level, name, role, site, tls`,
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
