@@ -4,20 +4,25 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 )
 
 // Image is a volume at a point as a random-access disk image: ReadAt
 // reads through the block map, blocks come from the packs, holes read as
 // zeros. It holds the block map in memory (32 bytes per block) and is safe
-// for concurrent use. The caller keeps the store open (and, while the
-// image is in use, holds a Lease so that prune keeps its blocks).
+// for concurrent use. The caller keeps the store open. Until Close, the
+// image's volume is a GC root: its blocks stay even if its point is
+// deleted meanwhile (a restore or an export of a point being thinned).
 type Image struct {
-	s    *Store
-	v    VolumeState
-	bs   int64
-	ids  []ID
-	pool sync.Pool // *Reader: each caches the frame it read last
+	s     *Store
+	v     VolumeState
+	bs    int64
+	ids   []ID
+	pool  sync.Pool // *Reader: each caches the frame it read last
+	root  uint64    // in s.roots
+	once  sync.Once
+	clean runtime.Cleanup
 }
 
 // Extent is a byte range of an image.
@@ -30,15 +35,31 @@ func (s *Store) OpenImage(ctx context.Context, v VolumeState) (*Image, error) {
 		return nil, fmt.Errorf("open image: %w", err)
 	}
 	im := &Image{s: s, v: v, bs: int64(v.BlockSize), ids: make([]ID, g.Blocks())}
+	// A root before the map is read: a GC that starts from now on marks it.
+	im.root = s.roots.add(v)
 	err := s.WalkLeaves(ctx, v, func(first int64, ids []ID) error {
 		copy(im.ids[first:], ids)
 		return nil
 	})
 	if err != nil {
+		s.roots.remove(im.root)
 		return nil, fmt.Errorf("open image of %s: %w", v.Name, err)
 	}
 	im.pool.New = func() any { return s.NewReader() }
+	// An image dropped without Close stops being a root when collected.
+	roots, id := &s.roots, im.root
+	im.clean = runtime.AddCleanup(im, func(id uint64) { roots.remove(id) }, id)
 	return im, nil
+}
+
+// Close ends the image's use: its volume is no GC root any more. Reads
+// after Close may fail once a GC ran. Close may be called more than once.
+func (im *Image) Close() error {
+	im.once.Do(func() {
+		im.clean.Stop()
+		im.s.roots.remove(im.root)
+	})
+	return nil
 }
 
 // Size returns the image's size in bytes.

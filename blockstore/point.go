@@ -180,8 +180,31 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 	if err := checkSpace(s.dir, int64(len(rec)), 1<<20, "write point"); err != nil {
 		return Point{}, err
 	}
+	var lock time.Time
+	if s.lockFor != nil {
+		lock = s.lockFor(p)
+	}
+	// The record and its lock go in one synced batch: a point is never
+	// seen without the lock it was committed with.
 	pk := pointKey(p.Time, p.ID)
-	if err := s.idx.db.Set(pk, s.idx.sealValue(pk, rec), pebble.Sync); err != nil {
+	b := s.idx.db.NewBatch()
+	defer b.Close()
+	b.Set(pk, s.idx.sealValue(pk, rec), nil)
+	s.pts.mu.Lock()
+	defer s.pts.mu.Unlock()
+	if !lock.IsZero() && lock.UnixNano() > 0 {
+		// Never lower a lock the point may already have (the same point
+		// committed twice).
+		cur, err := s.lockOf(p.ID)
+		if err != nil {
+			return Point{}, err
+		}
+		if lock.After(cur) {
+			lk := lockKey(p.ID)
+			b.Set(lk, s.idx.sealValue(lk, encodeLock(lock)), nil)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
 		err = s.idx.err("write point", err)
 		s.w.fail(err)
 		return Point{}, err

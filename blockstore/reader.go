@@ -15,6 +15,12 @@ type packReaders struct {
 	dir   string // the packs directory
 	mu    sync.RWMutex
 	files map[uint32]*os.File // nil: closed
+
+	// rm is held shared from an index lookup to the end of the read of
+	// the record it names, and exclusively by GC while it removes a pack
+	// file: a reader never finds the file of a location it was given
+	// gone (gc.go).
+	rm sync.RWMutex
 }
 
 func newPackReaders(dir string) *packReaders {
@@ -104,11 +110,13 @@ func (r *blockReader) get(x ref) ([]byte, error) {
 			return c.plain[c.offs[slot] : c.offs[slot]+c.fr.entries[slot].len], nil
 		}
 	}
+	r.s.packs.rm.RLock()
 	loc, err := r.s.w.locate(x)
-	if err != nil {
-		return nil, err
+	var c *cachedFrame
+	if err == nil {
+		c, err = r.load(loc)
 	}
-	c, err := r.load(loc)
+	r.s.packs.rm.RUnlock()
 	if err != nil {
 		return nil, err
 	}

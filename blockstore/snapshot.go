@@ -91,9 +91,16 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 	if err != nil {
 		return Point{}, st, fmt.Errorf("snapshot: source size: %w", err)
 	}
+	// The previous point is pinned: blocks equal to its are not looked up,
+	// so GC must not lose them while the snapshot runs.
 	var base *VolumeState
-	if _, v, err := s.Resolve(ctx, o.Volume, ""); err == nil {
-		base = &v
+	if bp, v, err := s.Resolve(ctx, o.Volume, ""); err == nil {
+		if release, err := s.Pin(bp.ID); err == nil {
+			defer release()
+			base = &v
+		} else if !errors.Is(err, ErrNotFound) {
+			return Point{}, st, err
+		}
 	} else if !errors.Is(err, ErrNotFound) {
 		return Point{}, st, err
 	}

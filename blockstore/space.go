@@ -31,6 +31,10 @@ func space(dir string) (free, size int64, err error) {
 	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }
 
+// Space reports the bytes available to the store and the size of the file
+// system that holds it.
+func (s *Store) Space() (free, size int64, err error) { return space(s.dir) }
+
 // defaultReserve is a tenth of the file system, between 4 and 64 MiB.
 func defaultReserve(dir string) int64 {
 	_, size, err := space(dir)

@@ -81,6 +81,10 @@ type Options struct {
 	// KEK unwraps the keys of an encrypted store; opening one without it
 	// fails with ErrEncrypted. Ignored for a store that is not encrypted.
 	KEK *KEK
+	// LockFor, if set, is called by CommitPoint for every new point (with
+	// its ID set); a non-zero result locks the point until then, stored
+	// in the same synced batch as the point (lock.go).
+	LockFor func(p Point) time.Time
 }
 
 // InitOptions configure a new store.
@@ -115,8 +119,18 @@ type Store struct {
 	// reserve is the free space pack writes leave for the index.
 	reserve int64
 
-	// gcMu keeps prune out while writers hold a lease (see Lease).
-	gcMu sync.RWMutex
+	lockFor func(Point) time.Time
+
+	// pts guards point deletion, pins and locks (pin.go).
+	pts pointGuard
+	// leases are the writers' leases (gc.go); roots the open images.
+	leases leaseSet
+	roots  imageRoots
+	// gcSem admits one GC (or Verify) at a time; stop is closed by Close
+	// to end a running GC.
+	gcSem    chan struct{}
+	stop     chan struct{}
+	stopOnce sync.Once
 
 	damage []error // found on open; reported by Verify
 }
@@ -261,8 +275,14 @@ func open(dir string, o Options, lock *flock.Lock) (*Store, error) {
 	s := &Store{
 		dir: dir, h: h, codec: codec, lock: lock,
 		log: logger(o.Logger), now: o.Now, reserve: o.Reserve,
-		packs: newPackReaders(filepath.Join(dir, packsDir)),
+		packs:   newPackReaders(filepath.Join(dir, packsDir)),
+		lockFor: o.LockFor,
+		gcSem:   make(chan struct{}, 1),
+		stop:    make(chan struct{}),
 	}
+	s.pts.pins = map[string]int{}
+	s.leases.init()
+	s.roots.init()
 	if s.reserve == 0 {
 		s.reserve = defaultReserve(dir)
 	}
@@ -329,6 +349,10 @@ func (s *Store) Dir() string { return s.dir }
 
 // Close flushes buffered blocks and closes the store.
 func (s *Store) Close() error {
+	// End a running GC (or Verify) and wait for it.
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.gcSem <- struct{}{}
+	defer func() { <-s.gcSem }()
 	first, err := s.w.close()
 	if !first {
 		return nil
@@ -362,14 +386,15 @@ func (s *Store) Put(ctx context.Context, blocks [][]byte) ([]ID, error) {
 	return ids, s.w.putMissing(ctx, blocks, ids)
 }
 
-// Lease keeps Prune from running until release is called. A writer that puts
-// blocks and later commits a point referencing them holds a lease from the
-// first Put to the CommitPoint, so that garbage collection cannot remove a
-// block between the two. Snapshot takes its own lease.
-func (s *Store) Lease() (release func()) {
-	s.gcMu.RLock()
-	return s.gcMu.RUnlock
-}
+// Lease protects a writer's blocks from garbage collection until release
+// is called. A writer that puts blocks (or learns from Missing or Has that
+// the store holds them) and later commits a point referencing them holds a
+// lease from before the first Put to the CommitPoint, so that GC cannot
+// remove a block between the two. A lease does not keep GC from running:
+// a GC run waits, before it deletes anything, for the leases taken before
+// it began, and notes the lookups of later ones itself (gc.go). Snapshot
+// takes its own lease. Release may be called more than once.
+func (s *Store) Lease() (release func()) { return s.leases.take() }
 
 // Flush makes every block put so far durable.
 func (s *Store) Flush(ctx context.Context) error {

@@ -38,6 +38,15 @@ type VerifyReport struct {
 // the error is for failures to run at all.
 func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
+	// Not while a GC removes packs: one at a time.
+	select {
+	case s.gcSem <- struct{}{}:
+	case <-ctx.Done():
+		return rep, ctx.Err()
+	case <-s.stop:
+		return rep, ErrClosed
+	}
+	defer func() { <-s.gcSem }()
 	if err := s.Flush(ctx); err != nil {
 		return rep, err
 	}
@@ -60,7 +69,7 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 			total += fi.Size()
 		}
 	}
-	v := &verifier{s: s, sample: sample, rep: &rep, pages: map[ID]struct{}{}, checked: map[ID]struct{}{}}
+	v := &verifier{s: s, sample: sample, rep: &rep, pages: map[ID]struct{}{}}
 	var done int64
 	for _, p := range packs {
 		size, ok := lengths[p]
@@ -138,8 +147,10 @@ type verifier struct {
 	// confirmed counts index entries that point at a sound record holding
 	// their block.
 	confirmed int64
-	// pages and blocks of volume maps already checked
-	pages, checked map[ID]struct{}
+	// pages of volume maps already checked. Memory stays bounded by the
+	// pages (about 1/256 of the blocks): the blocks of a page are checked
+	// each time one of its pages is first seen, not remembered.
+	pages map[ID]struct{}
 }
 
 // pack reads pack p record by record up to size.
@@ -242,7 +253,7 @@ func (v *verifier) pack(ctx context.Context, p uint32, size int64) (int64, error
 
 // volume walks a volume's map, checking pages and block presence.
 func (v *verifier) volume(ctx context.Context, p Point, vol VolumeState) {
-	s, rep, pages, checked := v.s, v.rep, v.pages, v.checked
+	s, rep, pages := v.s, v.rep, v.pages
 	g := vol.Geometry()
 	if g.Blocks() == 0 {
 		return
@@ -270,10 +281,6 @@ func (v *verifier) volume(ctx context.Context, p Point, vol VolumeState) {
 			if c.IsZero() {
 				continue
 			}
-			if _, ok := checked[c]; ok {
-				continue
-			}
-			checked[c] = struct{}{}
 			if ok, err := s.w.has(ref{kindBlock, c}); err != nil || !ok {
 				rep.Damage = append(rep.Damage, &CorruptError{Path: filepath.Join(s.dir, indexDir), Offset: -1, Block: c,
 					Err:  fmt.Errorf("%w: point %s volume %s block %d is not in the store", errCorrupt, p.ID, vol.Name, child),

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // packWriter is the store's write path: it appends frame records to the
@@ -39,6 +40,10 @@ type packWriter struct {
 	// flushMu serializes flushes; it is taken before mu.
 	flushMu sync.Mutex
 	closed  bool
+
+	// gc is the GC run in progress, if any: every lookup notes its ID in
+	// the run's live filter before it asks the index (gc.go).
+	gc atomic.Pointer[gcRun]
 }
 
 func newPackWriter(dir string, idx *index, codec *frameCodec, o Options, reserve int64) *packWriter {
@@ -69,6 +74,13 @@ func (w *packWriter) buffered(r ref) (location, bool) {
 func (w *packWriter) has(r ref) (bool, error) {
 	if w.idx.shut.Load() {
 		return false, ErrClosed
+	}
+	if run := w.gc.Load(); run != nil {
+		// A hit resurrects r for the running GC: note it before the
+		// lookup, and keep the sweep from deleting r between the two.
+		run.hz.RLock()
+		defer run.hz.RUnlock()
+		run.live.add(r.id)
 	}
 	if _, ok := w.buffered(r); ok {
 		return true, nil
@@ -222,13 +234,14 @@ func (w *packWriter) rotateLocked() error {
 }
 
 // sealPack ends appends to the current pack: the next write starts a new
-// one, and the next flush syncs, commits and closes it.
-func (w *packWriter) sealPack() error {
+// one, and the next flush syncs, commits and closes it. It returns the
+// number of the next pack: every later write goes to it or above.
+func (w *packWriter) sealPack() (uint32, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	err := w.writableLocked()
 	w.pack = nil // stays in w.dirty for the next flush
-	return err
+	return w.nextPack, err
 }
 
 // flush syncs the packs, then records their blocks in the index: data
