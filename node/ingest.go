@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
@@ -20,7 +21,8 @@ import (
 // openStore opens (creating) the node's block store under the cluster's
 // dedup key. A store made with another key is refused: its IDs would not
 // match what agents and other sites compute.
-func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, log *slog.Logger) (*blockstore.Store, error) {
+// lockFor fixes each new point's retention lock as it is committed.
+func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, lockFor func(blockstore.Point) time.Time, log *slog.Logger) (*blockstore.Store, error) {
 	if len(creds.DedupKey) != 32 {
 		return nil, fmt.Errorf("the TLS dir holds no dedup.key (32 bytes): reissue the node certificate with `lifeboat ca issue`")
 	}
@@ -34,7 +36,7 @@ func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, log *slog.Log
 			log.Info("created block store encrypted at rest", "store", dir, "kek", kek.Fingerprint())
 		}
 	}
-	s, err := blockstore.Open(dir, blockstore.Options{Logger: log, KEK: kek})
+	s, err := blockstore.Open(dir, blockstore.Options{Logger: log, KEK: kek, LockFor: lockFor})
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/node/internal/ingest"
+	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
 	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
 	"github.com/lifeboat-dr/lifeboat/node/internal/metrics"
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
@@ -79,6 +80,9 @@ type Options struct {
 	WatermarkInterval time.Duration // how often new points reach the catalog; 0 = 1s
 	BarrierInterval   time.Duration // how often services with several agents get a consistent point; 0 = 10s
 	HolderTimeout     time.Duration // how long a holder may be gone before another node of its site takes over; 0 = 1m
+	ThinEvery         time.Duration // time between retention passes; 0 = 30s
+	GCEvery           time.Duration // least time between garbage collections; 0 = 15m
+	GCRate            int64         // bytes/s GC may rewrite; 0 = unlimited
 
 	Logger *slog.Logger // nil = slog.Default()
 	// Clock is the time of everything time-driven in the node; nil = the
@@ -199,6 +203,7 @@ type Node struct {
 	// ("replicate/SERVICE/SITE", "tier/SERVICE", ...).
 	logs    *logpolicy.Repeats
 	tiers   *tiers.Engine
+	life    *lifecycle.Engine
 	metrics *metrics.Metrics
 }
 
@@ -265,7 +270,8 @@ func New(opts Options) (_ *Node, err error) {
 	}
 
 	if opts.Role != RoleWitness {
-		n.store, err = openStore(filepath.Join(opts.DataDir, "store"), opts.Creds, opts.KEK, n.log)
+		lockFor := func(p blockstore.Point) time.Time { return lifecycle.LockFor(n.fsm.Catalog(), opts.Site, p) }
+		n.store, err = openStore(filepath.Join(opts.DataDir, "store"), opts.Creds, opts.KEK, lockFor, n.log)
 		if err != nil {
 			return nil, err
 		}
@@ -328,6 +334,12 @@ func New(opts Options) (_ *Node, err error) {
 			n.marks.NoteTier(service, newest, fn)
 		}, Logs: n.logs, Logger: n.log, Clock: opts.Clock,
 		StandbyApplied: n.metrics.StandbyApplied, Exports: n.metrics.Exports, Errors: n.metrics.TierErrors})
+	var lifeStore lifecycle.Store // a nil *Store would not be a nil interface
+	if n.store != nil {
+		lifeStore = n.store
+	}
+	n.life = lifecycle.New(lifecycle.Options{Site: opts.Site, Store: lifeStore, Catalog: n.fsm, Clock: opts.Clock, Logger: n.log,
+		Logs: n.logs, Every: opts.ThinEvery, GCEvery: opts.GCEvery, GCRate: opts.GCRate})
 	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Clock: opts.Clock,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
@@ -349,9 +361,17 @@ func New(opts Options) (_ *Node, err error) {
 		Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
-			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Logger: n.log})
+			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Logger: n.log})
 	}
 	return n, nil
+}
+
+// lifeAPI is the lifecycle engine for the admin API; nil on a witness.
+func (n *Node) lifeAPI() *lifecycle.Engine {
+	if n.store == nil {
+		return nil
+	}
+	return n.life
 }
 
 // advertiseAddr puts host on bind's port, or returns "" without a host.
@@ -420,6 +440,7 @@ func (n *Node) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.tiers.Run(ctx) })
+	g.Go(func() error { return n.life.Run(ctx) })
 	g.Go(func() error { return n.audit.Run(ctx) })
 	g.Go(func() error { n.revocationLoop(ctx); return nil })
 	if n.adminLn != nil {

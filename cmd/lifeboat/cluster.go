@@ -109,6 +109,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(), HolderTimeout: n.HolderTimeout.Std(),
 				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, HooksUser: n.HooksUser,
 				BarrierInterval: barrierInterval, KEK: kek,
+				ThinEvery: n.Lifecycle.ThinEvery.Std(), GCEvery: n.Lifecycle.GCEvery.Std(), GCRate: int64(n.Lifecycle.GCRate),
 			})
 			if err != nil {
 				var rse *node.RaftStateError

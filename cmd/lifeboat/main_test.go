@@ -334,7 +334,7 @@ func TestErrors(t *testing.T) {
 		{"unknown subcommand", []string{"store", "frobnicate"}, exitUsage, []string{`unknown command "frobnicate"`}},
 		{"unknown flag", []string{"points", "--store", store, "--colour"}, exitUsage, []string{"--colour"}},
 		{"missing --store", []string{"points"}, exitUsage, []string{"--store DIR or --admin ADDR is required"}},
-		{"missing --store for verify", []string{"verify"}, exitUsage, []string{`"store"`}},
+		{"missing --store for verify", []string{"verify"}, exitUsage, []string{"--store DIR or --admin ADDR is required"}},
 		{"--store and --admin", []string{"points", "--store", store, "--admin", "127.0.0.1:1"}, exitUsage, []string{"exclude each other"}},
 		{"--service without --admin", []string{"points", "--store", store, "--service", "web"}, exitUsage, []string{"--service works with --admin"}},
 		{"no node at --admin", []string{"points", "--admin", "127.0.0.1:1", "--tls-dir", opTLS}, exitUnavailable, []string{"admin API unreachable", "Try:"}},

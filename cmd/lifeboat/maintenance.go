@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -13,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // Checking and tending a local store: verify, prune, stats.
@@ -24,22 +24,33 @@ func (c *cli) verifyCmd() *cobra.Command {
 		dir     string
 		sample  float64
 		jsonOut bool
+		where   storeOrAdmin
 	)
 	cmd := &cobra.Command{
-		Use:   "verify --store DIR [--sample FRACTION] [--json]",
+		Use:   "verify (--store DIR [--sample FRACTION] | --admin ADDR) [--json]",
 		Short: "Check a store for damage",
 		Long: `Check that the store's packs, index, block maps and points are intact: every
 frame is re-read and re-hashed (or, with --sample, that fraction of them) and
-every point's map is walked.
+every point's map is walked. With --admin, the node's own store is checked
+(operator role).
 
 Damage is listed with what to do about it, and lifeboat exits with code 3.`,
 		Args: noArgs,
 		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if err := where.check(); err != nil {
+				return err
+			}
 			if math.IsNaN(sample) || sample < 0 || sample > 1 {
 				return usagef("--sample %v: want a fraction from 0 to 1 (0 or 1 checks everything)", sample)
 			}
 			if sample == 1 {
 				sample = 0
+			}
+			if where.admin.addr != "" {
+				if sample != 0 {
+					return usagef("--sample works with --store; a node's store is checked in full")
+				}
+				return c.verifyRemote(cmd.Context(), where.admin, jsonOut)
 			}
 			return c.withStore(dir, func(s *blockstore.Store) error {
 				pr := newProgress(c.stderr, "verify", true)
@@ -48,63 +59,50 @@ Damage is listed with what to do about it, and lifeboat exits with code 3.`,
 				if err != nil {
 					return err
 				}
-				if jsonOut {
-					err = writeJSON(c.stdout, newVerifyJSON(rep, sample))
-				} else {
-					err = printVerify(c.stdout, rep)
-				}
-				if err != nil {
-					return err
-				}
-				if len(rep.Damage) > 0 {
-					return &damageError{n: len(rep.Damage)}
-				}
-				return nil
+				return c.reportVerify(newVerifyJSON(rep, sample), jsonOut)
 			})
 		}),
 	}
-	storeFlag(cmd, &dir)
+	where.register(cmd, &dir)
 	cmd.Flags().Float64Var(&sample, "sample", 0, "re-hash only this fraction of frames, e.g. 0.05 (0 = all)")
 	jsonFlag(cmd, &jsonOut)
 	return cmd
 }
 
-// verifyJSON is verify --json: the report, with the damage spelled out.
-type verifyJSON struct {
-	OK     bool    `json:"ok"`
-	Sample float64 `json:"sample,omitempty"`
-	blockstore.VerifyReport
-	Damage []damageJSON `json:"damage"`
+// reportVerify prints a verify result and returns the damage error.
+func (c *cli) reportVerify(r verifyJSON, jsonOut bool) error {
+	var err error
+	if jsonOut {
+		err = writeJSON(c.stdout, r)
+	} else {
+		err = printVerify(c.stdout, r)
+	}
+	if err != nil {
+		return err
+	}
+	if len(r.Damage) > 0 {
+		return &damageError{n: len(r.Damage)}
+	}
+	return nil
 }
 
-type damageJSON struct {
-	Error  string `json:"error"`
-	Path   string `json:"path,omitempty"`
-	Offset *int64 `json:"offset,omitempty"`
-	Block  string `json:"block,omitempty"`
-	Hint   string `json:"hint,omitempty"`
+// verifyJSON is verify --json: the report, with the damage spelled out.
+type verifyJSON struct {
+	Sample float64 `json:"sample,omitempty"`
+	api.VerifyResult
 }
 
 func newVerifyJSON(r blockstore.VerifyReport, sample float64) verifyJSON {
-	out := verifyJSON{OK: len(r.Damage) == 0, Sample: sample, VerifyReport: r, Damage: []damageJSON{}}
-	for _, d := range r.Damage {
-		j := damageJSON{Error: d.Error(), Hint: errorHint(d)}
-		var ce *blockstore.CorruptError
-		if errors.As(d, &ce) {
-			j.Path = ce.Path
-			if ce.Offset >= 0 {
-				j.Offset = &ce.Offset
-			}
-			if !ce.Block.IsZero() {
-				j.Block = ce.Block.String()
-			}
+	out := verifyJSON{Sample: sample, VerifyResult: api.NewVerifyResult(r)}
+	for i, d := range r.Damage {
+		if h := errorHint(d); h != "" {
+			out.Damage[i].Hint = h
 		}
-		out.Damage = append(out.Damage, j)
 	}
 	return out
 }
 
-func printVerify(w io.Writer, r blockstore.VerifyReport) error {
+func printVerify(w io.Writer, r verifyJSON) error {
 	fmt.Fprintf(w, "checked %d packs, %d frames, %d blocks (%d re-hashed), %d map pages, %d points\n",
 		r.Packs, r.Frames, r.Blocks, r.Hashed, r.Pages, r.Points)
 	if len(r.Damage) == 0 {
@@ -112,9 +110,9 @@ func printVerify(w io.Writer, r blockstore.VerifyReport) error {
 		return err
 	}
 	for _, d := range r.Damage {
-		fmt.Fprintf(w, "damage: %v\n", d)
-		if h := errorHint(d); h != "" {
-			fmt.Fprintf(w, "  Try: %s\n", h)
+		fmt.Fprintf(w, "damage: %s\n", d.Error)
+		if d.Hint != "" {
+			fmt.Fprintf(w, "  Try: %s\n", d.Hint)
 		}
 	}
 	return nil
@@ -127,13 +125,23 @@ func (c *cli) pruneCmd() *cobra.Command {
 		dir             string
 		r               blockstore.Retention
 		dryRun, jsonOut bool
+		where           storeOrAdmin
+		service         string
 	)
 	cmd := &cobra.Command{
-		Use:   "prune --store DIR [--keep-last N] [--keep-hours N] [--keep-hourly-days N] [--keep-daily-weeks N] [--dry-run] [--json]",
+		Use:   "prune (--store DIR [--keep-last N] [--keep-hours N] [--keep-hourly-days N] [--keep-daily-weeks N] | --admin ADDR [--service S]) [--dry-run] [--json]",
 		Short: "Delete old points and the data only they use",
 		Long: `Delete the points that no keep rule keeps, then the blocks and map pages no
-remaining point uses; packs that become mostly empty are rewritten.
+remaining point uses; packs that become mostly empty are rewritten. Locked
+points are never deleted (they are listed as refused).
 
+With --admin, the node thins its points now by its site's retention in the
+policy (what it does by itself every lifecycle.thin_every) and collects the
+garbage; --dry-run (viewer role) lists every point with why it is kept or
+that it would go, and what a collection would reclaim. Without --dry-run
+it needs the admin role.
+
+In a local store (--store):
 A point is kept when any rule keeps it:
   --keep-last N         the newest N points of each volume
   --keep-hours N        every point of the last N hours
@@ -143,6 +151,18 @@ At least one rule is required. --dry-run shows what would go.`,
 		Example: "  lifeboat prune --store /srv/store --keep-hours 24 --keep-hourly-days 7 --keep-daily-weeks 8 --dry-run",
 		Args:    noArgs,
 		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if err := where.check(); err != nil {
+				return err
+			}
+			if where.admin.addr != "" {
+				if r != (blockstore.Retention{}) {
+					return usagef("--keep-* work with --store; a node thins by its site's retention in the policy")
+				}
+				return c.pruneRemote(cmd.Context(), where.admin, service, dryRun, jsonOut)
+			}
+			if service != "" {
+				return usagef("--service works with --admin")
+			}
 			for _, f := range []struct {
 				name string
 				v    int
@@ -166,7 +186,8 @@ At least one rule is required. --dry-run shows what would go.`,
 			})
 		}),
 	}
-	storeFlag(cmd, &dir)
+	where.register(cmd, &dir)
+	cmd.Flags().StringVar(&service, "service", "", "only this service (with --admin)")
 	cmd.Flags().IntVar(&r.Last, "keep-last", 0, "keep the newest N points")
 	cmd.Flags().IntVar(&r.Hours, "keep-hours", 0, "keep every point of the last N hours")
 	cmd.Flags().IntVar(&r.HourlyDays, "keep-hourly-days", 0, "then keep the newest point of each hour for N days")
@@ -221,9 +242,10 @@ func (c *cli) statsCmd() *cobra.Command {
 	var (
 		dir     string
 		jsonOut bool
+		where   storeOrAdmin
 	)
 	cmd := &cobra.Command{
-		Use:   "stats --store DIR [--json]",
+		Use:   "stats (--store DIR | --admin ADDR) [--json]",
 		Short: "Show how much a store holds and how well it deduplicates and compresses",
 		Long: `Show what a store holds:
   logical      sum over all points of their volume sizes
@@ -232,9 +254,18 @@ func (c *cli) statsCmd() *cobra.Command {
   stored       pack bytes on disk (after compression)
   index        index bytes on disk
   dedup        used / unique
-  compression  unique / stored`,
+  compression  unique / stored
+With --admin, the node's store, its file system's free space, what the last
+garbage collection found reclaimable, and per service the points held and
+how many the next thinning pass deletes.`,
 		Args: noArgs,
 		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
+			if err := where.check(); err != nil {
+				return err
+			}
+			if where.admin.addr != "" {
+				return c.statsRemote(cmd.Context(), where.admin, jsonOut)
+			}
 			return c.withStore(dir, func(s *blockstore.Store) error {
 				st, err := s.Stats(cmd.Context())
 				if err != nil {
@@ -247,7 +278,7 @@ func (c *cli) statsCmd() *cobra.Command {
 			})
 		}),
 	}
-	storeFlag(cmd, &dir)
+	where.register(cmd, &dir)
 	jsonFlag(cmd, &jsonOut)
 	return cmd
 }

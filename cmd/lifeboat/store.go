@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // The commands in this file work offline on a local store directory.
@@ -305,14 +306,17 @@ to restore --at.`,
 				if err != nil {
 					return err
 				}
-				pts, err := cl.Points(cmd.Context(), service, volume)
+				pts, err := cl.KeptPoints(cmd.Context(), service, volume)
 				if err != nil {
 					return err
 				}
 				if jsonOut {
+					if pts == nil {
+						pts = []api.KeptPoint{}
+					}
 					return writeJSON(c.stdout, pts)
 				}
-				return printPoints(c.stdout, pts, volume)
+				return printKeptPoints(c.stdout, pts, volume)
 			}
 			if service != "" {
 				return usagef("--service works with --admin; in a local store use --volume")
@@ -360,16 +364,7 @@ func printPoints(w io.Writer, pts []blockstore.Point, volume string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tNAME\tVOLUME\tSIZE\tUSED")
 	for _, p := range pts {
-		var names []string
-		var size, used int64
-		for _, v := range p.Volumes {
-			if volume != "" && v.Name != volume {
-				continue
-			}
-			names = append(names, v.Name)
-			size += v.Size
-			used += min(v.Used*int64(v.BlockSize), v.Size)
-		}
+		names, size, used := pointVolumes(p, volume)
 		name := p.Name
 		if name == "" {
 			name = "-"
@@ -378,4 +373,18 @@ func printPoints(w io.Writer, pts []blockstore.Point, volume string) error {
 			strings.Join(names, ","), formatBytes(size), formatBytes(used))
 	}
 	return tw.Flush()
+}
+
+// pointVolumes returns p's volume names (only volume, when given), their
+// size and the bytes in use.
+func pointVolumes(p blockstore.Point, volume string) (names []string, size, used int64) {
+	for _, v := range p.Volumes {
+		if volume != "" && v.Name != volume {
+			continue
+		}
+		names = append(names, v.Name)
+		size += v.Size
+		used += min(v.Used*int64(v.BlockSize), v.Size)
+	}
+	return names, size, used
 }

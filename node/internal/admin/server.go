@@ -8,7 +8,8 @@
 //	GET  /v1/status                      viewer    Status
 //	GET  /v1/policy                      viewer    PolicyRecord (404 when none)
 //	GET  /v1/catalog                     viewer    Catalog
-//	GET  /v1/points?service=S&volume=V   viewer    []blockstore.Point held by this node
+//	GET  /v1/points?service=S&volume=V   viewer    []api.KeptPoint held by this node (lifecycle.go)
+//	GET, POST /v1/prune, GET /v1/stats, POST /v1/verify: lifecycle.go
 //	GET  /v1/image?volume=S/V&at=X       operator  the volume's image at a point (audited)
 //	POST /v1/failover, /v1/drill, /v1/drill/record, /v1/drill/cleanup, /v1/failback
 //	                                     operator  see stream.go (audited)
@@ -38,6 +39,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
+	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
 )
 
 // Backend is what the admin API serves: the node, seen from its handlers.
@@ -67,7 +69,10 @@ type Options struct {
 	Store   *blockstore.Store // image reads come from it; nil on a witness
 	Audit   *audit.Recorder
 	Metrics http.Handler // GET /metrics
-	Logger  *slog.Logger
+	// Lifecycle serves points' keep reasons, prune, stats and verify; nil
+	// on a witness.
+	Lifecycle *lifecycle.Engine
+	Logger    *slog.Logger
 }
 
 // Server is the admin API of one node.
@@ -174,14 +179,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, p)
 	})
-	s.route(mux, "GET /v1/points", viewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
-		pts, err := s.b.Points(r.Context(), r.URL.Query().Get("service"), r.URL.Query().Get("volume"))
-		if err != nil {
-			s.writeAPIError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, pts)
-	})
+	s.registerLifecycleAPI(mux)
 	s.route(mux, "GET /v1/image", operator, auditData, s.serveImage)
 	s.route(mux, "GET /v1/audit", operator, auditNone, s.serveAudit)
 	s.registerFailoverAPI(mux)

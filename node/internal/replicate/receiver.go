@@ -237,7 +237,17 @@ func (r *receiver) start(ctx context.Context, p []byte) error {
 			return streams.Refuse(mesh.CodeNotFound, "base point %s is not here", b.Base)
 		}
 	}
-	r.release = r.e.o.Store.Lease()
+	// The base stays while the point is built on it: thinning may not
+	// delete it meanwhile (a pin), and GC keeps what the writer reuses (a
+	// lease).
+	unpin := func() {}
+	if base != nil {
+		if unpin, err = r.e.o.Store.Pin(base.ID); err != nil {
+			return streams.Refuse(mesh.CodeNotFound, "base point %s is not here: %v", b.Base, err)
+		}
+	}
+	lease := r.e.o.Store.Lease()
+	r.release = func() { lease(); unpin() }
 	r.begin = b
 	r.states = map[string]blockstore.VolumeState{}
 	for _, v := range b.Point.Volumes {

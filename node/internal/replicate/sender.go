@@ -205,6 +205,13 @@ func (s *sender) session(ctx context.Context) error {
 		return err
 	}
 	defer enc.Close()
+	// The session's base is pinned: thinning here may not delete the
+	// point the receiver builds the next one on.
+	unpin, err := s.pin(base)
+	if err != nil {
+		return err
+	}
+	defer func() { unpin() }()
 	var lastSent time.Time
 	for {
 		next, err := s.next(ctx, base, lastSent)
@@ -212,11 +219,30 @@ func (s *sender) session(ctx context.Context) error {
 			return err
 		}
 		lastSent = s.e.o.Clock.Now()
-		if err := s.sendPoint(ctx, st, fr, enc, base, next); err != nil {
+		unpinNext, err := s.pin(next)
+		if err != nil {
 			return err
 		}
-		base = next
+		if err := s.sendPoint(ctx, st, fr, enc, base, next); err != nil {
+			unpinNext()
+			return err
+		}
+		unpin()
+		base, unpin = next, unpinNext
 	}
+}
+
+// pin keeps p (nil: nothing) from being thinned until the returned func
+// is called.
+func (s *sender) pin(p *blockstore.Point) (func(), error) {
+	if p == nil {
+		return func() {}, nil
+	}
+	release, err := s.e.o.Store.Pin(p.ID)
+	if err != nil {
+		return nil, fmt.Errorf("point %s went meanwhile: %w", p.ID, err)
+	}
+	return release, nil
 }
 
 func pointID(p *blockstore.Point) string {

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/node/api"
+)
+
+// prune, stats and verify with --admin: the node's lifecycle engine.
+
+func (c *cli) verifyRemote(ctx context.Context, af adminFlags, jsonOut bool) error {
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "verifying the store of the node at %s (this reads every pack)...\n", af.addr)
+	r, err := cl.Verify(ctx)
+	if err != nil {
+		return err
+	}
+	return c.reportVerify(verifyJSON{VerifyResult: *r}, jsonOut)
+}
+
+func (c *cli) pruneRemote(ctx context.Context, af adminFlags, service string, dryRun, jsonOut bool) error {
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	r, err := cl.Prune(ctx, service, dryRun)
+	if err != nil {
+		return err
+	}
+	if service != "" && len(r.Plans) == 0 {
+		return fmt.Errorf("service %q: this node holds no points of it under its site's policy", service)
+	}
+	if jsonOut {
+		return writeJSON(c.stdout, r)
+	}
+	return printPruneResult(c.stdout, r)
+}
+
+func printPruneResult(w io.Writer, r *api.PruneResult) error {
+	deleted := "deleted"
+	if r.DryRun {
+		fmt.Fprintln(w, "dry run: nothing was changed")
+		deleted = "would delete"
+	}
+	for _, p := range r.Plans {
+		kept := 0
+		for _, pt := range p.Points {
+			if pt.Kept() {
+				kept++
+			}
+		}
+		fmt.Fprintf(w, "%s at %s: %d points, keep %d\n", p.Service, p.Site, len(p.Points), kept)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, pt := range p.Points {
+			why := strings.Join(pt.Keep, ", ")
+			if !pt.Kept() {
+				why = deleted
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", pt.ID, pt.Time.UTC().Format(time.RFC3339), why)
+		}
+		tw.Flush()
+		for _, ref := range p.Refused {
+			fmt.Fprintf(w, "  refused %s: %s\n", ref.ID, ref.Reason)
+		}
+	}
+	fmt.Fprintf(w, "%s %d points", deleted, r.Deleted)
+	if r.Refused > 0 {
+		fmt.Fprintf(w, ", refused %d", r.Refused)
+	}
+	fmt.Fprintln(w)
+	if g := r.GC; g != nil {
+		if r.DryRun {
+			fmt.Fprintf(w, "garbage: %s in %d dead blocks and pages; a collection would delete %d packs and rewrite %d\n",
+				formatBytes(g.DeadBytes), g.Dead, g.PacksDeleted, g.PacksRewritten)
+		} else {
+			fmt.Fprintf(w, "collected: %s -> %s (freed %s), %d packs deleted, %d rewritten\n",
+				formatBytes(g.BytesBefore), formatBytes(g.BytesAfter), formatBytes(g.BytesBefore-g.BytesAfter), g.PacksDeleted, g.PacksRewritten)
+		}
+	}
+	return nil
+}
+
+func (c *cli) statsRemote(ctx context.Context, af adminFlags, jsonOut bool) error {
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	st, err := cl.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return writeJSON(c.stdout, st)
+	}
+	if err := printStats(c.stdout, st.Store); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "free\t%s of %s (%.1f%%)\n", formatBytes(st.FreeBytes), formatBytes(st.SizeBytes), st.FreePercent)
+	if st.Reclaimable >= 0 {
+		fmt.Fprintf(tw, "reclaimable\t%s\t(at the last collection, %s)\n", formatBytes(st.Reclaimable), st.Lifecycle.GCAt.UTC().Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(tw, "reclaimable\t-\t(no collection since the node started)\n")
+	}
+	tw.Flush()
+	tw = tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tPOINTS\tTO DELETE\tOLDEST\tNEWEST")
+	for _, s := range st.Services {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", s.Service, s.Points, s.Deletes, s.Oldest.UTC().Format(time.RFC3339), s.Newest.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// printKeptPoints is points --admin: each point and why its site keeps it.
+func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tNAME\tVOLUME\tSIZE\tUSED\tKEPT BECAUSE")
+	for _, p := range pts {
+		names, size, used := pointVolumes(p.Point, volume)
+		name := p.Name
+		if name == "" {
+			name = "-"
+		}
+		why := strings.Join(p.Keep, ", ")
+		if why == "" {
+			why = "(the next thinning pass deletes it)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Time.UTC().Format(time.RFC3339), name,
+			strings.Join(names, ","), formatBytes(size), formatBytes(used), why)
+	}
+	return tw.Flush()
+}
