@@ -28,7 +28,7 @@ import (
 //     noted); later leases are not waited for.
 //  4. Mark: walk every point record present (and the volumes of open
 //     images) into the filter, with an exact visited-set of pages; then
-//     mark the points committed meanwhile, until none is new.
+//     once more for the points committed meanwhile.
 //  5. Account live and dead bytes per pack below boundary in one stream
 //     of the index; pick the packs to delete (no live object) and rewrite
 //     (dead share at least the threshold).
@@ -298,7 +298,12 @@ func (s *Store) gc(ctx context.Context, o GCOptions, exclude map[string]bool) (r
 	marked := map[string]bool{}
 	visited := map[ID]struct{}{}
 	var nMarked int64
-	for {
+	// One listing is enough: a point committed after it was written by a
+	// writer whose lookups the run noted (its lease is newer than the run)
+	// or from a pinned base, which the listing marked. A second pass marks
+	// what was committed during the first, as a margin; more would never
+	// end while writers commit.
+	for pass := 0; pass < 2; pass++ {
 		pts, err := s.Points(ctx, "")
 		if err != nil {
 			return rep, err
