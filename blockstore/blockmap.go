@@ -415,7 +415,9 @@ func (m *mapPages) diff(ctx context.Context, a, b node, level int, index int64, 
 // given in New. Only the pages on the paths to changed blocks are read and
 // written, so a point that changes a few blocks of a huge volume costs a few
 // pages. The blocks themselves must already be in the store. Used is
-// recomputed from the changes.
+// recomputed from the changes. Unchanged subtrees are taken from v without
+// a lookup: a caller whose v is a point's pins that point (Pin) until the
+// new point is committed, so that GC keeps them.
 func (s *Store) Update(ctx context.Context, v VolumeState, changes []Change) (VolumeState, error) {
 	g := v.Geometry()
 	for i, c := range changes {

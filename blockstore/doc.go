@@ -26,8 +26,12 @@
 //     length are truncated, and packs never committed are removed. Anything
 //     else (a pack shorter than committed, a bad checksum) is damage: it is
 //     logged on open, reported by Verify, and never silently served.
-//   - Prune never removes a block or page that a kept point references, and
-//     removes a pack file only after the index no longer names it.
+//   - GC (and Prune, which is DeletePoints then GC) never removes a block,
+//     page or point-record copy that a point record or an open Image
+//     references, nor one a writer learnt of while it held a Lease; it
+//     removes a pack file only after a synced index commit names none of
+//     its objects, and only while no reader is mid-read of it.
+//   - A point whose lock is after the store's clock is deleted by no path.
 //
 // # Directory layout
 //
@@ -80,9 +84,14 @@
 //	'P' ID(32)                   -> location of a point record's copy in a pack;
 //	                                ID = keyed hash of "lifeboat point record " + point ID
 //	'k' pack(4, BE)              -> committed length of the pack (8 bytes)
+//	'l' pointID(16)              -> retention lock of the point: unix
+//	                                nanoseconds, 8 bytes little endian, > 0;
+//	                                written in the synced batch of the point
+//	                                record (Options.LockFor) or raised by
+//	                                LockPoint, deleted with the record
 //	's', 'S'                     -> per-scope block marks (scope.go)
 //
-// In an encrypted store every 'b', 'm', 'P' and 'p' value is sealed:
+// In an encrypted store every 'b', 'm', 'P', 'p' and 'l' value is sealed:
 // nonce(12) || AES-256-GCM(value) with the key as additional data, the
 // nonce a keyed BLAKE3 of key and value (crypt.go).
 //
@@ -109,6 +118,38 @@
 //
 // A Store is safe for concurrent use by one process. Put may be called from
 // many goroutines; new blocks are flushed to the index in the background.
-// Writers that Put blocks and later commit a point hold a Lease meanwhile so
-// that Prune cannot collect the blocks in between.
+// Writers that Put blocks (or learn from Missing or Has that the store holds
+// them) and later commit a point hold a Lease meanwhile so that GC cannot
+// collect the blocks in between. A writer or reader that builds on an
+// existing point (Update from a base, Snapshot's previous point, a restore
+// by point ID) pins it (Pin): blocks it takes from the point without
+// looking them up stay because the point cannot be deleted. Pins are in
+// memory; Pin, DeletePoints, LockPoint and point commits are serialized by
+// one mutex, so a pinned point is never deleted.
+//
+// # Garbage collection
+//
+// GC runs beside Put, Missing, Has, CommitPoint, Update and every reader
+// (gc.go has the steps). It seals the current pack: new writes go to packs
+// it does not touch. It installs a run whose Bloom filter of live IDs
+// (about 10 bits per index entry, seeded per run: a false positive only
+// leaves a dead object for a later run) every lookup of the write path
+// adds its ID to before asking the index, holding the run's lock shared.
+// It waits only for the leases taken before it began (newer ones are not
+// blocked, and their lookups are noted), then marks from every point record
+// and open Image, with an exact set of visited map pages, and again for
+// points committed meanwhile. It accounts live and dead bytes per old pack
+// in one stream of the index, copies the live objects of the packs to
+// rewrite through the writer (synced before the index names the copies),
+// then streams the index again and deletes the dead entries of the picked
+// packs in batches of 256, each re-checked against the filter while it
+// holds the run's lock exclusively (well under 10 ms); an entry a writer
+// resurrected meanwhile is copied too (or keeps its pack). One synced
+// batch then drops the packs' committed lengths, and each file is removed
+// under a lock that readers hold from an index lookup to the end of the
+// read it names. A crash at any step leaves the old pack, the copies in a
+// pack tail the next open truncates, or a pack no index entry names that
+// the next open removes. Dead entries in packs that are not picked stay in
+// the index (they are still sound and may be deduplicated against). Verify
+// and GC run one at a time; Verify keeps only the set of map pages.
 package blockstore

@@ -28,7 +28,7 @@ import (
 //     noted); later leases are not waited for.
 //  4. Mark: walk every point record present (and the volumes of open
 //     images) into the filter, with an exact visited-set of pages; then
-//     mark the points committed meanwhile, until none is new.
+//     once more for the points committed meanwhile.
 //  5. Account live and dead bytes per pack below boundary in one stream
 //     of the index; pick the packs to delete (no live object) and rewrite
 //     (dead share at least the threshold).
@@ -207,8 +207,12 @@ type packUsage struct {
 	deadN      [3]int64 // dead objects by kind
 }
 
-// sweepBatch is how many deletions one exclusive hold of run.hz commits.
-const sweepBatch = 256
+// sweepBatch is how many deletions one exclusive hold of run.hz commits;
+// maxLate bounds the resurrected objects one run copies late.
+const (
+	sweepBatch = 256
+	maxLate    = 1 << 16
+)
 
 // GC reclaims the blocks, map pages and point-record copies that no point
 // record (and no open Image) references: packs without a live object are
@@ -222,8 +226,7 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 
 // gc is GC; the points named in exclude are not marked (a dry-run prune
 // treats them as deleted).
-func (s *Store) gc(ctx context.Context, o GCOptions, exclude map[string]bool) (GCReport, error) {
-	var rep GCReport
+func (s *Store) gc(ctx context.Context, o GCOptions, exclude map[string]bool) (rep GCReport, err error) {
 	start := time.Now()
 	defer func() { rep.Wall = time.Since(start) }()
 	th := o.Threshold
@@ -295,7 +298,12 @@ func (s *Store) gc(ctx context.Context, o GCOptions, exclude map[string]bool) (G
 	marked := map[string]bool{}
 	visited := map[ID]struct{}{}
 	var nMarked int64
-	for {
+	// One listing is enough: a point committed after it was written by a
+	// writer whose lookups the run noted (its lease is newer than the run)
+	// or from a pinned base, which the listing marked. A second pass marks
+	// what was committed during the first, as a margin; more would never
+	// end while writers commit.
+	for pass := 0; pass < 2; pass++ {
 		pts, err := s.Points(ctx, "")
 		if err != nil {
 			return rep, err
@@ -419,14 +427,20 @@ func (s *Store) gc(ctx context.Context, o GCOptions, exclude map[string]bool) (G
 		return rep, err
 	}
 
-	// 7. Sweep.
+	// 7. Sweep. Live entries that still name a picked pack were
+	// resurrected by a writer after the copy (or the accounting): they are
+	// copied late, up to maxLate of them; beyond that their pack is kept
+	// for the next run.
 	kept := map[uint32]bool{}
-	type cand struct {
-		k    kind
-		id   ID
-		pack uint32
+	var late []lateRef
+	lateAdd := func(k kind, id ID, pack uint32) {
+		if len(late) < maxLate {
+			late = append(late, lateRef{ref{k, id}, pack})
+		} else {
+			kept[pack] = true
+		}
 	}
-	batch := make([]cand, 0, sweepBatch)
+	batch := make([]lateRef, 0, sweepBatch)
 	var swept int64
 	commit := func() error {
 		if len(batch) == 0 {
@@ -441,12 +455,12 @@ func (s *Store) gc(ctx context.Context, o GCOptions, exclude map[string]bool) (G
 		t0 := time.Now()
 		var del [3]int64
 		for _, c := range batch {
-			if run.live.has(c.id) {
-				kept[c.pack] = true // resurrected by a writer
+			if run.live.has(c.ref.id) {
+				lateAdd(c.ref.kind, c.ref.id, c.pack) // resurrected by a writer
 				continue
 			}
-			b.Delete(ref{c.k, c.id}.key(), nil)
-			del[c.k]++
+			b.Delete(c.ref.key(), nil)
+			del[c.ref.kind]++
 		}
 		err := b.Commit(pebble.NoSync)
 		hold := time.Since(t0)
@@ -468,12 +482,10 @@ func (s *Store) gc(ctx context.Context, o GCOptions, exclude map[string]bool) (G
 					return nil
 				}
 				if run.live.has(id) {
-					// Live, yet still in a picked pack: resurrected
-					// after the copy (or the accounting).
-					kept[loc.pack] = true
+					lateAdd(k, id, loc.pack)
 					return nil
 				}
-				batch = append(batch, cand{k, id, loc.pack})
+				batch = append(batch, lateRef{ref{k, id}, loc.pack})
 				if swept++; swept%65536 == 0 {
 					progress("sweep", swept, rep.Dead)
 				}
@@ -488,6 +500,15 @@ func (s *Store) gc(ctx context.Context, o GCOptions, exclude map[string]bool) (G
 			if err != nil {
 				return rep, fmt.Errorf("gc: %w", err)
 			}
+		}
+	}
+
+	if len(late) > 0 {
+		if err := cp.late(ctx, late, kept); err != nil {
+			return rep, err
+		}
+		if err := s.w.flush(); err != nil {
+			return rep, err
 		}
 	}
 
@@ -722,6 +743,54 @@ func (c *copier) pack(ctx context.Context, id uint32, size int64) error {
 		off += int64(n)
 	}
 	return nil
+}
+
+// lateRef is an index entry that names a picked pack: a candidate for
+// deletion, or an object resurrected there.
+type lateRef struct {
+	ref  ref
+	pack uint32
+}
+
+// late copies objects that writers resurrected in picked packs after the
+// copy pass, reading each through the index; an object it cannot copy
+// keeps its pack.
+func (c *copier) late(ctx context.Context, refs []lateRef, kept map[uint32]bool) error {
+	r := blockReader{s: c.s}
+	for _, l := range refs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		loc, err := c.s.w.locate(l.ref)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if loc.pack != l.pack {
+			continue // already elsewhere
+		}
+		b, err := r.get(l.ref)
+		if err != nil {
+			kept[l.pack] = true
+			continue
+		}
+		if l.ref.kind != c.cur {
+			if err := c.put(); err != nil {
+				return err
+			}
+			c.cur = l.ref.kind
+		}
+		c.blocks = append(c.blocks, append([]byte(nil), b...))
+		c.ids = append(c.ids, l.ref.id)
+		if c.size += len(b); c.size >= 4<<20 {
+			if err := c.put(); err != nil {
+				return err
+			}
+		}
+	}
+	return c.put()
 }
 
 // wait takes n bytes from the rate limiter, in pieces no bigger than its

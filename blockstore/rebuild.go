@@ -41,7 +41,8 @@ type RebuildReport struct {
 // What the packs cannot say: points that prune removed come back if the
 // pack holding their record was not rewritten since (run prune again), and
 // per-service block scopes start empty (a node rebuilds them from its
-// catalog). Progress, if set, is called with pack bytes read and the total.
+// catalog), and retention locks ('l') are lost: the packs do not hold them
+// (a node sets them again from its catalog with LockPoint). Progress, if set, is called with pack bytes read and the total.
 func RebuildIndex(ctx context.Context, dir string, o Options, progress func(done, total int64)) (RebuildReport, error) {
 	var rep RebuildReport
 	lock, err := lockStore(dir)

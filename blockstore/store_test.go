@@ -261,6 +261,9 @@ func (g *growing) Size() (int64, error) {
 }
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(gcCrashChildEnv); dir != "" {
+		gcCrashChild(dir)
+	}
 	os.Exit(m.Run())
 }
 
