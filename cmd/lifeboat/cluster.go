@@ -79,6 +79,8 @@ file. A node stopped this way keeps its place in the cluster.`,
 			set("hooks-user", func() { n.HooksUser = nf.HooksUser })
 			set("dead-node-timeout", func() { n.DeadNodeTimeout = nf.DeadNodeTimeout })
 			set("holder-timeout", func() { n.HolderTimeout = nf.HolderTimeout })
+			set("thin-every", func() { n.Lifecycle.ThinEvery = nf.Lifecycle.ThinEvery })
+			set("gc-every", func() { n.Lifecycle.GCEvery = nf.Lifecycle.GCEvery })
 			set("log-level", func() { n.LogLevel = c.logLevel })
 			n.SetDefaults()
 			if err := n.Validate(); err != nil {
@@ -145,6 +147,8 @@ file. A node stopped this way keeps its place in the cluster.`,
 	f.StringVar(&nf.GossipProfile, "gossip-profile", "wan", "failure detection timings: wan (between sites), lan (one site) or test (one host)")
 	f.StringVar(&nf.HooksUser, "hooks-user", "", "local user the policy's hooks run as (default: the node's own)")
 	f.Var(durationFlag{&nf.DeadNodeTimeout}, "dead-node-timeout", "how long a dead node keeps its place in raft (default 24h)")
+	f.Var(durationFlag{&nf.Lifecycle.ThinEvery}, "thin-every", "time between retention passes over the points this node holds (default 30s)")
+	f.Var(durationFlag{&nf.Lifecycle.GCEvery}, "gc-every", "least time between garbage collections (default 15m)")
 	f.Var(durationFlag{&nf.HolderTimeout}, "holder-timeout", "how long a service's holder may be gone before another node of its site takes over (default 1m)")
 	nodeCmd.AddCommand(runCmd)
 	return nodeCmd
