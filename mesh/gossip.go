@@ -301,6 +301,24 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	return nil
 }
 
+// Stop tells the cluster this node stops for now, to come back (a clean
+// shutdown, issue 15 item 6): members record it dead at once instead of
+// finding out by failed probes, and, unlike after Leave, it keeps its
+// place. It waits up to timeout for that to be sent. Call Shutdown
+// afterwards.
+func (g *Gossip) Stop(timeout time.Duration) error {
+	g.mu.Lock()
+	down := g.down
+	g.mu.Unlock()
+	if down {
+		return ErrClosed
+	}
+	if err := g.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("stop gossip: %w", err)
+	}
+	return nil
+}
+
 // Shutdown stops gossip without telling anyone (others will see this node
 // die unless it left first). Members keeps answering with the last state.
 func (g *Gossip) Shutdown() error {
