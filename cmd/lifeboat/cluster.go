@@ -27,7 +27,7 @@ const defaultAdmin = "127.0.0.1:7948"
 func (c *cli) nodeCmd() *cobra.Command {
 	nodeCmd := &cobra.Command{
 		Use:   "node",
-		Short: "Run a lifeboat node",
+		Short: "Run a lifeboat node, or retire one (node leave)",
 		Args:  noArgs,
 	}
 	var (
@@ -43,7 +43,10 @@ func (c *cli) nodeCmd() *cobra.Command {
 		Short: "Run a node: join the cluster, serve the catalog and the admin API",
 		Long: `Run a node until SIGINT or SIGTERM. Settings come from --config (a node file,
 see config/examples/) and from flags of the same names, which win over the
-file. A node stopped this way keeps its place in the cluster.`,
+file. A node stopped this way tells its peers at once (they see it dead,
+not just unreachable) and keeps its place in the cluster: its Raft place
+until dead_node_timeout, its holder assignments until holder_timeout. To
+retire a node for good, use "lifeboat node leave".`,
 		Args: noArgs,
 		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
 			n := &config.Node{}
@@ -108,7 +111,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 				Gossip: n.Listen.Gossip, QUIC: n.Listen.QUIC, Admin: n.Listen.Admin, Advertise: n.Listen.Advertise,
 				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(), HolderTimeout: n.HolderTimeout.Std(),
 				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, HooksUser: n.HooksUser,
-				BarrierInterval: barrierInterval, KEK: kek,
+				BarrierInterval: barrierInterval, KEK: kek, AnnounceStop: true,
 			})
 			if err != nil {
 				var rse *node.RaftStateError
@@ -145,7 +148,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 	f.StringVar(&nf.HooksUser, "hooks-user", "", "local user the policy's hooks run as (default: the node's own)")
 	f.Var(durationFlag{&nf.DeadNodeTimeout}, "dead-node-timeout", "how long a dead node keeps its place in raft (default 24h)")
 	f.Var(durationFlag{&nf.HolderTimeout}, "holder-timeout", "how long a service's holder may be gone before another node of its site takes over (default 1m)")
-	nodeCmd.AddCommand(runCmd)
+	nodeCmd.AddCommand(runCmd, c.nodeLeaveCmd())
 	return nodeCmd
 }
 
