@@ -48,6 +48,7 @@
 //     queries, stop requests handed to the recovery engine).
 //   - ingest.go, replicate.go: the block store's opening and the adapters
 //     over the ingest engine's services for replication and tiers.
+//   - leave.go: node leave (retiring this node).
 //   - revoke.go: certificate revocation (op revoke) and closing revoked
 //     peers' connections.
 //   - admin.go, audit.go, failover.go: the node's side of the admin and
@@ -124,7 +125,23 @@
 //     replicated points of the service again; failback (reprotect op)
 //     makes it a warm copy.
 //   - Drills materialize a point into DataDir/drills and run a hook; the
-//     result is a drill op.
+//     result is a drill op. The images go when the drill ends unless it
+//     keeps them. Failover images (DataDir/failover) go once the service
+//     failed back; none the catalog says a service runs on (recovery's
+//     images.go, issue 15 item 6).
+//
+// # Leaving
+//
+//   - node leave (leave.go): checked while the admin request waits (a
+//     reachable leader, a quorum of the other voters, no service whose
+//     points only this node keeps at its site; --force overrides), then,
+//     after the answer, DataDir/LEFT, a leadership transfer, a gossip
+//     leave with the leaving flag (peers record it left: the leader
+//     removes it from Raft at once and placement moves its holders), a
+//     wait to see itself out of the configuration, and Run ends.
+//   - With Options.AnnounceStop (node run), the end of Run tells the
+//     gossip the node stops (mesh.Gossip.Stop): peers see it dead at once
+//     and it keeps its place.
 //
 // # Admin stream (mesh.KindAdmin, between nodes)
 //
