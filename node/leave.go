@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/api"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // Retiring a node (`lifeboat node leave`, issue 15 item 6). The checks
@@ -24,11 +26,15 @@ import (
 //  1. DATA_DIR/LEFT is written: the node does not start again with this
 //     state (--reset-raft makes it a new member);
 //  2. a leader hands leadership to another voter first;
-//  3. the gossip leave carries the leaving flag, so peers record the node
-//     as left, not dead: the leader removes it from Raft at once (not after
-//     dead_node_timeout) and moves its holder assignments to other nodes
-//     of its site (placement never picks a node that left);
-//  4. the node waits (up to leaveWait) until its Raft configuration no
+//  3. the gossip leave carries the leaving flag (announced before the
+//     transfer, so that it has spread), so peers record the node as left,
+//     not dead; placement never picks a node that left;
+//  4. it asks the leader (admin stream type 7) to remove it from the
+//     catalog and Raft at once (the leader also removes a member that
+//     left by itself, but one that took the leave for a death would wait
+//     for dead_node_timeout); with the node gone from the catalog its
+//     holder assignments move to other nodes of its site;
+//  5. the node waits (up to leaveWait) until its Raft configuration no
 //     longer lists it, then stops.
 //
 // It refuses, unless forced, when no leader is reachable (nobody could
@@ -56,9 +62,13 @@ func checkLeft(dataDir string, reset bool) error {
 	case reset:
 		return os.Remove(path)
 	}
-	return fmt.Errorf("this node left the cluster (%s: %s): it does not start again with its old state; to rejoin as a new member, start it with --reset-raft",
-		path, strings.TrimSpace(string(b)))
+	return fmt.Errorf("%w (%s: %s): it does not start again with its old state; to rejoin as a new member, start it with --reset-raft",
+		ErrLeft, path, strings.TrimSpace(string(b)))
 }
+
+// ErrLeft reports a node that left the cluster (node leave) started again
+// on its old data dir.
+var ErrLeft = errors.New("this node left the cluster")
 
 // Leave checks whether the node may leave; unless the request is a dry
 // run, start (called once the answer is sent) begins the leave.
@@ -190,6 +200,11 @@ func (n *Node) leaveWhenAsked(ctx context.Context, stop context.CancelFunc) {
 	if err := durable.WriteFile(filepath.Join(n.opts.DataDir, leftFile), []byte("left at "+at+", by "+by+"\n"), 0o600); err != nil {
 		log.Error("node leave: mark the data dir", "err", err)
 	}
+	// The leaving flag first, so that it has reached the members when the
+	// leave message does (they record "left", not "dead").
+	if err := n.gossip.AnnounceLeaving(2 * time.Second); err != nil {
+		log.Warn("node leave: announce", "err", err)
+	}
 	r := n.rn.get()
 	if r.State() == raft.Leader {
 		if err := r.LeadershipTransfer().Error(); err != nil {
@@ -198,20 +213,34 @@ func (n *Node) leaveWhenAsked(ctx context.Context, stop context.CancelFunc) {
 			log.Info("node leave: leadership handed on")
 		}
 	}
+	// Out of the gossip before out of Raft: the leader adds alive members
+	// it does not have back as non-voters.
 	if err := n.gossip.Leave(5 * time.Second); err != nil {
 		log.Warn("node leave: gossip leave", "err", err)
 	}
-	log.Info("node leave: left the gossip; waiting for the leader to remove this node from raft")
-	t := n.opts.Clock.NewTicker(100 * time.Millisecond)
+	log.Info("node leave: left the gossip; asking the leader to remove this node from raft")
+	// The leader removes a member that left by itself too, but a member
+	// that took the leave for a death would wait for dead_node_timeout:
+	// ask (retried while the leadership moves).
+	t := n.opts.Clock.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	deadline := n.opts.Clock.Now().Add(leaveWait)
+	asked := false
 	for {
 		if !inConfiguration(r, n.opts.Name) {
 			log.Warn("node left the cluster: removed from raft; stopping")
 			return
 		}
+		if !asked {
+			if err := n.askRemoval(ctx, r); err != nil {
+				log.Debug("node leave: removal not confirmed yet", "err", err)
+			} else {
+				asked = true
+			}
+		}
 		if n.opts.Clock.Now().After(deadline) {
-			log.Warn("node leave: still in the raft configuration; stopping anyway (the leader removes a node that left when it can)", "waited", leaveWait)
+			log.Warn("node leave: still in this node's raft configuration; stopping anyway (the leader removes a node that left when it can)",
+				"waited", leaveWait, "removal_confirmed", asked)
 			return
 		}
 		select {
@@ -220,6 +249,85 @@ func (n *Node) leaveWhenAsked(ctx context.Context, stop context.CancelFunc) {
 		case <-t.C():
 		}
 	}
+}
+
+// askRemoval has the leader remove this node from Raft and the catalog;
+// a leader does it itself.
+func (n *Node) askRemoval(ctx context.Context, r *raft.Raft) error {
+	if r.State() == raft.Leader {
+		return n.removeServer(r, n.opts.Name)
+	}
+	addr, id := r.LeaderWithID()
+	if addr == "" {
+		return errors.New("no leader known")
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := n.ep.Dial(dctx, string(addr), mesh.KindAdmin)
+	if err != nil {
+		return fmt.Errorf("dial leader %s: %w", id, err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := mesh.WriteFrame(s, frameLeave, nil); err != nil {
+		return err
+	}
+	t, p, err := mesh.NewFrameReader(s, 4096).Next()
+	if err != nil {
+		return fmt.Errorf("leader %s: %w", id, err)
+	}
+	switch {
+	case t == frameLeft && len(p) == 8:
+		return nil
+	case t == mesh.FrameTypeError:
+		re, err := mesh.ParseError(p)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("leader %s: %w", id, re)
+	}
+	return fmt.Errorf("leader %s: answer of type %d, %d bytes", id, t, len(p))
+}
+
+// serveLeave removes the node at the other end of s, which is leaving;
+// leader only.
+func (n *Node) serveLeave(s *mesh.Stream) {
+	peer := s.Peer()
+	if peer.Agent {
+		mesh.WriteError(s, mesh.CodeForbidden, "an agent is not a member")
+		return
+	}
+	r := n.rn.get()
+	if r.State() != raft.Leader {
+		mesh.WriteError(s, mesh.CodeNotLeader, "not the leader")
+		return
+	}
+	if err := n.removeServer(r, peer.Name); err != nil {
+		mesh.WriteError(s, mesh.CodeUnavailable, err.Error())
+		return
+	}
+	mesh.WriteFrame(s, frameLeft, binary.BigEndian.AppendUint64(nil, r.AppliedIndex()))
+}
+
+// removeServer removes id from the catalog's nodes and from Raft; r leads.
+func (n *Node) removeServer(r *raft.Raft, id mesh.NodeID) error {
+	if _, ok := n.fsm.Catalog().Nodes[id]; ok {
+		data, err := catalog.EncodeCommand(&catalog.Command{Op: catalog.OpNodeRemove, Name: id})
+		if err != nil {
+			return err
+		}
+		if err := r.Apply(data, 5*time.Second).Error(); err != nil {
+			return fmt.Errorf("unregister node %s: %w", id, err)
+		}
+	}
+	if !inConfiguration(r, id) {
+		return nil
+	}
+	n.log.Info("raft membership change", "change", "remove", "peer", id, "why", "node leave")
+	if err := r.RemoveServer(raft.ServerID(id), 0, 5*time.Second).Error(); err != nil {
+		return fmt.Errorf("remove %s from raft: %w", id, err)
+	}
+	return nil
 }
 
 // inConfiguration reports whether id is in r's latest configuration (true

@@ -118,6 +118,10 @@ retire a node for good, use "lifeboat node leave".`,
 				if errors.As(err, &rse) {
 					return &hintError{err, rse.Hint()}
 				}
+				if errors.Is(err, node.ErrLeft) {
+					// Exit 2, which the systemd unit does not restart on.
+					return &usageError{err}
+				}
 				return err
 			}
 			fmt.Fprintf(c.stdout, "node %s (site %s) running: gossip %s, quic %s, admin %s\n",
