@@ -287,17 +287,56 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 		g.mu.Unlock()
 		return ErrClosed
 	}
-	g.leaving = true
+	announced := g.leaving
 	g.mu.Unlock()
-	// The leaving flag rides in the meta so that members can tell a leave
-	// from a death (memberlist reports both as NotifyLeave).
-	if err := g.ml.UpdateNode(timeout / 2); err != nil {
-		g.log.Warn("leaving flag not confirmed", "err", err)
+	if !announced {
+		if err := g.AnnounceLeaving(timeout / 2); err != nil {
+			return err
+		}
 	}
 	if err := g.ml.Leave(timeout / 2); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	g.setState(g.name, StateLeft, nil)
+	return nil
+}
+
+// AnnounceLeaving publishes that this node is about to leave for good,
+// ahead of Leave: the leaving flag rides in the meta so that members can
+// tell a leave from a death (memberlist reports both as NotifyLeave), and
+// a member that gets the leave message before the meta update takes the
+// leave for a death. Announcing early, while the node still works, gives
+// the update time to reach every member. It waits up to timeout for the
+// broadcast.
+func (g *Gossip) AnnounceLeaving(timeout time.Duration) error {
+	g.mu.Lock()
+	if g.down {
+		g.mu.Unlock()
+		return ErrClosed
+	}
+	g.leaving = true
+	g.mu.Unlock()
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		g.log.Warn("leaving flag not confirmed", "err", err)
+	}
+	return nil
+}
+
+// Stop tells the cluster this node stops for now, to come back (a clean
+// shutdown, issue 15 item 6): members record it dead at once instead of
+// finding out by failed probes, and, unlike after Leave, it keeps its
+// place. It waits up to timeout for that to be sent. Call Shutdown
+// afterwards.
+func (g *Gossip) Stop(timeout time.Duration) error {
+	g.mu.Lock()
+	down := g.down
+	g.mu.Unlock()
+	if down {
+		return ErrClosed
+	}
+	if err := g.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("stop gossip: %w", err)
+	}
 	return nil
 }
 

@@ -176,6 +176,20 @@ func TestGossipDeadAndLeft(t *testing.T) {
 	}
 }
 
+// TestGossipStop: a member that stops for now (a clean shutdown) is seen
+// dead at once, from its message alone (it still runs and answers
+// probes), not left: it keeps its place.
+func TestGossipStop(t *testing.T) {
+	t.Parallel()
+	gs := threeMembers(t, nil)
+	if err := gs[1].Stop(2 * time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	eventually(t, 10*time.Second, "g2 dead at g1 and g3", func() bool {
+		return stateOf(gs[0], "g2") == mesh.StateDead && stateOf(gs[2], "g2") == mesh.StateDead
+	})
+}
+
 func TestGossipFullEventsChannelNeverBlocks(t *testing.T) {
 	t.Parallel()
 	events := make(chan mesh.Event) // nobody reads

@@ -48,6 +48,7 @@
 //     queries, stop requests handed to the recovery engine).
 //   - ingest.go, replicate.go: the block store's opening and the adapters
 //     over the ingest engine's services for replication and tiers.
+//   - leave.go: node leave (retiring this node).
 //   - revoke.go: certificate revocation (op revoke) and closing revoked
 //     peers' connections.
 //   - admin.go, audit.go, failover.go: the node's side of the admin and
@@ -124,7 +125,24 @@
 //     replicated points of the service again; failback (reprotect op)
 //     makes it a warm copy.
 //   - Drills materialize a point into DataDir/drills and run a hook; the
-//     result is a drill op.
+//     result is a drill op. The images go when the drill ends unless it
+//     keeps them. Failover images (DataDir/failover) go once the service
+//     failed back; none the catalog says a service runs on (recovery's
+//     images.go, issue 15 item 6).
+//
+// # Leaving
+//
+//   - node leave (leave.go): checked while the admin request waits (a
+//     reachable leader, a quorum of the other voters, no service whose
+//     points only this node keeps at its site; --force overrides), then,
+//     after the answer, DataDir/LEFT, the gossip's leaving flag, a
+//     leadership transfer, the gossip leave (peers record it left), the
+//     leader asked to remove it from the catalog and Raft (admin stream
+//     type 7; placement then moves its holders), a wait to see itself out
+//     of the configuration, and Run ends.
+//   - With Options.AnnounceStop (node run), the end of Run tells the
+//     gossip the node stops (mesh.Gossip.Stop): peers see it dead at once
+//     and it keeps its place.
 //
 // # Admin stream (mesh.KindAdmin, between nodes)
 //
@@ -137,9 +155,11 @@
 //     command is refused: ErrBadCommand, not retried), CodeNotLeader or
 //     CodeUnavailable (retried by Apply); any other permanent code stops
 //     Apply.
+//
 //   - Type 3 (empty) asks for the node's last Raft log index, answered by
 //     type 4 (8 bytes, big-endian): the leader asks a voter whose gossip
 //     metadata says it has no Raft state before demoting it.
+//
 //   - Type 5 (JSON {"service", "by"}) asks the service's holder at its
 //     primary site to stop it for a planned failover. The answer is type 6
 //     (JSON {"point", "time", "output"}: the final point, its time and the
@@ -148,6 +168,13 @@
 //     CodeWrongNode (this node is not the service's primary holder),
 //     CodeUnavailable (the stop hook failed, or no point came within a
 //     minute after it).
+//
+//   - Type 7 (empty) is sent by a node that leaves the cluster (node
+//     leave) to the leader: remove me. The leader removes the sender (its
+//     certificate's name) from the catalog's nodes and from Raft and
+//     answers type 8 (8 bytes, big-endian: its applied index), or an error:
+//     CodeForbidden (an agent certificate), CodeNotLeader, CodeUnavailable
+//     (the removal did not commit).
 //
 // Any other request type is answered CodeBadRequest.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // Failover (DESIGN "Data path" step 4) runs on the holder of the service
@@ -48,6 +49,16 @@ func (n *Node) Drill(ctx context.Context, req DrillRequest, emit func(FailoverEv
 // CleanupDrills removes the images drills of service kept.
 func (n *Node) CleanupDrills(ctx context.Context, service string) ([]DrillRecord, error) {
 	return n.recovery.CleanupDrills(ctx, service)
+}
+
+// Images lists this node's failover and drill images and whether each
+// is in use.
+func (n *Node) Images(ctx context.Context) ([]api.Image, error) { return n.recovery.Images(ctx) }
+
+// RemoveImages removes failover and drill images (SERVICE/KIND/NAME), all
+// or none; images in use are refused (api.ErrUnsafe).
+func (n *Node) RemoveImages(ctx context.Context, refs []string, by string) ([]api.Image, error) {
+	return n.recovery.RemoveImages(ctx, refs, by)
 }
 
 // RecordDrill records a drill an operator ran on their own machine.

@@ -24,6 +24,11 @@ const (
 	// state before demoting it: metadata can be stale.
 	frameRaftState   mesh.FrameType = 3 // empty
 	frameRaftStateIs mesh.FrameType = 4 // 8 bytes: the node's last Raft log index
+	// A node leaving the cluster (node leave) asks the leader to remove it
+	// from Raft and from the catalog (leave.go). Types 5 and 6 are the
+	// recovery engine's stop request.
+	frameLeave mesh.FrameType = 7 // empty: remove the sender
+	frameLeft  mesh.FrameType = 8 // 8 bytes: the removal's Raft index, big-endian (0: it was not in the configuration)
 )
 
 // forward sends an encoded command to the leader over an admin stream and
@@ -110,6 +115,10 @@ func (n *Node) handleForwarded(ctx context.Context, s *mesh.Stream) {
 	}
 	if t == recovery.FrameStop {
 		n.recovery.ServeStop(ctx, s, p)
+		return
+	}
+	if t == frameLeave {
+		n.serveLeave(s)
 		return
 	}
 	if t == frameRaftState {

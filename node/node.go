@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -83,6 +84,11 @@ type Options struct {
 	ThinEvery         time.Duration // time between retention passes; 0 = 30s
 	GCEvery           time.Duration // least time between garbage collections; 0 = 15m
 	GCRate            int64         // bytes/s GC may rewrite; 0 = unlimited
+
+	// AnnounceStop makes the end of Run tell the gossip this node stops
+	// (peers see it dead at once, it keeps its place); `node run` sets it
+	// for SIGTERM. A node that left (node leave) has told them already.
+	AnnounceStop bool
 
 	Logger *slog.Logger // nil = slog.Default()
 	// Clock is the time of everything time-driven in the node; nil = the
@@ -205,6 +211,9 @@ type Node struct {
 	tiers   *tiers.Engine
 	life    *lifecycle.Engine
 	metrics *metrics.Metrics
+
+	leaving  atomic.Bool // node leave accepted (leave.go)
+	leaveReq chan string // who asked; Run's leaveWhenAsked carries it out
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -213,10 +222,11 @@ func New(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{
-		opts:   opts,
-		log:    opts.Logger.With("node", opts.Name, "site", opts.Site),
-		fsm:    catalog.NewFSM(),
-		events: make(chan mesh.Event, 256),
+		opts:     opts,
+		log:      opts.Logger.With("node", opts.Name, "site", opts.Site),
+		fsm:      catalog.NewFSM(),
+		events:   make(chan mesh.Event, 256),
+		leaveReq: make(chan string, 1),
 	}
 	n.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: opts.Clock.Now})
 	n.metrics = metrics.New(metrics.Sources{Catalog: n.fsm, Now: opts.Clock.Now, Links: func() []throttle.Stats {
@@ -244,6 +254,9 @@ func New(opts Options) (_ *Node, err error) {
 	}()
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if err := checkLeft(opts.DataDir, opts.ResetRaft); err != nil {
+		return nil, err
 	}
 	raftDir := filepath.Join(opts.DataDir, "raft")
 	if opts.ResetRaft {
@@ -425,12 +438,16 @@ func (n *Node) AdminAddr() string {
 	return n.adminLn.Addr().String()
 }
 
-// Run joins the cluster and serves until ctx ends, then shuts the node down
-// without leaving the cluster (a restart keeps the node's place; use Leave
-// to go for good).
+// Run joins the cluster and serves until ctx ends (or the node left the
+// cluster: node leave), then shuts the node down without leaving the
+// cluster (a restart keeps the node's place; with AnnounceStop peers hear
+// of the stop at once).
 func (n *Node) Run(ctx context.Context) error {
 	defer n.shutdown()
+	ctx, stop := context.WithCancel(ctx) // node leave ends the node (leave.go)
+	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { n.leaveWhenAsked(ctx, stop); return nil })
 	g.Go(func() error { return n.members.Run(ctx) })
 	g.Go(func() error { return n.serveForwarded(ctx) })
 	g.Go(func() error { return n.ingester.Run(ctx) })
@@ -441,6 +458,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.tiers.Run(ctx) })
 	g.Go(func() error { return n.life.Run(ctx) })
+	g.Go(func() error { return n.recovery.Run(ctx) }) // removes failover images after failback
 	g.Go(func() error { return n.audit.Run(ctx) })
 	g.Go(func() error { n.revocationLoop(ctx); return nil })
 	if n.adminLn != nil {
@@ -461,6 +479,11 @@ func (n *Node) Leave(timeout time.Duration) error {
 }
 
 func (n *Node) shutdown() {
+	if n.opts.AnnounceStop && !n.leaving.Load() {
+		if err := n.gossip.Stop(2 * time.Second); err != nil {
+			n.log.Warn("announce the stop to the gossip", "err", err)
+		}
+	}
 	if err := n.rn.get().Shutdown().Error(); err != nil {
 		n.log.Warn("raft shutdown", "err", err)
 	}

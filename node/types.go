@@ -42,6 +42,9 @@ type (
 	DrillRequest    = api.DrillRequest
 	OperatorDrill   = api.OperatorDrill
 	RevokeRequest   = api.RevokeRequest
+	Image           = api.Image
+	LeaveRequest    = api.LeaveRequest
+	LeaveResult     = api.LeaveResult
 )
 
 // NewClient returns a client for the admin API at addr (see api.NewClient).
@@ -57,6 +60,7 @@ var (
 	ErrHasLeader   = api.ErrHasLeader
 	ErrForbidden   = api.ErrForbidden
 	ErrUnreachable = api.ErrUnreachable
+	ErrUnsafe      = api.ErrUnsafe
 )
 
 // ErrBadCommand reports a catalog command that does not decode or apply.

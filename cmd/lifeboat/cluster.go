@@ -27,7 +27,7 @@ const defaultAdmin = "127.0.0.1:7948"
 func (c *cli) nodeCmd() *cobra.Command {
 	nodeCmd := &cobra.Command{
 		Use:   "node",
-		Short: "Run a lifeboat node",
+		Short: "Run a lifeboat node, or retire one (node leave)",
 		Args:  noArgs,
 	}
 	var (
@@ -43,7 +43,10 @@ func (c *cli) nodeCmd() *cobra.Command {
 		Short: "Run a node: join the cluster, serve the catalog and the admin API",
 		Long: `Run a node until SIGINT or SIGTERM. Settings come from --config (a node file,
 see config/examples/) and from flags of the same names, which win over the
-file. A node stopped this way keeps its place in the cluster.`,
+file. A node stopped this way tells its peers at once (they see it dead,
+not just unreachable) and keeps its place in the cluster: its Raft place
+until dead_node_timeout, its holder assignments until holder_timeout. To
+retire a node for good, use "lifeboat node leave".`,
 		Args: noArgs,
 		RunE: c.runE(func(cmd *cobra.Command, _ []string) error {
 			n := &config.Node{}
@@ -110,13 +113,17 @@ file. A node stopped this way keeps its place in the cluster.`,
 				Gossip: n.Listen.Gossip, QUIC: n.Listen.QUIC, Admin: n.Listen.Admin, Advertise: n.Listen.Advertise,
 				Join: n.Join, BootstrapExpect: n.BootstrapExpect, DeadNodeTimeout: n.DeadNodeTimeout.Std(), HolderTimeout: n.HolderTimeout.Std(),
 				GossipProfile: n.GossipProfile, ResetRaft: resetRaft, Logger: c.log, HooksUser: n.HooksUser,
-				BarrierInterval: barrierInterval, KEK: kek,
+				BarrierInterval: barrierInterval, KEK: kek, AnnounceStop: true,
 				ThinEvery: n.Lifecycle.ThinEvery.Std(), GCEvery: n.Lifecycle.GCEvery.Std(), GCRate: int64(n.Lifecycle.GCRate),
 			})
 			if err != nil {
 				var rse *node.RaftStateError
 				if errors.As(err, &rse) {
 					return &hintError{err, rse.Hint()}
+				}
+				if errors.Is(err, node.ErrLeft) {
+					// Exit 2, which the systemd unit does not restart on.
+					return &usageError{err}
 				}
 				return err
 			}
@@ -150,7 +157,7 @@ file. A node stopped this way keeps its place in the cluster.`,
 	f.Var(durationFlag{&nf.Lifecycle.ThinEvery}, "thin-every", "time between retention passes over the points this node holds (default 30s)")
 	f.Var(durationFlag{&nf.Lifecycle.GCEvery}, "gc-every", "least time between garbage collections (default 15m)")
 	f.Var(durationFlag{&nf.HolderTimeout}, "holder-timeout", "how long a service's holder may be gone before another node of its site takes over (default 1m)")
-	nodeCmd.AddCommand(runCmd)
+	nodeCmd.AddCommand(runCmd, c.nodeLeaveCmd())
 	return nodeCmd
 }
 

@@ -25,6 +25,10 @@ import (
 //	   6  unavailable  no node answers at --admin, or the cluster has no quorum
 //	   7  refused      the admin API refused the caller: no certificate, a revoked
 //	                   one, or a role too low for what was asked
+//	   8  unsafe       refused because it would break what is in use: an image a
+//	                   service runs on or a running drill (images rm), or a node
+//	                   leave that loses the quorum or the only copy of points
+//	                   (node leave without --force); nothing changed
 //	 130  interrupted  Ctrl-C or SIGTERM stopped the command
 const (
 	exitOK          = 0
@@ -35,6 +39,7 @@ const (
 	exitLocked      = 5
 	exitUnavailable = 6
 	exitRefused     = 7
+	exitUnsafe      = 8
 	exitInterrupted = 130
 )
 
@@ -89,6 +94,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitLocked
 	case errors.Is(err, node.ErrForbidden):
 		return exitRefused
+	case errors.Is(err, node.ErrUnsafe):
+		return exitUnsafe
 	case errors.Is(err, node.ErrNoQuorum), errors.Is(err, node.ErrUnreachable):
 		return exitUnavailable
 	case errors.As(err, &de), errors.As(err, &ce), errors.As(err, &rse):
@@ -126,6 +133,8 @@ func errorHint(err error) string {
 		return "this side of the cluster cannot reach a majority of the voters; `lifeboat status` shows which are gone. If they are lost for good: `lifeboat raft recover --force`"
 	case errors.Is(err, node.ErrNeedForce):
 		return "add --force once you are sure the lost voters will not come back"
+	case errors.Is(err, node.ErrUnsafe):
+		return "`lifeboat images list` says why an image is in use; `lifeboat status` shows the voters and holders a leave would lose (node leave --force overrides, at that cost)"
 	}
 	return ""
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node"
 )
 
 func TestParseSize(t *testing.T) {
@@ -123,6 +124,8 @@ func TestExitCode(t *testing.T) {
 		{"damage", live, &damageError{n: 2}, exitDamage, ""},
 		{"not found", live, fmt.Errorf("volume %q: %w", "x", blockstore.ErrNotFound), exitNotFound, ""},
 		{"not a store", live, fmt.Errorf("open x: %w", blockstore.ErrNotStore), exitNotFound, "lifeboat store init"},
+		{"unsafe", live, fmt.Errorf("rm: %w", node.ErrUnsafe), exitUnsafe, "images list"},
+		{"unsafe from the API", live, &node.APIError{Status: 409, Code: "unsafe", Msg: "in use"}, exitUnsafe, "images list"},
 		{"interrupted", done, fmt.Errorf("snapshot: %w", context.Canceled), exitInterrupted, ""},
 		{"canceled but not by us", live, context.Canceled, exitError, ""},
 	}

@@ -186,8 +186,10 @@ func (c *cli) drillCmd() *cobra.Command {
 into the node's drills directory, runs the test hook (--hook, or the
 service's health hook) with the images in its environment (as for a
 failover, plus LIFEBOAT_DRILL), reports pass or fail with timings, records
-the result in the catalog and removes the images (unless --keep; then
-"drill SERVICE --cleanup" removes them). Production is not touched: the
+the result in the catalog and removes the images when it ends, passed or
+failed (unless --keep; kept images stay until "drill SERVICE --cleanup" or
+"lifeboat images rm SERVICE/drill/ID" removes them; "lifeboat images list"
+shows them). Production is not touched: the
 standby images, replication, the points and the epoch stay as they are.
 Run it against a node of the recovery site.
 
@@ -207,6 +209,9 @@ the result is recorded in the catalog as a drill run by you.`,
 		RunE: c.runE(func(cmd *cobra.Command, args []string) error {
 			if hook != "" && (req.Keep || req.NBD || cleanup) {
 				return usagef("--hook runs the drill on this machine: it takes no --keep, --nbd or --cleanup")
+			}
+			if cleanup && (req.Keep || req.NBD || cmd.Flags().Changed("at")) {
+				return usagef("--cleanup removes the images of kept drills and runs none: it takes no --keep, --nbd or --at")
 			}
 			s, err := newAdminSession(c, &af, js)
 			if err != nil {
@@ -246,7 +251,7 @@ the result is recorded in the catalog as a drill run by you.`,
 				fmt.Fprintf(c.stdout, "hook output:\n%s\n", d.Output)
 			}
 			if d.Dir != "" {
-				fmt.Fprintf(c.stdout, "images kept in %s: lifeboat drill %s --cleanup removes them\n", d.Dir, d.Service)
+				fmt.Fprintf(c.stdout, "images kept in %s: lifeboat drill %s --cleanup (or lifeboat images rm %s/drill/%s) removes them\n", d.Dir, d.Service, d.Service, d.ID)
 			}
 			if !d.Passed {
 				return fmt.Errorf("drill failed: %s", d.Error)
@@ -258,9 +263,9 @@ the result is recorded in the catalog as a drill run by you.`,
 	f := cmd.Flags()
 	f.StringVar(&req.At, "at", "latest", "the point: latest, a point ID (8+ characters) or an RFC 3339 time")
 	f.StringVar(&hook, "hook", "", "run this test command here (sh -c), against the point served over NBD from the node, instead of the policy's drill hook on the node")
-	f.BoolVar(&req.Keep, "keep", false, "keep the drill's images for exploring")
+	f.BoolVar(&req.Keep, "keep", false, "keep the drill's images for exploring (until drill --cleanup or images rm)")
 	f.BoolVar(&req.NBD, "nbd", false, "serve the point over NBD with copy-on-write overlays instead of copying it (instant; the hook gets LIFEBOAT_NBD_<VOLUME>=nbd://...)")
-	f.BoolVar(&cleanup, "cleanup", false, "remove the images of kept drills")
+	f.BoolVar(&cleanup, "cleanup", false, "remove the images of this service's kept drills on the node (and of drills that did not finish)")
 	f.BoolVar(&js, "json", false, "print progress and the result as JSON lines")
 	return cmd
 }

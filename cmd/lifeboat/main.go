@@ -99,7 +99,8 @@ failback, drill, points/restore/serve-nbd --admin) talk to a node's admin
 API (--admin); snapshot, points, restore, verify, prune and stats also work
 offline on a local store (--store).
 Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
-6 unavailable (no node or no quorum), 7 refused, 130 interrupted.`,
+6 unavailable (no node or no quorum), 7 refused, 8 unsafe (in use, or
+would lose the quorum or data), 130 interrupted.`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		PersistentPreRunE: c.setupLogging,
@@ -128,6 +129,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 not found, 5 store locked,
 		c.failoverCmd(),
 		c.failbackCmd(),
 		c.drillCmd(),
+		c.imagesCmd(),
 		c.serveNBDCmd(),
 		c.configCmd(),
 		c.agentCmd(),

@@ -53,6 +53,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Code == CodeForbidden || e.Code == CodeUnauthenticated || e.Code == CodeRevoked
 	case blockstore.ErrNotFound, ErrNoStore:
 		return e.Code == CodeNotFound
+	case ErrUnsafe:
+		return e.Code == CodeUnsafe
 	}
 	return false
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -302,6 +303,25 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 	if _, err := os.Stat(standbyImg); err != nil {
 		t.Fatalf("standby image after the drill: %v", err)
 	}
+	// A kept drill's images stay, listed as not in use, until images rm
+	// (admin only: a viewer and an operator are refused, exit 7).
+	out = c.lb(0, "drill", "web", "--keep", "--admin", dc2.admin, "--tls-dir", c.tlsOperator)
+	ims := c.images(dc2.admin)
+	if len(ims) != 1 || ims[0].Kind != "drill" || ims[0].InUse || ims[0].Size <= 0 || !strings.Contains(out, ims[0].Ref()) {
+		t.Fatalf("images after drill --keep: %+v; want one drill, not in use, named in the drill's output:\n%s", ims, out)
+	}
+	c.lb(7, "images", "rm", "--admin", dc2.admin, "--tls-dir", c.tlsViewer, ims[0].Ref())
+	c.lb(7, "images", "rm", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, ims[0].Ref())
+	if _, err := os.Stat(ims[0].Path); err != nil {
+		t.Fatalf("kept drill images after refused removals: %v", err)
+	}
+	c.lb(0, "images", "rm", "--admin", dc2.admin, "--tls-dir", c.tlsAdmin, ims[0].Ref())
+	if _, err := os.Stat(ims[0].Path); !os.IsNotExist(err) {
+		t.Fatalf("kept drill images after images rm: %v", err)
+	}
+	if ims := c.images(dc2.admin); len(ims) != 0 {
+		t.Fatalf("images after images rm: %+v", ims)
+	}
 
 	// Instant recovery: a point served over NBD straight from dc2's store
 	// reads the same as its restored image.
@@ -362,6 +382,18 @@ func TestFailoverPlannedAndDrill(t *testing.T) {
 		}
 		return nil
 	})
+	// The images web runs on at dc2 are in use: images rm refuses them
+	// (exit 8) and they stay.
+	ims = c.images(dc2.admin)
+	if len(ims) != 1 || ims[0].Kind != "failover" || !ims[0].InUse {
+		t.Fatalf("images after the failover: %+v; want web's failover images in use", ims)
+	}
+	if _, errOut, code := testbin.RunCode(c.bin, "images", "rm", "--admin", dc2.admin, "--tls-dir", c.tlsAdmin, ims[0].Ref()); code != 8 || !strings.Contains(errOut, "in use") {
+		t.Fatalf("images rm of the images web runs on: exit %d, want 8 saying in use: %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(ims[0].Path, "disk.img")); err != nil {
+		t.Fatalf("failover image after a refused images rm: %v", err)
+	}
 	// Running it again is refused: the service runs at dc2.
 	if _, errOut, code := testbin.RunCode(c.bin, "failover", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "--yes"); code == 0 || !strings.Contains(errOut, "already runs at site dc2") {
 		t.Fatalf("a second failover: exit %d: %s", code, errOut)
@@ -581,6 +613,31 @@ func TestFailoverUnplannedForceFailback(t *testing.T) {
 		}
 		return err
 	})
+	// Failed back: dc2's failover images go by themselves; the ones web
+	// now runs on at dc1 stay, in use.
+	testbin.Eventually(t, "dc2's failover images removed after the failback", 20*time.Second, func() error {
+		if ims := c.images(dc2.admin); len(ims) != 0 {
+			return fmt.Errorf("dc2 still has %+v", ims)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Dir(started2)); !os.IsNotExist(err) {
+		t.Errorf("%s after the failback: %v", filepath.Dir(started2), err)
+	}
+	if ims := c.images(dc1.admin); len(ims) != 1 || !ims[0].InUse || ims[0].Kind != "failover" {
+		t.Errorf("dc1's images after coming home: %+v; want the failback's images, in use", ims)
+	}
+}
+
+// images lists the failover and drill images of the node at admin.
+func (c *pcluster) images(admin string) []node.Image {
+	c.t.Helper()
+	var ims []node.Image
+	out := c.lb(0, "images", "list", "--json", "--admin", admin, "--tls-dir", c.tlsViewer)
+	if err := json.Unmarshal([]byte(out), &ims); err != nil {
+		c.t.Fatalf("images list --json: %v\n%s", err, out)
+	}
+	return ims
 }
 
 // nbdTLSArgs are the qemu-img/qemu-io arguments that open export at addr

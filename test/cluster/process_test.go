@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -188,6 +189,36 @@ dir = %q
 	// Forced recovery refuses without --force, and with a leader around.
 	testbin.Run(t, bin, 2, "raft", "recover", "--admin", other.admin, "--tls-dir", adminTLS)
 	testbin.Run(t, bin, 1, "raft", "recover", "--admin", other.admin, "--tls-dir", adminTLS, "--force")
+
+	// node leave retires dc2-n2: a viewer is refused (exit 7), without
+	// --yes off a terminal it asks for it (exit 2); with --yes the node
+	// stops, its peers list it left and out of raft, and it refuses to
+	// start again on its old data dir (exit 2).
+	leaving := procs[3]
+	testbin.Run(t, bin, 7, "node", "leave", "--admin", leaving.admin, "--tls-dir", viewerTLS, "--yes")
+	testbin.Run(t, bin, 2, "node", "leave", "--admin", leaving.admin, "--tls-dir", adminTLS)
+	out = testbin.Run(t, bin, 0, "node", "leave", "--admin", leaving.admin, "--tls-dir", adminTLS, "--yes")
+	if !strings.Contains(out, "dc2-n2 left the cluster and stopped") {
+		t.Errorf("node leave said:\n%s", out)
+	}
+	h.eventually("peers list dc2-n2 left and out of raft", 20*time.Second, func() error {
+		st, err := status(procs[0])
+		if err != nil {
+			return err
+		}
+		for _, n := range st.Nodes {
+			if n.Name == "dc2-n2" && (n.State != "left" || n.Raft != "none") {
+				return fmt.Errorf("dc2-n2: %s, raft %s", n.State, n.Raft)
+			}
+		}
+		if slices.Contains(st.Voters, "dc2-n2") || st.Leader == "" {
+			return fmt.Errorf("voters %v, leader %q", st.Voters, st.Leader)
+		}
+		return nil
+	})
+	if _, errOut, code := testbin.RunCode(bin, "node", "run", "--config", leaving.cfg, "--gossip-profile", "test"); code != 2 || !strings.Contains(errOut, "--reset-raft") {
+		t.Errorf("restart of the node that left: exit %d, want 2 naming --reset-raft: %s", code, errOut)
+	}
 }
 
 func tail(b []byte, lines int) string {

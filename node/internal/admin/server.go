@@ -18,6 +18,8 @@
 //	POST /v1/policy/approve?version=N    admin     a pending policy's second approval (audited)
 //	POST /v1/raft/recover?force=true     admin     RecoveryRecord (audited)
 //	POST /v1/revoke                      admin     body: api.RevokeRequest → []Revocation (audited)
+//	GET  /v1/images                      viewer    []api.Image: failover and drill images (cleanup.go)
+//	POST /v1/images/rm, /v1/node/leave   admin     see cleanup.go (audited)
 package admin
 
 import (
@@ -192,6 +194,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, rec)
 	})
 	s.route(mux, "POST /v1/revoke", admin, auditAlways, s.serveRevoke)
+	s.registerCleanupAPI(mux) // images list|rm, node leave: cleanup.go
 	// Anything else: refused the same way, so that probes are recorded.
 	s.route(mux, "/", mesh.RoleAdmin+1, auditNone, func(w http.ResponseWriter, r *http.Request) {})
 	return s.hostCheck(http.NewCrossOriginProtection().Handler(mux))
@@ -219,6 +222,8 @@ func (s *Server) writeAPIError(w http.ResponseWriter, err error) {
 		writeErr(w, http.StatusPreconditionRequired, api.CodeNeedForce, err.Error())
 	case errors.Is(err, api.ErrHasLeader):
 		writeErr(w, http.StatusConflict, api.CodeHasLeader, err.Error())
+	case errors.Is(err, api.ErrUnsafe):
+		writeErr(w, http.StatusConflict, api.CodeUnsafe, err.Error())
 	case errors.Is(err, blockstore.ErrNotFound), errors.Is(err, api.ErrNoStore):
 		writeErr(w, http.StatusNotFound, api.CodeNotFound, err.Error())
 	default:

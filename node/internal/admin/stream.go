@@ -73,6 +73,8 @@ func apiCode(err error) string {
 		return api.CodeNeedForce
 	case errors.Is(err, api.ErrHasLeader):
 		return api.CodeHasLeader
+	case errors.Is(err, api.ErrUnsafe):
+		return api.CodeUnsafe
 	case errors.Is(err, blockstore.ErrNotFound), errors.Is(err, api.ErrNoStore):
 		return api.CodeNotFound
 	}

@@ -219,8 +219,15 @@ func serverIDs(servers []raft.Server) []mesh.NodeID {
 func (e *Engine) reconcileHolders(ctx context.Context, members []mesh.Member, now time.Time) error {
 	cat := e.o.Catalog.Catalog()
 	gone := e.trackGone(cat.SortedNodes(), members, now)
+	left := map[mesh.NodeID]bool{}
+	for _, m := range members {
+		if m.State == mesh.StateLeft {
+			left[m.Name] = true
+		}
+	}
 	changes := placement.Holders(placement.HolderView{
 		Cat: cat, Timeout: e.o.HolderTimeout,
+		Left:    func(id mesh.NodeID) bool { return left[id] },
 		Present: func(id mesh.NodeID) bool { _, g := gone[id]; return !g },
 		GoneFor: func(id mesh.NodeID) time.Duration {
 			if t, ok := gone[id]; ok {

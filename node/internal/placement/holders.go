@@ -23,6 +23,9 @@ type HolderView struct {
 	Cat     *catalog.Catalog
 	Present func(mesh.NodeID) bool          // alive or suspect in the gossip
 	GoneFor func(mesh.NodeID) time.Duration // how long a node has not been present
+	// Left reports a node that left the cluster for good (node leave): it
+	// holds nothing from then on, without waiting for Timeout. nil = none.
+	Left    func(mesh.NodeID) bool
 	Timeout time.Duration
 }
 
@@ -38,8 +41,9 @@ func Holders(v HolderView) []catalog.Holder {
 		ni, ok := cat.Nodes[id]
 		return ok && ni.Role != RoleWitness && string(ni.Site) == site
 	}
+	left := func(id mesh.NodeID) bool { return v.Left != nil && v.Left(id) }
 	keep := func(id mesh.NodeID, site string) bool {
-		return dataNode(id, site) && (v.Present(id) || v.GoneFor(id) < v.Timeout)
+		return dataNode(id, site) && !left(id) && (v.Present(id) || v.GoneFor(id) < v.Timeout)
 	}
 	// Load of the holders that stay.
 	load := map[mesh.NodeID]int64{}
@@ -71,7 +75,7 @@ func Holders(v HolderView) []catalog.Holder {
 			}
 			var best mesh.NodeID
 			for _, cand := range cat.SortedNodes() {
-				if !dataNode(cand, site) || !v.Present(cand) {
+				if !dataNode(cand, site) || !v.Present(cand) || left(cand) {
 					continue
 				}
 				if best == "" || load[cand] < load[best] {

@@ -99,3 +99,27 @@ func TestHoldersStayAndMove(t *testing.T) {
 		t.Errorf("no policy: %v", got)
 	}
 }
+
+// TestHoldersMoveFromLeftNode: a node that left (node leave) holds nothing
+// from then on, without waiting for the timeout, and is never chosen.
+func TestHoldersMoveFromLeftNode(t *testing.T) {
+	cur := map[string]map[string]mesh.NodeID{
+		"a": {"dc1": "dc1-n1", "dc2": "dc2-n1"},
+		"b": {"dc1": "dc1-n2", "dc2": "dc2-n1"},
+		"c": {"dc1": "dc1-n1", "dc2": "dc2-n1"},
+	}
+	v := holderView(holderCatalog(t, cur), map[mesh.NodeID]time.Duration{"dc1-n1": time.Second})
+	v.Left = func(id mesh.NodeID) bool { return id == "dc1-n1" }
+	got := byKey(Holders(v))
+	if len(got) != 2 || got["a@dc1"] != "dc1-n2" || got["c@dc1"] != "dc1-n2" {
+		t.Errorf("dc1-n1 left a second ago: changes %v, want a and c at dc1 moved to dc1-n2 at once", got)
+	}
+	// Left but still answering gossip for a moment: not chosen either.
+	v = holderView(holderCatalog(t, nil), nil)
+	v.Left = func(id mesh.NodeID) bool { return id == "dc1-n1" }
+	for k, h := range byKey(Holders(v)) {
+		if h == "dc1-n1" {
+			t.Errorf("%s placed on dc1-n1, which left", k)
+		}
+	}
+}

@@ -55,16 +55,20 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 	d := &catalog.DrillRecord{ID: started.UTC().Format("20060102T150405Z") + "-" + pt.ID[:8], Service: req.Service, Site: site, Node: e.o.Name,
 		Point: pt.ID, PointTime: pt.Time, By: req.By, Started: started.UTC()}
 	dir := filepath.Join(e.drillsDir(req.Service), d.ID)
+	defer e.markBusy(dir, "drill "+d.ID+" is running")()
 	emit(api.FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s) into %s", d.ID, req.Service, shortID(pt.ID), pt.Time.Format(time.RFC3339), dir)})
 	t0 := e.o.Clock.Now()
 	var nbdEnv []string
+	stopNBD := func() {}
 	if req.NBD {
 		env, stop, err := e.serveDrillNBD(ctx, pt, dir)
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
-		defer stop()
+		var once sync.Once
+		stopNBD = func() { once.Do(stop) }
+		defer stopNBD()
 		nbdEnv = env
 		emit(api.FailoverEvent{Step: "images", Message: fmt.Sprintf("serving %d volume(s) over NBD with copy-on-write overlays: %s", len(pt.Volumes), strings.Join(env, " "))})
 	} else if err := e.materialize(ctx, pt, dir, emit); err != nil {
@@ -102,6 +106,9 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 			d.Passed, d.Error = false, err.Error()
 		}
 	}
+	// The drill ends here: its images go unless it was asked to keep
+	// them (issue 15 item 6); the NBD overlays stop being written first.
+	stopNBD()
 	if req.Keep {
 		d.Dir = dir
 	} else if err := os.RemoveAll(dir); err != nil {
@@ -167,7 +174,7 @@ func (e *Engine) CleanupDrills(ctx context.Context, service string) ([]catalog.D
 	}
 	var out []catalog.DrillRecord
 	for _, d := range st.Drills {
-		if d.Node != e.o.Name || d.Dir == "" {
+		if d.Node != e.o.Name || d.Dir == "" || e.busyWhy(d.Dir) != "" {
 			continue
 		}
 		if err := os.RemoveAll(d.Dir); err != nil {
@@ -179,10 +186,13 @@ func (e *Engine) CleanupDrills(ctx context.Context, service string) ([]catalog.D
 		}
 		out = append(out, d)
 	}
-	// Directories a crashed drill left behind.
+	// Directories a crashed drill left behind; not those of a drill
+	// running now.
 	ents, _ := os.ReadDir(e.drillsDir(service))
 	for _, ent := range ents {
-		os.RemoveAll(filepath.Join(e.drillsDir(service), ent.Name()))
+		if dir := filepath.Join(e.drillsDir(service), ent.Name()); e.busyWhy(dir) == "" {
+			os.RemoveAll(dir)
+		}
 	}
 	return out, nil
 }

@@ -175,6 +175,7 @@ func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit fun
 		fillPlanPoint()
 	}
 
+	defer e.markBusy(e.failoverDir(req.Service, pt), "a failover of "+req.Service+" to "+site+" is running on these images")()
 	dir, images, err := e.failoverImages(ctx, req.Service, pt, plan.Tier, emit)
 	if err != nil {
 		return nil, err

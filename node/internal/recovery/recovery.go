@@ -8,6 +8,7 @@ package recovery
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"syscall"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
@@ -68,6 +69,10 @@ type Options struct {
 type Engine struct {
 	o   Options
 	log *slog.Logger
+
+	mu     sync.Mutex
+	busy   map[string]string // image directories a failover or drill works in: why
+	warned map[string]bool   // failures logged once (images.go)
 }
 
 // New returns an Engine.
