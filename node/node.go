@@ -234,6 +234,11 @@ func New(opts Options) (_ *Node, err error) {
 			return nil
 		}
 		return n.repl.LinkStats()
+	}, Space: func() (int64, int64, error) {
+		if n.store == nil {
+			return 0, 0, errors.New("no store")
+		}
+		return n.store.Space()
 	}})
 	n.audit = audit.New(audit.Options{Node: opts.Name, Clock: opts.Clock, Logger: n.log,
 		Propose: func(ctx context.Context, es []AuditEntry) error {

@@ -34,6 +34,9 @@ type Sources struct {
 	// Links returns the link throttles' state (nil on a witness).
 	Links func() []throttle.Stats
 	Now   func() time.Time
+	// Space returns the free and total bytes of the block store's file
+	// system (nil on a witness).
+	Space func() (free, size int64, err error)
 }
 
 // New returns the registry with its counters, and gauges over src.
@@ -96,6 +99,10 @@ var (
 		"The data-loss window of the service's last failover.", []string{"service", "site"}, nil)
 	descFailoverRTO = prometheus.NewDesc("lifeboat_failover_rto_seconds",
 		"Command to servers up in the service's last finished failover.", []string{"service", "site"}, nil)
+	descStoreFree = prometheus.NewDesc("lifeboat_store_free_bytes",
+		"Bytes free to the node on its block store's file system.", nil, nil)
+	descStoreSize = prometheus.NewDesc("lifeboat_store_size_bytes",
+		"Size of the node's block store's file system.", nil, nil)
 	descLinkWaiters = prometheus.NewDesc("lifeboat_link_waiters",
 		"Senders waiting for the link's bandwidth, per tier.", []string{"link", "tier"}, nil)
 )
@@ -110,6 +117,8 @@ func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descEpoch
 	ch <- descFailoverRPO
 	ch <- descFailoverRTO
+	ch <- descStoreFree
+	ch <- descStoreSize
 }
 
 func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
@@ -131,6 +140,12 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	if cat.Policy != nil && cat.Policy.Cluster != nil {
 		for _, s := range cat.Policy.Cluster.Services {
 			ch <- prometheus.MustNewConstMetric(descRPOTarget, prometheus.GaugeValue, time.Duration(s.RPO).Seconds(), s.Name)
+		}
+	}
+	if c.src.Space != nil {
+		if free, size, err := c.src.Space(); err == nil {
+			ch <- prometheus.MustNewConstMetric(descStoreFree, prometheus.GaugeValue, float64(free))
+			ch <- prometheus.MustNewConstMetric(descStoreSize, prometheus.GaugeValue, float64(size))
 		}
 	}
 	if c.src.Links == nil {
