@@ -14,7 +14,7 @@ import (
 // service's holder there lists them as a named branch in the catalog before
 // it accepts any replicated point of the service (so that the branch is
 // exactly the points taken here after the failover point). Nothing deletes
-// them: nodes prune no points.
+// them: the lifecycle engine pins a branch's points ("pinned: branch NAME").
 
 // branchNote is the catalog note saying up to which epoch a node has
 // checked a service for divergent points.
