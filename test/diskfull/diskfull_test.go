@@ -751,10 +751,14 @@ func TestENOSPCPhases(t *testing.T) {
 	}) {
 		t.FailNow()
 	}
-	if need <= 0 || packNeed <= 0 || packNeed > need {
+	if need <= 0 || packNeed <= 0 {
 		t.Fatalf("calibration failed: need %d, pack need %d", need, packNeed)
 	}
-	rest := need - packNeed
+	// The file system's free space can drop by less than the packs grew
+	// (the index removed an obsolete log meanwhile): then count the packs
+	// and a minimum for the index.
+	rest := max(need-packNeed, 64<<10)
+	need = packNeed + rest
 	cases := []struct {
 		name  string
 		leave int64
