@@ -21,6 +21,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
@@ -220,6 +221,11 @@ func New(opts Options) (_ *Node, err error) {
 			return nil
 		}
 		return n.repl.LinkStats()
+	}, Space: func() *api.SpaceStatus {
+		if n.space == nil {
+			return nil
+		}
+		return n.space.Status()
 	}})
 	n.audit = audit.New(audit.Options{Node: opts.Name, Clock: opts.Clock, Logger: n.log,
 		Propose: func(ctx context.Context, es []AuditEntry) error {
