@@ -1,6 +1,5 @@
 // Package diskfull tests the block store and the node on a really full
-// filesystem. It has
-// no code of its own, only tests. Each test mounts a small tmpfs (which needs
+// filesystem. It has no code of its own, only tests. Each test mounts a small tmpfs (which needs
 // root: without it the tests skip, or fail when CI=true) and fills it with
 // random, incompressible volumes and a filler file, so that writes fail with
 // ENOSPC from the kernel rather than from a fake. The store keeps a reserve
