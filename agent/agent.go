@@ -194,12 +194,15 @@ func (a *Agent) setHolder(addr string) {
 // Status is what `lifeboat agent status` shows, written to
 // SPOOL/status.json whenever it changes.
 type Status struct {
-	Agent      string    `json:"agent"`
-	Service    string    `json:"service"`
-	Mode       string    `json:"mode"`
-	Node       string    `json:"node"`
-	State      string    `json:"state"` // starting, connected, shipping, idle, disconnected, held, refused, fenced, overflow, resync, error, stopped
-	Detail     string    `json:"detail,omitempty"`
+	Agent   string `json:"agent"`
+	Service string `json:"service"`
+	Mode    string `json:"mode"`
+	Node    string `json:"node"`
+	State   string `json:"state"` // starting, connected, shipping, idle, disconnected, held, nospace, refused, fenced, overflow, resync, error, stopped
+	Detail  string `json:"detail,omitempty"`
+	// Refusal is the node's latest refusal while it lasts (cleared when a
+	// session is accepted again): its wire code and message.
+	Refusal    *Refusal  `json:"refusal,omitempty"`
 	Seq        uint64    `json:"seq"`
 	Point      string    `json:"point,omitempty"`
 	PointTime  time.Time `json:"point_time,omitzero"`
@@ -216,6 +219,13 @@ type Status struct {
 	LagWrites int64     `json:"lag_writes"`
 	Updated   time.Time `json:"updated"`
 	PID       int       `json:"pid"`
+}
+
+// Refusal is a node refusing the agent, as the status shows it.
+type Refusal struct {
+	Code    string    `json:"code"` // the wire code's name (mesh doc.go): "no space", "held", "fenced", ...
+	Message string    `json:"message"`
+	Since   time.Time `json:"since"`
 }
 
 // StatusFile is the name of the status file in the spool directory.
@@ -268,7 +278,7 @@ func (a *Agent) Status() Status {
 
 // failStates are the states of a failure that repeats while the agent
 // retries: logged through a.fails (issue 14 item 6).
-var failStates = []string{"disconnected", "held", "refused", "fenced"}
+var failStates = []string{"disconnected", "held", "nospace", "refused", "fenced"}
 
 // setState records a state change, logs it once, and writes the status
 // file. A failure state that repeats is logged once at WARN with its
@@ -281,9 +291,19 @@ func (a *Agent) setState(state, detail string, err error) {
 	if err != nil {
 		a.status.LastError = err.Error()
 	}
+	var re *mesh.RemoteError
+	switch {
+	case state == "connected":
+		a.status.Refusal = nil
+	case errors.As(err, &re):
+		if a.status.Refusal == nil || a.status.Refusal.Code != re.Code.String() {
+			a.status.Refusal = &Refusal{Code: re.Code.String(), Since: a.opts.Now().UTC()}
+		}
+		a.status.Refusal.Message = re.Message
+	}
 	a.mu.Unlock()
 	switch state {
-	case "disconnected", "held", "refused", "fenced":
+	case "disconnected", "held", "nospace", "refused", "fenced":
 		a.fails.Fail(state, "agent "+state, err, detail, "node", a.nodeAddr())
 	case "connected":
 		for _, s := range failStates {
@@ -299,7 +319,7 @@ func (a *Agent) setState(state, detail string, err error) {
 		// status file follows within a second (statusLoop).
 		a.log.Debug("agent "+state, "detail", detail)
 		return
-	case "disconnected", "held", "refused", "fenced":
+	case "disconnected", "held", "nospace", "refused", "fenced":
 		// Logged above.
 	case "overflow":
 		a.log.Warn("agent "+state, "detail", detail, "err", err)
@@ -438,10 +458,10 @@ func (a *Agent) connect(ctx context.Context) (*conn, error) {
 		}
 		state, permanent := refusal(err)
 		if permanent {
-			a.setState(state, refusalDetail(state), err)
+			a.setState(state, a.failureDetail(state, err), err)
 			return nil, err
 		}
-		a.setState(state, refusalDetail(state), err)
+		a.setState(state, a.failureDetail(state, err), err)
 		if err := b.Wait(ctx); err != nil {
 			return nil, err
 		}
@@ -455,7 +475,7 @@ func (a *Agent) connect(ctx context.Context) (*conn, error) {
 func (a *Agent) afterFailure(ctx context.Context, b *retry.Backoff, detail string, err error) bool {
 	state, permanent := refusal(err)
 	if state != "disconnected" {
-		detail = refusalDetail(state)
+		detail = a.failureDetail(state, err)
 	}
 	a.setState(state, detail, err)
 	if permanent {
@@ -478,10 +498,33 @@ func refusalDetail(state string) string {
 		return "the service runs at another site now: this side ships no more writes; fail back to resume"
 	case "held":
 		return "a planned failover stopped the service: the spool keeps the writes, retrying"
+	case "nospace":
+		return "the node's disk is nearly full: the spool keeps the writes, retrying with back-off; free space on the node"
 	case "refused":
 		return "the node refuses this agent: check the policy and the agent's certificate; retrying every interval"
 	}
 	return "the spool keeps the writes; retrying with back-off"
+}
+
+// failureDetail is the status detail of a failure: refusalDetail, except
+// for a node short of disk space, whose message (how full, what to do)
+// and the agent's backlog are the detail: "node dc1-n1 refuses new points
+// of service web (priority 0): disk low on the node (3.1% free ...); ...;
+// spooling, 12.0 MiB spooled" (issue 15 item 5). The detail follows the
+// backlog; the log says it once (a.fails).
+func (a *Agent) failureDetail(state string, err error) string {
+	if state != "nospace" {
+		return refusalDetail(state)
+	}
+	msg := "the node's disk is nearly full"
+	var re *mesh.RemoteError
+	if errors.As(err, &re) && re.Message != "" {
+		msg = re.Message
+	}
+	if a.opts.Mode == ModeIntercept {
+		return fmt.Sprintf("%s; spooling, %.1f MiB spooled; retrying with back-off", msg, float64(a.backlog.Load())/(1<<20))
+	}
+	return msg + "; the next scans retry with back-off"
 }
 
 // scanLimiter returns the limiter of scan reads at bytesPerSecond.

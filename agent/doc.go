@@ -11,8 +11,11 @@
 //
 // Refusals: the agent acts on the node's wire code (mesh doc.go, error
 // codes), never on the message. A retryable failure (a network error,
-// unavailable, held for a planned failover: state "held") is retried with
-// back-off (internal/retry) while the spool keeps the writes; a permanent
+// unavailable, held for a planned failover: state "held"; the node's disk
+// nearly full, code no space: state "nospace", whose detail carries the
+// node's reason and the MiB spooled, and Status.Refusal the code) is
+// retried with back-off (internal/retry) while the spool keeps the writes;
+// a permanent
 // one (fenced; forbidden, not found, bad request, wrong node: state
 // "refused") stops shipping until the next interval. A failure state that
 // repeats is logged once at WARN with what to do, then counted

@@ -234,8 +234,9 @@ func sortChanges(cs []change) []change {
 // refusal names the agent's state for a failure to reach or ship to the
 // node, by the wire code (mesh doc.go): "fenced" (the service failed over
 // to another site) and "refused" are permanent, the agent stops shipping
-// until the next interval; "held" (a planned failover stops the service)
-// and "disconnected" are retried with back-off while the spool keeps the
+// until the next interval; "held" (a planned failover stops the service),
+// "nospace" (the node's disk is nearly full: issue 15 item 5) and
+// "disconnected" are retried with back-off while the spool keeps the
 // writes.
 func refusal(err error) (state string, permanent bool) {
 	switch {
@@ -243,6 +244,8 @@ func refusal(err error) (state string, permanent bool) {
 		return "fenced", true
 	case errors.Is(err, mesh.ErrHeld):
 		return "held", false
+	case errors.Is(err, mesh.ErrNoSpace):
+		return "nospace", false
 	case !mesh.IsRetryable(err):
 		return "refused", true
 	}

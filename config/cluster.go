@@ -95,9 +95,12 @@ var Exports = []Export{ExportNone, ExportRaw, ExportQCOW2, ExportVHDX}
 // Service is what the business cares about: servers with volumes, a
 // primary site, and copies at recovery sites.
 type Service struct {
-	Name      string    `toml:"name" json:"name"`
-	Primary   string    `toml:"primary" json:"primary"`
-	RPO       Duration  `toml:"rpo" json:"rpo"` // target; 0 = none
+	Name    string   `toml:"name" json:"name"`
+	Primary string   `toml:"primary" json:"primary"`
+	RPO     Duration `toml:"rpo" json:"rpo"` // target; 0 = none
+	// Priority orders services when a node runs short of disk: the lowest
+	// stop taking new points first. Default 0; higher is more important.
+	Priority  int       `toml:"priority" json:"priority,omitempty"`
 	Hooks     Hooks     `toml:"hooks" json:"hooks"`
 	Retention Retention `toml:"retention" json:"retention"` // at the primary; default DefaultRetention
 	Servers   []Server  `toml:"server" json:"servers"`

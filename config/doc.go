@@ -143,6 +143,7 @@
 //	  name                 string    required           unique service name
 //	  primary              string    required           the defined site where the service runs
 //	  rpo                  duration  "0s" (no target)   RPO target; checked against cold schedules and coalesce windows
+//	  priority             integer   0                  when a node's disk runs short, the lowest stop taking points first
 //	  hooks                table                        commands run to start, stop and check the servers
 //	    start, stop, health string   ""                 commands (run by the node at that site)
 //	    timeout            duration  "60s"              how long one hook run may take; positive

@@ -22,6 +22,7 @@ const (
 	CodeFenced      ErrCode = 7
 	CodeHeld        ErrCode = 8
 	CodeWrongNode   ErrCode = 9
+	CodeNoSpace     ErrCode = 10
 )
 
 // Sentinels the codes stand for; a *RemoteError matches its code's with
@@ -48,6 +49,11 @@ var (
 	// (a witness holds no data; a node of another site does not run the
 	// service). Permanent: point the caller at another node.
 	ErrWrongNode = errors.New("mesh: wrong node for this request")
+	// ErrNoSpace is CodeNoSpace: the peer's disk is nearly full and it
+	// takes no new points of this service for now (issue 15 item 5).
+	// Retryable with back-off: the peer resumes by itself once space is
+	// freed; the sender keeps what it has (an agent its spool).
+	ErrNoSpace = errors.New("mesh: no space: the peer's disk is nearly full")
 )
 
 // codeInfo is one row of the table in doc.go.
@@ -68,6 +74,7 @@ var codes = map[ErrCode]codeInfo{
 	CodeFenced:      {"fenced", ErrFenced, true},
 	CodeHeld:        {"held", ErrHeld, false},
 	CodeWrongNode:   {"wrong node", ErrWrongNode, true},
+	CodeNoSpace:     {"no space", ErrNoSpace, false},
 }
 
 // String returns the code's name.

@@ -28,11 +28,12 @@ func TestCodeTable(t *testing.T) {
 		{CodeFenced, "fenced", ErrFenced, true},
 		{CodeHeld, "held", ErrHeld, false},
 		{CodeWrongNode, "wrong node", ErrWrongNode, true},
+		{CodeNoSpace, "no space", ErrNoSpace, false},
 	}
 	if len(cases) != len(codes) {
 		t.Fatalf("the test lists %d codes, the table %d", len(cases), len(codes))
 	}
-	sentinels := []error{ErrBadRequest, ErrNotFound, ErrRefused, ErrNotLeader, ErrUnreachable, ErrInternal, ErrFenced, ErrHeld, ErrWrongNode}
+	sentinels := []error{ErrBadRequest, ErrNotFound, ErrRefused, ErrNotLeader, ErrUnreachable, ErrInternal, ErrFenced, ErrHeld, ErrWrongNode, ErrNoSpace}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.code.String(); got != tc.name {

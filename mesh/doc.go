@@ -149,6 +149,13 @@
 //	                  witness holds no data, or the service runs
 //	                  at another site; the message says where to
 //	                  go (ErrWrongNode)
+//	10   no space     the receiver's disk is nearly full and it    retry with
+//	                  takes no new points of this service for now  back-off
+//	                  (lowest priority first, node doc.go); it
+//	                  resumes by itself once space is freed; the
+//	                  message says how full and what to do
+//	                  (ErrNoSpace). The agent's state is "nospace":
+//	                  it keeps spooling.
 //
 // A code this version does not know is permanent (nodes of one version
 // talk only to each other: an unknown code is a bug, not a hint to retry).
@@ -206,9 +213,12 @@
 // size that differs from the policy's, CodeWrongNode from a witness or a
 // node of a site the service does not run at, CodeFenced once the service
 // failed over to another site, CodeHeld while it is stopped for a planned
-// failover, CodeUnavailable while no holder is placed or a fetch runs. A
-// Commit may be answered the same way (CodeFenced or CodeHeld when a
-// failover started during the session). The node checks every received block against
+// failover, CodeUnavailable while no holder is placed or a fetch runs,
+// CodeNoSpace while the node's disk is too full to take new points of the
+// service. A Blocks frame may be answered with CodeNoSpace, and a Commit
+// the same way as a Hello (CodeFenced or CodeHeld when a failover started
+// during the session, CodeNoSpace when the disk filled up); nothing of a
+// refused commit is acknowledged. The node checks every received block against
 // its ID (keyed BLAKE3 of the plaintext, the cluster's dedup key) before
 // storing it, and every change's ID is present before it commits. Seq is
 // the agent's own counter of points; Welcome returns the newest one the
@@ -258,7 +268,10 @@
 // a node that is not the primary's holder (CodeForbidden), from an agent
 // certificate or whose Hello site is not the certificate's
 // (CodeForbidden), for a service not in its policy (CodeNotFound), and a
-// witness refuses every stream (CodeWrongNode). The sender retries the
+// witness refuses every stream (CodeWrongNode); a receiver whose disk is
+// too full for new points of the service refuses with CodeNoSpace (at the
+// hello and at ReplCommit), and the sender retries it with back-off, its
+// progress error saying why. The sender retries the
 // retryable codes with back-off and parks on a permanent one until the
 // policy or the holders in its catalog change.
 // Received blocks are flushed every 8 MiB: after a cut, a restart or a

@@ -155,5 +155,9 @@ func (n *Node) Status() Status {
 	if cf := r.GetConfiguration(); cf.Error() == nil {
 		rs.Servers = cf.Configuration().Servers
 	}
-	return status.Build(n.opts.Name, n.opts.Site, rs, n.Catalog(), n.gossip.Members(), n.opts.Clock.Now())
+	st := status.Build(n.opts.Name, n.opts.Site, rs, n.Catalog(), n.gossip.Members(), n.opts.Clock.Now())
+	if n.space != nil {
+		st.Space = n.space.Status()
+	}
+	return st
 }

@@ -144,6 +144,29 @@
 //     gossip the node stops (mesh.Gossip.Stop): peers see it dead at once
 //     and it keeps its place.
 //
+// # Disk space (node/internal/ingest space.go; issue 15 item 5)
+//
+// The space guard reads the free space (statfs: blocks available over the
+// size) of the block store's file system and of DataDir's when that is
+// another one, at most once per second on the node's clock (a ticker,
+// and on a check when the reading is older). The worst file system
+// counts. Under 20% free the state is "low" (one WARN with what to do;
+// "ok" again at 21%). Under 5% it is "critical" and the node refuses new
+// points of the services it holds (primary at its site, or a copy there)
+// of the lowest priority (config priority, default 0, higher = more
+// important); under 3% of every priority but the highest; under 1% of
+// all. Refusals only grow until the disk is back at 7% free; then every
+// service is taken again, by itself. A refusal is mesh.CodeNoSpace
+// (retryable) on an agent's Hello, Blocks or Commit and on a replication
+// stream's ReplHello or ReplCommit: received replication points are
+// refused too, by the same priorities, and the sender retries with
+// back-off, its progress error naming the reason; agents keep spooling
+// (agent state "nospace"). Nothing of a refused commit is acknowledged.
+// The status (api.SpaceStatus) and the metrics show it. The block store's
+// own reserve for its index is set to a hundredth of the file system (4
+// to 64 MiB), under these marks, and stays the last line (ENOSPC errors
+// that commit nothing) if the disk fills anyway.
+//
 // # Admin stream (mesh.KindAdmin, between nodes)
 //
 // Each stream carries one request frame and one answer. Error answers are

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/internal/ingest"
@@ -36,7 +38,7 @@ func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, lockFor func(
 			log.Info("created block store encrypted at rest", "store", dir, "kek", kek.Fingerprint())
 		}
 	}
-	s, err := blockstore.Open(dir, blockstore.Options{Logger: log, KEK: kek, LockFor: lockFor})
+	s, err := blockstore.Open(dir, blockstore.Options{Logger: log, KEK: kek, LockFor: lockFor, Reserve: storeReserve(dir)})
 	if err != nil {
 		return nil, err
 	}
@@ -48,6 +50,21 @@ func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, lockFor func(
 		log.Warn("this node has a key-encryption key but its block store is not encrypted: only a new store is created encrypted", "store", dir)
 	}
 	return s, nil
+}
+
+// storeReserve is the free space the block store's pack writes leave for
+// its index: a hundredth of the file system, between 4 and 64 MiB (the
+// store's own default is a tenth). The space guard (ingest.Space) refuses
+// new points from 5% free, lowest priority first, so on a small file
+// system the store's reserve must sit under the guard's marks, not over
+// them; it stays the last line when the disk fills anyway (issue 15 item 5).
+func storeReserve(dir string) int64 {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0 // the store's default
+	}
+	size := int64(st.Blocks) * int64(st.Bsize)
+	return min(max(size/100, 4<<20), 64<<20)
 }
 
 // services is the ingest engine's per-service state as replication, the

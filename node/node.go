@@ -22,6 +22,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
@@ -200,6 +201,7 @@ type Node struct {
 	members   *membership.Engine
 
 	store    *blockstore.Store // nil on a witness
+	space    *ingest.Space     // the disk space guard; nil on a witness
 	ingester *ingest.Engine    // agents' ingest streams and barriers
 	svcs     services
 	marks    *watermark.Queue // the newest points, not yet in the catalog
@@ -234,11 +236,11 @@ func New(opts Options) (_ *Node, err error) {
 			return nil
 		}
 		return n.repl.LinkStats()
-	}, Space: func() (int64, int64, error) {
-		if n.store == nil {
-			return 0, 0, errors.New("no store")
+	}, Space: func() *api.SpaceStatus {
+		if n.space == nil {
+			return nil
 		}
-		return n.store.Space()
+		return n.space.Status()
 	}})
 	n.audit = audit.New(audit.Options{Node: opts.Name, Clock: opts.Clock, Logger: n.log,
 		Propose: func(ctx context.Context, es []AuditEntry) error {
@@ -335,7 +337,13 @@ func New(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.marks = watermark.New(watermark.Options{Node: opts.Name, Site: opts.Site, Propose: n.Apply, Interval: opts.WatermarkInterval, Clock: opts.Clock, Logs: n.logs})
-	n.ingester = ingest.New(ingest.Options{Name: opts.Name, Site: opts.Site, Store: n.store, Catalog: n.fsm, Accept: n.ep.Accept,
+	if n.store != nil {
+		// The block store's file system, and the data dir's if another
+		// (issue 15 item 5; node doc.go, "Disk space").
+		n.space = ingest.NewSpace(ingest.SpaceOptions{Name: opts.Name, Site: opts.Site, Paths: []string{n.store.Dir(), opts.DataDir},
+			Catalog: n.fsm, Clock: opts.Clock, Logs: n.logs, Logger: n.log})
+	}
+	n.ingester = ingest.New(ingest.Options{Space: n.space, Name: opts.Name, Site: opts.Site, Store: n.store, Catalog: n.fsm, Accept: n.ep.Accept,
 		Note: n.marks.Note, Fetching: func(service string) (time.Time, bool) { return n.repl.Fetching(service) }, BarrierInterval: opts.BarrierInterval, Logs: n.logs, Logger: n.log, Clock: opts.Clock})
 	n.svcs = services{n.ingester}
 	if err := n.ingester.Load(context.Background()); err != nil {
@@ -368,7 +376,7 @@ func New(opts Options) (_ *Node, err error) {
 	n.repl = replicate.New(replicate.Options{Name: opts.Name, Site: opts.Site, Clock: opts.Clock, HolderTimeout: opts.HolderTimeout,
 		Store: n.store, Catalog: n.fsm, Propose: n.Apply, Dial: n.ep.Dial, Held: heldPoints{&n.svcs},
 		CheckBranches: n.recovery.CheckBranches, BranchCheckDue: n.recovery.BranchCheckDue,
-		Arrived: n.tiers.Arrived, Note: n.marks.Note, Logs: n.logs, Logger: n.log,
+		Arrived: n.tiers.Arrived, Note: n.marks.Note, Space: n.spaceFor, Logs: n.logs, Logger: n.log,
 		Sent: n.metrics.ReplSent, Logical: n.metrics.ReplLogical, Dedup: n.metrics.ReplDedup, CompressSaved: n.metrics.ReplCompressSaved,
 		Points: n.metrics.ReplPoints, Errors: n.metrics.ReplErrors, Received: n.metrics.ReplReceived})
 	n.members = membership.New(membership.Options{Name: opts.Name, QUIC: n.quicAddr, Join: opts.Join,
@@ -390,6 +398,15 @@ func (n *Node) lifeAPI() *lifecycle.Engine {
 		return nil
 	}
 	return n.life
+}
+
+// spaceFor refuses received replication points of service while the disk
+// is too full, as agents' points are (node doc.go, "Disk space").
+func (n *Node) spaceFor(service string) error {
+	if n.space == nil {
+		return nil
+	}
+	return n.space.Check(service)
 }
 
 // advertiseAddr puts host on bind's port, or returns "" without a host.

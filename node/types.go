@@ -34,6 +34,8 @@ type (
 	SiteStatus      = api.SiteStatus
 	ServiceStatus   = api.ServiceStatus
 	CopyStatus      = api.CopyStatus
+	SpaceStatus     = api.SpaceStatus
+	StoreSpace      = api.StoreSpace
 	FailoverRequest = api.FailoverRequest
 	FailoverPlan    = api.FailoverPlan
 	PlanImage       = api.PlanImage

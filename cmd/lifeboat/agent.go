@@ -179,6 +179,9 @@ keeps its state and status.json in --spool; ` + "`lifeboat agent status`" + ` re
 				fmt.Fprintf(c.stdout, "replication lag (write to committed point): p50 %.0f ms, p99 %.0f ms over %d writes; backlog %s\n",
 					st.LagP50, st.LagP99, st.LagWrites, formatBytes(st.Backlog))
 			}
+			if st.Refusal != nil {
+				fmt.Fprintf(c.stdout, "the node refuses (%s) since %s: %s\n", st.Refusal.Code, st.Refusal.Since.Format(time.RFC3339), st.Refusal.Message)
+			}
 			if st.LastError != "" {
 				fmt.Fprintf(c.stdout, "last error: %s\n", st.LastError)
 			}

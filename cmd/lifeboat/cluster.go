@@ -254,6 +254,30 @@ func (c *cli) statusCmd() *cobra.Command {
 	return cmd
 }
 
+// printSpace prints the node's disk space: each file system, the state,
+// and what the node refuses (issue 15 item 5).
+func printSpace(c *cli, sp *node.SpaceStatus) {
+	if sp == nil {
+		return
+	}
+	fmt.Fprintf(c.stdout, "\ndisk space: %s\n", sp.State)
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STORE\tFREE\tSIZE\tFREE %")
+	for _, s := range sp.Stores {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f%%\n", s.Path, formatBytes(s.Free), formatBytes(s.Size), s.FreePercent)
+	}
+	tw.Flush()
+	if len(sp.Refused) > 0 {
+		fmt.Fprintf(c.stdout, "refusing new points of: %s\n", strings.Join(sp.Refused, ", "))
+	}
+	if sp.Detail != "" {
+		fmt.Fprintf(c.stdout, "%s\n", sp.Detail)
+	}
+	if sp.Error != "" {
+		fmt.Fprintf(c.stdout, "error: %s\n", sp.Error)
+	}
+}
+
 func printStatus(c *cli, st *node.Status) {
 	leader := string(st.Leader)
 	if leader == "" {
@@ -280,6 +304,7 @@ func printStatus(c *cli, st *node.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Site, n.Role, n.State, r)
 	}
 	tw.Flush()
+	printSpace(c, st.Space)
 	if len(st.Services) == 0 {
 		return
 	}

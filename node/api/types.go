@@ -47,6 +47,31 @@ type Status struct {
 	// Services: per service, its epoch and the newest point each site
 	// holds (the RPO watermarks), as recorded in the catalog.
 	Services []ServiceStatus `json:"services"`
+	// Space: this node's stores' free space and what the node refuses
+	// for it (nil on a witness, which holds no data).
+	Space *SpaceStatus `json:"space,omitempty"`
+}
+
+// SpaceStatus is a node's disk space (issue 15 item 5): each file system
+// its data lives on, the worst state of them, and the services whose new
+// points it refuses until space is freed.
+type SpaceStatus struct {
+	State   string       `json:"state"` // ok, low (under 20% free), critical (refusing new points)
+	Stores  []StoreSpace `json:"stores"`
+	Refused []string     `json:"refused,omitempty"` // services refused new points, sorted
+	// RefusedPriority: services of this priority and lower are refused.
+	RefusedPriority *int      `json:"refused_priority,omitempty"`
+	Detail          string    `json:"detail,omitempty"` // what happens and what to do
+	Checked         time.Time `json:"checked,omitzero"`
+	Error           string    `json:"error,omitempty"` // the free space could not be read
+}
+
+// StoreSpace is one file system holding a node's data.
+type StoreSpace struct {
+	Path        string  `json:"path"` // the block store, or the data dir when on another file system
+	Free        int64   `json:"free_bytes"`
+	Size        int64   `json:"size_bytes"`
+	FreePercent float64 `json:"free_percent"`
 }
 
 // ServiceStatus is one service in Status.

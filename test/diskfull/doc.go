@@ -1,5 +1,5 @@
-// Package diskfull tests the block store on a really full filesystem. It has
-// no code of its own, only tests. Each test mounts a small tmpfs (which needs
+// Package diskfull tests the block store and the node on a really full
+// filesystem. It has no code of its own, only tests. Each test mounts a small tmpfs (which needs
 // root: without it the tests skip, or fail when CI=true) and fills it with
 // random, incompressible volumes and a filler file, so that writes fail with
 // ENOSPC from the kernel rather than from a fake. The store keeps a reserve
@@ -29,6 +29,17 @@
 //     to 64 KiB free: Init must fail with a clear error or make a complete
 //     store, Open must succeed or fail clearly, and a store Init failed to
 //     make must be refused by Open, before and after space is freed.
+//   - TestDiskFullRefusesByPriority runs a node whose DATA_DIR is a
+//     256 MiB tmpfs and two in-process intercept agents (FUSE) of services
+//     of priority 0 and 10 that keep writing. The disk is filled to 4%
+//     free: the node must refuse new points of the low-priority service
+//     (wire code no space), say so in its status (critical, refused
+//     [low], what to do) and log it once, while the high-priority service
+//     keeps committing; the low agent must keep spooling and report the
+//     refusal (state nospace, the node's reason, MiB spooled). The filler
+//     is removed: the node must resume by itself, the spool drain, the
+//     newest point of each service restore byte-exact to the volume as
+//     written, and Verify find no damage.
 //
 // A child that runs past its deadline is stopped with SIGQUIT, so that the
 // failure names the calls it hung in; a child that panics is reported with

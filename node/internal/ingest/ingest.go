@@ -49,10 +49,13 @@ type Options struct {
 	// still fetching its newest point from a copy, and since when; nil =
 	// never.
 	Fetching        func(service string) (since time.Time, ok bool)
-	BarrierInterval time.Duration      // how often services with several agents get a consistent point; 0 = 10s
-	Logs            *logpolicy.Repeats // nil = its own
-	Logger          *slog.Logger       // nil = slog.Default()
-	Clock           clock.Clock        // nil = the real clock
+	BarrierInterval time.Duration // how often services with several agents get a consistent point; 0 = 10s
+	// Space refuses new points while the disk is nearly full (space.go);
+	// nil = never. Run runs its ticker.
+	Space  *Space
+	Logs   *logpolicy.Repeats // nil = its own
+	Logger *slog.Logger       // nil = slog.Default()
+	Clock  clock.Clock        // nil = the real clock
 }
 
 // Engine serves agents' ingest streams. Its methods are safe for
@@ -109,6 +112,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		return streams.Serve(ctx, streams.Options{Accept: e.o.Accept, Logs: e.o.Logs, Logger: e.log}, mesh.KindIngest, "ingest", e.ingest)
 	})
 	g.Go(func() error { e.barrierLoop(ctx); return nil })
+	if e.o.Space != nil {
+		g.Go(func() error { return e.o.Space.Run(ctx) })
+	}
 	return g.Wait()
 }
 
@@ -161,6 +167,11 @@ func (e *Engine) ingest(ctx context.Context, s *mesh.Stream) error {
 		return err
 	}
 	defer sess.dec.Close()
+	// Refused before the agent sends a block: a node short of space takes
+	// nothing of the service (issue 15 item 5).
+	if err := e.spaceFor(h.Service); err != nil {
+		return err
+	}
 	if err := e.backfillScope(ctx, sess); err != nil {
 		return streams.Refuse(mesh.CodeUnavailable, "service %s: %v", h.Service, err)
 	}
@@ -329,8 +340,19 @@ func (e *Engine) backfillScope(ctx context.Context, sess *session) error {
 	return store.MarkScope(service)
 }
 
+// spaceFor refuses new points of service while the disk is too full.
+func (e *Engine) spaceFor(service string) error {
+	if e.o.Space == nil {
+		return nil
+	}
+	return e.o.Space.Check(service)
+}
+
 // blocks stores a Blocks frame after checking each block against its ID.
 func (s *session) blocks(ctx context.Context, p []byte) error {
+	if err := s.e.spaceFor(s.svc.Name); err != nil {
+		return err
+	}
 	_, err := blockframe.Put(ctx, s.e.o.Store, s.svc.Name, s.dec, p)
 	return err
 }
@@ -387,6 +409,9 @@ func (s *session) changes(ctx context.Context, p []byte) error {
 // with this stream's changes applied.
 func (s *session) commit(ctx context.Context, c *mesh.Commit) (*mesh.Committed, error) {
 	if err := s.e.fenced(s.svc.Name); err != nil {
+		return nil, err
+	}
+	if err := s.e.spaceFor(s.svc.Name); err != nil {
 		return nil, err
 	}
 	st := s.state

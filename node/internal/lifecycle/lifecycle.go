@@ -171,7 +171,6 @@ func (e *Engine) Pass(ctx context.Context) {
 		return
 	}
 	e.o.Logs.OK("lifecycle/thin")
-	e.checkSpace()
 	if due {
 		if _, err := e.Collect(ctx, false); err != nil && ctx.Err() == nil {
 			e.o.Logs.Fail("lifecycle/gc", "garbage collection failed", err, "check the block store (lifeboat verify --admin)")
@@ -179,32 +178,6 @@ func (e *Engine) Pass(ctx context.Context) {
 			e.o.Logs.OK("lifecycle/gc")
 		}
 	}
-}
-
-// LowSpace is the free fraction of the store's file system below which
-// the node warns.
-const LowSpace = 0.20
-
-// checkSpace warns (once, then in summaries) while the store's file system
-// has less than LowSpace free.
-func (e *Engine) checkSpace() {
-	ss, ok := e.o.Store.(interface {
-		Space() (free, size int64, err error)
-	})
-	if !ok {
-		return
-	}
-	free, size, err := ss.Space()
-	if err != nil || size <= 0 {
-		return
-	}
-	if pct := float64(free) / float64(size); pct < LowSpace {
-		e.o.Logs.Fail("lifecycle/space", "the block store's file system is low on space",
-			fmt.Errorf("%.1f%% free (%d of %d bytes)", 100*pct, free, size),
-			"free space or grow the file system; shorten retention (lifeboat prune --admin --dry-run shows what each point is kept for)")
-		return
-	}
-	e.o.Logs.OK("lifecycle/space")
 }
 
 // Collect runs a garbage collection now.

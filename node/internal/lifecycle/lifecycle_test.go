@@ -12,7 +12,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/clock"
-	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/internal/testlog"
 	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 	"github.com/lifeboat-dr/lifeboat/mesh"
@@ -333,32 +332,5 @@ func TestRunThinsOnTicker(t *testing.T) {
 	}
 	if sum := e.Summary(); sum.PointsDeleted != 1 {
 		t.Fatalf("summary %+v, want 1 point deleted", sum)
-	}
-}
-
-// lowDisk is a store whose file system reports free of 1000 bytes.
-type lowDisk struct {
-	*blockstore.Store
-	free int64
-}
-
-func (l lowDisk) Space() (int64, int64, error) { return l.free, 1000, nil }
-
-// A pass warns while the store's file system is under 20% free, and stops
-// once space is back.
-func TestPassWarnsOnLowSpace(t *testing.T) {
-	clk := clock.NewFake(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
-	cat := &catRef{policy(t, `{ keep_last = 1 }`, `{ keep_last = 1 }`)}
-	st := &lowDisk{Store: store(t, clk, cat, "dc1"), free: 150}
-	logs := logpolicy.New(logpolicy.Options{Log: testlog.New(t), Now: clk.Now})
-	e := New(Options{Site: "dc1", Store: st, Catalog: cat, Clock: clk, Logger: testlog.New(t), Logs: logs})
-	e.Pass(context.Background())
-	if logs.Failing("lifecycle/space") == 0 {
-		t.Fatal("no warning at 15% free")
-	}
-	st.free = 300
-	e.Pass(context.Background())
-	if logs.Failing("lifecycle/space") != 0 {
-		t.Fatal("still warning at 30% free")
 	}
 }

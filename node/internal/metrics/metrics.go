@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
@@ -33,10 +34,9 @@ type Sources struct {
 	Catalog interface{ Catalog() *catalog.Catalog }
 	// Links returns the link throttles' state (nil on a witness).
 	Links func() []throttle.Stats
+	// Space returns the node's disk space (nil on a witness, or nil func).
+	Space func() *api.SpaceStatus
 	Now   func() time.Time
-	// Space returns the free and total bytes of the block store's file
-	// system (nil on a witness).
-	Space func() (free, size int64, err error)
 }
 
 // New returns the registry with its counters, and gauges over src.
@@ -99,12 +99,18 @@ var (
 		"The data-loss window of the service's last failover.", []string{"service", "site"}, nil)
 	descFailoverRTO = prometheus.NewDesc("lifeboat_failover_rto_seconds",
 		"Command to servers up in the service's last finished failover.", []string{"service", "site"}, nil)
-	descStoreFree = prometheus.NewDesc("lifeboat_store_free_bytes",
-		"Bytes free to the node on its block store's file system.", nil, nil)
-	descStoreSize = prometheus.NewDesc("lifeboat_store_size_bytes",
-		"Size of the node's block store's file system.", nil, nil)
 	descLinkWaiters = prometheus.NewDesc("lifeboat_link_waiters",
 		"Senders waiting for the link's bandwidth, per tier.", []string{"link", "tier"}, nil)
+	descStoreFree = prometheus.NewDesc("lifeboat_store_free_bytes",
+		"Bytes free for the node on a file system holding its data (the block store, the data dir).", []string{"path"}, nil)
+	descStoreSize = prometheus.NewDesc("lifeboat_store_size_bytes",
+		"Size of a file system holding the node's data.", []string{"path"}, nil)
+	descSpaceState = prometheus.NewDesc("lifeboat_space_state",
+		"The node's disk space state: 0 ok, 1 low (under 20% free), 2 critical (refusing new points).", nil, nil)
+	descSpaceRefused = prometheus.NewDesc("lifeboat_space_refused_services",
+		"Services whose new points this node refuses for lack of disk space.", nil, nil)
+	descSpaceRefusedSvc = prometheus.NewDesc("lifeboat_space_refused",
+		"1 for each service whose new points this node refuses for lack of disk space.", []string{"service"}, nil)
 )
 
 func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -119,6 +125,9 @@ func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descFailoverRTO
 	ch <- descStoreFree
 	ch <- descStoreSize
+	ch <- descSpaceState
+	ch <- descSpaceRefused
+	ch <- descSpaceRefusedSvc
 }
 
 func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
@@ -142,12 +151,7 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRPOTarget, prometheus.GaugeValue, time.Duration(s.RPO).Seconds(), s.Name)
 		}
 	}
-	if c.src.Space != nil {
-		if free, size, err := c.src.Space(); err == nil {
-			ch <- prometheus.MustNewConstMetric(descStoreFree, prometheus.GaugeValue, float64(free))
-			ch <- prometheus.MustNewConstMetric(descStoreSize, prometheus.GaugeValue, float64(size))
-		}
-	}
+	c.collectSpace(ch)
 	if c.src.Links == nil {
 		return
 	}
@@ -157,5 +161,32 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLinkWaiters, prometheus.GaugeValue, float64(ts.Waiters), st.Name, throttle.Tier(tier).String())
 			ch <- prometheus.MustNewConstMetric(descThrottleWait, prometheus.CounterValue, ts.Waited.Seconds(), st.Name, throttle.Tier(tier).String())
 		}
+	}
+}
+
+// collectSpace turns the node's disk space into gauges (issue 15 item 5).
+func (c *catalogCollector) collectSpace(ch chan<- prometheus.Metric) {
+	if c.src.Space == nil {
+		return
+	}
+	sp := c.src.Space()
+	if sp == nil {
+		return
+	}
+	for _, st := range sp.Stores {
+		ch <- prometheus.MustNewConstMetric(descStoreFree, prometheus.GaugeValue, float64(st.Free), st.Path)
+		ch <- prometheus.MustNewConstMetric(descStoreSize, prometheus.GaugeValue, float64(st.Size), st.Path)
+	}
+	state := 0.0
+	switch sp.State {
+	case "low":
+		state = 1
+	case "critical":
+		state = 2
+	}
+	ch <- prometheus.MustNewConstMetric(descSpaceState, prometheus.GaugeValue, state)
+	ch <- prometheus.MustNewConstMetric(descSpaceRefused, prometheus.GaugeValue, float64(len(sp.Refused)))
+	for _, svc := range sp.Refused {
+		ch <- prometheus.MustNewConstMetric(descSpaceRefusedSvc, prometheus.GaugeValue, 1, svc)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/mesh/throttle"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
@@ -26,7 +27,11 @@ func TestScrape(t *testing.T) {
 		Failovers:  []catalog.FailoverRecord{{Epoch: 2, To: "dc2", Done: true, RPO: 1.5, RTO: 3}},
 	}
 	m := New(Sources{Catalog: fixedCatalog{cat}, Now: func() time.Time { return now },
-		Links: func() []throttle.Stats { return []throttle.Stats{{Name: "dc1-dc2", Rate: 1e6}} }})
+		Links: func() []throttle.Stats { return []throttle.Stats{{Name: "dc1-dc2", Rate: 1e6}} },
+		Space: func() *api.SpaceStatus {
+			return &api.SpaceStatus{State: "critical", Refused: []string{"logs"},
+				Stores: []api.StoreSpace{{Path: "/data/store", Free: 3 << 20, Size: 100 << 20, FreePercent: 3}}}
+		}})
 	m.ReplPoints.WithLabelValues("web", "dc2").Add(3)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -39,6 +44,11 @@ func TestScrape(t *testing.T) {
 		`lifeboat_failover_rto_seconds{service="web",site="dc2"} 3`,
 		`lifeboat_link_rate_bytes_per_second{link="dc1-dc2"} 1e+06`,
 		`lifeboat_replication_points_total{service="web",site="dc2"} 3`,
+		`lifeboat_store_free_bytes{path="/data/store"} 3.145728e+06`,
+		`lifeboat_store_size_bytes{path="/data/store"} 1.048576e+08`,
+		`lifeboat_space_state 2`,
+		`lifeboat_space_refused_services 1`,
+		`lifeboat_space_refused{service="logs"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %s", want)

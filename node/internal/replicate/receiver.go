@@ -97,8 +97,20 @@ func (e *Engine) Receive(ctx context.Context, s *mesh.Stream) error {
 	if f := e.o.BranchCheckDue(cat, h.Service); f != nil {
 		return streams.Refuse(mesh.CodeUnavailable, "service %s failed over away from %s at epoch %d: this node lists its divergent points first", h.Service, e.o.Site, f.Epoch)
 	}
+	if err := e.spaceFor(h.Service); err != nil {
+		return err
+	}
 	e.log.Info("replication stream from the primary", "peer", peer.Name, "service", h.Service, "tier", h.Tier)
 	return e.receivePoints(ctx, s, fr, h.Service)
+}
+
+// spaceFor refuses new points of service while this node's disk is too
+// full for them (Options.Space; mesh.CodeNoSpace, retried by the sender).
+func (e *Engine) spaceFor(service string) error {
+	if e.o.Space == nil {
+		return nil
+	}
+	return e.o.Space(service)
 }
 
 // receivePoints is the receiving end of a replication stream: Welcome,
@@ -170,6 +182,9 @@ func (e *Engine) receivePoints(ctx context.Context, s *mesh.Stream, fr *mesh.Fra
 				return err
 			}
 		case mesh.FrameReplCommit:
+			if err := e.spaceFor(service); err != nil {
+				return err
+			}
 			done, err := r.commit(ctx)
 			if err != nil {
 				return err

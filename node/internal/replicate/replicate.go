@@ -60,8 +60,11 @@ type Options struct {
 	// Note queues it for the service's watermark.
 	Arrived func(service string, p blockstore.Point)
 	Note    func(p blockstore.Point)
-	Logs    *logpolicy.Repeats // failures that repeat; nil = a new one on Logger
-	Logger  *slog.Logger
+	// Space refuses received points of a service while the disk is too
+	// full (a *streams.Refusal with mesh.CodeNoSpace); nil = never.
+	Space  func(service string) error
+	Logs   *logpolicy.Repeats // failures that repeat; nil = a new one on Logger
+	Logger *slog.Logger
 	// Counters; nil = not counted. Sent, Logical, Dedup and CompressSaved
 	// are by link and tier; Points and Errors by service and site;
 	// Received by service.
