@@ -93,7 +93,7 @@ func gcCrashChild(args string) {
 // restores byte-exact. LIFEBOAT_GC_CRASH_ROUNDS sets the rounds (default 12).
 func TestGCCrash(t *testing.T) {
 	if testing.Short() {
-		t.Skip("crash test")
+		t.Skip("-short: this test kills child processes for many rounds; it runs without -short (as CI does)")
 	}
 	seed := uint64(blockstoretest.Seed(t))
 	rng := rand.New(rand.NewPCG(seed, 5))

@@ -21,6 +21,10 @@ const (
 	minInitFree = 1 << 20
 )
 
+// DiskSpace reports the bytes available to unprivileged writers and the
+// size of the file system holding dir.
+func DiskSpace(dir string) (free, size int64, err error) { return space(dir) }
+
 // space reports the bytes available to us and the size of the file system
 // holding dir.
 func space(dir string) (free, size int64, err error) {

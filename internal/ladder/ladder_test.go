@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	_ "time/tzdata"
 )
 
 func times(start time.Time, step time.Duration, n int) []time.Time {
@@ -76,9 +77,9 @@ func TestLadderCounts(t *testing.T) {
 // Days are the location's: a point at 23:30 UTC is on the next day in
 // Berlin.
 func TestLocationDays(t *testing.T) {
-	berlin, err := time.LoadLocation("Europe/Berlin")
+	berlin, err := time.LoadLocation("Europe/Berlin") // time/tzdata is linked in: no system zoneinfo needed
 	if err != nil {
-		t.Skip("no tzdata:", err)
+		t.Fatal(err)
 	}
 	now := time.Date(2026, 12, 8, 12, 0, 0, 0, time.UTC)
 	ts := []time.Time{

@@ -146,8 +146,9 @@ retention = { keep_last = 5 }
 	rng := rand.New(rand.NewPCG(15, 16))
 	buf := make([]byte, block)
 	var written int64
+	pace := time.NewTicker(time.Second) // the writer's pace: 8 MiB a second, as a busy server writes
+	defer pace.Stop()
 	for range 90 {
-		next := time.Now().Add(time.Second)
 		for range (8 << 20) / block {
 			for i := 0; i < len(buf); i += 8 {
 				x := rng.Uint64()
@@ -160,7 +161,7 @@ retention = { keep_last = 5 }
 			}
 			written += block
 		}
-		time.Sleep(time.Until(next)) // the writer's pace: 8 MiB a second, as a busy server writes
+		<-pace.C
 	}
 	f.Close()
 	close(stop)

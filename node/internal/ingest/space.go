@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
@@ -149,19 +150,9 @@ func NewSpace(o SpaceOptions) *Space {
 		o.Interval = DefaultSpaceInterval
 	}
 	if o.Statfs == nil {
-		o.Statfs = statfs
+		o.Statfs = blockstore.DiskSpace
 	}
 	return &Space{o: o, worst: 100}
-}
-
-// statfs returns the bytes available to unprivileged writers and the
-// size of the file system holding dir.
-func statfs(dir string) (free, size int64, err error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }
 
 // Run re-reads the disk every Interval until ctx ends, so that the state,
