@@ -53,15 +53,26 @@ func (o osNetwork) GossipTransport(bind string) (memberlist.NodeAwareTransport, 
 	if log == nil {
 		log = slog.Default()
 	}
-	t, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{host},
-		BindPort:  port,
-		Logger:    StdLogger(log, "memberlist"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("gossip transport %s: %w", bind, err)
+	// Port 0 takes a free TCP port and then binds UDP on the same
+	// number, which another process may hold: try a few fresh ports
+	// (memberlist does the same for the transports it builds itself).
+	tries := 1
+	if port == 0 {
+		tries = 10
 	}
-	return t, nil
+	for i := 1; ; i++ {
+		t, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{host},
+			BindPort:  port,
+			Logger:    StdLogger(log, "memberlist"),
+		})
+		if err == nil {
+			return t, nil
+		}
+		if i >= tries {
+			return nil, fmt.Errorf("gossip transport %s: %w", bind, err)
+		}
+	}
 }
 
 // splitHostPort splits host:port; an empty host means all interfaces.
