@@ -102,6 +102,7 @@ type ServiceState struct {
 	Failovers []FailoverRecord `json:"failovers,omitempty"` // newest last
 	Branches  []Branch         `json:"branches,omitempty"`  // divergent points kept at returning sites
 	Drills    []DrillRecord    `json:"drills,omitempty"`    // newest last
+	Marks     []PointMark      `json:"marks,omitempty"`     // suspect, damaged and verified points, oldest first
 }
 
 // Holder assigns a service's copy at a site to a node.

@@ -29,6 +29,7 @@ const (
 	OpAudit         = "audit"          // audit entries (kept beside the catalog, not in it)
 	OpRevoke        = "revoke"         // certificates no node accepts any more
 	OpPolicyPropose = "policy_propose" // a policy waiting for a second admin
+	OpMarks         = "marks"          // suspect, damaged and verified points
 )
 
 // historyLen bounds the failover and drill records kept per service.
@@ -58,6 +59,7 @@ type Command struct {
 	Value      string          `json:"value,omitempty"`
 	Audit      []AuditEntry    `json:"audit,omitempty"`
 	Revoke     []Revocation    `json:"revoke,omitempty"`
+	Marks      []PointMark     `json:"marks,omitempty"`
 }
 
 // ErrBadCommand reports a log entry that does not decode or does not apply.
@@ -264,6 +266,8 @@ func (c *Catalog) change(cmd *Command) error {
 				s.Drills = slices.Delete(s.Drills, 0, len(s.Drills)-historyLen)
 			}
 		}
+	case OpMarks:
+		return c.applyMarks(cmd.Marks)
 	case OpNote:
 		if c.Notes == nil {
 			c.Notes = map[string]string{}
@@ -313,6 +317,7 @@ func (c *Catalog) existing(name string) *ServiceState {
 	cp.Failovers = slices.Clone(s.Failovers)
 	cp.Branches = slices.Clone(s.Branches)
 	cp.Drills = slices.Clone(s.Drills)
+	cp.Marks = slices.Clone(s.Marks)
 	c.Services[name] = &cp
 	c.owned[name] = true
 	return &cp
