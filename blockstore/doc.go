@@ -127,6 +127,50 @@
 // memory; Pin, DeletePoints, LockPoint and point commits are serialized by
 // one mutex, so a pinned point is never deleted.
 //
+// # Damage, scrub and repair
+//
+// Scrub (scrub.go) checks the store in bounded slices, for a caller that
+// runs it in the background at a rate: each call reads at most
+// ScrubOptions.Bytes of pack records (index and map work is charged too:
+// 32 bytes per index entry or block checked, a map page's length per page;
+// a call always does one unit of work) and calls Wait before it reads, and
+// returns a cursor (ScrubCursor, JSON) to resume from, in this or a later
+// process. A cycle has three phases: 0, every committed pack record by
+// record up to its committed length, every block and page re-hashed
+// (keyed BLAKE3); 1, every index entry names a committed pack file that
+// is there and a record within its length; 2, every block a point map
+// names is in the index and every map page reads and hashes right (pages
+// already walked in the cycle are skipped while the calls follow each
+// other in one process). Damage counts only where the index names the
+// damaged record: a record that fails its checksum, or a region of a pack
+// that cannot be walked, has the index entries inside it checked one by
+// one by a fresh read. Every finding is confirmed by a fresh lookup (under
+// the lock GC takes to remove a pack) before it is reported, so Scrub
+// runs beside ingest, readers and GC without false alarms: a pack that GC
+// removed meanwhile is skipped. Findings are BadBlocks: ID, the pack and
+// record offset (or the index directory and -1 when the index lacks the
+// block), Missing for a block whose record or entry is gone rather than
+// damaged, Page for a map page. A call stops early, resumable, after 4096
+// findings.
+//
+// Repair(id, data) checks that the keyed hash of data is id, writes a
+// fresh record to the current pack, points the index entry at it
+// (replacing the damaged or missing one) and syncs; the damaged record is
+// garbage that GC reclaims when it rewrites or drops the pack (GC's copy
+// skips damaged records; a live entry still naming one keeps its pack).
+// Users(ids) says which points, volumes and byte ranges reference ids, for
+// the "lost" error when no other copy exists.
+//
+// With Options.Fetch set, every read path but Verify and Scrub (Get,
+// Reader, Image reads, Restore, Snapshot's reads of its base) that meets a
+// damaged or missing block (a CorruptError, a pack file or record gone, or
+// an ID the index lacks) calls Fetch, repairs the store with the copy
+// (Repair: a copy whose hash is wrong is refused), serves it and calls
+// OnDamage(b, true); without Fetch, or when it fails, the read fails with
+// its error (a *CorruptError naming the block, or ErrNotFound) and
+// OnDamage(b, false). Stats.Repaired counts Repairs since the store was
+// opened, Stats.Unrepaired the reads that could not repair.
+//
 // # Garbage collection
 //
 // GC runs beside Put, Missing, Has, CommitPoint, Update and every reader
@@ -151,5 +195,7 @@
 // pack tail the next open truncates, or a pack no index entry names that
 // the next open removes. Dead entries in packs that are not picked stay in
 // the index (they are still sound and may be deduplicated against). Verify
-// and GC run one at a time; Verify keeps only the set of map pages.
+// and GC run one at a time; Verify keeps only the set of map pages. Verify
+// reports every damaged record, also a repaired block's old one, until GC
+// removes it.
 package blockstore

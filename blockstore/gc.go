@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -673,15 +673,17 @@ func (c *copier) pack(ctx context.Context, id uint32, size int64) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// Damage ends the walk (or skips the frame): the sweep finds
+		// the live entries left in the pack and copies them late, one
+		// by one through the index; one that cannot be read keeps the
+		// pack. A damaged record no entry names (a repaired block's)
+		// is garbage like any other.
 		if _, err := f.ReadAt(h[:], off); err != nil {
-			return corruptAt(f.Name(), off, err)
+			return nil
 		}
 		n, err := frameSizeFromHeader(h[:])
 		if err != nil || off+int64(n) > size {
-			if err == nil {
-				err = corruptf("frame of %d bytes runs past the committed end", n)
-			}
-			return corruptAt(f.Name(), off, err)
+			return nil
 		}
 		if err := c.wait(ctx, n); err != nil {
 			return err
@@ -691,13 +693,14 @@ func (c *copier) pack(ctx context.Context, id uint32, size int64) error {
 		}
 		rec := c.rec[:n]
 		if _, err := f.ReadAt(rec, off); err != nil {
-			return corruptAt(f.Name(), off, err)
+			return nil
 		}
 		c.read += int64(n)
 		c.progress(c.read)
 		fr, err := decodeFrame(rec)
 		if err != nil {
-			return corruptAt(f.Name(), off, err)
+			off += int64(n)
+			continue
 		}
 		var plain []byte
 		var po uint32
@@ -720,7 +723,7 @@ func (c *copier) pack(ctx context.Context, id uint32, size int64) error {
 			if plain == nil {
 				plain, err = s.codec.plain(fr, c.plain[:0], &c.seal)
 				if err != nil {
-					return corruptAt(f.Name(), off, err)
+					break // the frame's live entries go late
 				}
 				if fr.codec != codecRaw {
 					c.plain = plain
@@ -732,7 +735,11 @@ func (c *copier) pack(ctx context.Context, id uint32, size int64) error {
 				}
 				c.cur = fr.kind
 			}
-			c.blocks = append(c.blocks, append([]byte(nil), plain[eoff:eoff+e.len]...))
+			data := plain[eoff : eoff+e.len]
+			if fr.kind != kindPoint && s.h.sum(data) != e.id {
+				continue // damaged: late, where it keeps the pack
+			}
+			c.blocks = append(c.blocks, append([]byte(nil), data...))
 			c.ids = append(c.ids, e.id)
 			if c.size += int(e.len); c.size >= 4<<20 {
 				if err := c.put(); err != nil {
@@ -756,7 +763,7 @@ type lateRef struct {
 // copy pass, reading each through the index; an object it cannot copy
 // keeps its pack.
 func (c *copier) late(ctx context.Context, refs []lateRef, kept map[uint32]bool) error {
-	r := blockReader{s: c.s}
+	r := blockReader{s: c.s, ctx: ctx, noRepair: true}
 	for _, l := range refs {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -772,8 +779,8 @@ func (c *copier) late(ctx context.Context, refs []lateRef, kept map[uint32]bool)
 			continue // already elsewhere
 		}
 		b, err := r.get(l.ref)
-		if err != nil {
-			kept[l.pack] = true
+		if err != nil || (l.ref.kind != kindPoint && c.s.h.sum(b) != l.ref.id) {
+			kept[l.pack] = true // damaged: Scrub reports it, Repair mends it
 			continue
 		}
 		if l.ref.kind != c.cur {
@@ -807,11 +814,4 @@ func (c *copier) wait(ctx context.Context, n int) error {
 		n -= k
 	}
 	return nil
-}
-
-func corruptAt(path string, off int64, err error) error {
-	if errors.Is(err, io.EOF) {
-		err = fmt.Errorf("%w: record past the end of the pack", errCorrupt)
-	}
-	return &CorruptError{Path: path, Offset: off, Err: err, Hint: "run `lifeboat verify`"}
 }

@@ -1,9 +1,11 @@
 package blockstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -76,10 +78,15 @@ func (p *packReaders) close() {
 // find the frame's other blocks without an index lookup. Not safe for
 // concurrent use.
 type blockReader struct {
-	s       *Store
-	frames  [4]*cachedFrame // most recent first
-	recBuf  []byte
-	sealBuf []byte // an opened payload before decompression
+	s *Store
+	// ctx is the context of the read, for a transparent repair's Fetch
+	// (nil: context.Background()); noRepair turns that repair off (Verify,
+	// Scrub and GC read what is on disk).
+	ctx      context.Context
+	noRepair bool
+	frames   [4]*cachedFrame // most recent first
+	recBuf   []byte
+	sealBuf  []byte // an opened payload before decompression
 }
 
 type cachedFrame struct {
@@ -92,8 +99,18 @@ type cachedFrame struct {
 }
 
 // get returns the plaintext of block or page x; the slice is valid until
-// the next call.
+// the next call. A block that is damaged or missing is fetched and
+// repaired when the store has Options.Fetch (repair.go).
 func (r *blockReader) get(x ref) ([]byte, error) {
+	b, err := r.read(x)
+	if err == nil || r.noRepair || x.kind != kindBlock || x.id.IsZero() {
+		return b, err
+	}
+	return r.s.heal.readFailed(r.ctx, x.id, err)
+}
+
+// read is get without the repair.
+func (r *blockReader) read(x ref) ([]byte, error) {
 	id := x.id
 	if id.IsZero() {
 		return nil, fmt.Errorf("get block: zero block has no stored data")
@@ -118,6 +135,10 @@ func (r *blockReader) get(x ref) ([]byte, error) {
 	}
 	r.s.packs.rm.RUnlock()
 	if err != nil {
+		var ce *CorruptError
+		if errors.As(err, &ce) && ce.Block.IsZero() {
+			ce.Block = id
+		}
 		return nil, err
 	}
 	path := filepath.Join(r.s.dir, packsDir, packName(loc.pack))
@@ -131,7 +152,12 @@ func (r *blockReader) get(x ref) ([]byte, error) {
 }
 
 func (r *blockReader) load(loc location) (*cachedFrame, error) {
+	path := filepath.Join(r.s.dir, packsDir, packName(loc.pack))
 	f, err := r.s.packs.get(loc.pack)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Under packs.rm GC removes no pack the index names: it is lost.
+		return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Err: fmt.Errorf("%w: %w: the pack file is missing", errCorrupt, errGone), Hint: "restore the block from another site"}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -139,10 +165,9 @@ func (r *blockReader) load(loc location) (*cachedFrame, error) {
 		r.recBuf = make([]byte, loc.recLen)
 	}
 	rec := r.recBuf[:loc.recLen]
-	path := filepath.Join(r.s.dir, packsDir, packName(loc.pack))
 	if _, err := f.ReadAt(rec, int64(loc.offset)); err != nil {
 		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: record past the end of the pack", errCorrupt)
+			err = fmt.Errorf("%w: %w: record past the end of the pack", errCorrupt, errGone)
 		}
 		return nil, &CorruptError{Path: path, Offset: int64(loc.offset), Err: err, Hint: "run `lifeboat verify`"}
 	}

@@ -62,7 +62,7 @@ func (s *Store) Restore(ctx context.Context, v VolumeState, w io.WriterAt, o Res
 	bs := int64(g.BlockSize)
 	for range workers {
 		eg.Go(func() error {
-			r := blockReader{s: s}
+			r := blockReader{s: s, ctx: ctx}
 			maxRun := max(1, int(restoreRunBytes/bs))
 			buf := make([]byte, int64(min(maxRun, fanout))*bs)
 			for j := range jobs {

@@ -32,6 +32,12 @@ type Stats struct {
 	// Encryption is "none", or the cipher and the fingerprint of the KEK
 	// the store's keys are sealed under.
 	Encryption string `json:"encryption"`
+	// Repaired counts the blocks repaired since the store was opened (by
+	// Repair, called by a read through Options.Fetch or by the caller);
+	// Unrepaired the reads since then that met a bad or missing block and
+	// could not repair it.
+	Repaired   int64 `json:"repaired"`
+	Unrepaired int64 `json:"unrepaired"`
 }
 
 // Stats counts points, blocks and bytes. It reads the whole index.
@@ -44,6 +50,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return st, err
 	}
+	st.Repaired, st.Unrepaired = s.heal.repaired.Load(), s.heal.unrepaired.Load()
 	st.Encryption = "none"
 	if s.codec.seal != nil {
 		_, fp, _ := Encrypted(s.dir)

@@ -85,6 +85,15 @@ type Options struct {
 	// its ID set); a non-zero result locks the point until then, stored
 	// in the same synced batch as the point (lock.go).
 	LockFor func(p Point) time.Time
+	// Fetch, if set, gets a copy of a block the store cannot serve (a
+	// damaged record, a missing block) from elsewhere, another site say.
+	// Every read path but Verify and Scrub then checks the copy's hash,
+	// repairs the store with it (Repair) and serves it (repair.go).
+	Fetch func(ctx context.Context, id ID) ([]byte, error)
+	// OnDamage, if set, is called by a read that met a bad or missing
+	// block, after the repair (repaired) or when there was none (the read
+	// then fails). It runs on the reading goroutine: keep it short.
+	OnDamage func(b BadBlock, repaired bool)
 }
 
 // InitOptions configure a new store.
@@ -133,6 +142,11 @@ type Store struct {
 	stopOnce sync.Once
 
 	damage []error // found on open; reported by Verify
+
+	// heal is the read path's repair (repair.go); scrub the state Scrub
+	// keeps between slices (scrub.go).
+	heal  *healer
+	scrub scrubState
 }
 
 // storeConfig is the JSON file that marks a store directory.
@@ -280,6 +294,7 @@ func open(dir string, o Options, lock *flock.Lock) (*Store, error) {
 		gcSem:   make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
+	s.heal = &healer{s: s, fetch: o.Fetch, onDamage: o.OnDamage}
 	s.pts.pins = map[string]int{}
 	s.leases.init()
 	s.roots.init()
@@ -439,8 +454,7 @@ func (s *Store) Has(ctx context.Context, id ID) (bool, error) {
 // Get returns the plaintext of block id. ZeroID has no length of its own and
 // is an error here; callers handle holes.
 func (s *Store) Get(ctx context.Context, id ID) ([]byte, error) {
-	var r blockReader
-	r.s = s
+	r := blockReader{s: s, ctx: ctx}
 	b, err := r.get(ref{kindBlock, id})
 	if err != nil {
 		return nil, err

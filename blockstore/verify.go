@@ -102,7 +102,7 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 			break
 		}
 		// Some entries point at nothing sound: find them.
-		r := blockReader{s: s}
+		r := blockReader{s: s, noRepair: true}
 		err := s.idx.scan(ctx, k, func(id ID, loc location) error {
 			if _, err := r.get(ref{k, id}); err != nil {
 				var ce *CorruptError

@@ -133,6 +133,12 @@ func (w *packWriter) putMissing(ctx context.Context, blocks [][]byte, ids []ID) 
 // write compresses blocks[i] for i in want into frames and appends them
 // to the current pack; their locations become pending until the next flush.
 func (w *packWriter) write(k kind, blocks [][]byte, ids []ID, want []int) error {
+	return w.writeFrames(k, blocks, ids, want, false)
+}
+
+// writeFrames is write; with over, the new locations replace pending ones
+// (a repair: the pending copy may be the damaged one).
+func (w *packWriter) writeFrames(k kind, blocks [][]byte, ids []ID, want []int, over bool) error {
 	// Group into frames and compress outside the lock.
 	recs, recIDs := w.codec.encode(k, blocks, ids, want)
 	defer func() {
@@ -165,7 +171,7 @@ func (w *packWriter) write(k kind, blocks [][]byte, ids []ID, want []int) error 
 		}
 		var plainOff uint32
 		for slot, e := range recIDs[r] {
-			if _, ok := w.pending[ref{k, e.id}]; !ok {
+			if _, ok := w.pending[ref{k, e.id}]; !ok || over {
 				// A copy in w.flushing is superseded: both are sound.
 				w.pending[ref{k, e.id}] = location{pack: w.pack.id, offset: uint64(off), recLen: uint32(len(rec)), slot: uint16(slot), plainOff: plainOff, plainLen: e.len}
 			}
