@@ -22,13 +22,16 @@ type VerifyOptions struct {
 
 // VerifyReport says what Verify checked and what it found.
 type VerifyReport struct {
-	Packs  int64   `json:"packs"`
-	Frames int64   `json:"frames"`
-	Blocks int64   `json:"blocks"`
-	Hashed int64   `json:"blocks_hashed"`
-	Pages  int64   `json:"pages"`
-	Points int64   `json:"points"`
-	Damage []error `json:"-"`
+	Packs  int64 `json:"packs"`
+	Frames int64 `json:"frames"`
+	Blocks int64 `json:"blocks"`
+	Hashed int64 `json:"blocks_hashed"`
+	Pages  int64 `json:"pages"`
+	Points int64 `json:"points"`
+	// Superseded counts damaged records no index entry names any more
+	// (their blocks were repaired elsewhere): garbage, not damage.
+	Superseded int64   `json:"damaged_superseded,omitempty"`
+	Damage     []error `json:"-"`
 }
 
 // Verify checks the whole store: every pack record's checksum (and, for the
@@ -97,6 +100,9 @@ func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		}
 		indexed += n
 	}
+	if err := v.referencedBadFrames(ctx); err != nil {
+		return rep, err
+	}
 	for _, k := range objectKinds {
 		if v.confirmed == indexed {
 			break
@@ -151,6 +157,51 @@ type verifier struct {
 	// pages (about 1/256 of the blocks): the blocks of a page are checked
 	// each time one of its pages is first seen, not remembered.
 	pages map[ID]struct{}
+	// badFrames are the records whose checksum failed, reported as
+	// damage only when an index entry still names them.
+	badFrames []badFrame
+}
+
+type badFrame struct {
+	pack uint32
+	off  uint64
+	err  error
+}
+
+// referencedBadFrames reports the damaged records an index entry still
+// names, and counts the others as superseded (their blocks were repaired
+// or rewritten elsewhere; GC drops them).
+func (v *verifier) referencedBadFrames(ctx context.Context) error {
+	if len(v.badFrames) == 0 {
+		return nil
+	}
+	type key struct {
+		pack uint32
+		off  uint64
+	}
+	named := map[key]bool{}
+	for _, b := range v.badFrames {
+		named[key{b.pack, b.off}] = false
+	}
+	for _, k := range objectKinds {
+		err := v.s.idx.scan(ctx, k, func(_ ID, loc location) error {
+			if _, ok := named[key{loc.pack, loc.offset}]; ok {
+				named[key{loc.pack, loc.offset}] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, b := range v.badFrames {
+		if named[key{b.pack, b.off}] {
+			v.rep.Damage = append(v.rep.Damage, b.err)
+		} else {
+			v.rep.Superseded++
+		}
+	}
+	return nil
 }
 
 // pack reads pack p record by record up to size.
@@ -208,7 +259,10 @@ func (v *verifier) pack(ctx context.Context, p uint32, size int64) (int64, error
 		rep.Frames++
 		fr, err := decodeFrame(rec)
 		if err != nil {
-			damage(off, ZeroID, err, "blocks in this frame are damaged; another site may hold them")
+			// Damage only if an index entry still points here: a record
+			// whose blocks were repaired elsewhere is garbage (for GC).
+			v.badFrames = append(v.badFrames, badFrame{pack: p, off: uint64(off),
+				err: &CorruptError{Path: path, Offset: off, Err: err, Hint: "blocks in this frame are damaged; another site may hold them"}})
 			off += int64(n)
 			continue
 		}
@@ -226,6 +280,15 @@ func (v *verifier) pack(ctx context.Context, p uint32, size int64) (int64, error
 		}
 		var po uint32
 		for slot, e := range fr.entries {
+			loc, lerr := s.w.locate(ref{fr.kind, e.id})
+			current := lerr == nil && loc.pack == p && loc.offset == uint64(off) && int(loc.slot) == slot
+			if !current {
+				if plain != nil && fr.kind != kindPoint && s.h.sum(plain[po:po+e.len]) != e.id {
+					rep.Superseded++ // a damaged copy nothing names any more
+				}
+				po += e.len
+				continue
+			}
 			if plain != nil && fr.kind == kindPoint {
 				if p, err := decodePoint(plain[po : po+e.len]); err != nil || s.h.pointFrameID(p.ID) != e.id {
 					damage(off, e.id, corruptf("point record copy does not decode to its point"), "")
@@ -236,13 +299,10 @@ func (v *verifier) pack(ctx context.Context, p uint32, size int64) (int64, error
 					damage(off, e.id, fmt.Errorf("%w: block hashes to %s", errCorrupt, got.Short()), "")
 				}
 			}
-			loc, err := s.w.locate(ref{fr.kind, e.id})
-			if err == nil && loc.pack == p && loc.offset == uint64(off) && int(loc.slot) == slot {
-				if loc.recLen != uint32(n) || loc.plainOff != po || loc.plainLen != e.len {
-					damage(off, e.id, corruptf("index entry disagrees with the frame"), "")
-				} else {
-					v.confirmed++
-				}
+			if loc.recLen != uint32(n) || loc.plainOff != po || loc.plainLen != e.len {
+				damage(off, e.id, corruptf("index entry disagrees with the frame"), "")
+			} else {
+				v.confirmed++
 			}
 			po += e.len
 		}

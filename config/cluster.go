@@ -47,7 +47,17 @@ type Site struct {
 	// Encrypt makes the site's nodes keep their stores encrypted at rest
 	// (each node's file names its key-encryption key).
 	Encrypt bool `toml:"encrypt" json:"encrypt"`
+	// Scrub is the time one full read-back of each node's store at the
+	// site takes (the scrub's pace); ScrubRate caps its reads.
+	Scrub     Duration `toml:"scrub" json:"scrub"`           // default 7d
+	ScrubRate Rate     `toml:"scrub_rate" json:"scrub_rate"` // default 16MiB/s
 }
+
+// Scrub defaults.
+const (
+	DefaultScrub     = Duration(7 * 24 * time.Hour)
+	DefaultScrubRate = Rate(16 << 20)
+)
 
 // Link is the WAN path between two sites and its bandwidth policy.
 type Link struct {
@@ -227,6 +237,12 @@ func (c *Cluster) SetDefaults() {
 		if c.Sites[i].Timezone == "" {
 			c.Sites[i].Timezone = "UTC"
 		}
+		if c.Sites[i].Scrub == 0 {
+			c.Sites[i].Scrub = DefaultScrub
+		}
+		if c.Sites[i].ScrubRate == 0 {
+			c.Sites[i].ScrubRate = DefaultScrubRate
+		}
 	}
 	for i := range c.Links {
 		l := &c.Links[i]
@@ -319,6 +335,12 @@ func (c *Cluster) validate(ps *problems) {
 		if s.ArchiveDir != "" && !filepath.IsAbs(s.ArchiveDir) {
 			ps.add(p.key("archive_dir"), "%s: want an absolute path, like \"/srv/lifeboat/archive\"", quote(s.ArchiveDir))
 		}
+		if s.Scrub < 0 {
+			ps.add(p.key("scrub"), "%s: want a positive duration, like \"7d\"", s.Scrub)
+		} else if s.Scrub > 0 && s.Scrub < Duration(time.Minute) {
+			ps.add(p.key("scrub"), "%s: want a minute or more (a full read-back of the store takes at least that)", s.Scrub)
+		}
+		checkRate(ps, p.key("scrub_rate"), s.ScrubRate)
 	}
 	siteWant := func() string {
 		names := make([]string, 0, len(c.Sites))

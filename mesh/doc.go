@@ -244,7 +244,7 @@
 // The holder of a service at its primary site opens one stream per
 // recovery site to the holder there (named in the catalog). Frames:
 //
-//	20 ReplHello      opener → acceptor  JSON {version: 1, service, site, tier, fetch}
+//	20 ReplHello      opener → acceptor  JSON {version: 1, service, site, tier, fetch, repair}
 //	21 ReplWelcome    receiver → sender  JSON {node, points: [point IDs, newest first, at most 64]}
 //	22 ReplBegin      sender → receiver  JSON {base: point ID or absent, point: {id, name, group, time, volumes: [{name, root, size, block_size, used_blocks}]}}
 //	 3 Offer, 4 Want, 6 Changes          as in the ingest protocol; Changes name volumes without the "SERVICE/" prefix
@@ -283,6 +283,17 @@
 // it (it took over from a dead holder); it sends ReplWelcome, and the
 // acceptor, the holder of a copy, sends its newest point as above and
 // closes its side. Only the primary's holder may fetch (CodeForbidden).
+//
+// With repair set (no tier; service the one whose points use the blocks,
+// or absent), the opener asks for blocks by ID, to replace copies its
+// store found damaged: it sends Offer frames of at most 256 IDs; the
+// acceptor answers each with Blocks frames (records raw, at most about
+// 1 MiB a frame) holding the blocks it reads soundly, then a Want frame
+// whose bit i is set when it sent the Offer's block i. The opener checks
+// every block's keyed hash against its ID before storing it. Any node
+// certificate may ask; when a service is named, the opener's site must
+// keep it (CodeForbidden). The acceptor reads only its own store to
+// answer, never asking further nodes.
 //
 // # Testing
 //

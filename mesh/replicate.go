@@ -23,6 +23,13 @@ import (
 // that opened it receives, the node that accepted it sends its newest
 // point and closes. A holder that takes over a service uses it to fetch
 // what it lacks from the nearest copy.
+//
+// A stream opened with ReplHello.Repair set asks for blocks by ID: the
+// opener sends Offer frames (the IDs it wants, at most MaxRepairIDs a
+// frame), the acceptor answers each with the blocks it can read soundly in
+// Blocks frames and ends the answer with a Want frame whose bit i is set
+// when it sent block i. A node whose scrub or read found a block damaged
+// uses it to fetch a sound copy (node/internal/scrub).
 const (
 	FrameReplHello     FrameType = 20 // opener → acceptor: JSON ReplHello
 	FrameReplWelcome   FrameType = 21 // receiver → sender: JSON ReplWelcome
@@ -44,6 +51,7 @@ const (
 	MaxPointVolumes  = 256     // volumes of one point
 	MaxBlocksFrame   = 1 << 20 // raw bytes a sender packs into one Blocks frame (one bigger block goes alone)
 	MaxPackedPlain   = 4 << 20 // a packed frame's payload once decompressed, at most
+	MaxRepairIDs     = 256     // block IDs in one repair request
 )
 
 // ReplHello opens a replication stream for one service. Site is the
@@ -54,6 +62,10 @@ type ReplHello struct {
 	Site    Site   `json:"site"`
 	Tier    string `json:"tier"`
 	Fetch   bool   `json:"fetch,omitempty"`
+	// Repair asks for blocks by ID; Service is then the service whose
+	// points use them, or "" when the opener does not know it, and Tier
+	// is "".
+	Repair bool `json:"repair,omitempty"`
 }
 
 // ReplWelcome answers ReplHello: the receiver and the IDs of the newest
@@ -87,6 +99,12 @@ func DecodeReplHello(p []byte) (*ReplHello, error) {
 	}
 	if h.Version != ReplVersion {
 		return nil, ingestErr("repl hello: version %d, want %d", h.Version, ReplVersion)
+	}
+	if h.Repair {
+		if h.Fetch || h.Tier != "" || (h.Service != "" && !ValidName(h.Service)) || !ValidName(string(h.Site)) {
+			return nil, ingestErr("repl hello: a repair hello wants a site, no tier, no fetch and a valid service or none")
+		}
+		return &h, nil
 	}
 	if !ValidName(h.Service) || !ValidName(string(h.Site)) {
 		return nil, ingestErr("repl hello: service %q or site %q is not a valid name", h.Service, h.Site)

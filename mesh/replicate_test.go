@@ -46,7 +46,8 @@ func TestReplBeginChecks(t *testing.T) {
 			t.Errorf("%s: err = %v, want one naming %q", tc.name, err, tc.want)
 		}
 	}
-	for _, p := range []string{`{"version":2,"service":"s","site":"dc1","tier":"hot"}`, `{"version":1,"service":"s","site":"dc1","tier":"lukewarm"}`, `{"version":1,"service":"s/x","site":"dc1","tier":"hot"}`} {
+	for _, p := range []string{`{"version":2,"service":"s","site":"dc1","tier":"hot"}`, `{"version":1,"service":"s","site":"dc1","tier":"lukewarm"}`, `{"version":1,"service":"s/x","site":"dc1","tier":"hot"}`,
+		`{"version":1,"site":"dc1","tier":"hot","repair":true}`, `{"version":1,"site":"dc1","fetch":true,"repair":true}`, `{"version":1,"service":"a/b","site":"dc1","repair":true}`} {
 		if _, err := DecodeReplHello([]byte(p)); err == nil {
 			t.Errorf("hello %s decoded", p)
 		}
@@ -56,13 +57,14 @@ func TestReplBeginChecks(t *testing.T) {
 func FuzzReplDecoders(f *testing.F) {
 	good, _ := json.Marshal(validBegin())
 	f.Add(byte(0), []byte(`{"version":1,"service":"s","site":"dc1","tier":"warm"}`))
+	f.Add(byte(0), []byte(`{"version":1,"site":"dc1","repair":true}`))
 	f.Add(byte(1), []byte(`{"node":"n","points":["0123456789abcdef"]}`))
 	f.Add(byte(2), good)
 	f.Add(byte(3), []byte(`{"point":"0123456789abcdef","time":"2026-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, which byte, p []byte) {
 		switch which % 4 {
 		case 0:
-			if h, err := DecodeReplHello(p); err == nil && (!ValidName(h.Service) || h.Version != ReplVersion) {
+			if h, err := DecodeReplHello(p); err == nil && ((!ValidName(h.Service) && !(h.Repair && h.Service == "")) || h.Version != ReplVersion || (h.Repair && (h.Fetch || h.Tier != ""))) {
 				t.Fatalf("accepted hello %+v", h)
 			}
 		case 1:

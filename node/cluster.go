@@ -158,6 +158,7 @@ func (n *Node) Status() Status {
 	st := status.Build(n.opts.Name, n.opts.Site, rs, n.Catalog(), n.gossip.Members(), n.opts.Clock.Now())
 	if n.space != nil {
 		st.Space = n.space.Status()
+		st.Scrub = n.scrub.Status()
 	}
 	return st
 }

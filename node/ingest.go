@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,7 +23,7 @@ import (
 // dedup key. A store made with another key is refused: its IDs would not
 // match what agents and other sites compute.
 // lockFor fixes each new point's retention lock as it is committed.
-func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, lockFor func(blockstore.Point) time.Time, log *slog.Logger) (*blockstore.Store, error) {
+func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, o blockstore.Options, log *slog.Logger) (*blockstore.Store, error) {
 	if len(creds.DedupKey) != 32 {
 		return nil, fmt.Errorf("the TLS dir holds no dedup.key (32 bytes): reissue the node certificate with `lifeboat ca issue`")
 	}
@@ -38,7 +37,8 @@ func openStore(dir string, creds *mesh.Creds, kek *blockstore.KEK, lockFor func(
 			log.Info("created block store encrypted at rest", "store", dir, "kek", kek.Fingerprint())
 		}
 	}
-	s, err := blockstore.Open(dir, blockstore.Options{Logger: log, KEK: kek, LockFor: lockFor, Reserve: storeReserve(dir)})
+	o.Logger, o.KEK, o.Reserve = log, kek, storeReserve(dir)
+	s, err := blockstore.Open(dir, o)
 	if err != nil {
 		return nil, err
 	}

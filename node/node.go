@@ -33,7 +33,9 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
+	"github.com/lifeboat-dr/lifeboat/node/internal/repair"
 	"github.com/lifeboat-dr/lifeboat/node/internal/replicate"
+	"github.com/lifeboat-dr/lifeboat/node/internal/scrub"
 	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 	"github.com/lifeboat-dr/lifeboat/node/internal/tiers"
 	"github.com/lifeboat-dr/lifeboat/node/internal/watermark"
@@ -212,6 +214,8 @@ type Node struct {
 	logs    *logpolicy.Repeats
 	tiers   *tiers.Engine
 	life    *lifecycle.Engine
+	fetcher *repair.Fetcher // blocks by ID from other nodes; nil on a witness
+	scrub   *scrub.Engine   // nil on a witness
 	metrics *metrics.Metrics
 
 	leaving  atomic.Bool // node leave accepted (leave.go)
@@ -241,6 +245,11 @@ func New(opts Options) (_ *Node, err error) {
 			return nil
 		}
 		return n.space.Status()
+	}, Scrub: func() *api.ScrubStatus {
+		if n.scrub == nil {
+			return nil
+		}
+		return n.scrub.Status()
 	}})
 	n.audit = audit.New(audit.Options{Node: opts.Name, Clock: opts.Clock, Logger: n.log,
 		Propose: func(ctx context.Context, es []AuditEntry) error {
@@ -290,8 +299,11 @@ func New(opts Options) (_ *Node, err error) {
 	}
 
 	if opts.Role != RoleWitness {
-		lockFor := func(p blockstore.Point) time.Time { return lifecycle.LockFor(n.fsm.Catalog(), opts.Site, p) }
-		n.store, err = openStore(filepath.Join(opts.DataDir, "store"), opts.Creds, opts.KEK, lockFor, n.log)
+		n.store, err = openStore(filepath.Join(opts.DataDir, "store"), opts.Creds, opts.KEK, blockstore.Options{
+			LockFor:  func(p blockstore.Point) time.Time { return lifecycle.LockFor(n.fsm.Catalog(), opts.Site, p) },
+			Fetch:    func(ctx context.Context, id blockstore.ID) ([]byte, error) { return n.fetcher.One(ctx, id) },
+			OnDamage: func(b blockstore.BadBlock, repaired bool) { n.scrub.Damaged(b, repaired) },
+		}, n.log)
 		if err != nil {
 			return nil, err
 		}
@@ -373,7 +385,16 @@ func New(opts Options) (_ *Node, err error) {
 		Dial: n.ep.Dial, Members: n.gossip.Members, Held: heldPoints{&n.svcs},
 		Stop:    func(service string, epoch uint64) { n.ingester.Stop(service, epoch) },
 		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Clock: opts.Clock, Logger: n.log})
-	n.repl = replicate.New(replicate.Options{Name: opts.Name, Site: opts.Site, Clock: opts.Clock, HolderTimeout: opts.HolderTimeout,
+	var serveRepair func(context.Context, *mesh.Stream, *mesh.FrameReader, *mesh.ReplHello) error
+	if n.store != nil {
+		if n.fetcher, err = repair.New(repair.Options{Name: opts.Name, Site: opts.Site, Store: n.store, Catalog: n.fsm, Dial: n.ep.Dial, Logger: n.log}); err != nil {
+			return nil, err
+		}
+		serveRepair = n.fetcher.Serve
+		n.scrub = scrub.New(scrub.Options{Name: opts.Name, Site: opts.Site, Store: n.store, Fetch: n.fetcher.Fetch, Catalog: n.fsm,
+			Propose: n.Apply, State: scrub.StatePath(opts.DataDir), Clock: opts.Clock, Logger: n.log})
+	}
+	n.repl = replicate.New(replicate.Options{ServeRepair: serveRepair, Name: opts.Name, Site: opts.Site, Clock: opts.Clock, HolderTimeout: opts.HolderTimeout,
 		Store: n.store, Catalog: n.fsm, Propose: n.Apply, Dial: n.ep.Dial, Held: heldPoints{&n.svcs},
 		CheckBranches: n.recovery.CheckBranches, BranchCheckDue: n.recovery.BranchCheckDue,
 		Arrived: n.tiers.Arrived, Note: n.marks.Note, Space: n.spaceFor, Logs: n.logs, Logger: n.log,
@@ -386,8 +407,12 @@ func New(opts Options) (_ *Node, err error) {
 		Meta: func() mesh.Meta { return n.meta(n.quicAddr) }, VerifyPeer: n.verifyPeer, LastIndex: n.peerLastIndex,
 		Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	if opts.Admin != "" {
+		var scrubber admin.Scrubber // a nil *scrub.Engine would not be a nil interface
+		if n.scrub != nil {
+			scrubber = n.scrub
+		}
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
-			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Logger: n.log})
+			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Scrub: scrubber, Logger: n.log})
 	}
 	return n, nil
 }
@@ -480,6 +505,9 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.tiers.Run(ctx) })
 	g.Go(func() error { return n.life.Run(ctx) })
+	if n.scrub != nil {
+		g.Go(func() error { return n.scrub.Run(ctx) })
+	}
 	g.Go(func() error { return n.recovery.Run(ctx) }) // removes failover images after failback
 	g.Go(func() error { return n.audit.Run(ctx) })
 	g.Go(func() error { n.revocationLoop(ctx); return nil })

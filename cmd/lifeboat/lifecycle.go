@@ -13,10 +13,18 @@ import (
 
 // prune, stats and verify with --admin: the node's lifecycle engine.
 
-func (c *cli) verifyRemote(ctx context.Context, af adminFlags, jsonOut bool) error {
+func (c *cli) verifyRemote(ctx context.Context, af adminFlags, repair, jsonOut bool) error {
 	cl, err := af.client()
 	if err != nil {
 		return err
+	}
+	if repair {
+		fmt.Fprintf(c.stderr, "scrubbing the store of the node at %s, repairing from other nodes (this reads every pack twice)...\n", af.addr)
+		r, err := cl.VerifyRepair(ctx)
+		if err != nil {
+			return err
+		}
+		return c.reportRepair(r, jsonOut)
 	}
 	fmt.Fprintf(c.stderr, "verifying the store of the node at %s (this reads every pack)...\n", af.addr)
 	r, err := cl.Verify(ctx)
@@ -110,6 +118,15 @@ func (c *cli) statsRemote(ctx context.Context, af adminFlags, jsonOut bool) erro
 	} else {
 		fmt.Fprintf(tw, "reclaimable\t-\t(no collection since the node started)\n")
 	}
+	if sc := st.Scrub; sc != nil {
+		last := "none yet"
+		if !sc.LastCycle.IsZero() {
+			last = sc.LastCycle.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "scrub\t%.0f%% of this cycle (%s of %s; a cycle every %s at most %s/s); last full cycle %s\n",
+			100*sc.Progress, formatBytes(sc.CycleBytes), formatBytes(sc.Total), sc.Cycle, formatBytes(sc.Rate), last)
+		fmt.Fprintf(tw, "scrub findings\t%d damaged or missing blocks: %d repaired from other nodes, %d lost\n", sc.Found, sc.Repaired, sc.Lost)
+	}
 	tw.Flush()
 	tw = tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tPOINTS\tTO DELETE\tOLDEST\tNEWEST")
@@ -137,4 +154,41 @@ func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 			strings.Join(names, ","), formatBytes(size), formatBytes(used), why)
 	}
 	return tw.Flush()
+}
+
+// reportRepair prints a repair pass and returns the damage error when
+// something is still damaged after it.
+func (c *cli) reportRepair(r *api.ScrubResult, jsonOut bool) error {
+	if jsonOut {
+		if err := writeJSON(c.stdout, r); err != nil {
+			return err
+		}
+	} else {
+		w := c.stdout
+		fmt.Fprintf(w, "scrubbed %s, %d blocks: %d damaged or missing\n", formatBytes(r.Bytes), r.Blocks, len(r.Found))
+		for _, b := range r.Repaired {
+			fmt.Fprintf(w, "repaired: block %s of service %s from %s (%s at offset %d)\n", b.Block, b.Service, b.From, b.Path, b.Offset)
+		}
+		for _, l := range r.Lost {
+			fmt.Fprintf(w, "LOST: service %s volume %s point %s bytes %d-%d (block %s): no node holds it; the point is marked damaged here\n",
+				l.Service, l.Volume, l.Point, l.Offset, l.Offset+l.Length, l.Block)
+		}
+		if r.Unreferenced > 0 {
+			fmt.Fprintf(w, "%d damaged blocks no point uses: garbage collection removes them\n", r.Unreferenced)
+		}
+		if r.After != nil {
+			fmt.Fprint(w, "after the repairs: ")
+			if err := printVerify(w, verifyJSON{VerifyResult: *r.After}); err != nil {
+				return err
+			}
+		}
+	}
+	n := len(r.Lost)
+	if r.After != nil {
+		n = max(n, len(r.After.Damage))
+	}
+	if n > 0 {
+		return &damageError{n: n}
+	}
+	return nil
 }

@@ -24,15 +24,20 @@ func (c *cli) verifyCmd() *cobra.Command {
 		dir     string
 		sample  float64
 		jsonOut bool
+		repair  bool
 		where   storeOrAdmin
 	)
 	cmd := &cobra.Command{
-		Use:   "verify (--store DIR [--sample FRACTION] | --admin ADDR) [--json]",
+		Use:   "verify (--store DIR [--sample FRACTION] | --admin ADDR [--repair]) [--json]",
 		Short: "Check a store for damage",
 		Long: `Check that the store's packs, index, block maps and points are intact: every
 frame is re-read and re-hashed (or, with --sample, that fraction of them) and
 every point's map is walked. With --admin, the node's own store is checked
-(operator role).
+(operator role); with --repair too, the node scrubs its whole store now and
+replaces every damaged or missing block with a sound copy from another node
+that holds it, then verifies the store again. A block no node holds is
+listed as lost with its service, volume, point and byte range, and the
+points that need it are marked damaged (failovers and drills pass them over).
 
 Damage is listed with what to do about it, and lifeboat exits with code 3.`,
 		Args: noArgs,
@@ -50,7 +55,10 @@ Damage is listed with what to do about it, and lifeboat exits with code 3.`,
 				if sample != 0 {
 					return usagef("--sample works with --store; a node's store is checked in full")
 				}
-				return c.verifyRemote(cmd.Context(), where.admin, jsonOut)
+				return c.verifyRemote(cmd.Context(), where.admin, repair, jsonOut)
+			}
+			if repair {
+				return usagef("--repair works with --admin: a node repairs from the other nodes of its cluster")
 			}
 			return c.withStore(dir, func(s *blockstore.Store) error {
 				pr := newProgress(c.stderr, "verify", true)
@@ -65,6 +73,7 @@ Damage is listed with what to do about it, and lifeboat exits with code 3.`,
 	}
 	where.register(cmd, &dir)
 	cmd.Flags().Float64Var(&sample, "sample", 0, "re-hash only this fraction of frames, e.g. 0.05 (0 = all)")
+	cmd.Flags().BoolVar(&repair, "repair", false, "with --admin: repair damaged blocks from other nodes")
 	jsonFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
@@ -17,8 +18,6 @@ type (
 	// PruneResult is what thinning (and the collection after it) did or
 	// would do.
 	PruneResult = lifecycle.PruneResult
-	// StoreStats is a node's store, disk and per-service points.
-	StoreStats = lifecycle.Stats
 )
 
 // VerifyResult is a store's verify report with its damage spelled out.
@@ -82,8 +81,72 @@ func (c *Client) Stats(ctx context.Context) (*StoreStats, error) {
 	return &st, c.do(ctx, http.MethodGet, "/v1/stats", nil, &st)
 }
 
+// VerifyRepair runs a full scrub pass on the node now, repairs what it
+// finds from other nodes, then verifies the whole store.
+func (c *Client) VerifyRepair(ctx context.Context) (*ScrubResult, error) {
+	var r ScrubResult
+	return &r, c.do(ctx, http.MethodPost, "/v1/verify?repair=true", []byte("{}"), &r)
+}
+
 // Verify checks the node's whole store.
 func (c *Client) Verify(ctx context.Context) (*VerifyResult, error) {
 	var r VerifyResult
 	return &r, c.do(ctx, http.MethodPost, "/v1/verify", []byte("{}"), &r)
+}
+
+// StoreStats is a node's store, disk and per-service points, and its
+// scrub's progress.
+type StoreStats struct {
+	lifecycle.Stats
+	Scrub *ScrubStatus `json:"scrub,omitempty"`
+}
+
+// ScrubStatus is a node's background scrub: the site's pace, how far the
+// current cycle is, and what all cycles and reads found.
+type ScrubStatus struct {
+	Cycle      string    `json:"cycle"`       // the site's full-cycle time
+	Rate       int64     `json:"rate"`        // bytes/s at most
+	Progress   float64   `json:"progress"`    // of the current cycle, 0 to 1
+	CycleBytes int64     `json:"cycle_bytes"` // read in the current cycle
+	Total      int64     `json:"total_bytes"` // the store's pack bytes when the cycle started
+	Started    time.Time `json:"started,omitzero"`
+	LastCycle  time.Time `json:"last_cycle,omitzero"` // when the last full cycle ended
+	Cycles     int64     `json:"cycles"`
+	Found      int64     `json:"found"`    // bad or missing blocks found, by scrubs and reads
+	Repaired   int64     `json:"repaired"` // of them, repaired from another node
+	Lost       int64     `json:"lost"`     // of them, held by no node: their points are marked damaged
+	Error      string    `json:"error,omitempty"`
+}
+
+// ScrubResult is a full scrub pass run on demand (verify --repair).
+type ScrubResult struct {
+	OK           bool            `json:"ok"`
+	Bytes        int64           `json:"bytes"`
+	Blocks       int64           `json:"blocks"`
+	Found        []Damage        `json:"found"`
+	Repaired     []RepairedBlock `json:"repaired,omitempty"`
+	Lost         []LostBlock     `json:"lost,omitempty"`
+	Unreferenced int             `json:"unreferenced,omitempty"`  // damaged blocks no point uses (left to GC)
+	Pages        int             `json:"damaged_pages,omitempty"` // damaged block map pages (not repaired from other nodes)
+	// After is the verify of the whole store once the repairs are done.
+	After *VerifyResult `json:"after,omitempty"`
+}
+
+// RepairedBlock is a damaged block replaced by a sound copy from a node.
+type RepairedBlock struct {
+	Block   string `json:"block"`
+	Service string `json:"service"`
+	From    string `json:"from"`
+	Path    string `json:"path,omitempty"`
+	Offset  int64  `json:"offset"`
+}
+
+// LostBlock is a piece of a point no node could give back.
+type LostBlock struct {
+	Block   string `json:"block"`
+	Service string `json:"service"`
+	Volume  string `json:"volume"`
+	Point   string `json:"point"`
+	Offset  int64  `json:"offset"` // byte offset in the volume
+	Length  int64  `json:"length"`
 }

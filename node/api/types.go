@@ -50,6 +50,8 @@ type Status struct {
 	// Space: this node's stores' free space and what the node refuses
 	// for it (nil on a witness, which holds no data).
 	Space *SpaceStatus `json:"space,omitempty"`
+	// Scrub: this node's read-back of its store (nil on a witness).
+	Scrub *ScrubStatus `json:"scrub,omitempty"`
 }
 
 // SpaceStatus is a node's disk space (issue 15 item 5): each file system

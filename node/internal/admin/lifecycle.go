@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"errors"
 	"net/http"
 
+	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/api"
 )
@@ -13,8 +15,10 @@ import (
 //	GET  /v1/points?service=S&volume=V   viewer    []api.KeptPoint: each point and why it is kept
 //	GET  /v1/prune?service=S             viewer    api.PruneResult of a dry run
 //	POST /v1/prune?service=S             admin     thin now, then collect garbage (audited)
-//	GET  /v1/stats                       viewer    api.StoreStats
+//	GET  /v1/stats                       viewer    api.StoreStats, with the scrub's progress
 //	POST /v1/verify                      operator  api.VerifyResult of the whole store (audited)
+//	POST /v1/verify?repair=true          operator  api.ScrubResult: a full scrub pass now, damaged blocks
+//	                                               repaired from other nodes, then api.VerifyResult (audited)
 func (s *Server) registerLifecycleAPI(mux *http.ServeMux) {
 	l := s.o.Lifecycle
 	s.route(mux, "GET /v1/points", mesh.RoleViewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
@@ -52,9 +56,33 @@ func (s *Server) registerLifecycleAPI(mux *http.ServeMux) {
 			s.writeAPIError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, st)
+		out := api.StoreStats{Stats: st}
+		if s.o.Scrub != nil {
+			out.Scrub = s.o.Scrub.Status()
+		}
+		writeJSON(w, http.StatusOK, out)
 	})
 	s.route(mux, "POST /v1/verify", mesh.RoleOperator, auditAlways, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("repair") == "true" {
+			if s.o.Scrub == nil {
+				s.writeAPIError(w, errors.New("this node holds no store to repair (a witness)"))
+				return
+			}
+			res, err := s.o.Scrub.Pass(r.Context(), true)
+			if err == nil {
+				var rep blockstore.VerifyReport
+				rep, err = l.Verify(r.Context())
+				after := api.NewVerifyResult(rep)
+				res.After = &after
+				res.OK = res.OK && after.OK
+			}
+			if err != nil {
+				s.writeAPIError(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, res)
+			return
+		}
 		rep, err := l.Verify(r.Context())
 		if err != nil {
 			s.writeAPIError(w, err)

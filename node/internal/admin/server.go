@@ -74,7 +74,16 @@ type Options struct {
 	// Lifecycle serves points' keep reasons, prune, stats and verify; nil
 	// on a witness.
 	Lifecycle *lifecycle.Engine
-	Logger    *slog.Logger
+	// Scrub runs verify's repair pass and reports the background scrub;
+	// nil on a witness.
+	Scrub  Scrubber
+	Logger *slog.Logger
+}
+
+// Scrubber is the node's scrub engine (node/internal/scrub).
+type Scrubber interface {
+	Pass(ctx context.Context, repair bool) (api.ScrubResult, error)
+	Status() *api.ScrubStatus
 }
 
 // Server is the admin API of one node.

@@ -36,6 +36,8 @@ type Sources struct {
 	Links func() []throttle.Stats
 	// Space returns the node's disk space (nil on a witness, or nil func).
 	Space func() *api.SpaceStatus
+	// Scrub returns the node's scrub (nil on a witness, or nil func).
+	Scrub func() *api.ScrubStatus
 	Now   func() time.Time
 }
 
@@ -126,6 +128,9 @@ func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descStoreFree
 	ch <- descStoreSize
 	ch <- descSpaceState
+	for _, d := range scrubDescs {
+		ch <- d
+	}
 	ch <- descSpaceRefused
 	ch <- descSpaceRefusedSvc
 }
@@ -152,6 +157,7 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.collectSpace(ch)
+	c.collectScrub(ch)
 	if c.src.Links == nil {
 		return
 	}
@@ -189,4 +195,37 @@ func (c *catalogCollector) collectSpace(ch chan<- prometheus.Metric) {
 	for _, svc := range sp.Refused {
 		ch <- prometheus.MustNewConstMetric(descSpaceRefusedSvc, prometheus.GaugeValue, 1, svc)
 	}
+}
+
+var (
+	descScrubProgress = prometheus.NewDesc("lifeboat_scrub_progress_ratio",
+		"How far the node's current scrub cycle is, 0 to 1.", nil, nil)
+	descScrubCycles = prometheus.NewDesc("lifeboat_scrub_cycles_total",
+		"Full scrub cycles the node finished.", nil, nil)
+	descScrubLast = prometheus.NewDesc("lifeboat_scrub_last_cycle_timestamp_seconds",
+		"When the node's last full scrub cycle ended (0 = none yet).", nil, nil)
+	descScrubBlocks = prometheus.NewDesc("lifeboat_scrub_blocks_total",
+		"Damaged or missing blocks found by scrubs and reads, by outcome: found, repaired (from another node), lost (no node had it).", []string{"outcome"}, nil)
+	scrubDescs = []*prometheus.Desc{descScrubProgress, descScrubCycles, descScrubLast, descScrubBlocks}
+)
+
+// collectScrub turns the node's scrub status into metrics (issue 16 item 1).
+func (c *catalogCollector) collectScrub(ch chan<- prometheus.Metric) {
+	if c.src.Scrub == nil {
+		return
+	}
+	st := c.src.Scrub()
+	if st == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descScrubProgress, prometheus.GaugeValue, st.Progress)
+	ch <- prometheus.MustNewConstMetric(descScrubCycles, prometheus.CounterValue, float64(st.Cycles))
+	last := 0.0
+	if !st.LastCycle.IsZero() {
+		last = float64(st.LastCycle.Unix())
+	}
+	ch <- prometheus.MustNewConstMetric(descScrubLast, prometheus.GaugeValue, last)
+	ch <- prometheus.MustNewConstMetric(descScrubBlocks, prometheus.CounterValue, float64(st.Found), "found")
+	ch <- prometheus.MustNewConstMetric(descScrubBlocks, prometheus.CounterValue, float64(st.Repaired), "repaired")
+	ch <- prometheus.MustNewConstMetric(descScrubBlocks, prometheus.CounterValue, float64(st.Lost), "lost")
 }

@@ -61,6 +61,12 @@ func (e *Engine) Receive(ctx context.Context, s *mesh.Stream) error {
 	if h.Site != peer.Site {
 		return streams.Refuse(mesh.CodeForbidden, "hello says site %s, the certificate says %s", h.Site, peer.Site)
 	}
+	if h.Repair {
+		if e.o.ServeRepair == nil {
+			return streams.Refuse(mesh.CodeUnavailable, "node %s does not answer repair requests", e.o.Name)
+		}
+		return e.o.ServeRepair(ctx, s, fr, h)
+	}
 	cat := e.o.Catalog.Catalog()
 	svc := cat.Service(h.Service)
 	if svc == nil {

@@ -62,9 +62,12 @@ type Options struct {
 	Note    func(p blockstore.Point)
 	// Space refuses received points of a service while the disk is too
 	// full (a *streams.Refusal with mesh.CodeNoSpace); nil = never.
-	Space  func(service string) error
-	Logs   *logpolicy.Repeats // failures that repeat; nil = a new one on Logger
-	Logger *slog.Logger
+	Space func(service string) error
+	// ServeRepair answers a stream whose hello asks for blocks by ID
+	// (node/internal/repair); nil = such streams are refused.
+	ServeRepair func(ctx context.Context, s *mesh.Stream, fr *mesh.FrameReader, h *mesh.ReplHello) error
+	Logs        *logpolicy.Repeats // failures that repeat; nil = a new one on Logger
+	Logger      *slog.Logger
 	// Counters; nil = not counted. Sent, Logical, Dedup and CompressSaved
 	// are by link and tier; Points and Errors by service and site;
 	// Received by service.

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package scrub
+
+func idleIOPriority() error { return nil }
