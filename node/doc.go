@@ -29,6 +29,10 @@
 //     server behind a Backend, its audit log, policy apply and approval,
 //     the Status view, the Prometheus registry.
 //   - node/internal/raftstore: raft.db and snapshots, checked for damage.
+//   - node/internal/scrub: the store read back at the site's pace, damaged
+//     blocks repaired from other nodes, lost ones marked (issue 16);
+//     node/internal/repair moves blocks by ID between nodes (repair
+//     streams, and the store's Fetch for reads that meet damage).
 //   - node/nbd: the NBD server (run by the CLI, not by the node).
 //
 // Shared mechanisms come from the repository's internal packages: clock
