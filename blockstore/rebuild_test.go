@@ -69,7 +69,7 @@ func checkPoints(t *testing.T, dir string, kek *KEK, want []Point, imgs map[stri
 			t.Fatalf("point %s restores differently after the rebuild", p.ID)
 		}
 	}
-	rep, err := s.Verify(t.Context(), VerifyOptions{})
+	rep, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 	if err != nil || len(rep.Damage) > 0 {
 		t.Fatalf("verify after rebuild: %v %v", err, rep.Damage)
 	}
@@ -119,7 +119,7 @@ func TestRebuildIndexAfterPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Prune(t.Context(), Retention{Last: 1}, PruneOptions{}); err != nil {
+	if _, err := s.Maintenance().Prune(t.Context(), Retention{Last: 1}, PruneOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -166,7 +166,7 @@ func TestRebuildIndexSkipsDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	vr, err := s.Verify(t.Context(), VerifyOptions{})
+	vr, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 	if err != nil || len(vr.Damage) == 0 {
 		t.Errorf("verify after rebuilding around damage: %v, %d problems", err, len(vr.Damage))
 	}
@@ -236,7 +236,7 @@ func TestDamagedIndexIsAnError(t *testing.T) {
 				defer s.Close()
 				got, err := s.Points(t.Context(), "")
 				ok("points", err)
-				rep, err := s.Verify(t.Context(), VerifyOptions{})
+				rep, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 				t.Logf("%s: verify: %v, %d problems", what, err, len(rep.Damage))
 				ok("verify", err)
 				for _, d := range rep.Damage {
