@@ -106,36 +106,41 @@ func (h Holds) LockPoint(id string, until time.Time) error {
 // Locks returns the lock of every point that has one, by point ID. Locks in
 // the past are included (they no longer hold anything).
 func (h Holds) Locks(ctx context.Context) (map[string]time.Time, error) {
-	s := h.s
-	if s.idx.shut.Load() {
+	if h.s.idx.shut.Load() {
 		return nil, ErrClosed
 	}
-	it, err := s.idx.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixLock}, UpperBound: []byte{prefixLock + 1}})
+	out, err := h.s.idx.locks(ctx)
 	if err != nil {
-		return nil, s.idx.err("list locks", err)
+		return nil, err
+	}
+	return out, nil
+}
+
+// locks reads every lock; on an error it returns those read before it too.
+func (x *index) locks(ctx context.Context) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixLock}, UpperBound: []byte{prefixLock + 1}})
+	if err != nil {
+		return out, x.err("list locks", err)
 	}
 	defer it.Close()
-	out := map[string]time.Time{}
 	for it.First(); it.Valid(); it.Next() {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return out, err
 		}
 		k := it.Key()
 		if len(k) != 1+pointIDLen {
-			return nil, s.idx.corrupt(ZeroID, corruptf("lock key %x", k))
+			return out, x.corrupt(ZeroID, corruptf("lock key %x", k))
 		}
-		v, err := s.idx.openValue(k, it.Value())
+		v, err := x.openValue(k, it.Value())
 		var t time.Time
 		if err == nil {
 			t, err = decodeLock(v)
 		}
 		if err != nil {
-			return nil, s.idx.corrupt(ZeroID, err)
+			return out, x.corrupt(ZeroID, fmt.Errorf("point %s: %w", k[1:], err))
 		}
 		out[string(k[1:])] = t
 	}
-	if err := it.Error(); err != nil {
-		return nil, s.idx.err("list locks", err)
-	}
-	return out, nil
+	return out, x.err("list locks", it.Error())
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 )
@@ -255,5 +256,48 @@ func TestDamagedIndexIsAnError(t *testing.T) {
 	}
 	if tried < 12 {
 		t.Fatalf("damaged only %d files", tried)
+	}
+}
+
+// Retention locks survive a rebuild: carried over from the old index; a
+// rebuild without one says they are lost.
+func TestRebuildIndexKeepsLocks(t *testing.T) {
+	dir, pts, _ := twoPoints(t, testKEK(t, 6))
+	kek := testKEK(t, 6)
+	s, err := Open(dir, Options{Logger: testLogger(t), KEK: kek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(240 * time.Hour).UTC().Round(0)
+	if err := s.Holds().LockPoint(pts[0].ID, until); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	rep, err := RebuildIndex(t.Context(), dir, Options{Logger: testLogger(t), KEK: kek}, nil)
+	if err != nil || rep.Locks != 1 || rep.LocksLost != "" || rep.OldIndex == "" {
+		t.Fatalf("rebuild: %v %+v", err, rep)
+	}
+	s, err = Open(dir, Options{Logger: testLogger(t), KEK: kek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks, err := s.Holds().Locks(t.Context())
+	if err != nil || len(locks) != 1 || !locks[pts[0].ID].Equal(until) {
+		t.Fatalf("locks after rebuild: %v %v", locks, err)
+	}
+	d, err := s.Maintenance().DeletePoints(t.Context(), []string{pts[0].ID, pts[1].ID})
+	if err != nil || len(d.Deleted) != 1 || d.Deleted[0] != pts[1].ID || len(d.Refused) != 1 {
+		t.Fatalf("delete after rebuild: %+v %v", d, err)
+	}
+	s.Close()
+
+	// No old index: the rebuild says the locks are lost.
+	if err := os.RemoveAll(filepath.Join(dir, indexDir)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = RebuildIndex(t.Context(), dir, Options{Logger: testLogger(t), KEK: kek}, nil)
+	if err != nil || rep.Locks != 0 || rep.LocksLost == "" {
+		t.Fatalf("rebuild without an old index: %v %+v", err, rep)
 	}
 }
