@@ -101,7 +101,7 @@ func TestEncryptedStoreRoundTrip(t *testing.T) {
 	if !bytes.Equal(restoreBytes(t, s, v), img) {
 		t.Fatal("restored image differs")
 	}
-	rep, err := s.Verify(t.Context(), VerifyOptions{})
+	rep, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 	if err != nil || len(rep.Damage) > 0 || rep.Hashed == 0 {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
@@ -258,7 +258,7 @@ func TestEncryptedStoreDamage(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Path != pack || !strings.Contains(err.Error(), "authenticate") {
 		t.Errorf("get from a forged frame: %v", err)
 	}
-	rep, err := s.Verify(t.Context(), VerifyOptions{})
+	rep, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 	if err != nil || len(rep.Damage) == 0 {
 		t.Errorf("verify of a forged frame: %v, %d problems", err, len(rep.Damage))
 	}

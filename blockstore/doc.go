@@ -114,6 +114,14 @@
 // A point's ID is 16 hex digits: the first 8 bytes of the keyed hash of its
 // JSON record without the ID.
 //
+// # API
+//
+// Store has the data path (Put, Get, Snapshot, Update, CommitPoint,
+// Restore, OpenImage, Diff, ...), Scrub, Repair and Users; cohesive sets
+// hang off small types: s.Holds() (Lease, Pin, Pinned, LockPoint, Locks:
+// what keeps blocks and points), s.Maintenance() (GC, Prune, DeletePoints,
+// Verify) and s.Scopes() (Add, In, Marked, Mark: scope.go).
+//
 // # Concurrency
 //
 // A Store is safe for concurrent use by one process. Put may be called from

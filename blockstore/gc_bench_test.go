@@ -29,7 +29,7 @@ func BenchmarkGC(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		s, drop := buildGCStore(b, n)
-		if _, err := s.DeletePoints(b.Context(), []string{drop}); err != nil {
+		if _, err := s.Maintenance().DeletePoints(b.Context(), []string{drop}); err != nil {
 			b.Fatal(err)
 		}
 		runtime.GC()
@@ -48,7 +48,7 @@ func BenchmarkGC(b *testing.B) {
 		var iters int
 		wg.Go(func() { worst, iters = gcBenchWriter(ctx, b, s) })
 		start := time.Now()
-		rep, err := s.GC(b.Context(), GCOptions{})
+		rep, err := s.Maintenance().GC(b.Context(), GCOptions{})
 		wall := time.Since(start)
 		cancel()
 		wg.Wait()
@@ -132,7 +132,7 @@ func gcBenchWriter(ctx context.Context, b *testing.B, s *Store) (time.Duration, 
 	iters := 0
 	for ctx.Err() == nil {
 		t0 := time.Now()
-		release := s.Lease()
+		release := s.Holds().Lease()
 		blocks := make([][]byte, 8)
 		for j := range blocks {
 			blk := make([]byte, 16)

@@ -76,10 +76,10 @@ func gcCrashChild(args string) {
 				drop = append(drop, p.ID)
 			}
 		}
-		if _, err := s.DeletePoints(ctx, drop); err != nil {
+		if _, err := s.Maintenance().DeletePoints(ctx, drop); err != nil {
 			fail(err)
 		}
-		rep, err := s.GC(ctx, GCOptions{Threshold: 0.05})
+		rep, err := s.Maintenance().GC(ctx, GCOptions{Threshold: 0.05})
 		if err != nil {
 			fail(err)
 		}
@@ -127,7 +127,7 @@ func TestGCCrash(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: open: %v", round, err)
 		}
-		vr, err := s.Verify(t.Context(), VerifyOptions{})
+		vr, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 		if err != nil || len(vr.Damage) > 0 {
 			t.Fatalf("round %d: verify: %v %v", round, err, vr.Damage)
 		}

@@ -56,7 +56,7 @@ func snapshot(t *testing.T, s *Store, vol string, img []byte) Point {
 
 func verifyClean(t *testing.T, s *Store) {
 	t.Helper()
-	vr, err := s.Verify(t.Context(), VerifyOptions{})
+	vr, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 	if err != nil || len(vr.Damage) > 0 {
 		t.Fatalf("verify: %v %v", err, vr.Damage)
 	}
@@ -87,21 +87,21 @@ func TestDeletePointsRefusesLockedAndPinned(t *testing.T) {
 		return p
 	}
 	locked, pinned, free := commit("locked", 1), commit("pinned", 2), commit("free", 3)
-	release, err := s.Pin(pinned.ID)
+	release, err := s.Holds().Pin(pinned.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	release2, err := s.Pin(pinned.ID)
+	release2, err := s.Holds().Pin(pinned.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pin("0123456789abcdef"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Holds().Pin("0123456789abcdef"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Pin of an unknown point: %v, want ErrNotFound", err)
 	}
-	if got := s.Pinned(); len(got) != 1 || got[0] != pinned.ID {
+	if got := s.Holds().Pinned(); len(got) != 1 || got[0] != pinned.ID {
 		t.Errorf("Pinned() = %v, want [%s]", got, pinned.ID)
 	}
-	rep, err := s.DeletePoints(t.Context(), []string{locked.ID, pinned.ID, free.ID, "0123456789abcdef"})
+	rep, err := s.Maintenance().DeletePoints(t.Context(), []string{locked.ID, pinned.ID, free.ID, "0123456789abcdef"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,19 +116,19 @@ func TestDeletePointsRefusesLockedAndPinned(t *testing.T) {
 	// One release of two pins: still in use.
 	release()
 	release() // a second call of the same release is a no-op
-	if rep, _ := s.DeletePoints(t.Context(), []string{pinned.ID}); len(rep.Deleted) != 0 {
+	if rep, _ := s.Maintenance().DeletePoints(t.Context(), []string{pinned.ID}); len(rep.Deleted) != 0 {
 		t.Errorf("deleted a point still pinned once: %+v", rep)
 	}
 	release2()
-	if rep, _ := s.DeletePoints(t.Context(), []string{pinned.ID}); len(rep.Deleted) != 1 {
+	if rep, _ := s.Maintenance().DeletePoints(t.Context(), []string{pinned.ID}); len(rep.Deleted) != 1 {
 		t.Errorf("pinned point not deleted after both releases: %+v", rep)
 	}
 	// Prune refuses the locked point too, and GC keeps its blocks.
-	pr, err := s.Prune(t.Context(), Retention{Last: 1}, PruneOptions{})
+	pr, err := s.Maintenance().Prune(t.Context(), Retention{Last: 1}, PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GC(t.Context(), GCOptions{Threshold: 0.01}); err != nil {
+	if _, err := s.Maintenance().GC(t.Context(), GCOptions{Threshold: 0.01}); err != nil {
 		t.Fatal(err)
 	}
 	pts, _ := s.Points(t.Context(), "")
@@ -141,10 +141,10 @@ func TestDeletePointsRefusesLockedAndPinned(t *testing.T) {
 	}
 	// The lock expires by the store's clock.
 	now = now.Add(2 * time.Hour)
-	if rep, _ := s.DeletePoints(t.Context(), []string{locked.ID}); len(rep.Deleted) != 1 {
+	if rep, _ := s.Maintenance().DeletePoints(t.Context(), []string{locked.ID}); len(rep.Deleted) != 1 {
 		t.Errorf("expired lock still refuses: %+v", rep)
 	}
-	if locks, _ := s.Locks(t.Context()); len(locks) != 0 {
+	if locks, _ := s.Holds().Locks(t.Context()); len(locks) != 0 {
 		t.Errorf("locks of deleted points remain: %v", locks)
 	}
 }
@@ -153,13 +153,13 @@ func TestLockNeverLowers(t *testing.T) {
 	s, dir := newTestStore(t)
 	p := snapshot(t, s, "v", poolImage(1, 8, 4))
 	t1 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	if err := s.LockPoint(p.ID, t1); err != nil {
+	if err := s.Holds().LockPoint(p.ID, t1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.LockPoint(p.ID, t1.Add(-time.Hour)); err != nil {
+	if err := s.Holds().LockPoint(p.ID, t1.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.LockPoint("0123456789abcdef", t1); !errors.Is(err, ErrNotFound) {
+	if err := s.Holds().LockPoint("0123456789abcdef", t1); !errors.Is(err, ErrNotFound) {
 		t.Errorf("LockPoint of unknown point: %v, want ErrNotFound", err)
 	}
 	s.Close()
@@ -168,14 +168,14 @@ func TestLockNeverLowers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	locks, err := s.Locks(t.Context())
+	locks, err := s.Holds().Locks(t.Context())
 	if err != nil || !locks[p.ID].Equal(t1) || len(locks) != 1 {
 		t.Fatalf("Locks after lowering and reopen = %v, %v; want %s", locks, err, t1)
 	}
-	if err := s.LockPoint(p.ID, t1.Add(time.Hour)); err != nil {
+	if err := s.Holds().LockPoint(p.ID, t1.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if locks, _ := s.Locks(t.Context()); !locks[p.ID].Equal(t1.Add(time.Hour)) {
+	if locks, _ := s.Holds().Locks(t.Context()); !locks[p.ID].Equal(t1.Add(time.Hour)) {
 		t.Errorf("lock not raised: %v", locks)
 	}
 }
@@ -207,11 +207,11 @@ func TestLockForStoredWithPoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	locks, err := s.Locks(t.Context())
+	locks, err := s.Holds().Locks(t.Context())
 	if err != nil || !locks[p.ID].Equal(until) {
 		t.Fatalf("Locks = %v, %v; want %s for %s", locks, err, until, p.ID)
 	}
-	rep, err := s.DeletePoints(t.Context(), []string{p.ID})
+	rep, err := s.Maintenance().DeletePoints(t.Context(), []string{p.ID})
 	if err != nil || len(rep.Deleted) != 0 || len(rep.Refused) != 1 || !strings.HasPrefix(rep.Refused[0].Reason, "locked until ") {
 		t.Fatalf("DeletePoints of a locked point = %+v, %v", rep, err)
 	}
@@ -229,11 +229,11 @@ func TestGCReclaims(t *testing.T) {
 		imgs = append(imgs, img)
 		pts = append(pts, snapshot(t, s, fmt.Sprintf("v%d", i), img))
 	}
-	if _, err := s.DeletePoints(t.Context(), []string{pts[0].ID, pts[2].ID}); err != nil {
+	if _, err := s.Maintenance().DeletePoints(t.Context(), []string{pts[0].ID, pts[2].ID}); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := s.Stats(t.Context())
-	dry, err := s.GC(t.Context(), GCOptions{DryRun: true})
+	dry, err := s.Maintenance().GC(t.Context(), GCOptions{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestGCReclaims(t *testing.T) {
 	if mid.StoredBytes != before.StoredBytes || mid.Blocks != before.Blocks || dry.Dead == 0 || dry.BlocksDeleted == 0 {
 		t.Fatalf("dry run changed the store (%+v -> %+v) or found nothing: %+v", before, mid, dry)
 	}
-	rep, err := s.GC(t.Context(), GCOptions{})
+	rep, err := s.Maintenance().GC(t.Context(), GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestGCReclaims(t *testing.T) {
 	}
 	verifyClean(t, s)
 	// Nothing left to collect.
-	again, err := s.GC(t.Context(), GCOptions{})
+	again, err := s.Maintenance().GC(t.Context(), GCOptions{})
 	if err != nil || again.Dead != 0 || again.PacksDeleted+again.PacksRewritten != 0 {
 		t.Errorf("second GC: %+v, %v", again, err)
 	}
@@ -274,10 +274,10 @@ func TestImageIsGCRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.DeletePoints(t.Context(), []string{p.ID}); err != nil {
+	if _, err := s.Maintenance().DeletePoints(t.Context(), []string{p.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := s.GC(t.Context(), GCOptions{}); err != nil || rep.Dead > 1 {
+	if rep, err := s.Maintenance().GC(t.Context(), GCOptions{}); err != nil || rep.Dead > 1 {
 		t.Fatalf("GC with an open image: %+v, %v (only the point copy may go)", rep, err)
 	}
 	got := make([]byte, len(img))
@@ -285,7 +285,7 @@ func TestImageIsGCRoot(t *testing.T) {
 		t.Fatalf("image of a deleted point after GC: %v", err)
 	}
 	im.Close()
-	if rep, err := s.GC(t.Context(), GCOptions{}); err != nil || rep.BlocksDeleted == 0 {
+	if rep, err := s.Maintenance().GC(t.Context(), GCOptions{}); err != nil || rep.BlocksDeleted == 0 {
 		t.Fatalf("GC after Close: %+v, %v", rep, err)
 	}
 }
@@ -354,7 +354,7 @@ func TestGCConcurrentWriters(t *testing.T) {
 				}
 			}
 			mu.Unlock()
-			rep, err := s.DeletePoints(ctx, drop)
+			rep, err := s.Maintenance().DeletePoints(ctx, drop)
 			if err == nil {
 				mu.Lock()
 				for _, id := range rep.Deleted {
@@ -365,7 +365,7 @@ func TestGCConcurrentWriters(t *testing.T) {
 				}
 				mu.Unlock()
 				var g GCReport
-				g, err = s.GC(ctx, GCOptions{Threshold: 0.01})
+				g, err = s.Maintenance().GC(ctx, GCOptions{Threshold: 0.01})
 				maxHold = max(maxHold, g.MaxHold)
 				gcs++
 			}
@@ -383,7 +383,7 @@ func TestGCConcurrentWriters(t *testing.T) {
 		t.Fatal(err)
 	default:
 	}
-	if _, err := s.GC(t.Context(), GCOptions{Threshold: 0.01}); err != nil {
+	if _, err := s.Maintenance().GC(t.Context(), GCOptions{Threshold: 0.01}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d GC runs, longest hold %v", gcs, maxHold)

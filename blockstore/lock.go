@@ -47,23 +47,23 @@ func decodeLock(b []byte) (time.Time, error) {
 }
 
 // lockOf returns the lock of point id (zero when it has none).
-func (s *Store) lockOf(id string) (time.Time, error) {
+func (x *index) lockOf(id string) (time.Time, error) {
 	k := lockKey(id)
-	v, closer, err := s.idx.db.Get(k)
+	v, closer, err := x.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, s.idx.err("read point lock", err)
+		return time.Time{}, x.err("read point lock", err)
 	}
 	defer closer.Close()
-	v, err = s.idx.openValue(k, v)
+	v, err = x.openValue(k, v)
 	var t time.Time
 	if err == nil {
 		t, err = decodeLock(v)
 	}
 	if err != nil {
-		return time.Time{}, s.idx.corrupt(ZeroID, fmt.Errorf("point %s: %w", id, err))
+		return time.Time{}, x.corrupt(ZeroID, fmt.Errorf("point %s: %w", id, err))
 	}
 	return t, nil
 }
@@ -72,7 +72,8 @@ func (s *Store) lockOf(id string) (time.Time, error) {
 // deleted before then. A lock is never lowered; an until at or before the
 // current lock is a no-op. The point must exist (an error wrapping
 // ErrNotFound otherwise). The lock is durable when LockPoint returns.
-func (s *Store) LockPoint(id string, until time.Time) error {
+func (h Holds) LockPoint(id string, until time.Time) error {
+	s := h.s
 	if s.idx.shut.Load() {
 		return ErrClosed
 	}
@@ -81,14 +82,14 @@ func (s *Store) LockPoint(id string, until time.Time) error {
 	}
 	s.pts.mu.Lock()
 	defer s.pts.mu.Unlock()
-	keys, err := s.pointKeys([]string{id})
+	keys, err := s.idx.pointKeys([]string{id})
 	if err != nil {
 		return err
 	}
 	if _, ok := keys[id]; !ok {
 		return fmt.Errorf("lock point %s: %w", id, ErrNotFound)
 	}
-	cur, err := s.lockOf(id)
+	cur, err := s.idx.lockOf(id)
 	if err != nil {
 		return err
 	}
@@ -104,36 +105,42 @@ func (s *Store) LockPoint(id string, until time.Time) error {
 
 // Locks returns the lock of every point that has one, by point ID. Locks in
 // the past are included (they no longer hold anything).
-func (s *Store) Locks(ctx context.Context) (map[string]time.Time, error) {
-	if s.idx.shut.Load() {
+func (h Holds) Locks(ctx context.Context) (map[string]time.Time, error) {
+	if h.s.idx.shut.Load() {
 		return nil, ErrClosed
 	}
-	it, err := s.idx.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixLock}, UpperBound: []byte{prefixLock + 1}})
+	out, err := h.s.idx.locks(ctx)
 	if err != nil {
-		return nil, s.idx.err("list locks", err)
+		return nil, err
+	}
+	return out, nil
+}
+
+// locks reads every lock; on an error it returns those read before it too.
+func (x *index) locks(ctx context.Context) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixLock}, UpperBound: []byte{prefixLock + 1}})
+	if err != nil {
+		return out, x.err("list locks", err)
 	}
 	defer it.Close()
-	out := map[string]time.Time{}
 	for it.First(); it.Valid(); it.Next() {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return out, err
 		}
 		k := it.Key()
 		if len(k) != 1+pointIDLen {
-			return nil, s.idx.corrupt(ZeroID, corruptf("lock key %x", k))
+			return out, x.corrupt(ZeroID, corruptf("lock key %x", k))
 		}
-		v, err := s.idx.openValue(k, it.Value())
+		v, err := x.openValue(k, it.Value())
 		var t time.Time
 		if err == nil {
 			t, err = decodeLock(v)
 		}
 		if err != nil {
-			return nil, s.idx.corrupt(ZeroID, err)
+			return out, x.corrupt(ZeroID, fmt.Errorf("point %s: %w", k[1:], err))
 		}
 		out[string(k[1:])] = t
 	}
-	if err := it.Error(); err != nil {
-		return nil, s.idx.err("list locks", err)
-	}
-	return out, nil
+	return out, x.err("list locks", it.Error())
 }

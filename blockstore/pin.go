@@ -26,13 +26,14 @@ type pointGuard struct {
 // with each other: a point is never deleted between a successful Pin and
 // its release. A reader or writer that builds on a point (Update from a
 // base, a restore by point ID) pins it so that GC keeps its blocks.
-func (s *Store) Pin(id string) (release func(), err error) {
+func (h Holds) Pin(id string) (release func(), err error) {
+	s := h.s
 	if s.idx.shut.Load() {
 		return nil, ErrClosed
 	}
 	s.pts.mu.Lock()
 	defer s.pts.mu.Unlock()
-	keys, err := s.pointKeys([]string{id})
+	keys, err := s.idx.pointKeys([]string{id})
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +54,8 @@ func (s *Store) Pin(id string) (release func(), err error) {
 }
 
 // Pinned returns the IDs of the points pinned now, sorted.
-func (s *Store) Pinned() []string {
+func (h Holds) Pinned() []string {
+	s := h.s
 	s.pts.mu.Lock()
 	defer s.pts.mu.Unlock()
 	out := make([]string, 0, len(s.pts.pins))
@@ -66,28 +68,28 @@ func (s *Store) Pinned() []string {
 
 // pointKeys returns the index keys of those of ids that are points. It
 // reads keys only (the point ID ends the key).
-func (s *Store) pointKeys(ids []string) (map[string][]byte, error) {
+func (x *index) pointKeys(ids []string) (map[string][]byte, error) {
 	want := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		want[id] = true
 	}
-	it, err := s.idx.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPoint}, UpperBound: []byte{prefixPoint + 1}})
+	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPoint}, UpperBound: []byte{prefixPoint + 1}})
 	if err != nil {
-		return nil, s.idx.err("find points", err)
+		return nil, x.err("find points", err)
 	}
 	defer it.Close()
 	out := map[string][]byte{}
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) != 1+8+pointIDLen {
-			return nil, s.idx.corrupt(ZeroID, corruptf("point key %x", k))
+			return nil, x.corrupt(ZeroID, corruptf("point key %x", k))
 		}
 		if id := string(k[1+8:]); want[id] {
 			out[id] = bytes.Clone(k)
 		}
 	}
 	if err := it.Error(); err != nil {
-		return nil, s.idx.err("find points", err)
+		return nil, x.err("find points", err)
 	}
 	return out, nil
 }
@@ -115,19 +117,20 @@ const (
 // lock is after the store's clock says now: "locked until <RFC3339>"),
 // pinned ("in use") or unknown ("not found"). It never deletes blocks,
 // map pages or pack copies of records: GC does.
-func (s *Store) DeletePoints(ctx context.Context, ids []string) (DeleteReport, error) {
-	return s.deletePoints(ctx, ids, false)
+func (m Maintenance) DeletePoints(ctx context.Context, ids []string) (DeleteReport, error) {
+	return m.deletePoints(ctx, ids, false)
 }
 
 // deletePoints is DeletePoints; dry decides and reports but changes nothing.
-func (s *Store) deletePoints(ctx context.Context, ids []string, dry bool) (DeleteReport, error) {
+func (m Maintenance) deletePoints(ctx context.Context, ids []string, dry bool) (DeleteReport, error) {
+	s := m.s
 	var rep DeleteReport
 	if s.idx.shut.Load() {
 		return rep, ErrClosed
 	}
 	s.pts.mu.Lock()
 	defer s.pts.mu.Unlock()
-	keys, err := s.pointKeys(ids)
+	keys, err := s.idx.pointKeys(ids)
 	if err != nil {
 		return rep, err
 	}
@@ -149,7 +152,7 @@ func (s *Store) deletePoints(ctx context.Context, ids []string, dry bool) (Delet
 			rep.Refused = append(rep.Refused, Refusal{id, refusedInUse})
 			continue
 		}
-		until, err := s.lockOf(id)
+		until, err := s.idx.lockOf(id)
 		if err != nil {
 			return DeleteReport{}, err
 		}

@@ -195,7 +195,7 @@ func (s *Store) CommitPoint(ctx context.Context, p Point) (Point, error) {
 	if !lock.IsZero() && lock.UnixNano() > 0 {
 		// Never lower a lock the point may already have (the same point
 		// committed twice).
-		cur, err := s.lockOf(p.ID)
+		cur, err := s.idx.lockOf(p.ID)
 		if err != nil {
 			return Point{}, err
 		}

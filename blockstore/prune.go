@@ -38,7 +38,8 @@ type PruneReport struct {
 // pinned points are refused and reported), then collects garbage (GC with
 // the default options). It runs concurrently with writers and readers like
 // GC does.
-func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneReport, error) {
+func (m Maintenance) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneReport, error) {
+	s := m.s
 	rep := PruneReport{Refused: []Refusal{}}
 	if err := r.Validate(); err != nil {
 		return rep, err
@@ -55,7 +56,7 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 		}
 	}
 	if len(drop) > 0 {
-		d, err := s.deletePoints(ctx, drop, o.DryRun)
+		d, err := m.deletePoints(ctx, drop, o.DryRun)
 		if err != nil {
 			return rep, err
 		}
@@ -79,7 +80,7 @@ func (s *Store) Prune(ctx context.Context, r Retention, o PruneOptions) (PruneRe
 			exclude[p.ID] = true
 		}
 	}
-	g, err := s.gc(ctx, GCOptions{DryRun: o.DryRun}, exclude)
+	g, err := m.gc(ctx, GCOptions{DryRun: o.DryRun}, exclude)
 	rep.GC = g
 	rep.BlocksDeleted, rep.PagesDeleted = g.BlocksDeleted, g.PagesDeleted
 	rep.PacksDeleted, rep.PacksRepacked = g.PacksDeleted, g.PacksRewritten

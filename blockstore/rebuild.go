@@ -25,6 +25,11 @@ type RebuildReport struct {
 	// Incomplete are points recovered from the packs whose map root is
 	// not in any sound frame; they are left out.
 	Incomplete []string `json:"points_incomplete,omitempty"`
+	// Locks are the retention locks carried over from the old index (of
+	// the points rebuilt); LocksLost says why the old index's locks could
+	// not be read, when they could not ("" otherwise).
+	Locks     int64  `json:"locks"`
+	LocksLost string `json:"locks_lost,omitempty"`
 	// OldIndex is where the index that was there went ("" if there was none).
 	OldIndex string  `json:"old_index,omitempty"`
 	Damage   []error `json:"-"`
@@ -38,11 +43,18 @@ type RebuildReport struct {
 // and reported. The old index is moved aside to index.damaged-TIME, not
 // deleted. The store must not be open (RebuildIndex takes its lock).
 //
-// What the packs cannot say: points that prune removed come back if the
-// pack holding their record was not rewritten since (run prune again), and
-// per-service block scopes start empty (a node rebuilds them from its
-// catalog), and retention locks ('l') are lost: the packs do not hold them
-// (a node sets them again from its catalog with LockPoint). Progress, if set, is called with pack bytes read and the total.
+// Retention locks ('l') are not in the packs (a lock raised after the
+// commit has no record there to go in): they are carried over from the
+// old index, read-only, for every point rebuilt. When the old index is
+// gone or its locks cannot be read, LocksLost says why and the locks are
+// lost; a node sets them again from its catalog (LockPoint), and an
+// operator who locked points by hand must lock them again.
+//
+// What the packs cannot say either: points that prune removed come back
+// if the pack holding their record was not rewritten since (run prune
+// again), and per-service block scopes start empty (a node rebuilds them
+// from its catalog). Progress, if set, is called with pack bytes read and
+// the total.
 func RebuildIndex(ctx context.Context, dir string, o Options, progress func(done, total int64)) (RebuildReport, error) {
 	var rep RebuildReport
 	lock, err := lockStore(dir)
@@ -63,7 +75,7 @@ func RebuildIndex(ctx context.Context, dir string, o Options, progress func(done
 		return rep, err
 	}
 	defer codec.close()
-	rb := &rebuilder{dir: dir, h: h, codec: codec, idx: &index{dir: dir, seal: seal, log: logger(o.Logger)}, rep: &rep, progress: progress}
+	rb := &rebuilder{dir: dir, h: h, codec: codec, idx: &index{dir: dir, seal: seal, log: logger(o.Logger)}, rep: &rep, progress: progress, o: o}
 
 	fresh := filepath.Join(dir, indexDir+".rebuild")
 	if err := os.RemoveAll(fresh); err != nil {
@@ -104,6 +116,7 @@ type rebuilder struct {
 	idx      *index // the new index
 	rep      *RebuildReport
 	progress func(done, total int64)
+	o        Options
 }
 
 // run scans every pack into the new index.
@@ -188,6 +201,19 @@ func (rb *rebuilder) run(ctx context.Context) error {
 		b.Delete(pointKey(p.Time, p.ID), nil)
 		k := ref{kindPoint, rb.h.pointFrameID(p.ID)}.key()
 		b.Delete(k, nil)
+		delete(points, p.ID)
+	}
+	locks, err := rb.oldLocks(ctx)
+	if err != nil {
+		rep.LocksLost = err.Error()
+		rb.idx.log.Warn("rebuild index: retention locks lost (a node sets them again from its catalog)", "err", err)
+	}
+	for id, until := range locks {
+		if _, ok := points[id]; ok {
+			k := lockKey(id)
+			b.Set(k, rb.idx.sealValue(k, encodeLock(until)), nil)
+			rep.Locks++
+		}
 	}
 	if err := commit(pebble.Sync); err != nil {
 		return err
@@ -277,4 +303,21 @@ func (rb *rebuilder) scanPack(ctx context.Context, id uint32, path string, data 
 		end = off
 	}
 	return end, nil
+}
+
+// oldLocks reads the retention locks of the store's current index, opened
+// read-only; its other keys are not trusted or needed.
+func (rb *rebuilder) oldLocks(ctx context.Context) (map[string]time.Time, error) {
+	path := filepath.Join(rb.dir, indexDir)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("the old index is gone: %w", err)
+	}
+	old := &index{dir: rb.dir, seal: rb.idx.seal, log: rb.idx.log}
+	o := rb.o
+	o.CacheSize = 8 << 20
+	if err := old.open(path, o, true, true); err != nil {
+		return nil, fmt.Errorf("the old index does not open: %s", shortPebbleErr(err))
+	}
+	defer old.db.Close()
+	return old.locks(ctx)
 }

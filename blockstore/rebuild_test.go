@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
 )
@@ -69,7 +70,7 @@ func checkPoints(t *testing.T, dir string, kek *KEK, want []Point, imgs map[stri
 			t.Fatalf("point %s restores differently after the rebuild", p.ID)
 		}
 	}
-	rep, err := s.Verify(t.Context(), VerifyOptions{})
+	rep, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 	if err != nil || len(rep.Damage) > 0 {
 		t.Fatalf("verify after rebuild: %v %v", err, rep.Damage)
 	}
@@ -119,7 +120,7 @@ func TestRebuildIndexAfterPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Prune(t.Context(), Retention{Last: 1}, PruneOptions{}); err != nil {
+	if _, err := s.Maintenance().Prune(t.Context(), Retention{Last: 1}, PruneOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -166,7 +167,7 @@ func TestRebuildIndexSkipsDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	vr, err := s.Verify(t.Context(), VerifyOptions{})
+	vr, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 	if err != nil || len(vr.Damage) == 0 {
 		t.Errorf("verify after rebuilding around damage: %v, %d problems", err, len(vr.Damage))
 	}
@@ -236,7 +237,7 @@ func TestDamagedIndexIsAnError(t *testing.T) {
 				defer s.Close()
 				got, err := s.Points(t.Context(), "")
 				ok("points", err)
-				rep, err := s.Verify(t.Context(), VerifyOptions{})
+				rep, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 				t.Logf("%s: verify: %v, %d problems", what, err, len(rep.Damage))
 				ok("verify", err)
 				for _, d := range rep.Damage {
@@ -255,5 +256,48 @@ func TestDamagedIndexIsAnError(t *testing.T) {
 	}
 	if tried < 12 {
 		t.Fatalf("damaged only %d files", tried)
+	}
+}
+
+// Retention locks survive a rebuild: carried over from the old index; a
+// rebuild without one says they are lost.
+func TestRebuildIndexKeepsLocks(t *testing.T) {
+	dir, pts, _ := twoPoints(t, testKEK(t, 6))
+	kek := testKEK(t, 6)
+	s, err := Open(dir, Options{Logger: testLogger(t), KEK: kek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(240 * time.Hour).UTC().Round(0)
+	if err := s.Holds().LockPoint(pts[0].ID, until); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	rep, err := RebuildIndex(t.Context(), dir, Options{Logger: testLogger(t), KEK: kek}, nil)
+	if err != nil || rep.Locks != 1 || rep.LocksLost != "" || rep.OldIndex == "" {
+		t.Fatalf("rebuild: %v %+v", err, rep)
+	}
+	s, err = Open(dir, Options{Logger: testLogger(t), KEK: kek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks, err := s.Holds().Locks(t.Context())
+	if err != nil || len(locks) != 1 || !locks[pts[0].ID].Equal(until) {
+		t.Fatalf("locks after rebuild: %v %v", locks, err)
+	}
+	d, err := s.Maintenance().DeletePoints(t.Context(), []string{pts[0].ID, pts[1].ID})
+	if err != nil || len(d.Deleted) != 1 || d.Deleted[0] != pts[1].ID || len(d.Refused) != 1 {
+		t.Fatalf("delete after rebuild: %+v %v", d, err)
+	}
+	s.Close()
+
+	// No old index: the rebuild says the locks are lost.
+	if err := os.RemoveAll(filepath.Join(dir, indexDir)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = RebuildIndex(t.Context(), dir, Options{Logger: testLogger(t), KEK: kek}, nil)
+	if err != nil || rep.Locks != 0 || rep.LocksLost == "" {
+		t.Fatalf("rebuild without an old index: %v %+v", err, rep)
 	}
 }

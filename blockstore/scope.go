@@ -14,12 +14,18 @@ import (
 // another (issue 13). A block is stored once whatever scopes hold it
 // (dedup across services stays on disk); a scope learns a block when it
 // sends it (or when replication brings it for that scope). Scope entries
-// are advisory in one direction only: InScope also checks the store holds
+// are advisory in one direction only: In also checks the store holds
 // the block, so a stale entry can never make a block look present, and a
 // lost one (a crash before the index synced) only costs a resend.
 //
 // Index keys: 's' len(scope)(1) scope ID(32) -> empty; and the backfill
 // mark 'S' len(scope)(1) scope -> empty (doc.go).
+
+// Scopes is the store's scope records: s.Scopes().Add, In, Marked, Mark.
+type Scopes struct{ s *Store }
+
+// Scopes returns the store's scope records.
+func (s *Store) Scopes() Scopes { return Scopes{s} }
 
 const (
 	prefixScope     = 's'
@@ -41,8 +47,9 @@ func checkScope(scope string) error {
 	return nil
 }
 
-// AddScope records that scope holds ids (zero IDs are skipped).
-func (s *Store) AddScope(ctx context.Context, scope string, ids []ID) error {
+// Add records that scope holds ids (zero IDs are skipped).
+func (sc Scopes) Add(ctx context.Context, scope string, ids []ID) error {
+	s := sc.s
 	if err := checkScope(scope); err != nil {
 		return err
 	}
@@ -68,9 +75,10 @@ func (s *Store) AddScope(ctx context.Context, scope string, ids []ID) error {
 	return nil
 }
 
-// InScope reports for each id whether scope holds it and the store has
+// In reports for each id whether scope holds it and the store has
 // it. The zero block is in every scope.
-func (s *Store) InScope(ctx context.Context, scope string, ids []ID) ([]bool, error) {
+func (sc Scopes) In(ctx context.Context, scope string, ids []ID) ([]bool, error) {
+	s := sc.s
 	if err := checkScope(scope); err != nil {
 		return nil, err
 	}
@@ -107,8 +115,9 @@ func scopeMarkKey(scope string) []byte {
 	return append([]byte{prefixScopeMark, byte(len(scope))}, scope...)
 }
 
-// ScopeMarked reports whether MarkScope was called for scope.
-func (s *Store) ScopeMarked(scope string) (bool, error) {
+// Marked reports whether Mark was called for scope.
+func (sc Scopes) Marked(scope string) (bool, error) {
+	s := sc.s
 	if err := checkScope(scope); err != nil {
 		return false, err
 	}
@@ -126,9 +135,10 @@ func (s *Store) ScopeMarked(scope string) (bool, error) {
 	return true, nil
 }
 
-// MarkScope records (durably) that scope's entries were backfilled from
+// Mark records (durably) that scope's entries were backfilled from
 // the points it held before scopes existed.
-func (s *Store) MarkScope(scope string) error {
+func (sc Scopes) Mark(scope string) error {
+	s := sc.s
 	if err := checkScope(scope); err != nil {
 		return err
 	}

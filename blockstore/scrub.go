@@ -543,7 +543,7 @@ func (sc *scrubber) maps(ctx context.Context, cur *ScrubCursor) (bool, error) {
 		case c == 0:
 			vol, block = int(cur.Pack), cur.Offset
 		}
-		release, err := s.Pin(p.ID)
+		release, err := s.Holds().Pin(p.ID)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted since the listing
 		}

@@ -149,10 +149,10 @@ func TestScrubFindsDamageAndRepairMendsIt(t *testing.T) {
 	}
 
 	// The damaged record is garbage: GC rewrites its pack past it.
-	if _, err := s.DeletePoints(t.Context(), []string{pb.ID}); err != nil {
+	if _, err := s.Maintenance().DeletePoints(t.Context(), []string{pb.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GC(t.Context(), GCOptions{Threshold: 0.01}); err != nil {
+	if _, err := s.Maintenance().GC(t.Context(), GCOptions{Threshold: 0.01}); err != nil {
 		t.Fatalf("gc over a repaired record: %v", err)
 	}
 	verifyClean(t, s)
@@ -425,13 +425,13 @@ func TestScrubBesideWritersAndGC(t *testing.T) {
 				return
 			}
 			if last != "" {
-				if _, err := s.DeletePoints(context.Background(), []string{last}); err != nil {
+				if _, err := s.Maintenance().DeletePoints(context.Background(), []string{last}); err != nil {
 					done <- err
 					return
 				}
 			}
 			last = p.ID
-			if _, err := s.GC(context.Background(), GCOptions{Threshold: 0.01}); err != nil {
+			if _, err := s.Maintenance().GC(context.Background(), GCOptions{Threshold: 0.01}); err != nil {
 				done <- err
 				return
 			}

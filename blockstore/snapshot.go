@@ -83,7 +83,7 @@ type SnapshotStats struct {
 // bounded by the number of cores, not by the volume size.
 func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Point, SnapshotStats, error) {
 	var st SnapshotStats
-	defer s.Lease()()
+	defer s.Holds().Lease()()
 	if err := ValidName("volume", o.Volume); err != nil {
 		return Point{}, st, err
 	}
@@ -95,7 +95,7 @@ func (s *Store) Snapshot(ctx context.Context, src Source, o SnapshotOptions) (Po
 	// so GC must not lose them while the snapshot runs.
 	var base *VolumeState
 	if bp, v, err := s.Resolve(ctx, o.Volume, ""); err == nil {
-		if release, err := s.Pin(bp.ID); err == nil {
+		if release, err := s.Holds().Pin(bp.ID); err == nil {
 			defer release()
 			base = &v
 		} else if !errors.Is(err, ErrNotFound) {

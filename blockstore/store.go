@@ -401,16 +401,6 @@ func (s *Store) Put(ctx context.Context, blocks [][]byte) ([]ID, error) {
 	return ids, s.w.putMissing(ctx, blocks, ids)
 }
 
-// Lease protects a writer's blocks from garbage collection until release
-// is called. A writer that puts blocks (or learns from Missing or Has that
-// the store holds them) and later commits a point referencing them holds a
-// lease from before the first Put to the CommitPoint, so that GC cannot
-// remove a block between the two. A lease does not keep GC from running:
-// a GC run waits, before it deletes anything, for the leases taken before
-// it began, and notes the lookups of later ones itself (gc.go). Snapshot
-// takes its own lease. Release may be called more than once.
-func (s *Store) Lease() (release func()) { return s.leases.take() }
-
 // Flush makes every block put so far durable.
 func (s *Store) Flush(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {

@@ -105,7 +105,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 			if st2.Changed != 0 || v2.Root != v.Root {
 				t.Errorf("second snapshot: changed %d (first had %d), roots %s %s", st2.Changed, st.Changed, v.Root.Short(), v2.Root.Short())
 			}
-			rep, err := s.Verify(t.Context(), VerifyOptions{})
+			rep, err := s.Maintenance().Verify(t.Context(), VerifyOptions{})
 			if err != nil || len(rep.Damage) > 0 {
 				t.Fatalf("verify: %v %v", err, rep.Damage)
 			}
@@ -356,14 +356,14 @@ func TestPruneReclaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dry, err := s.Prune(t.Context(), Retention{Last: 1}, PruneOptions{DryRun: true})
+	dry, err := s.Maintenance().Prune(t.Context(), Retention{Last: 1}, PruneOptions{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if pts, _ := s.Points(t.Context(), ""); len(pts) != 3 || dry.PointsDeleted != 2 {
 		t.Fatalf("dry run: %d points left, %d reported deleted", len(pts), dry.PointsDeleted)
 	}
-	rep, err := s.Prune(t.Context(), Retention{Last: 1}, PruneOptions{})
+	rep, err := s.Maintenance().Prune(t.Context(), Retention{Last: 1}, PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +381,7 @@ func TestPruneReclaims(t *testing.T) {
 	if !bytes.Equal(restoreBytes(t, s, v), imgs[2]) {
 		t.Fatal("kept point differs after prune")
 	}
-	if vr, err := s.Verify(t.Context(), VerifyOptions{}); err != nil || len(vr.Damage) > 0 {
+	if vr, err := s.Maintenance().Verify(t.Context(), VerifyOptions{}); err != nil || len(vr.Damage) > 0 {
 		t.Fatalf("verify after prune: %v %v", err, vr.Damage)
 	}
 }

@@ -39,7 +39,8 @@ type VerifyReport struct {
 // record holding its block, and that every point's map is complete, hashes
 // right and references only stored blocks. Damage is reported in the report;
 // the error is for failures to run at all.
-func (s *Store) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
+func (m Maintenance) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
+	s := m.s
 	var rep VerifyReport
 	// Not while a GC removes packs: one at a time.
 	select {

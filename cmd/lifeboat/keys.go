@@ -199,6 +199,11 @@ rebuilds its per-service block scopes from its catalog by itself.`,
 			if len(rep.Incomplete) > 0 {
 				fmt.Fprintf(c.stdout, "%d points left out, their maps are gone: %s\n", len(rep.Incomplete), strings.Join(rep.Incomplete, " "))
 			}
+			if rep.LocksLost != "" {
+				fmt.Fprintf(c.stdout, "retention locks lost: %s; a node sets them again from its catalog, locks set by hand must be set again\n", rep.LocksLost)
+			} else if rep.Locks > 0 {
+				fmt.Fprintf(c.stdout, "%d retention locks carried over from the old index\n", rep.Locks)
+			}
 			if rep.OldIndex != "" {
 				fmt.Fprintf(c.stdout, "the old index is at %s\n", rep.OldIndex)
 			}

@@ -62,7 +62,7 @@ Damage is listed with what to do about it, and lifeboat exits with code 3.`,
 			}
 			return c.withStore(dir, func(s *blockstore.Store) error {
 				pr := newProgress(c.stderr, "verify", true)
-				rep, err := s.Verify(cmd.Context(), blockstore.VerifyOptions{Sample: sample, Progress: pr.callback()})
+				rep, err := s.Maintenance().Verify(cmd.Context(), blockstore.VerifyOptions{Sample: sample, Progress: pr.callback()})
 				pr.done()
 				if err != nil {
 					return err
@@ -184,7 +184,7 @@ At least one rule is required. --dry-run shows what would go.`,
 				return usagef("prune: no keep rule given: pass at least one of --keep-last, --keep-hours, --keep-hourly-days, --keep-daily-weeks (prune never guesses what to keep)")
 			}
 			return c.withStore(dir, func(s *blockstore.Store) error {
-				rep, err := s.Prune(cmd.Context(), r, blockstore.PruneOptions{DryRun: dryRun})
+				rep, err := s.Maintenance().Prune(cmd.Context(), r, blockstore.PruneOptions{DryRun: dryRun})
 				if err != nil {
 					return err
 				}

@@ -201,7 +201,7 @@ func runChild(ctx context.Context, dir string, seed int64) error {
 			may = append(may, ids[:max(0, len(ids)-keepLast)]...)
 		}
 		say("prune-start %s", strings.Join(may, " "))
-		rep, err := s.Prune(ctx, blockstore.Retention{Last: keepLast}, blockstore.PruneOptions{})
+		rep, err := s.Maintenance().Prune(ctx, blockstore.Retention{Last: keepLast}, blockstore.PruneOptions{})
 		if err != nil {
 			return fmt.Errorf("prune after version %d: %w", i, err)
 		}
@@ -686,7 +686,7 @@ func (r *crashRun) check(round int, mayDelete map[string]bool) {
 				round, p.ID, e.version, e.volume, e.acked, r.whichVersion(got))
 		}
 	}
-	rep, err := s.Verify(ctx, blockstore.VerifyOptions{})
+	rep, err := s.Maintenance().Verify(ctx, blockstore.VerifyOptions{})
 	if err != nil {
 		t.Errorf("round %d: verify: %v", round, err)
 		return
@@ -934,7 +934,7 @@ func TestCrashTornTail(t *testing.T) {
 					t.Errorf("second point: restore error %v (%T), want a *blockstore.CorruptError", err, err)
 				}
 			}
-			rep, err := s.Verify(ctx, blockstore.VerifyOptions{})
+			rep, err := s.Maintenance().Verify(ctx, blockstore.VerifyOptions{})
 			if err != nil {
 				t.Fatalf("verify: %v", err)
 			}

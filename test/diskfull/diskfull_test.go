@@ -318,7 +318,7 @@ func firstDiff(a, b []byte) int {
 // wantClean fails the test unless Verify finds no damage.
 func wantClean(t *testing.T, s *blockstore.Store, when string) {
 	t.Helper()
-	rep, err := s.Verify(t.Context(), blockstore.VerifyOptions{})
+	rep, err := s.Maintenance().Verify(t.Context(), blockstore.VerifyOptions{})
 	if err != nil {
 		t.Errorf("%s: verify: %v", when, err)
 		return
@@ -635,7 +635,7 @@ func TestSnapshotBiggerThanDisk(t *testing.T) {
 			t.Logf("%d bytes free after reopening", mustFree(t, mnt))
 			wantIntact(t, s, want, "after reopening")
 
-			rep, err := s.Prune(ctx, blockstore.Retention{Last: 1}, blockstore.PruneOptions{})
+			rep, err := s.Maintenance().Prune(ctx, blockstore.Retention{Last: 1}, blockstore.PruneOptions{})
 			if err != nil {
 				t.Errorf("prune after reopening: %v", err)
 			} else if rep.PointsDeleted != 0 {

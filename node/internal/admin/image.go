@@ -37,7 +37,7 @@ func (s *Server) serveImage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ctx := r.Context()
-	release := s.o.Store.Lease()
+	release := s.o.Store.Holds().Lease()
 	defer release()
 	p, im, err := s.images.open(ctx, s.o.Store, volume, at)
 	if err != nil {

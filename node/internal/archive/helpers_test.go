@@ -56,7 +56,7 @@ func sparseImage(seed uint64, size, bs int, dataFrac float64) []byte {
 func commit(t testing.TB, s *blockstore.Store, service string, at time.Time, imgs ...image) blockstore.Point {
 	t.Helper()
 	ctx := t.Context()
-	defer s.Lease()()
+	defer s.Holds().Lease()()
 	var states []blockstore.VolumeState
 	for _, img := range imgs {
 		st := blockstore.VolumeState{Name: service + "/" + img.name, Size: int64(len(img.data)), BlockSize: img.bs}

@@ -59,7 +59,7 @@ func Put(ctx context.Context, store *blockstore.Store, service string, dec *zstd
 			return 0, streams.Refuse(mesh.CodeBadRequest, "block sent as %s hashes to %s: the sender's dedup key differs from the cluster's, or the data was damaged", recs[i].ID.Short(), id.Short())
 		}
 	}
-	if err := store.AddScope(ctx, service, ids); err != nil {
+	if err := store.Scopes().Add(ctx, service, ids); err != nil {
 		return 0, streams.Refuse(mesh.CodeUnavailable, "record blocks of service %s: %v", service, err)
 	}
 	return raw, nil
@@ -75,7 +75,7 @@ func Want(ctx context.Context, store *blockstore.Store, scope string, p []byte) 
 		return nil, streams.Refuse(mesh.CodeBadRequest, "%v", err)
 	}
 	if scope != "" {
-		in, err := store.InScope(ctx, scope, ids)
+		in, err := store.Scopes().In(ctx, scope, ids)
 		if err != nil {
 			return nil, streams.Refuse(mesh.CodeInternal, "look up offered blocks: %v", err)
 		}

@@ -320,7 +320,7 @@ func (e *Engine) openSession(h *mesh.Hello) (*session, *mesh.Welcome, error) {
 func (e *Engine) backfillScope(ctx context.Context, sess *session) error {
 	store := e.o.Store
 	service := sess.svc.Name
-	done, err := store.ScopeMarked(service)
+	done, err := store.Scopes().Marked(service)
 	if err != nil || done {
 		return err
 	}
@@ -330,14 +330,14 @@ func (e *Engine) backfillScope(ctx context.Context, sess *session) error {
 	if p != nil {
 		for _, v := range p.Volumes {
 			if err := store.WalkLeaves(ctx, v, func(_ int64, ids []blockstore.ID) error {
-				return store.AddScope(ctx, service, ids)
+				return store.Scopes().Add(ctx, service, ids)
 			}); err != nil {
 				return fmt.Errorf("record the blocks of volume %s: %w", v.Name, err)
 			}
 		}
 		e.log.Info("service's blocks recorded as its own", "service", service, "point", p.ID)
 	}
-	return store.MarkScope(service)
+	return store.Scopes().Mark(service)
 }
 
 // spaceFor refuses new points of service while the disk is too full.
@@ -380,7 +380,7 @@ func (s *session) changes(ctx context.Context, p []byte) error {
 	for i, c := range cs {
 		ids[i] = c.ID
 	}
-	in, err := s.e.o.Store.InScope(ctx, s.svc.Name, ids)
+	in, err := s.e.o.Store.Scopes().In(ctx, s.svc.Name, ids)
 	if err != nil {
 		return streams.Refuse(mesh.CodeUnavailable, "look up changed blocks: %v", err)
 	}

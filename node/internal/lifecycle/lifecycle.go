@@ -46,10 +46,10 @@ import (
 // Store is what the engine needs of the node's block store.
 type Store interface {
 	Points(ctx context.Context, volume string) ([]blockstore.Point, error)
-	DeletePoints(ctx context.Context, ids []string) (blockstore.DeleteReport, error)
-	Locks(ctx context.Context) (map[string]time.Time, error)
-	Pinned() []string
-	GC(ctx context.Context, o blockstore.GCOptions) (blockstore.GCReport, error)
+	// Maintenance gives DeletePoints and GC (and Verify), Holds the
+	// points' locks and pins.
+	Maintenance() blockstore.Maintenance
+	Holds() blockstore.Holds
 }
 
 // Options configure an Engine.
@@ -182,7 +182,7 @@ func (e *Engine) Pass(ctx context.Context) {
 
 // Collect runs a garbage collection now.
 func (e *Engine) Collect(ctx context.Context, dryRun bool) (blockstore.GCReport, error) {
-	rep, err := e.o.Store.GC(ctx, blockstore.GCOptions{Rate: e.o.GCRate, Threshold: e.o.GCThreshold, DryRun: dryRun})
+	rep, err := e.o.Store.Maintenance().GC(ctx, blockstore.GCOptions{Rate: e.o.GCRate, Threshold: e.o.GCThreshold, DryRun: dryRun})
 	if err != nil || dryRun {
 		return rep, err
 	}
@@ -232,12 +232,12 @@ func (e *Engine) Thin(ctx context.Context, service string, dryRun bool) ([]Plan,
 	if err != nil {
 		return nil, err
 	}
-	locks, err := e.o.Store.Locks(ctx)
+	locks, err := e.o.Store.Holds().Locks(ctx)
 	if err != nil {
 		return nil, err
 	}
 	inUse := map[string]bool{}
-	for _, id := range e.o.Store.Pinned() {
+	for _, id := range e.o.Store.Holds().Pinned() {
 		inUse[id] = true
 	}
 	groups := map[string][]blockstore.Point{}
@@ -273,7 +273,7 @@ func (e *Engine) Thin(ctx context.Context, service string, dryRun bool) ([]Plan,
 		if len(drop) == 0 {
 			continue
 		}
-		rep, err := e.o.Store.DeletePoints(ctx, drop)
+		rep, err := e.o.Store.Maintenance().DeletePoints(ctx, drop)
 		if err != nil {
 			return plans, fmt.Errorf("thin %s: %w", p.Service, err)
 		}

@@ -173,7 +173,7 @@ func TestThinKeepsTheLadder(t *testing.T) {
 	if _, err := e.Collect(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := s.Verify(ctx, blockstore.VerifyOptions{})
+	rep, err := s.Maintenance().Verify(ctx, blockstore.VerifyOptions{})
 	if err != nil || len(rep.Damage) > 0 {
 		t.Fatalf("verify after thinning and GC: %v %v", err, rep.Damage)
 	}
@@ -267,7 +267,7 @@ func TestLockOutlivesPolicyChange(t *testing.T) {
 		t.Fatalf("locked point kept for %v", why)
 	}
 	// Asking the store directly is refused too.
-	rep, err := s.DeletePoints(ctx, []string{locked.ID})
+	rep, err := s.Maintenance().DeletePoints(ctx, []string{locked.ID})
 	if err != nil || len(rep.Deleted) != 0 || len(rep.Refused) != 1 {
 		t.Fatalf("DeletePoints of a locked point: %+v %v", rep, err)
 	}

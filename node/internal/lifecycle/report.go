@@ -89,11 +89,10 @@ func (e *Engine) Prune(ctx context.Context, service string, dryRun bool) (PruneR
 	return res, nil
 }
 
-// SpaceStore is the part of the store stats and verify read.
+// SpaceStore is the part of the store stats read.
 type SpaceStore interface {
 	Stats(ctx context.Context) (blockstore.Stats, error)
 	Space() (free, size int64, err error)
-	Verify(ctx context.Context, o blockstore.VerifyOptions) (blockstore.VerifyReport, error)
 }
 
 // Stats is `lifeboat stats --admin`: the node's store, its disk, and per
@@ -170,9 +169,8 @@ func (e *Engine) Stats(ctx context.Context) (Stats, error) {
 
 // Verify checks the node's whole store.
 func (e *Engine) Verify(ctx context.Context) (blockstore.VerifyReport, error) {
-	ss, ok := e.o.Store.(SpaceStore)
-	if !ok || e.o.Store == nil {
+	if e.o.Store == nil {
 		return blockstore.VerifyReport{}, errors.New("this node holds no points (a witness)")
 	}
-	return ss.Verify(ctx, blockstore.VerifyOptions{})
+	return e.o.Store.Maintenance().Verify(ctx, blockstore.VerifyOptions{})
 }

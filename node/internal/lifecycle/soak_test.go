@@ -283,7 +283,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	for i, s := range []*blockstore.Store{s1, s2} {
-		rep, err := s.Verify(ctx, blockstore.VerifyOptions{})
+		rep, err := s.Maintenance().Verify(ctx, blockstore.VerifyOptions{})
 		if err != nil || len(rep.Damage) > 0 {
 			t.Fatalf("dc%d: verify: %v %v", i+1, err, rep.Damage)
 		}

@@ -313,7 +313,7 @@ func (e *Engine) materialize(ctx context.Context, p blockstore.Point, dir string
 	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	release := e.o.Store.Lease()
+	release := e.o.Store.Holds().Lease()
 	defer release()
 	var total, base int64
 	for _, v := range p.Volumes {

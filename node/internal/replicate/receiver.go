@@ -263,11 +263,11 @@ func (r *receiver) start(ctx context.Context, p []byte) error {
 	// lease).
 	unpin := func() {}
 	if base != nil {
-		if unpin, err = r.e.o.Store.Pin(base.ID); err != nil {
+		if unpin, err = r.e.o.Store.Holds().Pin(base.ID); err != nil {
 			return streams.Refuse(mesh.CodeNotFound, "base point %s is not here: %v", b.Base, err)
 		}
 	}
-	lease := r.e.o.Store.Lease()
+	lease := r.e.o.Store.Holds().Lease()
 	r.release = func() { lease(); unpin() }
 	r.begin = b
 	r.states = map[string]blockstore.VolumeState{}

@@ -238,7 +238,7 @@ func (s *sender) pin(p *blockstore.Point) (func(), error) {
 	if p == nil {
 		return func() {}, nil
 	}
-	release, err := s.e.o.Store.Pin(p.ID)
+	release, err := s.e.o.Store.Holds().Pin(p.ID)
 	if err != nil {
 		return nil, fmt.Errorf("point %s went meanwhile: %w", p.ID, err)
 	}
@@ -319,7 +319,7 @@ func (s *sender) next(ctx context.Context, base *blockstore.Point, lastSent time
 // sendPoint sends pt as the diff from base and waits for the commit.
 func (s *sender) sendPoint(ctx context.Context, st *mesh.Stream, fr *mesh.FrameReader, enc *zstd.Encoder, base, pt *blockstore.Point) error {
 	store := s.e.o.Store
-	release := store.Lease() // the blocks of base and pt stay while we read them
+	release := store.Holds().Lease() // the blocks of base and pt stay while we read them
 	defer release()
 	// Count the changed bytes first: the backlog the status shows.
 	var total int64

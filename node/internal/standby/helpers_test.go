@@ -135,7 +135,7 @@ func (w *world) resize(name string, size int) {
 func (w *world) commit() blockstore.Point {
 	w.t.Helper()
 	ctx := w.t.Context()
-	defer w.store.Lease()()
+	defer w.store.Holds().Lease()()
 	names := slices.Sorted(maps.Keys(w.vols))
 	var states []blockstore.VolumeState
 	for _, name := range names {

@@ -216,12 +216,12 @@ func TestApplyBaseGone(t *testing.T) {
 	w.mutate("a", 0.05)
 	w.mutate("b", 0.05)
 	p2 := w.commit()
-	rep, err := w.store.Prune(t.Context(), blockstore.Retention{Last: 1}, blockstore.PruneOptions{})
+	rep, err := w.store.Maintenance().Prune(t.Context(), blockstore.Retention{Last: 1}, blockstore.PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Rewrite every pack with garbage, so that the base's pages go too.
-	gc, err := w.store.GC(t.Context(), blockstore.GCOptions{Threshold: 1e-9})
+	gc, err := w.store.Maintenance().GC(t.Context(), blockstore.GCOptions{Threshold: 1e-9})
 	if err != nil {
 		t.Fatal(err)
 	}
