@@ -2,93 +2,22 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
 
-	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/status"
 )
 
-// verifyPeer checks, before a node gets a place in Raft, that the QUIC
-// endpoint it advertises holds a certificate from the cluster CA for that
-// very node: a gossip member alone (someone with the gossip key) is not
-// enough to receive the catalog.
-func (n *Node) verifyPeer(ctx context.Context, id mesh.NodeID, addr string) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	s, err := n.ep.Dial(ctx, addr, mesh.KindAdmin)
-	if err != nil {
-		return fmt.Errorf("verify %s at %s: %w", id, addr, err)
-	}
-	defer s.Close()
-	if p := s.Peer(); p.Agent || p.Name != id {
-		return fmt.Errorf("verify %s at %s: the certificate there is for %s", id, addr, describeIdentity(p))
-	}
-	return nil
-}
-
 // Apply writes cmd to the catalog through the leader, wherever it is, and
-// returns once it is committed, applied there and applied on this node. It retries while the
-// leadership moves and gives up with ErrNoQuorum after the write timeout.
-func (n *Node) Apply(ctx context.Context, cmd *Command) error {
-	data, err := catalog.EncodeCommand(cmd)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, n.opts.WriteTimeout)
-	defer cancel()
-	var idx uint64 // the entry's index once committed
-	var last error // the last failure, for ErrNoQuorum
-	err = retry.Do(ctx, retry.Options{Initial: 50 * time.Millisecond, Max: time.Second}, func(ctx context.Context) error {
-		r := n.rn.get()
-		if r.State() == raft.Leader {
-			f := r.Apply(data, raftTimeout(ctx))
-			err := f.Error()
-			if err == nil {
-				if res, ok := f.Response().(catalog.ApplyResult); ok && res.Err != nil {
-					return retry.Permanent(res.Err)
-				}
-				idx = f.Index()
-				return nil
-			}
-			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) && !errors.Is(err, raft.ErrEnqueueTimeout) {
-				return retry.Permanent(fmt.Errorf("raft apply: %w", err))
-			}
-			last = err
-			return err
-		}
-		if _, id := r.LeaderWithID(); id != "" {
-			// forward marks what the leader refuses for good permanent.
-			i, err := n.forward(ctx, mesh.NodeID(id), data)
-			idx, last = i, err
-			return err
-		}
-		last = errors.New("no leader known")
-		return last
-	}, nil)
-	switch {
-	case err == nil:
-		// Read your writes: wait until this node has applied it too.
-		return n.fsm.WaitIndex(ctx, idx)
-	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
-		return fmt.Errorf("%w (waited %s; last: %v)", ErrNoQuorum, n.opts.WriteTimeout, last)
-	}
-	return err
-}
-
-// raftTimeout turns a context deadline into Raft's enqueue timeout.
-func raftTimeout(ctx context.Context) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
-		return max(time.Until(d), time.Millisecond)
-	}
-	return 0
-}
+// returns once it is committed, applied there and applied on this node. It
+// retries while the leadership moves and gives up with ErrNoQuorum after
+// the write timeout (package forward).
+func (n *Node) Apply(ctx context.Context, cmd *Command) error { return n.fwd.Apply(ctx, cmd) }
 
 // Catalog returns this node's catalog as last applied: an immutable
 // snapshot, shared, that the caller must not change. On a node cut off

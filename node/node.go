@@ -10,7 +10,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,7 +25,9 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
+	"github.com/lifeboat-dr/lifeboat/node/internal/forward"
 	"github.com/lifeboat-dr/lifeboat/node/internal/ingest"
+	"github.com/lifeboat-dr/lifeboat/node/internal/leave"
 	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
 	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
 	"github.com/lifeboat-dr/lifeboat/node/internal/metrics"
@@ -213,9 +214,8 @@ type Node struct {
 	tiers   *tiers.Engine
 	life    *lifecycle.Engine
 	metrics *metrics.Metrics
-
-	leaving  atomic.Bool // node leave accepted (leave.go)
-	leaveReq chan string // who asked; Run's leaveWhenAsked carries it out
+	fwd     *forward.Engine // catalog writes through the leader; the admin stream
+	leaver  *leave.Engine   // node leave
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -224,11 +224,10 @@ func New(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{
-		opts:     opts,
-		log:      opts.Logger.With("node", opts.Name, "site", opts.Site),
-		fsm:      catalog.NewFSM(),
-		events:   make(chan mesh.Event, 256),
-		leaveReq: make(chan string, 1),
+		opts:   opts,
+		log:    opts.Logger.With("node", opts.Name, "site", opts.Site),
+		fsm:    catalog.NewFSM(),
+		events: make(chan mesh.Event, 256),
 	}
 	n.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: opts.Clock.Now})
 	n.metrics = metrics.New(metrics.Sources{Catalog: n.fsm, Now: opts.Clock.Now, Links: func() []throttle.Stats {
@@ -262,7 +261,7 @@ func New(opts Options) (_ *Node, err error) {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	if err := checkLeft(opts.DataDir, opts.ResetRaft); err != nil {
+	if err := leave.CheckLeft(opts.DataDir, opts.ResetRaft); err != nil {
 		return nil, err
 	}
 	raftDir := filepath.Join(opts.DataDir, "raft")
@@ -379,11 +378,20 @@ func New(opts Options) (_ *Node, err error) {
 		Arrived: n.tiers.Arrived, Note: n.marks.Note, Space: n.spaceFor, Logs: n.logs, Logger: n.log,
 		Sent: n.metrics.ReplSent, Logical: n.metrics.ReplLogical, Dedup: n.metrics.ReplDedup, CompressSaved: n.metrics.ReplCompressSaved,
 		Points: n.metrics.ReplPoints, Errors: n.metrics.ReplErrors, Received: n.metrics.ReplReceived})
+	var points func(ctx context.Context, service, volume string) ([]blockstore.Point, error) // none on a witness
+	if n.store != nil {
+		points = n.recovery.Points
+	}
+	n.leaver = leave.New(leave.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Raft: n.rn.get, Quorum: n.rn.hasQuorum,
+		Gossip: n.gossip, Catalog: n.fsm, Points: points, Dial: n.ep.Dial, Clock: opts.Clock, Logger: n.log})
+	n.fwd = forward.New(forward.Options{Raft: n.rn.get, Dial: n.ep.Dial, Accept: n.ep.Accept, Members: n.gossip.Members, Catalog: n.fsm,
+		WriteTimeout: opts.WriteTimeout, Logs: n.logs, Logger: n.log,
+		Handlers: map[mesh.FrameType]forward.Handler{recovery.FrameStop: n.recovery.ServeStop, leave.FrameLeave: n.leaver.ServeLeave}})
 	n.members = membership.New(membership.Options{Name: opts.Name, QUIC: n.quicAddr, Join: opts.Join,
 		BootstrapExpect: opts.BootstrapExpect, DeadNodeTimeout: opts.DeadNodeTimeout, HolderTimeout: opts.HolderTimeout,
 		ReconcileInterval: opts.ReconcileInterval, ReconnectInterval: opts.ReconnectInterval,
 		Raft: n.rn.get, Gossip: n.gossip, Events: n.events, Catalog: n.fsm, State: n.raftState,
-		Meta: func() mesh.Meta { return n.meta(n.quicAddr) }, VerifyPeer: n.verifyPeer, LastIndex: n.peerLastIndex,
+		Meta: func() mesh.Meta { return n.meta(n.quicAddr) }, VerifyPeer: n.fwd.VerifyPeer, LastIndex: n.fwd.LastIndex,
 		Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
@@ -466,12 +474,10 @@ func (n *Node) AdminAddr() string {
 // of the stop at once).
 func (n *Node) Run(ctx context.Context) error {
 	defer n.shutdown()
-	ctx, stop := context.WithCancel(ctx) // node leave ends the node (leave.go)
-	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { n.leaveWhenAsked(ctx, stop); return nil })
+	g.Go(func() error { return n.leaver.Run(ctx) }) // ErrLeft once the node left: it ends the node
 	g.Go(func() error { return n.members.Run(ctx) })
-	g.Go(func() error { return n.serveForwarded(ctx) })
+	g.Go(func() error { return n.fwd.Run(ctx) })
 	g.Go(func() error { return n.ingester.Run(ctx) })
 	g.Go(func() error { return n.marks.Run(ctx) })
 	g.Go(func() error {
@@ -488,7 +494,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.log.Info("node running", "quic", n.quicAddr, "gossip", n.gossip.Addr(), "admin", n.AdminAddr())
 	err := g.Wait()
-	if ctx.Err() != nil && err == nil {
+	if errors.Is(err, leave.ErrLeft) || ctx.Err() != nil && err == nil {
 		return nil
 	}
 	return err
@@ -501,7 +507,7 @@ func (n *Node) Leave(timeout time.Duration) error {
 }
 
 func (n *Node) shutdown() {
-	if n.opts.AnnounceStop && !n.leaving.Load() {
+	if n.opts.AnnounceStop && !n.leaver.Leaving() {
 		if err := n.gossip.Stop(2 * time.Second); err != nil {
 			n.log.Warn("announce the stop to the gossip", "err", err)
 		}
