@@ -19,6 +19,8 @@
 //     its Raft state query, peer verification.
 //   - node/internal/leave: node leave (the checks, the leave, the
 //     leader's removal of a leaving node) and the LEFT marker.
+//   - node/internal/revoke: certificate revocation (op revoke) and closing
+//     revoked peers' connections.
 //   - node/internal/placement: voter and holder placement (pure).
 //   - node/internal/ingest: agents' ingest sessions, fencing, barriers and
 //     the planned-failover hold; node/internal/streams accepts the typed
@@ -53,8 +55,7 @@
 //     over the ingest engine's services for replication and tiers.
 //   - leave.go: ErrLeft and the admin Backend's Leave
 //     (node/internal/leave).
-//   - revoke.go: certificate revocation (op revoke) and closing revoked
-//     peers' connections.
+//   - revoke.go: Revoke (node/internal/revoke).
 //   - admin.go, audit.go, failover.go: the node's side of the admin and
 //     recovery engines (the Backend, delegating calls, standby images).
 //   - types.go: aliases of the catalog's and the API's types.

@@ -35,6 +35,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
 	"github.com/lifeboat-dr/lifeboat/node/internal/replicate"
+	"github.com/lifeboat-dr/lifeboat/node/internal/revoke"
 	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 	"github.com/lifeboat-dr/lifeboat/node/internal/tiers"
 	"github.com/lifeboat-dr/lifeboat/node/internal/watermark"
@@ -216,6 +217,7 @@ type Node struct {
 	metrics *metrics.Metrics
 	fwd     *forward.Engine // catalog writes through the leader; the admin stream
 	leaver  *leave.Engine   // node leave
+	revoker *revoke.Engine  // revoked certificates refused, their connections closed
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -397,6 +399,8 @@ func New(opts Options) (_ *Node, err error) {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
 			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Logger: n.log})
 	}
+	n.revoker = revoke.New(revoke.Options{Catalog: n.fsm, Propose: n.Apply, Creds: opts.Creds,
+		DropQUIC: n.ep.DropRevoked, DropAdmin: n.adminSrv.DropRevoked, Clock: opts.Clock, Logger: n.log})
 	return n, nil
 }
 
@@ -488,7 +492,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.life.Run(ctx) })
 	g.Go(func() error { return n.recovery.Run(ctx) }) // removes failover images after failback
 	g.Go(func() error { return n.audit.Run(ctx) })
-	g.Go(func() error { n.revocationLoop(ctx); return nil })
+	g.Go(func() error { return n.revoker.Run(ctx) })
 	if n.adminLn != nil {
 		g.Go(func() error { return n.adminSrv.Serve(ctx, n.adminLn) })
 	}
