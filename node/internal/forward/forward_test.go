@@ -32,20 +32,6 @@ type peer struct {
 	got chan []byte // payloads frameEcho brought
 }
 
-func endpoint(t *testing.T, creds *mesh.Creds) *mesh.Endpoint {
-	t.Helper()
-	pc, err := mesh.OS().ListenPacket("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: creds, Conn: pc, Logger: testlog.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	return e
-}
-
 // cluster runs an engine per Raft member of ms, each serving on its own
 // endpoint until the test ends (Run is joined before the endpoints close).
 func cluster(t *testing.T, ms []*rafttest.Member, mutate func(*Options)) map[string]*peer {
@@ -54,7 +40,7 @@ func cluster(t *testing.T, ms []*rafttest.Member, mutate func(*Options)) map[str
 	peers := map[string]*peer{}
 	var members []mesh.Member
 	for _, m := range ms {
-		p := &peer{m: m, ep: endpoint(t, ca.Node(mesh.NodeID(m.ID), "dc1")), got: make(chan []byte, 1)}
+		p := &peer{m: m, ep: meshtest.Endpoint(t, ca.Node(mesh.NodeID(m.ID), "dc1")), got: make(chan []byte, 1)}
 		peers[m.ID] = p
 		members = append(members, mesh.Member{Name: mesh.NodeID(m.ID), State: mesh.StateAlive, Meta: mesh.Meta{QUIC: p.ep.Addr().String()}})
 	}
@@ -164,7 +150,7 @@ func TestServeAnswers(t *testing.T) {
 		{"raft state", follower, FrameRaftState, nil, mesh.CodeOK, FrameRaftStateIs},
 		{"a handler's type", follower, frameEcho, []byte("hi"), mesh.CodeOK, frameEchoed},
 	}
-	from := endpoint(t, meshtest.CA(t).Node("n3", "dc1")) // another CA: refused
+	from := meshtest.Endpoint(t, meshtest.CA(t).Node("n3", "dc1")) // another CA: refused
 	if _, _, err := streams.Request(t.Context(), from.Dial, leader.ep.Addr().String(), mesh.KindAdmin, FrameRaftState, nil, 3*time.Second); err == nil {
 		t.Error("a node of another CA was answered")
 	}
@@ -224,7 +210,7 @@ func TestLastIndexAndVerifyPeer(t *testing.T) {
 func TestRunJoinsRequests(t *testing.T) {
 	ms := rafttest.Cluster(t, "n1")
 	ca := meshtest.CA(t)
-	ep, from := endpoint(t, ca.Node("n1", "dc1")), endpoint(t, ca.Node("n2", "dc1"))
+	ep, from := meshtest.Endpoint(t, ca.Node("n1", "dc1")), meshtest.Endpoint(t, ca.Node("n2", "dc1"))
 	started, ended := make(chan struct{}), make(chan struct{})
 	e := New(Options{Raft: func() *raft.Raft { return ms[0].Raft }, Dial: ep.Dial, Accept: ep.Accept, Catalog: ms[0].FSM, Logger: testlog.New(t),
 		Handlers: map[mesh.FrameType]Handler{frameEcho: func(ctx context.Context, _ *mesh.Stream, _ []byte) {

@@ -217,16 +217,7 @@ func newPeers(t *testing.T, ms []*rafttest.Member) *peers {
 	var ids []string
 	for _, m := range ms {
 		ids = append(ids, m.ID)
-		pc, err := mesh.OS().ListenPacket("127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ep, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: ca.Node(mesh.NodeID(m.ID), "dc1"), Conn: pc, Logger: testlog.New(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ep.Close() })
-		eps[m.ID] = ep
+		eps[m.ID] = meshtest.Endpoint(t, ca.Node(mesh.NodeID(m.ID), "dc1"))
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	var wg sync.WaitGroup
@@ -257,6 +248,28 @@ func newPeers(t *testing.T, ms []*rafttest.Member) *peers {
 
 func configured(r *raft.Raft, id string) bool { return inConfiguration(r, mesh.NodeID(id)) }
 
+// leaveAndWait runs e, has ada's leave accepted and started, and waits
+// for Run to end with ErrLeft.
+func leaveAndWait(t *testing.T, e *Engine) *api.LeaveResult {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- e.Run(t.Context()) }()
+	res, start, err := e.Leave(t.Context(), api.LeaveRequest{}, "ada")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrLeft) {
+			t.Fatalf("Run = %v, want ErrLeft", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not end within 30 s of the leave")
+	}
+	return res
+}
+
 // TestLeaveRun: a follower's accepted leave marks its data dir, tells the
 // gossip (the leaving flag before the leave), has the leader remove it
 // from the catalog and Raft, and ends Run with ErrLeft.
@@ -277,22 +290,7 @@ func TestLeaveRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newPeers(t, ms)
-	e := p.engines[who.ID]
-	done := make(chan error, 1)
-	go func() { done <- e.Run(t.Context()) }()
-	_, start, err := e.Leave(t.Context(), api.LeaveRequest{}, "ada")
-	if err != nil {
-		t.Fatal(err)
-	}
-	start()
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrLeft) {
-			t.Fatalf("Run = %v, want ErrLeft", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not end within 30 s of the leave")
-	}
+	leaveAndWait(t, p.engines[who.ID])
 	b, err := os.ReadFile(filepath.Join(p.dirs[who.ID], File))
 	if err != nil || !strings.Contains(string(b), "by ada") {
 		t.Errorf("LEFT marker %q, %v: want one naming ada", b, err)
@@ -317,19 +315,8 @@ func TestLeaveRunLeader(t *testing.T) {
 	ms := rafttest.Cluster(t, "n1", "n2", "n3")
 	leader := rafttest.Leader(ms)
 	p := newPeers(t, ms)
-	e := p.engines[leader.ID]
-	done := make(chan error, 1)
-	go func() { done <- e.Run(t.Context()) }()
-	res, start, err := e.Leave(t.Context(), api.LeaveRequest{}, "ada")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.Transferred {
+	if res := leaveAndWait(t, p.engines[leader.ID]); !res.Transferred {
 		t.Errorf("result %+v: want the leadership handed on", res)
-	}
-	start()
-	if err := <-done; !errors.Is(err, ErrLeft) {
-		t.Fatalf("Run = %v, want ErrLeft", err)
 	}
 	testwait.For(t, leader.ID+" out of the new leader's raft", 10*time.Second, func() error {
 		next := rafttest.Leader(ms)
