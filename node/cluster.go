@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
@@ -31,37 +28,8 @@ func (n *Node) Catalog() *Catalog { return n.fsm.Catalog() }
 // nodes back as they are seen. It refuses without force, and while a leader
 // is reachable. by names the operator; the record goes into the catalog.
 func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*RecoveryRecord, error) {
-	if !force {
-		return nil, fmt.Errorf("%w: it makes this node the only voter and forgets the others; run it only when a majority of voters is gone for good", ErrNeedForce)
-	}
-	n.rn.mu.Lock()
-	r := n.rn.raft
-	if _, leader := r.LeaderWithID(); leader != "" && (r.State() == raft.Leader || time.Since(r.LastContact()) < 5*time.Second) {
-		n.rn.mu.Unlock()
-		return nil, fmt.Errorf("%w (leader %s)", ErrHasLeader, leader)
-	}
-	rec := &RecoveryRecord{By: by, At: n.opts.Clock.Now().UTC(), Node: n.opts.Name, After: []mesh.NodeID{n.opts.Name}}
-	if cf := r.GetConfiguration(); cf.Error() == nil {
-		for _, s := range cf.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				rec.Before = append(rec.Before, mesh.NodeID(s.ID))
-			}
-		}
-	}
-	n.log.Warn("forced raft recovery: this node becomes the only voter", "by", by, "voters_before", rec.Before)
-	if err := r.Shutdown().Error(); err != nil {
-		n.rn.mu.Unlock()
-		return nil, fmt.Errorf("stop raft: %w", err)
-	}
-	cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.opts.Name), Address: raft.ServerAddress(n.quicAddr)}}}
-	trans := n.rn.transport()
-	err := raft.RecoverCluster(n.rn.config(), catalog.NewFSM(), n.stores.Bolt, n.stores.Bolt, n.stores.Snaps, trans, cfg)
-	trans.Close()
-	n.rn.mu.Unlock()
+	rec, err := n.rn.Recover(by, force)
 	if err != nil {
-		return nil, fmt.Errorf("recover raft: %w", err)
-	}
-	if err := n.rn.start(); err != nil {
 		return nil, err
 	}
 	if err := n.Apply(ctx, &Command{Op: catalog.OpRecovery, Recovery: rec}); err != nil {
@@ -73,7 +41,7 @@ func (n *Node) RecoverRaft(ctx context.Context, by string, force bool) (*Recover
 
 // Status returns this node's view of the cluster; it works without a quorum.
 func (n *Node) Status() Status {
-	r := n.rn.get()
+	r := n.rn.Current()
 	rs := status.Raft{State: r.State().String(), AppliedIndex: r.AppliedIndex()}
 	_, leader := r.LeaderWithID()
 	rs.Leader = mesh.NodeID(leader)

@@ -36,6 +36,8 @@
 //     server behind a Backend, its audit log, policy apply and approval,
 //     the Status view, the Prometheus registry.
 //   - node/internal/raftstore: raft.db and snapshots, checked for damage.
+//   - node/internal/raftnode: the Raft instance over them (replaced on a
+//     forced recovery), its start, transport, config and quorum check.
 //   - node/nbd: the NBD server (run by the CLI, not by the node).
 //
 // Shared mechanisms come from the repository's internal packages: clock
@@ -47,10 +49,8 @@
 // # Files
 //
 //   - node.go: Options, New (the wiring), Run, shutdown.
-//   - raft.go: raftNode, the Raft instance (replaced on a forced
-//     recovery), its start, transport, config and quorum check.
-//   - cluster.go: Apply (node/internal/forward), RecoverRaft, Catalog,
-//     Status.
+//   - cluster.go: Apply (node/internal/forward), RecoverRaft
+//     (node/internal/raftnode, then the record), Catalog, Status.
 //   - ingest.go, replicate.go: the block store's opening and the adapters
 //     over the ingest engine's services for replication and tiers.
 //   - leave.go: ErrLeft and the admin Backend's Leave

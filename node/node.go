@@ -32,6 +32,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
 	"github.com/lifeboat-dr/lifeboat/node/internal/metrics"
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/node/internal/raftnode"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
 	"github.com/lifeboat-dr/lifeboat/node/internal/replicate"
@@ -191,7 +192,7 @@ type Node struct {
 	fsm      *catalog.FSM
 	quicAddr string // advertised
 
-	rn raftNode
+	rn *raftnode.Raft // the Raft instance (replaced on a forced recovery)
 
 	adminLn   net.Listener
 	adminSrv  *admin.Server // nil without an admin address
@@ -350,8 +351,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.ingester.Load(context.Background()); err != nil {
 		return nil, fmt.Errorf("read points: %w", err)
 	}
-	n.rn.opts, n.rn.log, n.rn.ep, n.rn.fsm, n.rn.stores, n.rn.addr = &n.opts, n.log, n.ep, n.fsm, n.stores, n.quicAddr
-	if err := n.rn.start(); err != nil {
+	n.rn, err = raftnode.Start(raftnode.Options{Name: opts.Name, Addr: n.quicAddr, Layer: n.ep.RaftLayer(), FSM: n.fsm, Stores: n.stores,
+		Timeout: opts.RaftTimeout, Adjust: opts.RaftConfig, Clock: opts.Clock, Logger: n.log})
+	if err != nil {
 		return nil, err
 	}
 	n.tiers = tiers.New(tiers.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store, Catalog: n.fsm,
@@ -370,7 +372,7 @@ func New(opts Options) (_ *Node, err error) {
 	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Clock: opts.Clock,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
-		Catalog: n.fsm, Propose: n.Apply, Quorum: n.rn.hasQuorum, RecoverRaft: n.RecoverRaft,
+		Catalog: n.fsm, Propose: n.Apply, Quorum: n.rn.HasQuorum, RecoverRaft: n.RecoverRaft,
 		Dial: n.ep.Dial, Members: n.gossip.Members, Held: heldPoints{&n.svcs},
 		Stop:    func(service string, epoch uint64) { n.ingester.Stop(service, epoch) },
 		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Clock: opts.Clock, Logger: n.log})
@@ -384,15 +386,15 @@ func New(opts Options) (_ *Node, err error) {
 	if n.store != nil {
 		points = n.recovery.Points
 	}
-	n.leaver = leave.New(leave.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Raft: n.rn.get, Quorum: n.rn.hasQuorum,
+	n.leaver = leave.New(leave.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Raft: n.rn.Current, Quorum: n.rn.HasQuorum,
 		Gossip: n.gossip, Catalog: n.fsm, Points: points, Dial: n.ep.Dial, Clock: opts.Clock, Logger: n.log})
-	n.fwd = forward.New(forward.Options{Raft: n.rn.get, Dial: n.ep.Dial, Accept: n.ep.Accept, Members: n.gossip.Members, Catalog: n.fsm,
+	n.fwd = forward.New(forward.Options{Raft: n.rn.Current, Dial: n.ep.Dial, Accept: n.ep.Accept, Members: n.gossip.Members, Catalog: n.fsm,
 		WriteTimeout: opts.WriteTimeout, Logs: n.logs, Logger: n.log,
 		Handlers: map[mesh.FrameType]forward.Handler{recovery.FrameStop: n.recovery.ServeStop, leave.FrameLeave: n.leaver.ServeLeave}})
 	n.members = membership.New(membership.Options{Name: opts.Name, QUIC: n.quicAddr, Join: opts.Join,
 		BootstrapExpect: opts.BootstrapExpect, DeadNodeTimeout: opts.DeadNodeTimeout, HolderTimeout: opts.HolderTimeout,
 		ReconcileInterval: opts.ReconcileInterval, ReconnectInterval: opts.ReconnectInterval,
-		Raft: n.rn.get, Gossip: n.gossip, Events: n.events, Catalog: n.fsm, State: n.raftState,
+		Raft: n.rn.Current, Gossip: n.gossip, Events: n.events, Catalog: n.fsm, State: n.raftState,
 		Meta: func() mesh.Meta { return n.meta(n.quicAddr) }, VerifyPeer: n.fwd.VerifyPeer, LastIndex: n.fwd.LastIndex,
 		Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	if opts.Admin != "" {
@@ -516,7 +518,7 @@ func (n *Node) shutdown() {
 			n.log.Warn("announce the stop to the gossip", "err", err)
 		}
 	}
-	if err := n.rn.get().Shutdown().Error(); err != nil {
+	if err := n.rn.Current().Shutdown().Error(); err != nil {
 		n.log.Warn("raft shutdown", "err", err)
 	}
 	n.gossip.Shutdown()
