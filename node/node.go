@@ -351,7 +351,7 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.ingester.Load(context.Background()); err != nil {
 		return nil, fmt.Errorf("read points: %w", err)
 	}
-	n.rn, err = raftnode.Start(raftnode.Options{Name: opts.Name, Addr: n.quicAddr, Layer: n.ep.RaftLayer(), FSM: n.fsm, Stores: n.stores,
+	n.rn, err = raftnode.Start(raftnode.Options{Name: opts.Name, Addr: n.quicAddr, Layer: n.ep.RaftLayer, FSM: n.fsm, Stores: n.stores,
 		Timeout: opts.RaftTimeout, Adjust: opts.RaftConfig, Clock: opts.Clock, Logger: n.log})
 	if err != nil {
 		return nil, err

@@ -29,9 +29,12 @@ import (
 // Options configure a Raft. Name, Addr, Layer, FSM and Stores are
 // required.
 type Options struct {
-	Name   mesh.NodeID
-	Addr   string           // the advertised QUIC address: Raft tells followers the leader's from it
-	Layer  raft.StreamLayer // the endpoint's raft streams (mesh.Endpoint.RaftLayer)
+	Name mesh.NodeID
+	Addr string // the advertised QUIC address: Raft tells followers the leader's from it
+	// Layer returns a new layer over the endpoint's raft streams
+	// (mesh.Endpoint.RaftLayer): each transport closes its own, and a
+	// recovery makes two more.
+	Layer  func() raft.StreamLayer
 	FSM    raft.FSM
 	Stores *raftstore.Stores
 	// Timeout bounds Raft RPCs and dials; 0 = 10s.
@@ -103,7 +106,7 @@ func (n *Raft) config() *raft.Config {
 
 func (n *Raft) transport() *raft.NetworkTransport {
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  layer{StreamLayer: n.o.Layer, addr: stringAddr(n.o.Addr)},
+		Stream:  layer{StreamLayer: n.o.Layer(), addr: stringAddr(n.o.Addr)},
 		MaxPool: 3,
 		Timeout: n.o.Timeout,
 		Logger:  mesh.HCLogger(n.log, "raft-net"),
