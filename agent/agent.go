@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
-	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/internal/retry"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
@@ -163,12 +161,9 @@ type Agent struct {
 	// backlog is the bytes written but not yet committed at the node.
 	backlog atomic.Int64
 	lag     lagStats
-	// fails logs the failure states that repeat (disconnected, held,
-	// refused, fenced) once, then a count, and the recovery.
-	fails *logpolicy.Repeats
+	board   *board // the status and its file
 
-	mu     sync.Mutex
-	status Status
+	mu sync.Mutex
 	// holder is the address of the node holding the service at the site,
 	// learned from a redirect; "" = the configured node.
 	holder string
@@ -190,46 +185,6 @@ func (a *Agent) setHolder(addr string) {
 	a.holder = addr
 	a.mu.Unlock()
 }
-
-// Status is what `lifeboat agent status` shows, written to
-// SPOOL/status.json whenever it changes.
-type Status struct {
-	Agent   string `json:"agent"`
-	Service string `json:"service"`
-	Mode    string `json:"mode"`
-	Node    string `json:"node"`
-	State   string `json:"state"` // starting, connected, shipping, idle, disconnected, held, nospace, refused, fenced, overflow, resync, error, stopped
-	Detail  string `json:"detail,omitempty"`
-	// Refusal is the node's latest refusal while it lasts (cleared when a
-	// session is accepted again): its wire code and message.
-	Refusal    *Refusal  `json:"refusal,omitempty"`
-	Seq        uint64    `json:"seq"`
-	Point      string    `json:"point,omitempty"`
-	PointTime  time.Time `json:"point_time,omitzero"`
-	LastError  string    `json:"last_error,omitempty"`
-	SentBytes  int64     `json:"sent_bytes"`
-	SentBlocks int64     `json:"sent_blocks"`
-	DedupBytes int64     `json:"dedup_bytes"`
-	ReadBytes  int64     `json:"read_bytes"`
-	Backlog    int64     `json:"backlog_bytes"`
-	// Replication lag of intercepted writes (acknowledged to committed at
-	// the node) over the last lagWindow writes, in milliseconds.
-	LagP50    float64   `json:"lag_p50_ms"`
-	LagP99    float64   `json:"lag_p99_ms"`
-	LagWrites int64     `json:"lag_writes"`
-	Updated   time.Time `json:"updated"`
-	PID       int       `json:"pid"`
-}
-
-// Refusal is a node refusing the agent, as the status shows it.
-type Refusal struct {
-	Code    string    `json:"code"` // the wire code's name (mesh doc.go): "no space", "held", "fenced", ...
-	Message string    `json:"message"`
-	Since   time.Time `json:"since"`
-}
-
-// StatusFile is the name of the status file in the spool directory.
-const StatusFile = "status.json"
 
 // New checks the options and opens the agent's QUIC endpoint.
 func New(o Options) (*Agent, error) {
@@ -258,127 +213,33 @@ func New(o Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{opts: o, log: o.Logger.With("agent", o.Name, "service", o.Service), hasher: h, ep: ep}
-	a.fails = logpolicy.New(logpolicy.Options{Log: a.log, Now: o.Now})
-	a.status = Status{Agent: o.Name, Service: o.Service, Mode: o.Mode, Node: o.Node, State: "starting", PID: os.Getpid()}
-	a.writeStatus()
+	a.board = newBoard(filepath.Join(o.SpoolDir, StatusFile), o.Now, a.log, a.totals,
+		Status{Agent: o.Name, Service: o.Service, Mode: o.Mode, Node: o.Node, State: "starting", PID: os.Getpid()})
+	a.board.write()
 	return a, nil
 }
 
 // Status returns the agent's current status.
-func (a *Agent) Status() Status {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	s := a.status
+func (a *Agent) Status() Status { return a.board.snapshot() }
+
+// totals fills in the running totals of s.
+func (a *Agent) totals(s *Status) {
 	s.SentBytes, s.SentBlocks = a.stats.sentBytes.Load(), a.stats.sentBlocks.Load()
 	s.DedupBytes, s.ReadBytes = a.stats.dedupBytes.Load(), a.stats.readBytes.Load()
 	s.Backlog = a.backlog.Load()
 	s.LagP50, s.LagP99, s.LagWrites = a.lag.quantiles()
-	return s
 }
 
-// failStates are the states of a failure that repeats while the agent
-// retries: logged through a.fails (issue 14 item 6).
-var failStates = []string{"disconnected", "held", "nospace", "refused", "fenced"}
-
-// setState records a state change, logs it once, and writes the status
-// file. A failure state that repeats is logged once at WARN with its
-// detail (what to do), then counted; the next "connected" logs the
-// recovery.
+// setState records a state change (see board.set).
 func (a *Agent) setState(state, detail string, err error) {
-	a.mu.Lock()
-	changed := a.status.State != state || a.status.Detail != detail
-	a.status.State, a.status.Detail = state, detail
-	if err != nil {
-		a.status.LastError = err.Error()
-	}
-	var re *mesh.RemoteError
-	switch {
-	case state == "connected":
-		a.status.Refusal = nil
-	case errors.As(err, &re):
-		if a.status.Refusal == nil || a.status.Refusal.Code != re.Code.String() {
-			a.status.Refusal = &Refusal{Code: re.Code.String(), Since: a.opts.Now().UTC()}
-		}
-		a.status.Refusal.Message = re.Message
-	}
-	a.mu.Unlock()
-	switch state {
-	case "disconnected", "held", "nospace", "refused", "fenced":
-		a.fails.Fail(state, "agent "+state, err, detail, "node", a.nodeAddr())
-	case "connected":
-		for _, s := range failStates {
-			a.fails.OK(s)
-		}
-	}
-	if !changed {
-		return
-	}
-	switch state {
-	case "shipping", "idle":
-		// Several times a second in steady state: logged at debug, and the
-		// status file follows within a second (statusLoop).
-		a.log.Debug("agent "+state, "detail", detail)
-		return
-	case "disconnected", "held", "nospace", "refused", "fenced":
-		// Logged above.
-	case "overflow":
-		a.log.Warn("agent "+state, "detail", detail, "err", err)
-	default:
-		a.log.Info("agent "+state, "detail", detail)
-	}
-	a.writeStatus()
-}
-
-// statusLoop rewrites the status file every second until ctx ends.
-func (a *Agent) statusLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.writeStatus()
-		}
-	}
-}
-
-func (a *Agent) committed(c *mesh.Committed) {
-	a.mu.Lock()
-	a.status.Seq, a.status.Point, a.status.PointTime = c.Seq, c.Point, c.Time
-	a.mu.Unlock()
-}
-
-// writeStatus replaces the status file atomically.
-func (a *Agent) writeStatus() {
-	s := a.Status()
-	s.Updated = a.opts.Now().UTC()
-	b, _ := json.MarshalIndent(s, "", "  ")
-	path := filepath.Join(a.opts.SpoolDir, StatusFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
-		os.Rename(tmp, path)
-	}
-}
-
-// ReadStatus reads the status file an agent keeps in spoolDir.
-func ReadStatus(spoolDir string) (*Status, error) {
-	b, err := os.ReadFile(filepath.Join(spoolDir, StatusFile))
-	if err != nil {
-		return nil, fmt.Errorf("agent status: %w", err)
-	}
-	var s Status
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("agent status %s: %w", filepath.Join(spoolDir, StatusFile), err)
-	}
-	return &s, nil
+	a.board.set(state, detail, err, a.nodeAddr())
 }
 
 // Run captures and ships until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	sctx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan struct{})
-	go func() { a.statusLoop(sctx); close(statusDone) }()
+	go func() { a.board.run(sctx); close(statusDone) }()
 	defer func() {
 		stopStatus()
 		<-statusDone
@@ -511,7 +372,7 @@ func refusalDetail(state string) string {
 // and the agent's backlog are the detail: "node dc1-n1 refuses new points
 // of service web (priority 0): disk low on the node (3.1% free ...); ...;
 // spooling, 12.0 MiB spooled" (issue 15 item 5). The detail follows the
-// backlog; the log says it once (a.fails).
+// backlog; the log says it once (board.fails).
 func (a *Agent) failureDetail(state string, err error) string {
 	if state != "nospace" {
 		return refusalDetail(state)

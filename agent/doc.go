@@ -20,4 +20,9 @@
 // "refused") stops shipping until the next interval. A failure state that
 // repeats is logged once at WARN with what to do, then counted
 // (internal/logpolicy), and the next connection logs the recovery.
+//
+// The status (status.go: the state, the refusal while it lasts, the
+// totals) is kept by a board of its own, which writes SPOOL/status.json
+// (temp file, rename) on each state change that matters and every second
+// while the agent runs; `lifeboat agent status` reads it (ReadStatus).
 package agent

@@ -14,6 +14,7 @@ func TestRunHook(t *testing.T) {
 	dir := t.TempDir()
 	a := &Agent{opts: Options{Name: "web1", Service: "web", SpoolDir: dir, HookTimeout: 2 * time.Second, Now: time.Now},
 		log: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	a.board = newBoard(filepath.Join(dir, StatusFile), time.Now, a.log, a.totals, Status{})
 	out := filepath.Join(dir, "env")
 	if err := a.runHook(t.Context(), "pre", "echo $LIFEBOAT_PHASE $LIFEBOAT_SERVICE $LIFEBOAT_AGENT > "+out); err != nil {
 		t.Fatal(err)

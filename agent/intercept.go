@@ -525,7 +525,7 @@ func (a *Agent) shipOnce(ctx context.Context, c *conn, sk *sink) error {
 	}
 	a.backlog.Add(-shipped)
 	sk.setAcked(target, nil)
-	a.committed(done)
+	a.board.committed(done)
 	a.setState("idle", fmt.Sprintf("point at seq %d", target), nil)
 	return nil
 }

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/internal/logpolicy"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 )
 
@@ -65,7 +65,7 @@ func TestAfterFailure(t *testing.T) {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	a := &Agent{opts: Options{SpoolDir: t.TempDir(), Node: "n1:1", Interval: time.Nanosecond, Now: clock, After: after}, log: log}
-	a.fails = logpolicy.New(logpolicy.Options{Log: log, Now: clock})
+	a.board = newBoard(filepath.Join(a.opts.SpoolDir, StatusFile), clock, log, a.totals, Status{})
 	b := a.backoff()
 
 	held := &mesh.RemoteError{Code: mesh.CodeHeld, Message: "planned failover"}
@@ -120,7 +120,7 @@ func TestNoSpace(t *testing.T) {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	a := &Agent{opts: Options{SpoolDir: t.TempDir(), Node: "n1:1", Mode: ModeIntercept, Interval: time.Hour, Now: clock, After: after}, log: log}
-	a.fails = logpolicy.New(logpolicy.Options{Log: log, Now: clock})
+	a.board = newBoard(filepath.Join(a.opts.SpoolDir, StatusFile), clock, log, a.totals, Status{})
 	a.backlog.Store(3 << 20)
 	b := a.backoff()
 	msg := "node dc1-n1 refuses new points of service web (priority 0): disk low on the node (3.1% free); free space on the node"

@@ -255,7 +255,7 @@ func (a *Agent) resync(ctx context.Context, c *conn, sk *sink) error {
 		return err
 	}
 	sk.setAcked(seq, nil)
-	a.committed(done)
+	a.board.committed(done)
 	a.setState("idle", fmt.Sprintf("resync of %d blocks done; back to the spool", total), nil)
 	return nil
 }

@@ -72,7 +72,7 @@ func (a *Agent) runScan(ctx context.Context) error {
 			if err == nil {
 				seq, last = done.Seq, next
 				b.Reset()
-				a.committed(done)
+				a.board.committed(done)
 				a.setState("idle", fmt.Sprintf("point %d in %s", seq, a.opts.Now().Sub(start).Round(time.Millisecond)), nil)
 			}
 		}

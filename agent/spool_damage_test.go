@@ -35,6 +35,7 @@ func TestSpoolDamageIsCorruptError(t *testing.T) {
 		t.Fatalf("open of a damaged spool: %v, want a spool.CorruptError", openErr)
 	}
 	a := &Agent{opts: Options{SpoolDir: state, Now: time.Now}, log: log}
+	a.board = newBoard(filepath.Join(state, StatusFile), time.Now, log, a.totals, Status{})
 	for _, err := range []error{openErr, fmt.Errorf("ship: %w", openErr)} {
 		got := a.spoolDamage(err)
 		var ce *blockstore.CorruptError

@@ -14,6 +14,13 @@
 //     Client); types.go keeps aliases so callers are unchanged.
 //   - node/internal/membership: gossip join, bootstrap, reconnect and the
 //     leader's reconcile (Raft changes, holder placement).
+//   - node/internal/forward: catalog writes through the leader (Apply,
+//     forwarded by followers), the admin stream server between nodes and
+//     its Raft state query, peer verification.
+//   - node/internal/leave: node leave (the checks, the leave, the
+//     leader's removal of a leaving node) and the LEFT marker.
+//   - node/internal/revoke: certificate revocation (op revoke) and closing
+//     revoked peers' connections.
 //   - node/internal/placement: voter and holder placement (pure).
 //   - node/internal/ingest: agents' ingest sessions, fencing, barriers and
 //     the planned-failover hold; node/internal/streams accepts the typed
@@ -33,6 +40,8 @@
 //     blocks repaired from other nodes, lost ones marked (issue 16);
 //     node/internal/repair moves blocks by ID between nodes (repair
 //     streams, and the store's Fetch for reads that meet damage).
+//   - node/internal/raftnode: the Raft instance over them (replaced on a
+//     forced recovery), its start, transport, config and quorum check.
 //   - node/nbd: the NBD server (run by the CLI, not by the node).
 //
 // Shared mechanisms come from the repository's internal packages: clock
@@ -44,17 +53,13 @@
 // # Files
 //
 //   - node.go: Options, New (the wiring), Run, shutdown.
-//   - raft.go: raftNode, the Raft instance (replaced on a forced
-//     recovery), its start, transport, config and quorum check.
-//   - cluster.go: Apply (writes on retry.Do, forwarded when this node does
-//     not lead), RecoverRaft, Catalog, Status, peer verification.
-//   - forward.go: the admin stream server (forwarded writes, Raft state
-//     queries, stop requests handed to the recovery engine).
+//   - cluster.go: Apply (node/internal/forward), RecoverRaft
+//     (node/internal/raftnode, then the record), Catalog, Status.
 //   - ingest.go, replicate.go: the block store's opening and the adapters
 //     over the ingest engine's services for replication and tiers.
-//   - leave.go: node leave (retiring this node).
-//   - revoke.go: certificate revocation (op revoke) and closing revoked
-//     peers' connections.
+//   - leave.go: ErrLeft and the admin Backend's Leave
+//     (node/internal/leave).
+//   - revoke.go: Revoke (node/internal/revoke).
 //   - admin.go, audit.go, failover.go: the node's side of the admin and
 //     recovery engines (the Backend, delegating calls, standby images).
 //   - types.go: aliases of the catalog's and the API's types.
@@ -136,7 +141,7 @@
 //
 // # Leaving
 //
-//   - node leave (leave.go): checked while the admin request waits (a
+//   - node leave (node/internal/leave): checked while the admin request waits (a
 //     reachable leader, a quorum of the other voters, no service whose
 //     points only this node keeps at its site; --force overrides), then,
 //     after the answer, DataDir/LEFT, the gossip's leaving flag, a
@@ -174,7 +179,9 @@
 // # Admin stream (mesh.KindAdmin, between nodes)
 //
 // Each stream carries one request frame and one answer. Error answers are
-// mesh error frames with the codes of mesh/codes.go.
+// mesh error frames with the codes of mesh/codes.go. node/internal/forward
+// serves the streams and types 1 and 3; it hands type 5 to the recovery
+// engine and type 7 to node leave's.
 //
 //   - Type 1, an encoded Command (read up to catalog.MaxCommand), asks the
 //     leader to apply it. The answer is type 2, the entry's Raft index (8

@@ -10,7 +10,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,15 +25,19 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/admin"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
+	"github.com/lifeboat-dr/lifeboat/node/internal/forward"
 	"github.com/lifeboat-dr/lifeboat/node/internal/ingest"
+	"github.com/lifeboat-dr/lifeboat/node/internal/leave"
 	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
 	"github.com/lifeboat-dr/lifeboat/node/internal/membership"
 	"github.com/lifeboat-dr/lifeboat/node/internal/metrics"
 	"github.com/lifeboat-dr/lifeboat/node/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/node/internal/raftnode"
 	"github.com/lifeboat-dr/lifeboat/node/internal/raftstore"
 	"github.com/lifeboat-dr/lifeboat/node/internal/recovery"
 	"github.com/lifeboat-dr/lifeboat/node/internal/repair"
 	"github.com/lifeboat-dr/lifeboat/node/internal/replicate"
+	"github.com/lifeboat-dr/lifeboat/node/internal/revoke"
 	"github.com/lifeboat-dr/lifeboat/node/internal/scrub"
 	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 	"github.com/lifeboat-dr/lifeboat/node/internal/tiers"
@@ -191,7 +194,7 @@ type Node struct {
 	fsm      *catalog.FSM
 	quicAddr string // advertised
 
-	rn raftNode
+	rn *raftnode.Raft // the Raft instance (replaced on a forced recovery)
 
 	adminLn   net.Listener
 	adminSrv  *admin.Server // nil without an admin address
@@ -217,9 +220,9 @@ type Node struct {
 	fetcher *repair.Fetcher // blocks by ID from other nodes; nil on a witness
 	scrub   *scrub.Engine   // nil on a witness
 	metrics *metrics.Metrics
-
-	leaving  atomic.Bool // node leave accepted (leave.go)
-	leaveReq chan string // who asked; Run's leaveWhenAsked carries it out
+	fwd     *forward.Engine // catalog writes through the leader; the admin stream
+	leaver  *leave.Engine   // node leave
+	revoker *revoke.Engine  // revoked certificates refused, their connections closed
 }
 
 // New opens the node's state and sockets. Run starts it.
@@ -228,11 +231,10 @@ func New(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{
-		opts:     opts,
-		log:      opts.Logger.With("node", opts.Name, "site", opts.Site),
-		fsm:      catalog.NewFSM(),
-		events:   make(chan mesh.Event, 256),
-		leaveReq: make(chan string, 1),
+		opts:   opts,
+		log:    opts.Logger.With("node", opts.Name, "site", opts.Site),
+		fsm:    catalog.NewFSM(),
+		events: make(chan mesh.Event, 256),
 	}
 	n.logs = logpolicy.New(logpolicy.Options{Log: n.log, Now: opts.Clock.Now})
 	n.metrics = metrics.New(metrics.Sources{Catalog: n.fsm, Now: opts.Clock.Now, Links: func() []throttle.Stats {
@@ -271,7 +273,7 @@ func New(opts Options) (_ *Node, err error) {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	if err := checkLeft(opts.DataDir, opts.ResetRaft); err != nil {
+	if err := leave.CheckLeft(opts.DataDir, opts.ResetRaft); err != nil {
 		return nil, err
 	}
 	raftDir := filepath.Join(opts.DataDir, "raft")
@@ -361,8 +363,9 @@ func New(opts Options) (_ *Node, err error) {
 	if err := n.ingester.Load(context.Background()); err != nil {
 		return nil, fmt.Errorf("read points: %w", err)
 	}
-	n.rn.opts, n.rn.log, n.rn.ep, n.rn.fsm, n.rn.stores, n.rn.addr = &n.opts, n.log, n.ep, n.fsm, n.stores, n.quicAddr
-	if err := n.rn.start(); err != nil {
+	n.rn, err = raftnode.Start(raftnode.Options{Name: opts.Name, Addr: n.quicAddr, Layer: n.ep.RaftLayer, FSM: n.fsm, Stores: n.stores,
+		Timeout: opts.RaftTimeout, Adjust: opts.RaftConfig, Clock: opts.Clock, Logger: n.log})
+	if err != nil {
 		return nil, err
 	}
 	n.tiers = tiers.New(tiers.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store, Catalog: n.fsm,
@@ -381,7 +384,7 @@ func New(opts Options) (_ *Node, err error) {
 	n.policy = policy.New(policy.Options{Catalog: n.fsm, Propose: n.Apply, Members: n.gossip.Members, Clock: opts.Clock,
 		Note: admin.Note, Logger: n.log})
 	n.recovery = recovery.New(recovery.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Store: n.store,
-		Catalog: n.fsm, Propose: n.Apply, Quorum: n.rn.hasQuorum, RecoverRaft: n.RecoverRaft,
+		Catalog: n.fsm, Propose: n.Apply, Quorum: n.rn.HasQuorum, RecoverRaft: n.RecoverRaft,
 		Dial: n.ep.Dial, Members: n.gossip.Members, Held: heldPoints{&n.svcs},
 		Stop:    func(service string, epoch uint64) { n.ingester.Stop(service, epoch) },
 		Standby: standbyImages{n}, HooksUser: opts.HooksUser, HookCred: n.hookCred, Clock: opts.Clock, Logger: n.log})
@@ -400,11 +403,20 @@ func New(opts Options) (_ *Node, err error) {
 		Arrived: n.tiers.Arrived, Note: n.marks.Note, Space: n.spaceFor, Logs: n.logs, Logger: n.log,
 		Sent: n.metrics.ReplSent, Logical: n.metrics.ReplLogical, Dedup: n.metrics.ReplDedup, CompressSaved: n.metrics.ReplCompressSaved,
 		Points: n.metrics.ReplPoints, Errors: n.metrics.ReplErrors, Received: n.metrics.ReplReceived})
+	var points func(ctx context.Context, service, volume string) ([]blockstore.Point, error) // none on a witness
+	if n.store != nil {
+		points = n.recovery.Points
+	}
+	n.leaver = leave.New(leave.Options{Name: opts.Name, Site: opts.Site, DataDir: opts.DataDir, Raft: n.rn.Current, Quorum: n.rn.HasQuorum,
+		Gossip: n.gossip, Catalog: n.fsm, Points: points, Dial: n.ep.Dial, Clock: opts.Clock, Logger: n.log})
+	n.fwd = forward.New(forward.Options{Raft: n.rn.Current, Dial: n.ep.Dial, Accept: n.ep.Accept, Members: n.gossip.Members, Catalog: n.fsm,
+		WriteTimeout: opts.WriteTimeout, Logs: n.logs, Logger: n.log,
+		Handlers: map[mesh.FrameType]forward.Handler{recovery.FrameStop: n.recovery.ServeStop, leave.FrameLeave: n.leaver.ServeLeave}})
 	n.members = membership.New(membership.Options{Name: opts.Name, QUIC: n.quicAddr, Join: opts.Join,
 		BootstrapExpect: opts.BootstrapExpect, DeadNodeTimeout: opts.DeadNodeTimeout, HolderTimeout: opts.HolderTimeout,
 		ReconcileInterval: opts.ReconcileInterval, ReconnectInterval: opts.ReconnectInterval,
-		Raft: n.rn.get, Gossip: n.gossip, Events: n.events, Catalog: n.fsm, State: n.raftState,
-		Meta: func() mesh.Meta { return n.meta(n.quicAddr) }, VerifyPeer: n.verifyPeer, LastIndex: n.peerLastIndex,
+		Raft: n.rn.Current, Gossip: n.gossip, Events: n.events, Catalog: n.fsm, State: n.raftState,
+		Meta: func() mesh.Meta { return n.meta(n.quicAddr) }, VerifyPeer: n.fwd.VerifyPeer, LastIndex: n.fwd.LastIndex,
 		Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	if opts.Admin != "" {
 		var scrubber admin.Scrubber // a nil *scrub.Engine would not be a nil interface
@@ -414,6 +426,8 @@ func New(opts Options) (_ *Node, err error) {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
 			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Scrub: scrubber, Logger: n.log})
 	}
+	n.revoker = revoke.New(revoke.Options{Catalog: n.fsm, Propose: n.Apply, Creds: opts.Creds,
+		DropQUIC: n.ep.DropRevoked, DropAdmin: n.adminSrv.DropRevoked, Clock: opts.Clock, Logger: n.log})
 	return n, nil
 }
 
@@ -491,12 +505,10 @@ func (n *Node) AdminAddr() string {
 // of the stop at once).
 func (n *Node) Run(ctx context.Context) error {
 	defer n.shutdown()
-	ctx, stop := context.WithCancel(ctx) // node leave ends the node (leave.go)
-	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { n.leaveWhenAsked(ctx, stop); return nil })
+	g.Go(func() error { return n.leaver.Run(ctx) }) // ErrLeft once the node left: it ends the node
 	g.Go(func() error { return n.members.Run(ctx) })
-	g.Go(func() error { return n.serveForwarded(ctx) })
+	g.Go(func() error { return n.fwd.Run(ctx) })
 	g.Go(func() error { return n.ingester.Run(ctx) })
 	g.Go(func() error { return n.marks.Run(ctx) })
 	g.Go(func() error {
@@ -510,13 +522,13 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return n.recovery.Run(ctx) }) // removes failover images after failback
 	g.Go(func() error { return n.audit.Run(ctx) })
-	g.Go(func() error { n.revocationLoop(ctx); return nil })
+	g.Go(func() error { return n.revoker.Run(ctx) })
 	if n.adminLn != nil {
 		g.Go(func() error { return n.adminSrv.Serve(ctx, n.adminLn) })
 	}
 	n.log.Info("node running", "quic", n.quicAddr, "gossip", n.gossip.Addr(), "admin", n.AdminAddr())
 	err := g.Wait()
-	if ctx.Err() != nil && err == nil {
+	if errors.Is(err, leave.ErrLeft) || ctx.Err() != nil && err == nil {
 		return nil
 	}
 	return err
@@ -529,12 +541,12 @@ func (n *Node) Leave(timeout time.Duration) error {
 }
 
 func (n *Node) shutdown() {
-	if n.opts.AnnounceStop && !n.leaving.Load() {
+	if n.opts.AnnounceStop && !n.leaver.Leaving() {
 		if err := n.gossip.Stop(2 * time.Second); err != nil {
 			n.log.Warn("announce the stop to the gossip", "err", err)
 		}
 	}
-	if err := n.rn.get().Shutdown().Error(); err != nil {
+	if err := n.rn.Current().Shutdown().Error(); err != nil {
 		n.log.Warn("raft shutdown", "err", err)
 	}
 	n.gossip.Shutdown()

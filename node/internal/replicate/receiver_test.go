@@ -21,27 +21,13 @@ func (c fixedCatalog) View() (*catalog.Catalog, <-chan struct{}) {
 	return c.cat, nil
 }
 
-func endpoint(t *testing.T, creds *mesh.Creds) *mesh.Endpoint {
-	t.Helper()
-	pc, err := mesh.OS().ListenPacket("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := mesh.NewEndpoint(mesh.EndpointOptions{Creds: creds, Conn: pc, Logger: testlog.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	return e
-}
-
 // TestReceiveRefuses checks the receiver's refusals of a replication
 // stream before any point: each is a Refusal with the code the sender
 // classifies on.
 func TestReceiveRefuses(t *testing.T) {
 	ca := meshtest.CA(t)
-	from := endpoint(t, ca.Node("dc1-n1", "dc1"))
-	to := endpoint(t, ca.Node("dc2-n1", "dc2"))
+	from := meshtest.Endpoint(t, ca.Node("dc1-n1", "dc1"))
+	to := meshtest.Endpoint(t, ca.Node("dc2-n1", "dc2"))
 	dir := t.TempDir()
 	if err := blockstore.Init(dir, blockstore.InitOptions{}); err != nil {
 		t.Fatal(err)
