@@ -344,7 +344,7 @@ func New(opts Options) (_ *Node, err error) {
 			Catalog: n.fsm, Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	}
 	n.ingester = ingest.New(ingest.Options{Space: n.space, Name: opts.Name, Site: opts.Site, Store: n.store, Catalog: n.fsm, Accept: n.ep.Accept,
-		Note: n.marks.Note, Fetching: func(service string) (time.Time, bool) { return n.repl.Fetching(service) }, BarrierInterval: opts.BarrierInterval, Logs: n.logs, Logger: n.log, Clock: opts.Clock})
+		Note: n.marks.Note, Mark: n.marks.Mark, Fetching: func(service string) (time.Time, bool) { return n.repl.Fetching(service) }, BarrierInterval: opts.BarrierInterval, Logs: n.logs, Logger: n.log, Clock: opts.Clock})
 	n.svcs = services{n.ingester}
 	if err := n.ingester.Load(context.Background()); err != nil {
 		return nil, fmt.Errorf("read points: %w", err)
