@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -119,6 +121,12 @@ func (c *cli) statsRemote(ctx context.Context, af adminFlags, jsonOut bool) erro
 	return tw.Flush()
 }
 
+// suspicionText says why the ransomware signal flagged a point.
+func suspicionText(s *api.Suspicion) string {
+	return fmt.Sprintf("%s: %.0f%% of blocks changed, %.0f%% incompressible; baseline %.0f%%, %.0f%%",
+		s.Volume, 100*s.Changed, 100*s.Incompressible, 100*s.BaselineChanged, 100*s.BaselineIncompressible)
+}
+
 // printKeptPoints is points --admin: each point and why its site keeps it.
 func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -132,6 +140,12 @@ func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 		why := strings.Join(p.Keep, ", ")
 		if why == "" {
 			why = "(the next thinning pass deletes it)"
+		}
+		if p.Suspect && p.Suspicion != nil {
+			why = fmt.Sprintf("SUSPECT (%s); %s", suspicionText(p.Suspicion), why)
+		}
+		for _, site := range slices.Sorted(maps.Keys(p.Damaged)) {
+			why = fmt.Sprintf("DAMAGED at %s (%s); %s", site, p.Damaged[site], why)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Time.UTC().Format(time.RFC3339), name,
 			strings.Join(names, ","), formatBytes(size), formatBytes(used), why)

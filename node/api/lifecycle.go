@@ -7,6 +7,7 @@ import (
 	"net/url"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
 )
 
@@ -19,6 +20,8 @@ type (
 	PruneResult = lifecycle.PruneResult
 	// StoreStats is a node's store, disk and per-service points.
 	StoreStats = lifecycle.Stats
+	// Suspicion is the ransomware signal's figures of a suspect point.
+	Suspicion = catalog.Suspicion
 )
 
 // VerifyResult is a store's verify report with its damage spelled out.
