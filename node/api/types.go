@@ -5,6 +5,7 @@ package api
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
@@ -140,6 +141,40 @@ type FailoverPlan struct {
 	Planned       bool         `json:"planned,omitempty"`
 	NeedForce     bool         `json:"need_force,omitempty"` // no Raft quorum: the catalog is recovered first
 	Resume        bool         `json:"resume,omitempty"`     // an interrupted failover is finished
+	// Chosen says how the point was chosen: "newest worth having" (the
+	// default: newer points that are suspect, after a suspect point,
+	// damaged here or, where required, not verified are passed over and
+	// listed in PassedOver), "--at", "resume" or "final".
+	Chosen     string        `json:"chosen,omitempty"`
+	PassedOver []PassedPoint `json:"passed_over,omitempty"`
+	Warning    string        `json:"warning,omitempty"` // what is wrong with a point --at named
+}
+
+// PassedPoint is a point newer than the one a failover or drill took, and
+// why it was passed over. Count > 1 is a run of points with one reason
+// (those after one suspect point, After); Point is then the run's oldest.
+type PassedPoint struct {
+	Point string    `json:"point"`
+	Time  time.Time `json:"time"`
+	Why   string    `json:"why"`
+	After string    `json:"after_suspect,omitempty"`
+	Count int       `json:"count"`
+}
+
+// PassedText lists passed-over points for plans, drill records and
+// errors: "8d0c2a1f (suspect: ...), 3 points from 77aa0b1c on (after
+// suspect point 8d0c2a1f)".
+func PassedText(passed []PassedPoint) string {
+	parts := make([]string, 0, len(passed))
+	for _, p := range passed {
+		id := p.Point[:min(12, len(p.Point))]
+		if p.Count > 1 {
+			parts = append(parts, fmt.Sprintf("%d points from %s on (%s)", p.Count, id, p.Why))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s (%s)", id, p.Why))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // PlanImage is one image a failover or drill hands to the hooks.
