@@ -87,6 +87,9 @@ type ServiceStatus struct {
 	Failover   *catalog.FailoverRecord `json:"failover,omitempty"` // the newest
 	Branches   []catalog.Branch        `json:"branches,omitempty"`
 	Drill      *catalog.DrillRecord    `json:"drill,omitempty"` // the newest
+	// Suspect are the newest points the ransomware signal flagged that
+	// nobody cleared (at most 8, oldest first): an alert.
+	Suspect []catalog.PointMark `json:"suspect,omitempty"`
 }
 
 // CopyStatus is a service's copy at one recovery site: its tier, how old
