@@ -90,3 +90,12 @@ func (c *Client) Verify(ctx context.Context) (*VerifyResult, error) {
 	var r VerifyResult
 	return &r, c.do(ctx, http.MethodPost, "/v1/verify", []byte("{}"), &r)
 }
+
+// ClearSuspect declares a suspect point of service clean (admin role):
+// failover and drill take it again. point is its ID or a unique prefix of
+// at least 8 characters.
+func (c *Client) ClearSuspect(ctx context.Context, service, point string) (*catalog.PointMark, error) {
+	var m catalog.PointMark
+	q := url.Values{"service": {service}, "point": {point}}
+	return &m, c.do(ctx, http.MethodPost, "/v1/points/clear-suspect?"+q.Encode(), []byte("{}"), &m)
+}

@@ -211,4 +211,28 @@ func TestSuspectPointPassedOver(t *testing.T) {
 	if !strings.Contains(out, "WARNING: point "+hit.ID[:12]+", named by --at, is suspect") {
 		t.Errorf("a failover --at the suspect point does not warn:\n%s", out)
 	}
+
+	// Clearing the suspicion takes the admin role, is audited, and makes
+	// the newest point the failover's choice again.
+	c.lb(7, "points", "clear-suspect", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "web", hit.ID[:10])
+	out = c.lb(0, "points", "clear-suspect", "--admin", dc2.admin, "--tls-dir", c.tlsAdmin, "web", hit.ID[:10])
+	if !strings.Contains(out, "no longer suspect (cleared by ") {
+		t.Errorf("clear-suspect said:\n%s", out)
+	}
+	testbin.Eventually(t, "the point clean at dc1", 10*time.Second, func() error {
+		if p := find(points(dc1.admin), hit.ID); p == nil || p.Suspect || p.Suspicion == nil || p.Suspicion.Cleared == "" {
+			return fmt.Errorf("point %+v", p)
+		}
+		return nil
+	})
+	if p := find(points(dc1.admin), before.Point); p != nil && slices.ContainsFunc(p.Keep, func(k string) bool { return strings.HasPrefix(k, "pinned: clean before") }) {
+		t.Errorf("the point before a cleared suspicion is still pinned: %+v", p.Keep)
+	}
+	if audit := c.lb(0, "audit", "--admin", dc2.admin, "--tls-dir", c.tlsOperator); !strings.Contains(audit, "/v1/points/clear-suspect") {
+		t.Errorf("the audit log lacks the clearing:\n%s", audit)
+	}
+	out = c.lb(0, "failover", "web", "--admin", dc2.admin, "--tls-dir", c.tlsOperator, "--dry-run")
+	if strings.Contains(out, "passed over") {
+		t.Errorf("after clearing, the plan still passes points over:\n%s", out)
+	}
 }

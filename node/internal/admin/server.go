@@ -20,6 +20,7 @@
 //	POST /v1/revoke                      admin     body: api.RevokeRequest → []Revocation (audited)
 //	GET  /v1/images                      viewer    []api.Image: failover and drill images (cleanup.go)
 //	POST /v1/images/rm, /v1/node/leave   admin     see cleanup.go (audited)
+//	POST /v1/points/clear-suspect        admin     see marks.go (audited)
 package admin
 
 import (
@@ -74,7 +75,10 @@ type Options struct {
 	// Lifecycle serves points' keep reasons, prune, stats and verify; nil
 	// on a witness.
 	Lifecycle *lifecycle.Engine
-	Logger    *slog.Logger
+	// Propose writes a command to the catalog (marks.go); nil = the
+	// routes that change point marks refuse.
+	Propose func(context.Context, *catalog.Command) error
+	Logger  *slog.Logger
 }
 
 // Server is the admin API of one node.
@@ -182,6 +186,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, p)
 	})
 	s.registerLifecycleAPI(mux)
+	s.registerMarksAPI(mux)
 	s.route(mux, "GET /v1/image", operator, auditData, s.serveImage)
 	s.route(mux, "GET /v1/audit", operator, auditNone, s.serveAudit)
 	s.registerFailoverAPI(mux)
