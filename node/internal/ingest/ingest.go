@@ -5,8 +5,9 @@
 // SERVICE/VOLUME. It fences the writes of a service that runs at another
 // site or is stopped for a planned failover, redirects agents to their
 // service's holder, and composes points consistent across a service's
-// agents (barrier.go). It never proposes to the catalog: new points reach
-// it through Note (the watermark queue).
+// agents (barrier.go). It judges each committed point by the ransomware
+// signal (suspect.go). It never proposes to the catalog: new points reach
+// it through Note, suspect marks through Mark (the watermark queue).
 package ingest
 
 import (
