@@ -76,7 +76,7 @@ func TestParseClusterBase(t *testing.T) {
 	if got := c.Services[0].Hooks.Timeout; got != DefaultHookTimeout {
 		t.Errorf("hook timeout = %s, want %s", got, DefaultHookTimeout)
 	}
-	if got := c.Services[0].Suspect; got != (Suspect{Changed: DefaultSuspectChanged, Incompressible: DefaultSuspectIncompressible}) {
+	if got := c.Services[0].Suspect; got != (Suspect{Changed: DefaultSuspectChanged, Incompressible: DefaultSuspectIncompressible, Window: DefaultSuspectWindow}) {
 		t.Errorf("suspect = %+v, want the defaults", got)
 	}
 	if got := c.Services[0].Copies[0].Retention; got != DefaultRetention {
@@ -194,6 +194,8 @@ func TestParseClusterErrors(t *testing.T) {
 			[]string{f + `:16: service.erp.suspect.incompressible: -0.1: want a share above 0 and at most 1, like 0.3`}},
 		{"suspect not a number", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nsuspect = { changed = \"lots\" }"),
 			[]string{f + `:16: service.erp.suspect.changed: "lots": want a number, not a string`}},
+		{"suspect window too short", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nsuspect = { window = \"500ms\" }"),
+			[]string{f + `:16: service.erp.suspect.window: 500ms: want a duration from 1s to 24h, like "5m"`}},
 		{"require_verified not a bool", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nverify = { require_verified = \"yes\" }"),
 			[]string{f + `:16: service.erp.verify.require_verified: "yes": want true or false, not a string`}},
 		{"bad timezone", edit(t, `timezone = "Europe/Berlin"`, `timezone = "Mars/Olympus"`),

@@ -151,6 +151,7 @@
 //	  suspect              table                        the ransomware signal: a point whose volume jumps far above its baseline is marked suspect
 //	    changed            number    0.3                least share of the volume's blocks the point changed, in (0, 1]
 //	    incompressible     number    0.8                least share of the changed blocks that do not compress, in (0, 1]
+//	    window             duration  "5m"               the span of points judged together, and of each baseline sample
 //	    off                bool      false              no signal for this service
 //	  verify               table                        verified points
 //	    require_verified   bool      false              failover and drill take by default only points verified ok
