@@ -33,6 +33,16 @@ func TestSuspectPointPassedOver(t *testing.T) {
 	}
 	const size = 4 << 20 // 1024 blocks of 4 KiB
 	c, dc1, dc2, img, _ := failoverSites(t, size, 31, `rate = "200Mbit"`)
+	// Points are judged one by one: a window shorter than the agent's
+	// interval (the default, 5 minutes, would take 10 to warm up).
+	policy := filepath.Join(c.dir, "cluster.toml")
+	src, err := os.ReadFile(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src = []byte(strings.Replace(string(src), `rpo = "10s"`, "rpo = \"10s\"\nsuspect = { window = \"1s\" }", 1))
+	os.WriteFile(policy, src, 0o644)
+	c.lb(0, "policy", "apply", "--admin", dc1.admin, "--tls-dir", c.tlsAdmin, policy)
 	// A scan agent with a 2 s interval: the test writes between two scans
 	// (a scan of this volume takes a few ms, more on a loaded machine).
 	tls := filepath.Join(c.dir, "web1-dc1-tls")
