@@ -19,6 +19,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // defaultAdmin is where commands find a node's admin API by default.
@@ -382,7 +383,7 @@ func printStatus(c *cli, st *node.Status) {
 		}
 		for _, m := range s.Suspect {
 			fmt.Fprintf(c.stdout, "%s: SUSPECT point %s at %s: %s. Failover and drill pass it over and the clean point before it is kept; check the servers (ransomware?)\n",
-				s.Name, m.Point, m.Time.Local().Format(time.RFC3339), suspicionText(m.Suspect))
+				s.Name, m.Point, m.Time.Local().Format(time.RFC3339), api.SuspicionText(m.Suspect))
 		}
 		if d := s.Drill; d != nil {
 			res := "passed"

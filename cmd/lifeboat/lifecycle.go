@@ -123,12 +123,6 @@ func (c *cli) statsRemote(ctx context.Context, af adminFlags, jsonOut bool) erro
 	return tw.Flush()
 }
 
-// suspicionText says why the ransomware signal flagged a point.
-func suspicionText(s *api.Suspicion) string {
-	return fmt.Sprintf("%s: %.0f%% of blocks changed, %.0f%% incompressible; baseline %.0f%%, %.0f%%",
-		s.Volume, 100*s.Changed, 100*s.Incompressible, 100*s.BaselineChanged, 100*s.BaselineIncompressible)
-}
-
 // printKeptPoints is points --admin: each point and why its site keeps it.
 func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -144,7 +138,7 @@ func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 			why = "(the next thinning pass deletes it)"
 		}
 		if p.Suspect && p.Suspicion != nil {
-			why = fmt.Sprintf("SUSPECT (%s); %s", suspicionText(p.Suspicion), why)
+			why = fmt.Sprintf("SUSPECT (%s); %s", api.SuspicionText(p.Suspicion), why)
 		}
 		for _, site := range slices.Sorted(maps.Keys(p.Damaged)) {
 			why = fmt.Sprintf("DAMAGED at %s (%s); %s", site, p.Damaged[site], why)
@@ -189,7 +183,7 @@ a unique prefix of at least 8 characters (lifeboat status lists suspect points).
 			if jsonOut {
 				return writeJSON(c.stdout, m)
 			}
-			fmt.Fprintf(c.stdout, "point %s of %s is no longer suspect (cleared by %s); it was %s\n", m.Point, m.Service, m.Suspect.Cleared, suspicionText(m.Suspect))
+			fmt.Fprintf(c.stdout, "point %s of %s is no longer suspect (cleared by %s); it was %s\n", m.Point, m.Service, m.Suspect.Cleared, api.SuspicionText(m.Suspect))
 			return nil
 		}),
 	}

@@ -180,6 +180,13 @@ func PassedText(passed []PassedPoint) string {
 	return strings.Join(parts, ", ")
 }
 
+// SuspicionText says why the ransomware signal flagged a point:
+// "web/disk: 62% of blocks changed, 99% incompressible (baseline 1%, 20%)".
+func SuspicionText(s *catalog.Suspicion) string {
+	return fmt.Sprintf("%s: %.0f%% of blocks changed, %.0f%% incompressible (baseline %.0f%%, %.0f%%)",
+		s.Volume, 100*s.Changed, 100*s.Incompressible, 100*s.BaselineChanged, 100*s.BaselineIncompressible)
+}
+
 // PlanImage is one image a failover or drill hands to the hooks.
 type PlanImage struct {
 	Volume string `json:"volume"` // SERVICE/VOLUME

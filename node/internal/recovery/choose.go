@@ -60,7 +60,7 @@ func flaw(p blockstore.Point, st *catalog.ServiceState, site string, requireVeri
 	m, ok := st.Mark(p.ID)
 	switch {
 	case ok && m.IsSuspect():
-		return "suspect: " + suspicionText(m.Suspect), ""
+		return "suspect: " + api.SuspicionText(m.Suspect), ""
 	case st != nil:
 		// The oldest suspect point before p: its writes are in p too.
 		var first *catalog.PointMark
@@ -83,12 +83,6 @@ func flaw(p blockstore.Point, st *catalog.ServiceState, site string, requireVeri
 		return "verified " + m.Verified.Result + " at " + m.Verified.Site + ", not ok", ""
 	}
 	return "", ""
-}
-
-// suspicionText says why the ransomware signal flagged a point.
-func suspicionText(s *catalog.Suspicion) string {
-	return fmt.Sprintf("%s: %.0f%% of blocks changed, %.0f%% incompressible (baseline %.0f%%, %.0f%%)",
-		s.Volume, 100*s.Changed, 100*s.Incompressible, 100*s.BaselineChanged, 100*s.BaselineIncompressible)
 }
 
 // atWarning says what is wrong with a point --at named, "" if nothing.
