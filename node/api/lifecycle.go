@@ -99,3 +99,11 @@ func (c *Client) ClearSuspect(ctx context.Context, service, point string) (*cata
 	q := url.Values{"service": {service}, "point": {point}}
 	return &m, c.do(ctx, http.MethodPost, "/v1/points/clear-suspect?"+q.Encode(), []byte("{}"), &m)
 }
+
+// ChoosePoint returns the point of service a failover or drill at the
+// node's site takes for at ("" or "latest": the newest worth having).
+func (c *Client) ChoosePoint(ctx context.Context, service, at string) (*PointChoice, error) {
+	var pc PointChoice
+	q := url.Values{"service": {service}, "at": {at}}
+	return &pc, c.do(ctx, http.MethodGet, "/v1/points/choose?"+q.Encode(), nil, &pc)
+}

@@ -153,6 +153,16 @@ type FailoverPlan struct {
 	Warning    string        `json:"warning,omitempty"` // what is wrong with a point --at named
 }
 
+// PointChoice is the point a failover or drill at a node's site would
+// take for an --at (GET /v1/points/choose), with what it passed over.
+type PointChoice struct {
+	Point      string        `json:"point"`
+	Time       time.Time     `json:"time"`
+	Chosen     string        `json:"chosen"`
+	PassedOver []PassedPoint `json:"passed_over,omitempty"`
+	Warning    string        `json:"warning,omitempty"`
+}
+
 // PassedPoint is a point newer than the one a failover or drill took, and
 // why it was passed over. Count > 1 is a run of points with one reason
 // (those after one suspect point, After); Point is then the run's oldest.

@@ -8,12 +8,14 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
 	"github.com/lifeboat-dr/lifeboat/mesh"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
-// The point marks route (issue 16):
+// The point marks routes (issue 16):
 //
 //	POST /v1/points/clear-suspect?service=S&point=P   admin   catalog.PointMark: the point's suspicion cleared (audited)
+//	GET  /v1/points/choose?service=S&at=X             viewer  api.PointChoice: the point a drill here takes for --at X
 //
 // An operator who found a suspect point's writes expected (a re-encrypted
 // volume, a restore of compressed data) declares it clean: failover and
@@ -28,6 +30,18 @@ func (s *Server) registerMarksAPI(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, http.StatusOK, m)
+	})
+	s.route(mux, "GET /v1/points/choose", mesh.RoleViewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
+		if s.o.ChoosePoint == nil {
+			s.writeAPIError(w, api.ErrNoStore)
+			return
+		}
+		c, err := s.o.ChoosePoint(r.Context(), r.URL.Query().Get("service"), r.URL.Query().Get("at"))
+		if err != nil {
+			s.writeAPIError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c)
 	})
 }
 

@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -105,4 +106,18 @@ func chosenHow(at string) string {
 		return "newest worth having"
 	}
 	return "--at"
+}
+
+// ChoosePoint returns the point of service a failover or drill on this
+// node would take for at, with what it passed over: for a drill whose hook
+// runs on the operator's machine (lifeboat drill --hook).
+func (e *Engine) ChoosePoint(ctx context.Context, service, at string) (api.PointChoice, error) {
+	if e.o.Store == nil {
+		return api.PointChoice{}, api.ErrNoStore
+	}
+	c, err := e.resolveServicePoint(ctx, service, at)
+	if err != nil {
+		return api.PointChoice{}, err
+	}
+	return api.PointChoice{Point: c.point.ID, Time: c.point.Time, Chosen: chosenHow(at), PassedOver: c.passed, Warning: c.warning}, nil
 }
