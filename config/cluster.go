@@ -113,6 +113,8 @@ type Service struct {
 	Priority  int       `toml:"priority" json:"priority,omitempty"`
 	Hooks     Hooks     `toml:"hooks" json:"hooks"`
 	Retention Retention `toml:"retention" json:"retention"` // at the primary; default DefaultRetention
+	Suspect   Suspect   `toml:"suspect" json:"suspect"`     // the ransomware signal's thresholds (trust.go)
+	Verify    Verify    `toml:"verify" json:"verify"`       // verified points (trust.go)
 	Servers   []Server  `toml:"server" json:"servers"`
 	Copies    []Copy    `toml:"copy" json:"copies"`
 }
@@ -260,6 +262,7 @@ func (c *Cluster) SetDefaults() {
 		if s.Retention == (Retention{}) {
 			s.Retention = DefaultRetention
 		}
+		s.Suspect.defaults()
 		for j := range s.Servers {
 			for k := range s.Servers[j].Volumes {
 				if v := &s.Servers[j].Volumes[k]; v.BlockSize == 0 {
@@ -418,6 +421,7 @@ func (c *Cluster) validate(ps *problems) {
 			ps.add(p.key("hooks").key("timeout"), "%s: want a positive duration, like \"60s\"", s.Hooks.Timeout)
 		}
 		checkRetention(ps, p.key("retention"), s.Retention)
+		checkSuspect(ps, p.key("suspect"), s.Suspect)
 		c.validateServers(ps, p, s)
 		copies := map[string]path{}
 		for j := range s.Copies {

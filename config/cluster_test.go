@@ -76,6 +76,9 @@ func TestParseClusterBase(t *testing.T) {
 	if got := c.Services[0].Hooks.Timeout; got != DefaultHookTimeout {
 		t.Errorf("hook timeout = %s, want %s", got, DefaultHookTimeout)
 	}
+	if got := c.Services[0].Suspect; got != (Suspect{Changed: DefaultSuspectChanged, Incompressible: DefaultSuspectIncompressible, Window: DefaultSuspectWindow}) {
+		t.Errorf("suspect = %+v, want the defaults", got)
+	}
 	if got := c.Services[0].Copies[0].Retention; got != DefaultRetention {
 		t.Errorf("copy retention = %+v, want the default %+v", got, DefaultRetention)
 	}
@@ -185,6 +188,16 @@ func TestParseClusterErrors(t *testing.T) {
 			[]string{f + `:12: service.erp.server: missing: want at least one [[service.server]] with a [[service.server.volume]]`}},
 		{"bad hook timeout", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nhooks = { start = \"/bin/true\", timeout = \"-5s\" }"),
 			[]string{f + `:16: service.erp.hooks.timeout: -5s: want a positive duration, like "60s"`}},
+		{"suspect share above 1", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nsuspect = { changed = 1.5, incompressible = 0.9 }"),
+			[]string{f + `:16: service.erp.suspect.changed: 1.5: want a share above 0 and at most 1, like 0.3`}},
+		{"suspect negative", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nsuspect = { incompressible = -0.1 }"),
+			[]string{f + `:16: service.erp.suspect.incompressible: -0.1: want a share above 0 and at most 1, like 0.3`}},
+		{"suspect not a number", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nsuspect = { changed = \"lots\" }"),
+			[]string{f + `:16: service.erp.suspect.changed: "lots": want a number, not a string`}},
+		{"suspect window too short", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nsuspect = { window = \"500ms\" }"),
+			[]string{f + `:16: service.erp.suspect.window: 500ms: want a duration from 1s to 24h, like "5m"`}},
+		{"require_verified not a bool", edit(t, `rpo = "30s"`, "rpo = \"30s\"\nverify = { require_verified = \"yes\" }"),
+			[]string{f + `:16: service.erp.verify.require_verified: "yes": want true or false, not a string`}},
 		{"bad timezone", edit(t, `timezone = "Europe/Berlin"`, `timezone = "Mars/Olympus"`),
 			[]string{f + `:3: site.dc1.timezone: "Mars/Olympus": want an IANA time zone like "Europe/Berlin", "America/New_York" or "UTC"`}},
 		{"bad schedule days", edit(t, `rate = "200Mbit"`, "rate = \"200Mbit\"\n[[link.schedule]]\ndays = \"weekdays\"\nrate = \"1Mbit\""),

@@ -148,6 +148,13 @@
 //	    start, stop, health string   ""                 commands (run by the node at that site)
 //	    timeout            duration  "60s"              how long one hook run may take; positive
 //	  retention            table     see below          points kept at the primary
+//	  suspect              table                        the ransomware signal: a point whose volume jumps far above its baseline is marked suspect
+//	    changed            number    0.3                least share of the volume's blocks the point changed, in (0, 1]
+//	    incompressible     number    0.8                least share of the changed blocks that do not compress, in (0, 1]
+//	    window             duration  "5m"               the span of points judged together, and of each baseline sample
+//	    off                bool      false              no signal for this service
+//	  verify               table                        verified points
+//	    require_verified   bool      false              failover and drill take by default only points verified ok
 //	  [[service.server]]                                at least one per service
 //	    name               string    required           unique in the service
 //	    [[service.server.volume]]                       at least one per server

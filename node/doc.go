@@ -176,6 +176,18 @@
 // to 64 MiB), under these marks, and stays the last line (ENOSPC errors
 // that commit nothing) if the disk fills anyway.
 //
+// # Suspect points (node/internal/ingest suspect.go; issue 16 items 4, 5)
+//
+// The ingest engine judges each point an agent commits, per volume, by
+// the share of blocks changed and the share of those that did not
+// compress (blockframe.Incompressible) against an in-memory baseline per
+// volume; a jump marks the point suspect (catalog.PointMark, op marks,
+// sent with the watermarks). Status, metrics, the lifecycle pins ("pinned:
+// clean before suspect P") and the recovery engine's choice of point (the
+// newest not suspect, not after a suspect point, not damaged at the site,
+// verified where required) read the mark from the catalog. An admin clears
+// it with POST /v1/points/clear-suspect.
+//
 // # Admin stream (mesh.KindAdmin, between nodes)
 //
 // Each stream carries one request frame and one answer. Error answers are

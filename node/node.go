@@ -358,7 +358,7 @@ func New(opts Options) (_ *Node, err error) {
 			Catalog: n.fsm, Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	}
 	n.ingester = ingest.New(ingest.Options{Space: n.space, Name: opts.Name, Site: opts.Site, Store: n.store, Catalog: n.fsm, Accept: n.ep.Accept,
-		Note: n.marks.Note, Fetching: func(service string) (time.Time, bool) { return n.repl.Fetching(service) }, BarrierInterval: opts.BarrierInterval, Logs: n.logs, Logger: n.log, Clock: opts.Clock})
+		Note: n.marks.Note, Mark: n.marks.Mark, Fetching: func(service string) (time.Time, bool) { return n.repl.Fetching(service) }, BarrierInterval: opts.BarrierInterval, Logs: n.logs, Logger: n.log, Clock: opts.Clock})
 	n.svcs = services{n.ingester}
 	if err := n.ingester.Load(context.Background()); err != nil {
 		return nil, fmt.Errorf("read points: %w", err)
@@ -424,7 +424,8 @@ func New(opts Options) (_ *Node, err error) {
 			scrubber = n.scrub
 		}
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
-			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Scrub: scrubber, Logger: n.log})
+			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Scrub: scrubber,
+			Propose: n.Apply, ChoosePoint: n.recovery.ChoosePoint, Logger: n.log})
 	}
 	n.revoker = revoke.New(revoke.Options{Catalog: n.fsm, Propose: n.Apply, Creds: opts.Creds,
 		DropQUIC: n.ep.DropRevoked, DropAdmin: n.adminSrv.DropRevoked, Clock: opts.Clock, Logger: n.log})

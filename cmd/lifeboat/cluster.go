@@ -19,6 +19,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/mesh"
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // defaultAdmin is where commands find a node's admin API by default.
@@ -379,6 +380,10 @@ func printStatus(c *cli, st *node.Status) {
 		for _, b := range s.Branches {
 			fmt.Fprintf(c.stdout, "%s: divergent branch %s on %s: %d points from %s to %s (kept; restore --admin with --at to export)\n",
 				s.Name, b.Name, b.Node, len(b.Points), b.First.Local().Format(time.RFC3339), b.Last.Local().Format(time.RFC3339))
+		}
+		for _, m := range s.Suspect {
+			fmt.Fprintf(c.stdout, "%s: SUSPECT point %s at %s: %s. Failover and drill pass it over and the clean point before it is kept; check the servers (ransomware?)\n",
+				s.Name, m.Point, m.Time.Local().Format(time.RFC3339), api.SuspicionText(m.Suspect))
 		}
 		if d := s.Drill; d != nil {
 			res := "passed"

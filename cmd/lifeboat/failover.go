@@ -58,7 +58,7 @@ paths), LIFEBOAT_IMAGE_<VOLUME> per volume and LIFEBOAT_PHASE (start, health).`,
 	af.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&req.Site, "to", "", "the site taking over (default: the site of the node at --admin)")
-	f.StringVar(&req.At, "at", "latest", "the point: latest, a point ID (8+ characters) or an RFC 3339 time")
+	f.StringVar(&req.At, "at", "latest", "the point: latest (the newest not suspect, not after a suspect point, not damaged here, verified where required), a point ID (8+ characters) or an RFC 3339 time")
 	f.BoolVar(&req.Planned, "planned", false, "both sites are up: stop the service at its primary, ship the final point, lose nothing")
 	f.BoolVar(&req.Force, "force", false, "the primary site is lost for good: recover the catalog on this node first")
 	f.BoolVar(&yes, "yes", false, "do not ask before acting")
@@ -261,7 +261,7 @@ the result is recorded in the catalog as a drill run by you.`,
 	}
 	af.register(cmd)
 	f := cmd.Flags()
-	f.StringVar(&req.At, "at", "latest", "the point: latest, a point ID (8+ characters) or an RFC 3339 time")
+	f.StringVar(&req.At, "at", "latest", "the point: latest (the newest not suspect, not after a suspect point, not damaged here, verified where required), a point ID (8+ characters) or an RFC 3339 time")
 	f.StringVar(&hook, "hook", "", "run this test command here (sh -c), against the point served over NBD from the node, instead of the policy's drill hook on the node")
 	f.BoolVar(&req.Keep, "keep", false, "keep the drill's images for exploring (until drill --cleanup or images rm)")
 	f.BoolVar(&req.NBD, "nbd", false, "serve the point over NBD with copy-on-write overlays instead of copying it (instant; the hook gets LIFEBOAT_NBD_<VOLUME>=nbd://...)")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/nbd"
 )
 
@@ -29,6 +30,19 @@ func (s *adminSession) localDrill(ctx context.Context, service, at, hook string)
 	}
 	if len(pts) == 0 {
 		return fmt.Errorf("service %s has no points on the node at --admin: run the drill against the node that holds it", service)
+	}
+	// The node chooses the point as for its own drills: by default the
+	// newest worth having (issue 16).
+	ch, err := cl.ChoosePoint(ctx, service, at)
+	if err != nil {
+		return err
+	}
+	at = ch.Point
+	if len(ch.PassedOver) > 0 {
+		s.event(node.FailoverEvent{Step: "plan", Message: "passed over " + api.PassedText(ch.PassedOver)})
+	}
+	if ch.Warning != "" {
+		s.event(node.FailoverEvent{Step: "plan", Message: "warning: " + ch.Warning})
 	}
 	// The first volume resolves --at; the others open at the same point.
 	var vols []string

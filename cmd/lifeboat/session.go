@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/node"
+	"github.com/lifeboat-dr/lifeboat/node/api"
 )
 
 // adminSession is one command's conversation with a node's admin API: the
@@ -83,7 +84,17 @@ func (s *adminSession) plan(p *node.FailoverPlan) {
 	fmt.Fprintf(w, "Plan: %s of %s from %s to %s, run by node %s (%s copy), epoch %d\n", kind, p.Service, p.From, p.To, p.Node, p.Tier, p.Epoch)
 	switch {
 	case p.Point != "":
-		fmt.Fprintf(w, "  point:  %s at %s\n", p.Point, p.PointTime.Local().Format(time.RFC3339Nano))
+		chosen := ""
+		if p.Chosen != "" {
+			chosen = " (" + p.Chosen + ")"
+		}
+		fmt.Fprintf(w, "  point:  %s at %s%s\n", p.Point, p.PointTime.Local().Format(time.RFC3339Nano), chosen)
+		if len(p.PassedOver) > 0 {
+			fmt.Fprintf(w, "  passed over: %s\n", api.PassedText(p.PassedOver))
+		}
+		if p.Warning != "" {
+			fmt.Fprintf(w, "  WARNING: %s\n", p.Warning)
+		}
 		if !p.PrimaryNewest.IsZero() {
 			fmt.Fprintf(w, "  RPO:    %s (%s's newest known point is from %s; the point is %s old)\n", secs(p.RPO), p.From, p.PrimaryNewest.Local().Format(time.RFC3339Nano), secs(p.PointAge))
 		}

@@ -343,6 +343,7 @@ to restore --at.`,
 	cmd.Flags().StringVar(&service, "service", "", "only points of this service (with --admin)")
 	cmd.Flags().StringVar(&volume, "volume", "", "only points that hold this volume (SERVICE/VOLUME with --admin)")
 	jsonFlag(cmd, &jsonOut)
+	cmd.AddCommand(c.clearSuspectCmd())
 	return cmd
 }
 

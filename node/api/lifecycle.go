@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
 )
 
@@ -18,6 +19,8 @@ type (
 	// PruneResult is what thinning (and the collection after it) did or
 	// would do.
 	PruneResult = lifecycle.PruneResult
+	// Suspicion is the ransomware signal's figures of a suspect point.
+	Suspicion = catalog.Suspicion
 )
 
 // VerifyResult is a store's verify report with its damage spelled out.
@@ -149,4 +152,21 @@ type LostBlock struct {
 	Point   string `json:"point"`
 	Offset  int64  `json:"offset"` // byte offset in the volume
 	Length  int64  `json:"length"`
+}
+
+// ClearSuspect declares a suspect point of service clean (admin role):
+// failover and drill take it again. point is its ID or a unique prefix of
+// at least 8 characters.
+func (c *Client) ClearSuspect(ctx context.Context, service, point string) (*catalog.PointMark, error) {
+	var m catalog.PointMark
+	q := url.Values{"service": {service}, "point": {point}}
+	return &m, c.do(ctx, http.MethodPost, "/v1/points/clear-suspect?"+q.Encode(), []byte("{}"), &m)
+}
+
+// ChoosePoint returns the point of service a failover or drill at the
+// node's site takes for at ("" or "latest": the newest worth having).
+func (c *Client) ChoosePoint(ctx context.Context, service, at string) (*PointChoice, error) {
+	var pc PointChoice
+	q := url.Values{"service": {service}, "at": {at}}
+	return &pc, c.do(ctx, http.MethodGet, "/v1/points/choose?"+q.Encode(), nil, &pc)
 }

@@ -5,6 +5,7 @@ package api
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
@@ -88,6 +89,9 @@ type ServiceStatus struct {
 	Failover   *catalog.FailoverRecord `json:"failover,omitempty"` // the newest
 	Branches   []catalog.Branch        `json:"branches,omitempty"`
 	Drill      *catalog.DrillRecord    `json:"drill,omitempty"` // the newest
+	// Suspect are the newest points the ransomware signal flagged that
+	// nobody cleared (at most 8, oldest first): an alert.
+	Suspect []catalog.PointMark `json:"suspect,omitempty"`
 }
 
 // CopyStatus is a service's copy at one recovery site: its tier, how old
@@ -142,6 +146,57 @@ type FailoverPlan struct {
 	Planned       bool         `json:"planned,omitempty"`
 	NeedForce     bool         `json:"need_force,omitempty"` // no Raft quorum: the catalog is recovered first
 	Resume        bool         `json:"resume,omitempty"`     // an interrupted failover is finished
+	// Chosen says how the point was chosen: "newest worth having" (the
+	// default: newer points that are suspect, after a suspect point,
+	// damaged here or, where required, not verified are passed over and
+	// listed in PassedOver), "--at", "resume" or "final".
+	Chosen     string        `json:"chosen,omitempty"`
+	PassedOver []PassedPoint `json:"passed_over,omitempty"`
+	Warning    string        `json:"warning,omitempty"` // what is wrong with a point --at named
+}
+
+// PointChoice is the point a failover or drill at a node's site would
+// take for an --at (GET /v1/points/choose), with what it passed over.
+type PointChoice struct {
+	Point      string        `json:"point"`
+	Time       time.Time     `json:"time"`
+	Chosen     string        `json:"chosen"`
+	PassedOver []PassedPoint `json:"passed_over,omitempty"`
+	Warning    string        `json:"warning,omitempty"`
+}
+
+// PassedPoint is a point newer than the one a failover or drill took, and
+// why it was passed over. Count > 1 is a run of points with one reason
+// (those after one suspect point, After); Point is then the run's oldest.
+type PassedPoint struct {
+	Point string    `json:"point"`
+	Time  time.Time `json:"time"`
+	Why   string    `json:"why"`
+	After string    `json:"after_suspect,omitempty"`
+	Count int       `json:"count"`
+}
+
+// PassedText lists passed-over points for plans, drill records and
+// errors: "8d0c2a1f (suspect: ...), 3 points from 77aa0b1c on (after
+// suspect point 8d0c2a1f)".
+func PassedText(passed []PassedPoint) string {
+	parts := make([]string, 0, len(passed))
+	for _, p := range passed {
+		id := p.Point[:min(12, len(p.Point))]
+		if p.Count > 1 {
+			parts = append(parts, fmt.Sprintf("%d points from %s on (%s)", p.Count, id, p.Why))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s (%s)", id, p.Why))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// SuspicionText says why the ransomware signal flagged a point:
+// "web/disk: 62% of blocks changed, 99% incompressible (baseline 1%, 20%)".
+func SuspicionText(s *catalog.Suspicion) string {
+	return fmt.Sprintf("%s: %.0f%% of blocks changed, %.0f%% incompressible (baseline %.0f%%, %.0f%%)",
+		s.Volume, 100*s.Changed, 100*s.Incompressible, 100*s.BaselineChanged, 100*s.BaselineIncompressible)
 }
 
 // PlanImage is one image a failover or drill hands to the hooks.

@@ -75,6 +75,12 @@ type DrillRecord struct {
 	Output      string      `json:"output,omitempty"` // the hook's last lines
 	Error       string      `json:"error,omitempty"`
 	Dir         string      `json:"dir,omitempty"` // kept images; "" once cleaned up
+	// How the point was chosen (issue 16): "newest worth having" or
+	// "--at"; PassedOver lists the newer points passed over and why;
+	// Warning is what is wrong with a point --at named.
+	Chosen     string `json:"chosen,omitempty"`
+	PassedOver string `json:"passed_over,omitempty"`
+	Warning    string `json:"warning,omitempty"`
 }
 
 // applyFailover applies OpFailover and OpFailedOver.

@@ -20,6 +20,8 @@
 //	POST /v1/revoke                      admin     body: api.RevokeRequest → []Revocation (audited)
 //	GET  /v1/images                      viewer    []api.Image: failover and drill images (cleanup.go)
 //	POST /v1/images/rm, /v1/node/leave   admin     see cleanup.go (audited)
+//	POST /v1/points/clear-suspect        admin     see marks.go (audited)
+//	GET  /v1/points/choose               viewer    see marks.go
 package admin
 
 import (
@@ -76,8 +78,14 @@ type Options struct {
 	Lifecycle *lifecycle.Engine
 	// Scrub runs verify's repair pass and reports the background scrub;
 	// nil on a witness.
-	Scrub  Scrubber
-	Logger *slog.Logger
+	Scrub Scrubber
+	// Propose writes a command to the catalog (marks.go); nil = the
+	// routes that change point marks refuse.
+	Propose func(context.Context, *catalog.Command) error
+	// ChoosePoint is the recovery engine's choice of point (marks.go);
+	// nil on a witness.
+	ChoosePoint func(ctx context.Context, service, at string) (api.PointChoice, error)
+	Logger      *slog.Logger
 }
 
 // Scrubber is the node's scrub engine (node/internal/scrub).
@@ -191,6 +199,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, p)
 	})
 	s.registerLifecycleAPI(mux)
+	s.registerMarksAPI(mux)
 	s.route(mux, "GET /v1/image", operator, auditData, s.serveImage)
 	s.route(mux, "GET /v1/audit", operator, auditNone, s.serveAudit)
 	s.registerFailoverAPI(mux)

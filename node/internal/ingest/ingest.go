@@ -5,8 +5,9 @@
 // SERVICE/VOLUME. It fences the writes of a service that runs at another
 // site or is stopped for a planned failover, redirects agents to their
 // service's holder, and composes points consistent across a service's
-// agents (barrier.go). It never proposes to the catalog: new points reach
-// it through Note (the watermark queue).
+// agents (barrier.go). It judges each committed point by the ransomware
+// signal (suspect.go). It never proposes to the catalog: new points reach
+// it through Note, suspect marks through Mark (the watermark queue).
 package ingest
 
 import (
@@ -50,6 +51,9 @@ type Options struct {
 	// never.
 	Fetching        func(service string) (since time.Time, ok bool)
 	BarrierInterval time.Duration // how often services with several agents get a consistent point; 0 = 10s
+	// Mark queues a point mark for the catalog (op marks): the ransomware
+	// signal's suspect points (suspect.go). nil = none are recorded.
+	Mark func(catalog.PointMark)
 	// Space refuses new points while the disk is nearly full (space.go);
 	// nil = never. Run runs its ticker.
 	Space  *Space
@@ -66,6 +70,7 @@ type Engine struct {
 	svcs  Services
 	bars  barriers
 	stops stopMarks // services stopped here for a planned failover
+	det   *Detector // the volumes' baselines of the ransomware signal
 }
 
 // New returns an Engine; Load reads the store's points, Run serves.
@@ -86,7 +91,10 @@ func New(o Options) *Engine {
 	if o.Note == nil {
 		o.Note = func(blockstore.Point) {}
 	}
-	return &Engine{o: o, log: o.Logger}
+	if o.Mark == nil {
+		o.Mark = func(catalog.PointMark) {}
+	}
+	return &Engine{o: o, log: o.Logger, det: NewDetector(0)}
 }
 
 // Load reads the newest point per service from the store (none on a
@@ -128,6 +136,11 @@ type session struct {
 	pending map[string]map[int64]blockstore.ID
 	count   int
 	dec     *zstd.Decoder
+	// incompressible counts the blocks that did not compress since the
+	// last Changes frame (an agent sends a volume's blocks, then its
+	// changes); volIncompressible sums them per volume until the commit.
+	incompressible    int64
+	volIncompressible map[string]int64
 }
 
 func (e *Engine) ingest(ctx context.Context, s *mesh.Stream) error {
@@ -286,7 +299,7 @@ func (e *Engine) openSession(h *mesh.Hello) (*session, *mesh.Welcome, error) {
 		return nil, nil, streams.Refuse(mesh.CodeWrongNode, "service %s runs at site %s; this node is at %s: point the agent at a node of site %s", h.Service, svc.Primary, e.o.Site, svc.Primary)
 	}
 	sess := &session{e: e, svc: svc, state: e.svcs.Get(h.Service), agent: h.Agent,
-		volumes: map[string]config.Volume{}, pending: map[string]map[int64]blockstore.ID{}}
+		volumes: map[string]config.Volume{}, pending: map[string]map[int64]blockstore.ID{}, volIncompressible: map[string]int64{}}
 	w := &mesh.Welcome{Node: string(e.o.Name)}
 	for _, hv := range h.Volumes {
 		_, v := svc.Volume(hv.Name)
@@ -353,7 +366,8 @@ func (s *session) blocks(ctx context.Context, p []byte) error {
 	if err := s.e.spaceFor(s.svc.Name); err != nil {
 		return err
 	}
-	_, err := blockframe.Put(ctx, s.e.o.Store, s.svc.Name, s.dec, p)
+	_, n, err := blockframe.PutCounting(ctx, s.e.o.Store, s.svc.Name, s.dec, p)
+	s.incompressible += int64(n)
 	return err
 }
 
@@ -371,6 +385,8 @@ func (s *session) changes(ctx context.Context, p []byte) error {
 		return streams.Refuse(mesh.CodeForbidden, "volume %s was not in this stream's hello", name)
 	}
 	blocks := (int64(v.Size) + int64(v.BlockSize) - 1) / int64(v.BlockSize)
+	s.volIncompressible[name] += s.incompressible
+	s.incompressible = 0
 	m := s.pending[name]
 	if m == nil {
 		m = map[int64]blockstore.ID{}
@@ -432,14 +448,18 @@ func (s *session) commit(ctx context.Context, c *mesh.Commit) (*mesh.Committed, 
 			states[v.Name] = v
 		}
 	}
+	fresh := map[string]bool{} // volumes without a point yet: their initial copy
 	for name, vol := range s.volumes {
 		full := s.svc.Name + "/" + name
 		if _, ok := states[full]; !ok {
 			states[full] = blockstore.VolumeState{Name: full, Size: int64(vol.Size), BlockSize: int(vol.BlockSize)}
+			fresh[full] = true
 		}
 	}
+	var samples []Sample
 	for name, m := range s.pending {
 		full := s.svc.Name + "/" + name
+		samples = append(samples, s.sample(name, len(m), fresh[full]))
 		cs := make([]blockstore.Change, 0, len(m))
 		var ids []blockstore.ID
 		for blk, id := range m {
@@ -461,6 +481,11 @@ func (s *session) commit(ctx context.Context, c *mesh.Commit) (*mesh.Committed, 
 			return nil, streams.Refuse(mesh.CodeUnavailable, "update volume %s: %v", full, err)
 		}
 		states[full] = nv
+	}
+	for name := range s.volumes {
+		if _, ok := s.pending[name]; !ok {
+			samples = append(samples, s.sample(name, 0, fresh[s.svc.Name+"/"+name]))
+		}
 	}
 	pt := blockstore.Point{Group: s.svc.Name, Name: PointName(s.agent, c.Seq), Time: c.Time}
 	for _, v := range states {
@@ -486,7 +511,9 @@ func (s *session) commit(ctx context.Context, c *mesh.Commit) (*mesh.Committed, 
 	st.agentVolumes[s.agent] = mine
 	s.barrierCommitted(ctx, c.Seq)
 	s.pending = map[string]map[int64]blockstore.ID{}
+	s.volIncompressible = map[string]int64{}
 	s.count = 0
+	s.judge(committed, samples)
 	s.e.o.Note(committed)
 	return &mesh.Committed{Seq: c.Seq, Point: committed.ID, Time: committed.Time}, nil
 }

@@ -17,6 +17,9 @@
 //     base of its failback) and of one still running;
 //   - "pinned: drill": the point of a drill still running;
 //   - "pinned: branch NAME": the divergent points of a branch kept here;
+//   - "pinned: clean before suspect P": the newest point not suspect
+//     older than a suspect point P (issue 16: the ransomware signal), so
+//     that the copy from before the attack outlives the attack;
 //   - "pinned: in use": a point the store has pinned in memory (a
 //     replication session's base, an open image);
 //   - "locked until T": the retention lock fixed when the point was
@@ -371,6 +374,21 @@ func Pins(cat *catalog.Catalog, service string, site mesh.Site, pts []blockstore
 			for _, id := range b.Points {
 				add(id, "pinned: branch "+b.Name)
 			}
+		}
+	}
+	for _, m := range st.Marks {
+		if !m.IsSuspect() {
+			continue
+		}
+		var clean *blockstore.Point
+		for i := range pts {
+			p := &pts[i]
+			if mk, ok := st.Mark(p.ID); p.Time.Before(m.Time) && !(ok && mk.IsSuspect()) && (clean == nil || p.Time.After(clean.Time)) {
+				clean = p
+			}
+		}
+		if clean != nil {
+			add(clean.ID, "pinned: clean before suspect "+m.Point)
 		}
 	}
 	return pins

@@ -308,6 +308,30 @@ func TestPins(t *testing.T) {
 	}
 }
 
+// A suspect point pins the newest clean point before it; a run of suspect
+// points pins the one before the run; a cleared suspicion pins nothing.
+func TestPinsCleanBeforeSuspect(t *testing.T) {
+	at := func(m int) time.Time { return time.Date(2026, 12, 7, 0, m, 0, 0, time.UTC) }
+	var pts []blockstore.Point
+	for i, id := range []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7"} {
+		pts = append(pts, blockstore.Point{ID: id, Time: at(i + 1)})
+	}
+	sus := func(id string, m int, cleared string) catalog.PointMark {
+		return catalog.PointMark{Service: "erp", Point: id, Time: at(m), Suspect: &catalog.Suspicion{Volume: "erp/data", Changed: 0.6, Cleared: cleared}}
+	}
+	cat := catalog.New()
+	cat.Services["erp"] = &catalog.ServiceState{Marks: []catalog.PointMark{
+		sus("p2", 2, "alice"),              // a false alarm, cleared
+		sus("p5", 5, ""), sus("p6", 6, ""), // an attack over two points
+		{Service: "erp", Point: "p3", Time: at(3), Damaged: map[string]string{"dc2": "erp/data bytes 0-65535"}}, // damaged elsewhere: still clean here
+	}}
+	got := Pins(cat, "erp", "dc1", pts)
+	want := map[string][]string{"p4": {"pinned: clean before suspect p5", "pinned: clean before suspect p6"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("pins\n got %v\nwant %v", got, want)
+	}
+}
+
 // Run thins on its ticker with the injected clock.
 func TestRunThinsOnTicker(t *testing.T) {
 	start := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)

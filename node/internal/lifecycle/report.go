@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // What the admin API serves of the engine: points with why they are kept,
@@ -18,6 +19,14 @@ type KeptPoint struct {
 	blockstore.Point
 	Keep      []string  `json:"keep,omitempty"`
 	LockUntil time.Time `json:"lock_until,omitzero"`
+	// From the point's mark in the catalog (issue 16): Suspect says the
+	// ransomware signal flagged it and nobody cleared it (Suspicion has
+	// the figures, also once cleared), Damaged what of it is lost by
+	// site, Verified its newest verification.
+	Suspect   bool                  `json:"suspect"`
+	Suspicion *catalog.Suspicion    `json:"suspicion,omitempty"`
+	Damaged   map[string]string     `json:"damaged,omitempty"`
+	Verified  *catalog.Verification `json:"verified,omitempty"`
 }
 
 // Explain adds to each point why it is kept (points of services the site's
@@ -33,6 +42,7 @@ func (e *Engine) Explain(ctx context.Context, service string, pts []blockstore.P
 			why[pp.ID] = pp
 		}
 	}
+	cat := e.o.Catalog.Catalog()
 	out := make([]KeptPoint, len(pts))
 	for i, p := range pts {
 		pp, ok := why[p.ID]
@@ -40,6 +50,9 @@ func (e *Engine) Explain(ctx context.Context, service string, pts []blockstore.P
 			pp.Keep = []string{"not in this site's policy"}
 		}
 		out[i] = KeptPoint{Point: p, Keep: pp.Keep, LockUntil: pp.LockUntil}
+		if m, ok := cat.Services[p.Group].Mark(p.ID); ok {
+			out[i].Suspect, out[i].Suspicion, out[i].Damaged, out[i].Verified = m.IsSuspect(), m.Suspect, m.Damaged, m.Verified
+		}
 	}
 	return out, nil
 }

@@ -111,6 +111,8 @@ var (
 		"The node's disk space state: 0 ok, 1 low (under 20% free), 2 critical (refusing new points).", nil, nil)
 	descSpaceRefused = prometheus.NewDesc("lifeboat_space_refused_services",
 		"Services whose new points this node refuses for lack of disk space.", nil, nil)
+	descSuspect = prometheus.NewDesc("lifeboat_suspect_points",
+		"Points of the service the ransomware signal flagged and nobody cleared (an alert: check the servers).", []string{"service"}, nil)
 	descSpaceRefusedSvc = prometheus.NewDesc("lifeboat_space_refused",
 		"1 for each service whose new points this node refuses for lack of disk space.", []string{"service"}, nil)
 )
@@ -133,6 +135,7 @@ func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- descSpaceRefused
 	ch <- descSpaceRefusedSvc
+	ch <- descSuspect
 }
 
 func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
@@ -150,6 +153,13 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 		for site, p := range s.Progress {
 			ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(p.Backlog), name, site)
 		}
+		suspect := 0
+		for _, m := range s.Marks {
+			if m.IsSuspect() {
+				suspect++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descSuspect, prometheus.GaugeValue, float64(suspect), name)
 	}
 	if cat.Policy != nil && cat.Policy.Cluster != nil {
 		for _, s := range cat.Policy.Cluster.Services {

@@ -25,6 +25,8 @@ func TestScrape(t *testing.T) {
 		Watermarks: map[string]catalog.Watermark{"dc2": {Time: now.Add(-7 * time.Second)}},
 		Progress:   map[string]catalog.Progress{"dc2": {Backlog: 4096}},
 		Failovers:  []catalog.FailoverRecord{{Epoch: 2, To: "dc2", Done: true, RPO: 1.5, RTO: 3}},
+		Marks: []catalog.PointMark{{Point: "p1", Suspect: &catalog.Suspicion{Changed: 0.6}},
+			{Point: "p2", Suspect: &catalog.Suspicion{Changed: 0.6, Cleared: "alice"}}},
 	}
 	m := New(Sources{Catalog: fixedCatalog{cat}, Now: func() time.Time { return now },
 		Links: func() []throttle.Stats { return []throttle.Stats{{Name: "dc1-dc2", Rate: 1e6}} },
@@ -47,6 +49,7 @@ func TestScrape(t *testing.T) {
 		`lifeboat_store_free_bytes{path="/data/store"} 3.145728e+06`,
 		`lifeboat_store_size_bytes{path="/data/store"} 1.048576e+08`,
 		`lifeboat_space_state 2`,
+		`lifeboat_suspect_points{service="web"} 1`,
 		`lifeboat_space_refused_services 1`,
 		`lifeboat_space_refused{service="logs"} 1`,
 	} {

@@ -48,15 +48,25 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 	if h := cat.Holder(req.Service, site); h != "" && h != e.o.Name {
 		return nil, &api.NotHolderError{Service: req.Service, Site: site, Holder: h, Admin: cat.Nodes[h].Admin}
 	}
-	pt, err := e.resolveServicePoint(ctx, req.Service, req.At)
+	c, err := e.resolveServicePoint(ctx, req.Service, req.At)
 	if err != nil {
 		return nil, err
 	}
+	pt := c.point
 	d := &catalog.DrillRecord{ID: started.UTC().Format("20060102T150405Z") + "-" + pt.ID[:8], Service: req.Service, Site: site, Node: e.o.Name,
-		Point: pt.ID, PointTime: pt.Time, By: req.By, Started: started.UTC()}
+		Point: pt.ID, PointTime: pt.Time, By: req.By, Started: started.UTC(), Chosen: chosenHow(req.At), Warning: c.warning}
+	if len(c.passed) > 0 {
+		d.PassedOver = "passed over " + api.PassedText(c.passed)
+	}
 	dir := filepath.Join(e.drillsDir(req.Service), d.ID)
 	defer e.markBusy(dir, "drill "+d.ID+" is running")()
-	emit(api.FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s) into %s", d.ID, req.Service, shortID(pt.ID), pt.Time.Format(time.RFC3339), dir)})
+	emit(api.FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s, %s) into %s", d.ID, req.Service, shortID(pt.ID), pt.Time.Format(time.RFC3339), d.Chosen, dir)})
+	if d.PassedOver != "" {
+		emit(api.FailoverEvent{Step: "plan", Message: d.PassedOver})
+	}
+	if d.Warning != "" {
+		emit(api.FailoverEvent{Step: "plan", Message: "warning: " + d.Warning})
+	}
 	t0 := e.o.Clock.Now()
 	var nbdEnv []string
 	stopNBD := func() {}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,21 +18,39 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/standby"
 )
 
-// resolveServicePoint picks one of this node's points of service: the
-// newest for "" or "latest", the newest at or before an RFC 3339 time, or
-// the one whose ID starts with at (at least 8 characters).
-func (e *Engine) resolveServicePoint(ctx context.Context, service, at string) (blockstore.Point, error) {
+// resolveServicePoint picks one of this node's points of service: for ""
+// or "latest" the newest worth having (choose.go), else the newest at or
+// before an RFC 3339 time, or the one whose ID starts with at (at least 8
+// characters), with a warning when that point is not worth having.
+func (e *Engine) resolveServicePoint(ctx context.Context, service, at string) (choice, error) {
 	pts, err := e.Points(ctx, service, "")
 	if err != nil {
-		return blockstore.Point{}, err
+		return choice{}, err
 	}
 	if len(pts) == 0 {
-		return blockstore.Point{}, fmt.Errorf("%w: node %s holds no point of service %s", blockstore.ErrNotFound, e.o.Name, service)
+		return choice{}, fmt.Errorf("%w: node %s holds no point of service %s", blockstore.ErrNotFound, e.o.Name, service)
 	}
-	slices.SortStableFunc(pts, func(a, b blockstore.Point) int { return a.Time.Compare(b.Time) })
+	sortByTime(pts)
+	cat := e.o.Catalog.Catalog()
+	st, site := cat.Services[service], string(e.o.Site)
+	requireVerified := false
+	if svc := cat.Service(service); svc != nil {
+		requireVerified = svc.Verify.RequireVerified
+	}
+	if at == "" || at == "latest" {
+		return choosePoint(pts, st, site, requireVerified)
+	}
+	p, err := pointAt(pts, service, at, e.o.Name)
+	if err != nil {
+		return choice{}, err
+	}
+	return choice{point: p, warning: atWarning(p, st, site, requireVerified)}, nil
+}
+
+// pointAt finds the point --at names among pts (sorted oldest first): the
+// newest at or before an RFC 3339 time, or the one whose ID starts with at.
+func pointAt(pts []blockstore.Point, service, at string, node mesh.NodeID) (blockstore.Point, error) {
 	switch {
-	case at == "" || at == "latest":
-		return pts[len(pts)-1], nil
 	case len(at) >= 10 && at[4] == '-':
 		t, err := time.Parse(time.RFC3339Nano, at)
 		if err != nil {
@@ -60,7 +77,7 @@ func (e *Engine) resolveServicePoint(ctx context.Context, service, at string) (b
 	}
 	switch len(found) {
 	case 0:
-		return blockstore.Point{}, fmt.Errorf("%w: no point of %s with ID %s on node %s (lifeboat points --admin lists them)", blockstore.ErrNotFound, service, at, e.o.Name)
+		return blockstore.Point{}, fmt.Errorf("%w: no point of %s with ID %s on node %s (lifeboat points --admin lists them)", blockstore.ErrNotFound, service, at, node)
 	case 1:
 		return found[0], nil
 	}
@@ -119,10 +136,12 @@ func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit fun
 	switch {
 	case resume != nil:
 		plan.From, plan.Epoch, plan.Resume, plan.Planned = resume.From, resume.Epoch, true, resume.Planned
-		p, err := e.resolveServicePoint(ctx, req.Service, resume.Point)
+		c, err := e.resolveServicePoint(ctx, req.Service, resume.Point)
 		if err != nil {
 			return nil, fmt.Errorf("resume the failover at epoch %d: %w", resume.Epoch, err)
 		}
+		p := c.point
+		plan.Chosen = "resume"
 		if req.At != "" && req.At != "latest" && !strings.HasPrefix(resume.Point, req.At) {
 			return nil, fmt.Errorf("%w: a failover of %s to %s at point %s is in progress; run it again without --at to finish it", catalog.ErrBadCommand, req.Service, site, resume.Point)
 		}
@@ -132,12 +151,14 @@ func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit fun
 		if req.At != "" && req.At != "latest" {
 			return nil, fmt.Errorf("%w: a planned failover takes the final point after the stop hook; --at does not apply", catalog.ErrBadCommand)
 		}
+		plan.Chosen = "final"
 	default:
-		p, err := e.resolveServicePoint(ctx, req.Service, req.At)
+		c, err := e.resolveServicePoint(ctx, req.Service, req.At)
 		if err != nil {
 			return nil, err
 		}
-		pt = p
+		pt = c.point
+		plan.Chosen, plan.PassedOver, plan.Warning = chosenHow(req.At), c.passed, c.warning
 	}
 	fillPlanPoint := func() {
 		plan.Point, plan.PointTime = pt.ID, pt.Time

@@ -78,10 +78,10 @@ func (e *Engine) finalPoint(ctx context.Context, service string, svc *config.Ser
 	for {
 		latest, changed := e.o.Held.Newest(service)
 		if latest != nil && !latest.Time.Before(rep.Time) {
-			pt, err := e.resolveServicePoint(ctx, service, rep.Point)
+			c, err := e.resolveServicePoint(ctx, service, rep.Point)
 			if err == nil {
 				emit(api.FailoverEvent{Step: "stop", Message: "the final point is here"})
-				return pt, nil
+				return c.point, nil
 			}
 		}
 		select {

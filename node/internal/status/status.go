@@ -95,6 +95,12 @@ func Build(self mesh.NodeID, site mesh.Site, r Raft, cat *catalog.Catalog, membe
 		for _, w := range svc.Watermarks {
 			ss.Watermarks = append(ss.Watermarks, w)
 		}
+		for _, m := range svc.Marks {
+			if m.IsSuspect() {
+				ss.Suspect = append(ss.Suspect, m)
+			}
+		}
+		ss.Suspect = ss.Suspect[max(0, len(ss.Suspect)-maxSuspect):]
 		slices.SortFunc(ss.Watermarks, func(a, b catalog.Watermark) int { return compareStrings(a.Site, b.Site) })
 		if len(svc.Holders) > 0 {
 			ss.Holders = map[string]string{}
@@ -115,6 +121,9 @@ func Build(self mesh.NodeID, site mesh.Site, r Raft, cat *catalog.Catalog, membe
 	slices.SortFunc(st.Services, func(a, b api.ServiceStatus) int { return compareStrings(a.Name, b.Name) })
 	return st
 }
+
+// maxSuspect bounds the suspect points a service's status lists.
+const maxSuspect = 8
 
 func compareStrings(a, b string) int {
 	switch {

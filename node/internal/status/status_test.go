@@ -33,6 +33,11 @@ rate = "100Mbit"
 		Holders:    map[string]mesh.NodeID{"dc1": "dc1-n1", "dc2": "dc2-n1"},
 		Watermarks: map[string]catalog.Watermark{"dc2": {Site: "dc2", Point: "p2", Time: now.Add(-10 * time.Second)}, "dc3": {Site: "dc3", Point: "p1", Time: now.Add(-time.Minute)}},
 		Progress:   map[string]catalog.Progress{"dc2": {Site: "dc2", Backlog: 4096, Sending: "p3"}},
+		Marks: []catalog.PointMark{
+			{Service: "web", Point: "p0", Suspect: &catalog.Suspicion{Volume: "web/disk", Changed: 0.5, Cleared: "alice"}},
+			{Service: "web", Point: "p2", Suspect: &catalog.Suspicion{Volume: "web/disk", Changed: 0.6}},
+			{Service: "web", Point: "p1", Verified: &catalog.Verification{Result: catalog.VerifyOK}},
+		},
 	}
 	members := []mesh.Member{
 		{Name: "dc2-n1", State: mesh.StateAlive, Meta: mesh.Meta{Site: "dc2", Role: "node", QUIC: "q2"}},
@@ -67,6 +72,9 @@ rate = "100Mbit"
 	web := st.Services[0]
 	if web.Primary != "dc1" || web.RPOTarget != 30 || web.Holders["dc2"] != "dc2-n1" {
 		t.Errorf("web %+v", web)
+	}
+	if len(web.Suspect) != 1 || web.Suspect[0].Point != "p2" {
+		t.Errorf("suspect %+v: want p2 alone (p0 was cleared)", web.Suspect)
 	}
 	hot, warm := web.Copies[0], web.Copies[1]
 	if hot.Site != "dc2" || hot.RPO != 10 || !hot.RPOMet || hot.Backlog != 4096 || hot.Sending != "p3" || hot.LinkRate != 12.5e6 || hot.LinkPolicy == "" {

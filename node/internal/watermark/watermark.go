@@ -35,6 +35,7 @@ type Queue struct {
 	mu    sync.Mutex
 	queue map[string]catalog.Watermark // by service: not yet in the catalog
 	tiers map[string]catalog.Watermark // by service: the standby and export fields
+	marks []catalog.PointMark          // point marks not yet in the catalog, oldest first
 }
 
 // New returns an empty Queue.
@@ -81,6 +82,42 @@ func (q *Queue) NoteTier(service string, newest *blockstore.Point, fn func(*cata
 	}
 }
 
+// maxQueuedMarks bounds the point marks waiting for the catalog; the
+// oldest go first (the catalog keeps 64 per service).
+const maxQueuedMarks = 1024
+
+// Mark queues a point mark (op marks) for the next batch: marks go with
+// the watermarks, so a suspect point reaches the catalog within one
+// interval of its watermark.
+func (q *Queue) Mark(m catalog.PointMark) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.marks = append(q.marks, m)
+	if len(q.marks) > maxQueuedMarks {
+		q.marks = q.marks[len(q.marks)-maxQueuedMarks:]
+	}
+}
+
+// takeMarks returns the queued marks and empties their queue.
+func (q *Queue) takeMarks() []catalog.PointMark {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m := q.marks
+	q.marks = nil
+	return m
+}
+
+// requeueMarks puts back the marks of a batch that failed, before any
+// queued meanwhile.
+func (q *Queue) requeueMarks(m []catalog.PointMark) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.marks = append(m, q.marks...)
+	if len(q.marks) > maxQueuedMarks {
+		q.marks = q.marks[len(q.marks)-maxQueuedMarks:]
+	}
+}
+
 // take returns the queued watermarks and empties the queue.
 func (q *Queue) take() []catalog.Watermark {
 	q.mu.Lock()
@@ -105,8 +142,24 @@ func (q *Queue) requeue(batch []catalog.Watermark) {
 	}
 }
 
-// Flush sends what is queued now in one command.
+// Flush sends what is queued now: the watermarks in one command, then
+// the point marks in another.
 func (q *Queue) Flush(ctx context.Context) error {
+	if err := q.flushWatermarks(ctx); err != nil {
+		return err
+	}
+	marks := q.takeMarks()
+	if len(marks) == 0 {
+		return nil
+	}
+	if err := q.o.Propose(ctx, &catalog.Command{Op: catalog.OpMarks, Marks: marks}); err != nil {
+		q.requeueMarks(marks)
+		return err
+	}
+	return nil
+}
+
+func (q *Queue) flushWatermarks(ctx context.Context) error {
 	batch := q.take()
 	if len(batch) == 0 {
 		return nil

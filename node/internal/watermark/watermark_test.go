@@ -146,3 +146,29 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMarks: point marks go with the next batch, after the watermarks, in
+// their own command; a refused batch keeps them for the next.
+func TestMarks(t *testing.T) {
+	f := &fakeCatalog{down: true}
+	q := newQueue(f)
+	q.Note(point("web", "p1", 0, 1))
+	q.Mark(catalog.PointMark{Service: "web", Point: "p1", Suspect: &catalog.Suspicion{Volume: "web/disk", Changed: 0.6}})
+	if err := q.Flush(t.Context()); err == nil {
+		t.Fatal("flush succeeded while the catalog is down")
+	}
+	q.Mark(catalog.PointMark{Service: "web", Point: "p2", Suspect: &catalog.Suspicion{Volume: "web/disk", Changed: 0.7}})
+	f.down = false
+	if err := q.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.cmds) != 2 || f.cmds[0].Op != catalog.OpWatermarks || f.cmds[1].Op != catalog.OpMarks {
+		t.Fatalf("commands %+v: want watermarks, then marks", f.cmds)
+	}
+	if m := f.cmds[1].Marks; len(m) != 2 || m[0].Point != "p1" || m[1].Point != "p2" {
+		t.Errorf("marks %+v: want p1 then p2", m)
+	}
+	if err := q.Flush(t.Context()); err != nil || len(f.cmds) != 2 {
+		t.Errorf("a second flush sent %d commands (%v), want none", len(f.cmds)-2, err)
+	}
+}
