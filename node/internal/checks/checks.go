@@ -34,10 +34,10 @@ import (
 type Options struct {
 	// Tools by name; "" = looked up in PATH when a check runs.
 	Qemu, E2fsck, XFSRepair string
-	HooksUser string              // the user hooks run as, for the log
-	HookCred  *syscall.Credential // its credential; nil = the node's own
-	Clock     clock.Clock         // stamps results; nil = the real clock
-	Logger    *slog.Logger
+	HooksUser               string              // the user hooks run as, for the log
+	HookCred                *syscall.Credential // its credential; nil = the node's own
+	Clock                   clock.Clock         // stamps results; nil = the real clock
+	Logger                  *slog.Logger
 }
 
 // Runner runs checks. Safe for concurrent use.
