@@ -122,7 +122,7 @@ func (c *cli) statsRemote(ctx context.Context, af adminFlags, jsonOut bool) erro
 // printKeptPoints is points --admin: each point and why its site keeps it.
 func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tNAME\tVOLUME\tSIZE\tUSED\tKEPT BECAUSE")
+	fmt.Fprintln(tw, "ID\tTIME\tNAME\tVOLUME\tSIZE\tUSED\tVERIFIED\tKEPT BECAUSE")
 	for _, p := range pts {
 		names, size, used := pointVolumes(p.Point, volume)
 		name := p.Name
@@ -133,8 +133,25 @@ func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 		if why == "" {
 			why = "(the next thinning pass deletes it)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Time.UTC().Format(time.RFC3339), name,
-			strings.Join(names, ","), formatBytes(size), formatBytes(used), why)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Time.UTC().Format(time.RFC3339), name,
+			strings.Join(names, ","), formatBytes(size), formatBytes(used), p.Verified.Result, why)
 	}
 	return tw.Flush()
+}
+
+// verifiedText says how a point's verification went, one line.
+func verifiedText(v *api.Verification) string {
+	var parts []string
+	for _, c := range v.Checks {
+		s := c.Name + " " + c.Result
+		if c.Result == api.VerifyFailed {
+			s += ": " + strings.ReplaceAll(c.Detail, "\n", " ")
+		}
+		parts = append(parts, s)
+	}
+	res := v.Result
+	if res == api.VerifyFailed {
+		res = "FAILED"
+	}
+	return res + " (" + strings.Join(parts, "; ") + ")"
 }

@@ -86,6 +86,9 @@ type ServiceStatus struct {
 	Failover   *catalog.FailoverRecord `json:"failover,omitempty"` // the newest
 	Branches   []catalog.Branch        `json:"branches,omitempty"`
 	Drill      *catalog.DrillRecord    `json:"drill,omitempty"` // the newest
+	// Verified is the mark of the most recently verified point, with its
+	// verification (issue 16).
+	Verified *catalog.PointMark `json:"verified,omitempty"`
 }
 
 // CopyStatus is a service's copy at one recovery site: its tier, how old

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
 // What the admin API serves of the engine: points with why they are kept,
@@ -18,6 +19,10 @@ type KeptPoint struct {
 	blockstore.Point
 	Keep      []string  `json:"keep,omitempty"`
 	LockUntil time.Time `json:"lock_until,omitzero"`
+	// Verified is the point's newest verification: result ok, failed,
+	// skipped or "not checked", with each check's evidence paths on the
+	// node that ran it (issue 16).
+	Verified catalog.Verification `json:"verified"`
 }
 
 // Explain adds to each point why it is kept (points of services the site's
@@ -34,12 +39,13 @@ func (e *Engine) Explain(ctx context.Context, service string, pts []blockstore.P
 		}
 	}
 	out := make([]KeptPoint, len(pts))
+	cat := e.o.Catalog.Catalog()
 	for i, p := range pts {
 		pp, ok := why[p.ID]
 		if !ok {
 			pp.Keep = []string{"not in this site's policy"}
 		}
-		out[i] = KeptPoint{Point: p, Keep: pp.Keep, LockUntil: pp.LockUntil}
+		out[i] = KeptPoint{Point: p, Keep: pp.Keep, LockUntil: pp.LockUntil, Verified: cat.VerifiedOf(p.Group, p.ID)}
 	}
 	return out, nil
 }

@@ -25,6 +25,8 @@ func TestScrape(t *testing.T) {
 		Watermarks: map[string]catalog.Watermark{"dc2": {Time: now.Add(-7 * time.Second)}},
 		Progress:   map[string]catalog.Progress{"dc2": {Backlog: 4096}},
 		Failovers:  []catalog.FailoverRecord{{Epoch: 2, To: "dc2", Done: true, RPO: 1.5, RTO: 3}},
+		Marks: []catalog.PointMark{{Point: "p1", Verified: &catalog.Verification{Result: catalog.VerifyOK, Site: "dc2", At: now.Add(-time.Hour)}},
+			{Point: "p2", Verified: &catalog.Verification{Result: catalog.VerifyFailed, Site: "dc2", At: now.Add(-time.Minute)}}},
 	}
 	m := New(Sources{Catalog: fixedCatalog{cat}, Now: func() time.Time { return now },
 		Links: func() []throttle.Stats { return []throttle.Stats{{Name: "dc1-dc2", Rate: 1e6}} },
@@ -49,6 +51,8 @@ func TestScrape(t *testing.T) {
 		`lifeboat_space_state 2`,
 		`lifeboat_space_refused_services 1`,
 		`lifeboat_space_refused{service="logs"} 1`,
+		`lifeboat_verified{service="web",site="dc2"} 0`,
+		`lifeboat_verified_age_seconds{service="web",site="dc2"} 60`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %s", want)
