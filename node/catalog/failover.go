@@ -75,6 +75,9 @@ type DrillRecord struct {
 	Output      string      `json:"output,omitempty"` // the hook's last lines
 	Error       string      `json:"error,omitempty"`
 	Dir         string      `json:"dir,omitempty"` // kept images; "" once cleaned up
+	// Verified is the [service.verify] checks the drill ran on its
+	// images (issue 16); nil when the service sets none.
+	Verified *Verification `json:"verified,omitempty"`
 }
 
 // applyFailover applies OpFailover and OpFailedOver.

@@ -122,6 +122,17 @@ func Summary(cs []catalog.CheckResult) string {
 	return res
 }
 
+// Failed names the failed checks of v and why, one line.
+func Failed(v *catalog.Verification) string {
+	var b []string
+	for _, c := range v.Checks {
+		if c.Result == catalog.VerifyFailed {
+			b = append(b, fmt.Sprintf("%s: %s", c.Name, strings.ReplaceAll(c.Detail, "\n", " ")))
+		}
+	}
+	return strings.Join(b, "; ")
+}
+
 // tool returns the path of a tool: set, or looked up in PATH.
 func tool(set, name string) (string, bool) {
 	if set != "" {

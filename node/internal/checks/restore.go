@@ -50,3 +50,9 @@ func Restore(ctx context.Context, s Store, p blockstore.Point, dir string) ([]Im
 	}
 	return out, nil
 }
+
+// EvidenceDir is where the checks of a point of service keep their
+// evidence: DATA_DIR/verify/SERVICE/POINT12.
+func EvidenceDir(dataDir, service, point string) string {
+	return filepath.Join(dataDir, "verify", service, point[:min(12, len(point))])
+}

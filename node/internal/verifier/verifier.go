@@ -20,12 +20,10 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -206,7 +204,7 @@ func (e *Engine) Verify(ctx context.Context, svc *config.Service, p blockstore.P
 			Checks: []catalog.CheckResult{{Name: "restore", Result: catalog.VerifyFailed, Detail: err.Error()}}}
 	} else {
 		v = e.checks.Run(ctx, checks.Request{Service: svc, Site: string(e.o.Site), Point: p.ID, PointTime: p.Time,
-			Images: images, Evidence: EvidenceDir(e.o.DataDir, svc.Name, p.ID)})
+			Images: images, Evidence: checks.EvidenceDir(e.o.DataDir, svc.Name, p.ID)})
 	}
 	if ctx.Err() != nil {
 		return catalog.PointMark{}, ctx.Err()
@@ -221,7 +219,7 @@ func (e *Engine) Verify(ctx context.Context, svc *config.Service, p blockstore.P
 	took := e.o.Clock.Now().Sub(t0).Round(time.Millisecond)
 	switch v.Result {
 	case catalog.VerifyFailed:
-		e.o.Logs.Fail(key, "verified point: a check failed", errors.New(failedChecks(v)),
+		e.o.Logs.Fail(key, "verified point: a check failed", errors.New(checks.Failed(v)),
 			"the point may not restore: see the evidence, and drill or fail over to an older point that passed", "service", svc.Name, "point", p.ID)
 	default:
 		e.o.Logs.OK(key)
@@ -229,22 +227,6 @@ func (e *Engine) Verify(ctx context.Context, svc *config.Service, p blockstore.P
 	}
 	e.pruneEvidence(svc.Name)
 	return m, nil
-}
-
-// EvidenceDir is where the checks of a point of service keep their
-// evidence.
-func EvidenceDir(dataDir, service, point string) string {
-	return filepath.Join(dataDir, "verify", service, point[:min(12, len(point))])
-}
-
-func failedChecks(v *catalog.Verification) string {
-	var b []string
-	for _, c := range v.Checks {
-		if c.Result == catalog.VerifyFailed {
-			b = append(b, fmt.Sprintf("%s: %s", c.Name, c.Detail))
-		}
-	}
-	return strings.Join(b, "; ")
 }
 
 // pruneEvidence removes all but the newest keepEvidence evidence
