@@ -44,4 +44,3 @@ func (e *Engine) drillChecks(ctx context.Context, svc *config.Service, pt blocks
 	}
 	return v
 }
-
