@@ -95,7 +95,7 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 	d.Passed = true
 	// The policy's verify checks, on the images before the hook may
 	// write them (verify.go).
-	if d.Verified = e.drillChecks(ctx, svc, pt, dir, images, emit); d.Verified != nil && d.Verified.Result == catalog.VerifyFailed {
+	if d.Verified = e.drillChecks(ctx, svc, pt, d.ID, dir, images, emit); d.Verified != nil && d.Verified.Result == catalog.VerifyFailed {
 		d.Passed, d.Error = false, "verify checks failed: "+checks.Failed(d.Verified)
 	}
 	if hook == "" {
