@@ -7,7 +7,6 @@ import (
 	"net/url"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
-	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
 )
 
@@ -20,12 +19,7 @@ type (
 	PruneResult = lifecycle.PruneResult
 	// StoreStats is a node's store, disk and per-service points.
 	StoreStats = lifecycle.Stats
-	// Verification is a point's check run (issue 16, verified points).
-	Verification = catalog.Verification
 )
-
-// VerifyFailed is the result of a verification or check that failed.
-const VerifyFailed = catalog.VerifyFailed
 
 // VerifyResult is a store's verify report with its damage spelled out.
 type VerifyResult struct {
