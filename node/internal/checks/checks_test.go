@@ -162,3 +162,30 @@ func TestHookAndSkips(t *testing.T) { // not parallel: it sets PATH
 		t.Fatalf("without qemu: %+v", v)
 	}
 }
+
+// TestBootCheckLinux boots a real Linux guest (a Debian kernel, a busybox
+// initramfs, SYSLINUX on a FAT partition; about 12 s under TCG here). It
+// runs when LIFEBOAT_TEST_KERNEL and LIFEBOAT_TEST_BUSYBOX name a kernel
+// and a static busybox (from the Debian packages linux-image-amd64 and
+// busybox-static; apt-get download and dpkg-deb -x give them without
+// installing) and needs syslinux, mtools and dosfstools.
+func TestBootCheckLinux(t *testing.T) {
+	kernel, busybox := os.Getenv("LIFEBOAT_TEST_KERNEL"), os.Getenv("LIFEBOAT_TEST_BUSYBOX")
+	if kernel == "" || busybox == "" {
+		t.Skip("set LIFEBOAT_TEST_KERNEL and LIFEBOAT_TEST_BUSYBOX to boot a Linux guest")
+	}
+	need(t, "qemu-system-x86_64", "syslinux", "mcopy", "mkfs.fat")
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "linux.raw")
+	const line = "LIFEBOAT-LINUX-BOOTED"
+	if err := bootimg.WriteLinux(t.Context(), path, bootimg.LinuxOptions{Size: 32 << 20, Line: line, Kernel: kernel, Busybox: busybox}); err != nil {
+		t.Fatal(err)
+	}
+	svc := service(config.CheckBoot, config.CheckFsck)
+	svc.Verify.SerialOK, svc.Verify.Timeout, svc.Verify.Memory = line, config.Duration(2*time.Minute), 256<<20
+	v := run(t, svc, path)
+	if v.Result != catalog.VerifyOK || v.Checks[0].Result != catalog.VerifyOK || v.Checks[1].Result != catalog.VerifySkipped ||
+		!strings.Contains(v.Checks[1].Detail, "type 0x0e") {
+		t.Fatalf("boot of a Linux guest: %+v", v)
+	}
+}
