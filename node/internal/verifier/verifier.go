@@ -14,16 +14,21 @@
 // A point is due when the service's last verification is at least every
 // old and the newest point held here has not passed one yet: a passed
 // point is not checked again, a failed or skipped one again after every.
+// The engine looks every Interval (1m), and at once when a new policy
+// applies, when this node becomes a service's verifier, and, until a
+// service's first verification, when a new point of it arrives here.
 package verifier
 
 import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -97,20 +102,63 @@ func New(o Options) *Engine {
 	return e
 }
 
-// Run verifies due points every Interval until ctx ends.
+// Run verifies due points every Interval, and when a new policy or a
+// new holder applies, until ctx ends.
 func (e *Engine) Run(ctx context.Context) error {
 	if e.store == nil {
 		<-ctx.Done()
 		return nil
 	}
+	type viewer interface {
+		View() (*catalog.Catalog, <-chan struct{})
+	}
+	v, _ := e.o.Catalog.(viewer)
 	for {
 		e.Pass(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-e.o.Clock.After(e.o.Interval):
+		tick := e.o.Clock.After(e.o.Interval)
+		seen := e.whose(e.o.Catalog.Catalog())
+	wait:
+		for {
+			var changed <-chan struct{}
+			var cat *catalog.Catalog
+			if v != nil {
+				cat, changed = v.View()
+				if e.whose(cat) != seen {
+					break wait
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick:
+				break wait
+			case <-changed:
+			}
 		}
 	}
+}
+
+// whose sums up what decides the work: the policy's version, which
+// services this node verifies, and the newest point here of those never
+// verified yet.
+func (e *Engine) whose(cat *catalog.Catalog) string {
+	pc := cat.PolicyCluster()
+	if pc == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d", cat.Policy.Version)
+	for _, p := range pc.Services {
+		if svc := cat.Service(p.Name); svc != nil && len(svc.Verify.Checks) > 0 && Verifier(cat, svc) == e.o.Name {
+			b.WriteString(" " + p.Name)
+			// Until its first verification, a service's new points
+			// count too: the first one is verified when it arrives.
+			if st := cat.Services[p.Name]; st != nil && st.LastVerified() == nil {
+				b.WriteString("@" + st.Watermarks[string(e.o.Site)].Point)
+			}
+		}
+	}
+	return b.String()
 }
 
 // Verifier returns the node that verifies service's points: the holder

@@ -3,6 +3,7 @@ package verifier
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/clock"
 	"github.com/lifeboat-dr/lifeboat/internal/testlog"
 	"github.com/lifeboat-dr/lifeboat/internal/testpolicy"
+	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
@@ -164,4 +166,43 @@ func TestVerifier(t *testing.T) {
 	if last := st.LastVerified(); last == nil || last.Point != p2.ID {
 		t.Fatalf("last verified: %+v", last)
 	}
+}
+
+// TestRunVerifiesWhenItBecomesTheVerifier: Run, its clock standing still,
+// verifies the newest point as soon as the catalog makes this node the
+// service's verifier.
+func TestRunVerifiesWhenItBecomesTheVerifier(t *testing.T) {
+	f := newFixture(t)
+	// dc2's holder is another node at first.
+	if err := f.propose(t.Context(), &catalog.Command{Op: catalog.OpHolders, Holders: []catalog.Holder{{Service: "web", Site: "dc2", Node: "dc2-n2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(f.dir, "disk.raw")
+	if err := bootimg.Write(t.Context(), img, bootimg.Options{Size: 8 << 20, Line: "BOOTED", FS: "ext4"}); err != nil {
+		t.Fatal(err)
+	}
+	p := f.commit(t, img)
+	e := New(Options{Name: "dc2-n1", Site: "dc2", DataDir: f.dir, Store: f.store, Catalog: f.fsm, Propose: f.propose,
+		Interval: 24 * time.Hour, Clock: f.clk, Logger: testlog.New(t)})
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Run has passed once (nothing to do) and waits on its clock.
+	if err := f.clk.WaitFor(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.fsm.Catalog().Services["web"].Mark(p.ID); ok {
+		t.Fatal("verified by a node that is not the verifier")
+	}
+	if err := f.propose(t.Context(), &catalog.Command{Op: catalog.OpHolders, Holders: []catalog.Holder{{Service: "web", Site: "dc2", Node: "dc2-n1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the verification", 30*time.Second, func() error {
+		m, ok := f.fsm.Catalog().Services["web"].Mark(p.ID)
+		if !ok || m.Verified == nil || m.Verified.Result != catalog.VerifyOK {
+			return fmt.Errorf("mark %+v", m)
+		}
+		return nil
+	})
 }
