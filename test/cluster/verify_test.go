@@ -23,7 +23,8 @@ const verifyLine = "LIFEBOAT-DRILL-BOOTED"
 // processes, web at dc1 with a warm copy at dc2 and [service.verify]
 // fsck and boot checks, on the test's own bootable image (a hand-made boot
 // sector that prints a line to the serial port, and an ext4 partition).
-// A drill at dc2 passes both checks, with the qemu screendump PNG in its
+// dc2's verifier checks the first point by itself; a drill at dc2 passes
+// both checks, with the qemu screendump PNG in its
 // evidence, and the point shows "verified": ok in points --admin --json;
 // with the boot sector zeroed at dc1, the next point's drill fails the
 // boot check.
@@ -93,11 +94,20 @@ func TestDrillVerifiesBoot(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	p1 := point(time.Time{})
+	point(time.Time{})
 	t.Logf("first point at dc2 after %s", time.Since(t0).Round(time.Millisecond))
+	// The scheduler at dc2 verifies web's first point there by itself.
+	testbin.Eventually(t, "dc2's verifier verified a point", 60*time.Second, func() error {
+		st, err := c.service(dc2.admin)
+		if err == nil && (st.Verified == nil || st.Verified.Verified.Result != catalog.VerifyOK || st.Verified.Verified.Site != "dc2") {
+			err = fmt.Errorf("last verified %+v", st.Verified)
+		}
+		return err
+	})
+	t.Logf("the scheduler verified a point %s after the agent started", time.Since(t0).Round(time.Millisecond))
 	d := drill()
 	boot := check(d.Verified, "boot")
-	if !d.Passed || !strings.HasPrefix(d.Point, p1) || d.Verified.Result != catalog.VerifyOK || boot.Result != catalog.VerifyOK ||
+	if !d.Passed || d.Verified.Result != catalog.VerifyOK || boot.Result != catalog.VerifyOK ||
 		check(d.Verified, "fsck").Result != catalog.VerifyOK {
 		t.Fatalf("drill of the bootable image: %+v, verified %+v", d, d.Verified)
 	}
