@@ -235,13 +235,18 @@ func newestOf(pts []blockstore.Point, service string) *blockstore.Point {
 // Verify restores point p of svc, checks it, records the result in the
 // catalog and returns the mark recorded.
 func (e *Engine) Verify(ctx context.Context, svc *config.Service, p blockstore.Point) (catalog.PointMark, error) {
-	log := e.log.With("service", svc.Name, "point", p.ID)
-	key := "verify/" + svc.Name
 	tmp := filepath.Join(e.o.DataDir, "verify", ".tmp", svc.Name)
 	t0 := e.o.Clock.Now()
+	var v *catalog.Verification
+	if why := roomFor(e.o.DataDir, p); why != "" {
+		// The restore would eat the disk the store and the ingest need:
+		// not checked, and said so.
+		v = &catalog.Verification{Result: catalog.VerifySkipped, Site: string(e.o.Site), At: e.o.Clock.Now().UTC(),
+			Checks: []catalog.CheckResult{{Name: "restore", Result: catalog.VerifySkipped, Detail: why}}}
+		return e.record(ctx, svc, p, v, t0)
+	}
 	images, err := checks.Restore(ctx, e.store, p, tmp)
 	defer os.RemoveAll(tmp)
-	var v *catalog.Verification
 	if err != nil {
 		if ctx.Err() != nil {
 			return catalog.PointMark{}, ctx.Err()
@@ -258,6 +263,13 @@ func (e *Engine) Verify(ctx context.Context, svc *config.Service, p blockstore.P
 		return catalog.PointMark{}, ctx.Err()
 	}
 	os.RemoveAll(tmp)
+	return e.record(ctx, svc, p, v, t0)
+}
+
+// record puts verification v of point p into the catalog and logs it.
+func (e *Engine) record(ctx context.Context, svc *config.Service, p blockstore.Point, v *catalog.Verification, t0 time.Time) (catalog.PointMark, error) {
+	log := e.log.With("service", svc.Name, "point", p.ID)
+	key := "verify/" + svc.Name
 	m := catalog.PointMark{Service: svc.Name, Point: p.ID, Time: p.Time, Verified: v}
 	if err := e.o.Propose(context.WithoutCancel(ctx), &catalog.Command{Op: catalog.OpMarks, Marks: []catalog.PointMark{m}}); err != nil {
 		e.o.Logs.Fail(key+"/record", "verify: the result could not go into the catalog", err, "the node retries at its next pass", "service", svc.Name)
@@ -299,4 +311,26 @@ func (e *Engine) pruneEvidence(service string) {
 	for _, d := range ds[min(keepEvidence, len(ds)):] {
 		os.RemoveAll(filepath.Join(dir, d.name))
 	}
+}
+
+// minFreeAfter is the share of DATA_DIR's file system a verification's
+// restore leaves free: above ingest's 5% refusal mark, with room.
+const minFreeAfter = 0.10
+
+// roomFor says why p's data does not fit in dataDir's file system with
+// minFreeAfter left free, or "".
+func roomFor(dataDir string, p blockstore.Point) string {
+	var need int64
+	for _, v := range p.Volumes {
+		need += v.Used * int64(v.BlockSize)
+	}
+	free, size, err := blockstore.DiskSpace(dataDir)
+	if err != nil || size <= 0 {
+		return ""
+	}
+	if float64(free-need) < minFreeAfter*float64(size) {
+		return fmt.Sprintf("not enough free space in %s to restore the point for its checks: %d MiB of data, %d MiB free of %d MiB (%.0f%% must stay free)",
+			dataDir, need>>20, free>>20, size>>20, 100*minFreeAfter)
+	}
+	return ""
 }

@@ -206,3 +206,22 @@ func TestRunVerifiesWhenItBecomesTheVerifier(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRoomFor: a point whose data would leave under a tenth of DATA_DIR's
+// file system free is not restored.
+func TestRoomFor(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	free, size, err := blockstore.DiskSpace(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := blockstore.Point{Volumes: []blockstore.VolumeState{{Used: 1, BlockSize: 4096}}}
+	if why := roomFor(dir, small); why != "" && free > size/5 {
+		t.Errorf("4 KiB refused with %d of %d bytes free: %s", free, size, why)
+	}
+	big := blockstore.Point{Volumes: []blockstore.VolumeState{{Used: free/4096 + 1, BlockSize: 4096}}}
+	if why := roomFor(dir, big); !strings.Contains(why, "not enough free space") {
+		t.Errorf("more than the free space: %q", why)
+	}
+}
