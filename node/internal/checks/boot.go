@@ -20,6 +20,7 @@ import (
 // The boot check starts the service's boot volume in qemu-system-x86_64:
 //
 //	qemu-system-x86_64 -snapshot -nic none -display none -monitor none
+//	  -no-reboot -sandbox on,... (seccomp: no exec, no privilege change)
 //	  -accel kvm -accel tcg -m MEMORY -serial file:EVIDENCE/serial.log
 //	  -qmp unix:SOCKET,server=on,wait=off
 //	  -drive file=BOOT,format=raw,if=ide [-drive ... the server's other volumes]
@@ -73,6 +74,7 @@ func (r *Runner) boot(ctx context.Context, req Request, timeout time.Duration) c
 	os.Remove(serial)
 	os.Remove(screen)
 	args := []string{"-snapshot", "-nic", "none", "-display", "none", "-monitor", "none", "-no-reboot",
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-accel", "kvm", "-accel", "tcg", "-m", strconv.FormatInt(int64(vf.Memory)>>20, 10),
 		"-name", "lifeboat-verify-" + req.Service.Name, "-serial", "file:" + serial, "-qmp", "unix:" + sock + ",server=on,wait=off"}
 	for _, d := range drives {
