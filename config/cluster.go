@@ -114,9 +114,9 @@ type Service struct {
 	Hooks     Hooks     `toml:"hooks" json:"hooks"`
 	Retention Retention `toml:"retention" json:"retention"` // at the primary; default DefaultRetention
 	Suspect   Suspect   `toml:"suspect" json:"suspect"`     // the ransomware signal's thresholds (trust.go)
-	Verify    Verify    `toml:"verify" json:"verify"`       // verified points (trust.go)
 	Servers   []Server  `toml:"server" json:"servers"`
 	Copies    []Copy    `toml:"copy" json:"copies"`
+	Verify    Verify    `toml:"verify" json:"verify,omitzero"` // verified points (verify.go)
 }
 
 // Hooks are the commands that start, stop and check a service's servers.
@@ -263,6 +263,7 @@ func (c *Cluster) SetDefaults() {
 			s.Retention = DefaultRetention
 		}
 		s.Suspect.defaults()
+		s.Verify.setDefaults()
 		for j := range s.Servers {
 			for k := range s.Servers[j].Volumes {
 				if v := &s.Servers[j].Volumes[k]; v.BlockSize == 0 {
@@ -423,6 +424,7 @@ func (c *Cluster) validate(ps *problems) {
 		checkRetention(ps, p.key("retention"), s.Retention)
 		checkSuspect(ps, p.key("suspect"), s.Suspect)
 		c.validateServers(ps, p, s)
+		validateVerify(ps, p, s)
 		copies := map[string]path{}
 		for j := range s.Copies {
 			cp := &s.Copies[j]
@@ -571,6 +573,9 @@ func (c *Cluster) Warnings() []string {
 		p := servicePath(i, s)
 		if len(s.Copies) == 0 {
 			w = append(w, fmt.Sprintf("%s: no [[service.copy]]: losing site %q loses this service", p.show, s.Primary))
+		}
+		if s.Verify.RequireVerified && len(s.Verify.Checks) == 0 {
+			w = append(w, fmt.Sprintf("%s: verify.require_verified without verify.checks: no point is verified, failover and drill need --at", p.show))
 		}
 		for j := range s.Copies {
 			cp := &s.Copies[j]

@@ -168,6 +168,15 @@
 //	    schedule           cadence   required for cold  when a cold copy takes a point; refused for warm and hot
 //	    export             string    "none" for cold    cold only: "none", "raw", "qcow2" or "vhdx" into the site's archive_dir
 //	    retention          table     the service's      points kept at this site
+//	  verify               table                        verified points: how often, which checks
+//	    every              duration  required w/ checks time between verifications of the newest point; positive
+//	    checks             []string  []                 "fsck", "boot", "hook"
+//	    boot_volume        string    the first volume   the volume the boot check starts in qemu
+//	    serial_ok          string    required w/ boot   the serial console line that means booted
+//	    timeout            duration  "5m"               per check
+//	    memory             size      "256MiB"           the boot check's guest memory
+//	    hook               string    ""                 command run against the restored images (required w/ hook)
+//	    require_verified   bool      false              failover and drill take only verified points by default
 //
 // A cadence is "hourly", "hourly :15", "daily 02:00", "weekly sun 03:00" or
 // "every 6h" (whole minutes from 1m to 24h, restarting at each midnight),

@@ -30,13 +30,6 @@ const (
 	DefaultSuspectWindow         = Duration(5 * time.Minute)
 )
 
-// Verify is a service's [service.verify] table.
-type Verify struct {
-	// RequireVerified makes failovers and drills take only points whose
-	// newest verification passed (unless --at names one).
-	RequireVerified bool `toml:"require_verified" json:"require_verified,omitempty"`
-}
-
 // defaults fills the thresholds left out.
 func (s *Suspect) defaults() {
 	if s.Changed == 0 {

@@ -41,6 +41,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/internal/scrub"
 	"github.com/lifeboat-dr/lifeboat/node/internal/streams"
 	"github.com/lifeboat-dr/lifeboat/node/internal/tiers"
+	"github.com/lifeboat-dr/lifeboat/node/internal/verifier"
 	"github.com/lifeboat-dr/lifeboat/node/internal/watermark"
 )
 
@@ -522,6 +523,9 @@ func (n *Node) Run(ctx context.Context) error {
 		g.Go(func() error { return n.scrub.Run(ctx) })
 	}
 	g.Go(func() error { return n.recovery.Run(ctx) }) // removes failover images after failback
+	g.Go(func() error {
+		return verifier.New(verifier.Options{Name: n.opts.Name, Site: n.opts.Site, DataDir: n.opts.DataDir, Store: n.store, Catalog: n.fsm, Propose: n.Apply, HooksUser: n.opts.HooksUser, HookCred: n.hookCred, Clock: n.opts.Clock, Logs: n.logs, Logger: n.log}).Run(ctx)
+	})
 	g.Go(func() error { return n.audit.Run(ctx) })
 	g.Go(func() error { return n.revoker.Run(ctx) })
 	if n.adminLn != nil {

@@ -392,6 +392,10 @@ func printStatus(c *cli, st *node.Status) {
 			}
 			fmt.Fprintf(c.stdout, "%s: last drill %s at %s on %s: %s\n", s.Name, d.ID, d.Site, d.Node, res)
 		}
+		if m := s.Verified; m != nil {
+			fmt.Fprintf(c.stdout, "%s: last verified point %.12s (%s) at %s on %s: %s\n", s.Name, m.Point,
+				m.Time.Local().Format(time.RFC3339), m.Verified.Site, m.Verified.At.Local().Format(time.RFC3339), verifiedText(m.Verified))
+		}
 	}
 }
 

@@ -247,6 +247,14 @@ the result is recorded in the catalog as a drill run by you.`,
 			}
 			fmt.Fprintf(c.stdout, "drill %s %s: %s at %s from point %s (%s); images %s, hook %s\n", d.ID, res, d.Service, d.Site, d.Point,
 				d.PointTime.Local().Format(time.RFC3339), secs(d.Materialize), secs(d.Hook))
+			if d.Verified != nil {
+				fmt.Fprintf(c.stdout, "verify checks: %s\n", verifiedText(d.Verified))
+				for _, ch := range d.Verified.Checks {
+					for _, ev := range ch.Evidence {
+						fmt.Fprintf(c.stdout, "  %s evidence: %s\n", ch.Name, ev)
+					}
+				}
+			}
 			if d.Output != "" {
 				fmt.Fprintf(c.stdout, "hook output:\n%s\n", d.Output)
 			}

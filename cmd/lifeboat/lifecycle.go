@@ -143,7 +143,7 @@ func (c *cli) statsRemote(ctx context.Context, af adminFlags, jsonOut bool) erro
 // printKeptPoints is points --admin: each point and why its site keeps it.
 func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tNAME\tVOLUME\tSIZE\tUSED\tKEPT BECAUSE")
+	fmt.Fprintln(tw, "ID\tTIME\tNAME\tVOLUME\tSIZE\tUSED\tVERIFIED\tKEPT BECAUSE")
 	for _, p := range pts {
 		names, size, used := pointVolumes(p.Point, volume)
 		name := p.Name
@@ -160,8 +160,8 @@ func printKeptPoints(w io.Writer, pts []api.KeptPoint, volume string) error {
 		for _, site := range slices.Sorted(maps.Keys(p.Damaged)) {
 			why = fmt.Sprintf("DAMAGED at %s (%s); %s", site, p.Damaged[site], why)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Time.UTC().Format(time.RFC3339), name,
-			strings.Join(names, ","), formatBytes(size), formatBytes(used), why)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Time.UTC().Format(time.RFC3339), name,
+			strings.Join(names, ","), formatBytes(size), formatBytes(used), p.Verified.Result, why)
 	}
 	return tw.Flush()
 }

@@ -92,6 +92,9 @@ type ServiceStatus struct {
 	// Suspect are the newest points the ransomware signal flagged that
 	// nobody cleared (at most 8, oldest first): an alert.
 	Suspect []catalog.PointMark `json:"suspect,omitempty"`
+	// Verified is the mark of the most recently verified point, with its
+	// verification (issue 16).
+	Verified *catalog.PointMark `json:"verified,omitempty"`
 }
 
 // CopyStatus is a service's copy at one recovery site: its tier, how old

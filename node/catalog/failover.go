@@ -81,6 +81,9 @@ type DrillRecord struct {
 	Chosen     string `json:"chosen,omitempty"`
 	PassedOver string `json:"passed_over,omitempty"`
 	Warning    string `json:"warning,omitempty"`
+	// Verified is the [service.verify] checks the drill ran on its
+	// images (issue 16); nil when the service sets none.
+	Verified *Verification `json:"verified,omitempty"`
 }
 
 // applyFailover applies OpFailover and OpFailedOver.

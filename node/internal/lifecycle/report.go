@@ -22,11 +22,13 @@ type KeptPoint struct {
 	// From the point's mark in the catalog (issue 16): Suspect says the
 	// ransomware signal flagged it and nobody cleared it (Suspicion has
 	// the figures, also once cleared), Damaged what of it is lost by
-	// site, Verified its newest verification.
-	Suspect   bool                  `json:"suspect"`
-	Suspicion *catalog.Suspicion    `json:"suspicion,omitempty"`
-	Damaged   map[string]string     `json:"damaged,omitempty"`
-	Verified  *catalog.Verification `json:"verified,omitempty"`
+	// site. Verified is the point's newest verification: result ok,
+	// failed, skipped or "not checked", with each check's evidence paths
+	// on the node that ran it.
+	Suspect   bool                 `json:"suspect"`
+	Suspicion *catalog.Suspicion   `json:"suspicion,omitempty"`
+	Damaged   map[string]string    `json:"damaged,omitempty"`
+	Verified  catalog.Verification `json:"verified"`
 }
 
 // Explain adds to each point why it is kept (points of services the site's
@@ -42,16 +44,16 @@ func (e *Engine) Explain(ctx context.Context, service string, pts []blockstore.P
 			why[pp.ID] = pp
 		}
 	}
-	cat := e.o.Catalog.Catalog()
 	out := make([]KeptPoint, len(pts))
+	cat := e.o.Catalog.Catalog()
 	for i, p := range pts {
 		pp, ok := why[p.ID]
 		if !ok {
 			pp.Keep = []string{"not in this site's policy"}
 		}
-		out[i] = KeptPoint{Point: p, Keep: pp.Keep, LockUntil: pp.LockUntil}
+		out[i] = KeptPoint{Point: p, Keep: pp.Keep, LockUntil: pp.LockUntil, Verified: cat.VerifiedOf(p.Group, p.ID)}
 		if m, ok := cat.Services[p.Group].Mark(p.ID); ok {
-			out[i].Suspect, out[i].Suspicion, out[i].Damaged, out[i].Verified = m.IsSuspect(), m.Suspect, m.Damaged, m.Verified
+			out[i].Suspect, out[i].Suspicion, out[i].Damaged = m.IsSuspect(), m.Suspect, m.Damaged
 		}
 	}
 	return out, nil

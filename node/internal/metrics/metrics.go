@@ -115,6 +115,10 @@ var (
 		"Points of the service the ransomware signal flagged and nobody cleared (an alert: check the servers).", []string{"service"}, nil)
 	descSpaceRefusedSvc = prometheus.NewDesc("lifeboat_space_refused",
 		"1 for each service whose new points this node refuses for lack of disk space.", []string{"service"}, nil)
+	descVerified = prometheus.NewDesc("lifeboat_verified",
+		"The service's most recent point verification: 1 passed, 0 failed or no check ran.", []string{"service", "site"}, nil)
+	descVerifiedAge = prometheus.NewDesc("lifeboat_verified_age_seconds",
+		"Time since the service's most recent point verification ran.", []string{"service", "site"}, nil)
 )
 
 func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -136,6 +140,8 @@ func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSpaceRefused
 	ch <- descSpaceRefusedSvc
 	ch <- descSuspect
+	ch <- descVerified
+	ch <- descVerifiedAge
 }
 
 func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
@@ -160,6 +166,14 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		ch <- prometheus.MustNewConstMetric(descSuspect, prometheus.GaugeValue, float64(suspect), name)
+		if m := s.LastVerified(); m != nil {
+			ok := 0.0
+			if m.Verified.Result == catalog.VerifyOK {
+				ok = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descVerified, prometheus.GaugeValue, ok, name, m.Verified.Site)
+			ch <- prometheus.MustNewConstMetric(descVerifiedAge, prometheus.GaugeValue, now.Sub(m.Verified.At).Seconds(), name, m.Verified.Site)
+		}
 	}
 	if cat.Policy != nil && cat.Policy.Cluster != nil {
 		for _, s := range cat.Policy.Cluster.Services {

@@ -25,8 +25,8 @@ func TestScrape(t *testing.T) {
 		Watermarks: map[string]catalog.Watermark{"dc2": {Time: now.Add(-7 * time.Second)}},
 		Progress:   map[string]catalog.Progress{"dc2": {Backlog: 4096}},
 		Failovers:  []catalog.FailoverRecord{{Epoch: 2, To: "dc2", Done: true, RPO: 1.5, RTO: 3}},
-		Marks: []catalog.PointMark{{Point: "p1", Suspect: &catalog.Suspicion{Changed: 0.6}},
-			{Point: "p2", Suspect: &catalog.Suspicion{Changed: 0.6, Cleared: "alice"}}},
+		Marks: []catalog.PointMark{{Point: "p1", Suspect: &catalog.Suspicion{Changed: 0.6}, Verified: &catalog.Verification{Result: catalog.VerifyOK, Site: "dc2", At: now.Add(-time.Hour)}},
+			{Point: "p2", Suspect: &catalog.Suspicion{Changed: 0.6, Cleared: "alice"}, Verified: &catalog.Verification{Result: catalog.VerifyFailed, Site: "dc2", At: now.Add(-time.Minute)}}},
 	}
 	m := New(Sources{Catalog: fixedCatalog{cat}, Now: func() time.Time { return now },
 		Links: func() []throttle.Stats { return []throttle.Stats{{Name: "dc1-dc2", Rate: 1e6}} },
@@ -52,6 +52,8 @@ func TestScrape(t *testing.T) {
 		`lifeboat_suspect_points{service="web"} 1`,
 		`lifeboat_space_refused_services 1`,
 		`lifeboat_space_refused{service="logs"} 1`,
+		`lifeboat_verified{service="web",site="dc2"} 0`,
+		`lifeboat_verified_age_seconds{service="web",site="dc2"} 60`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %s", want)

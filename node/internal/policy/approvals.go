@@ -36,15 +36,17 @@ func sensitiveChanges(old, new *config.Cluster) []string {
 		os := old.Service(ns.Name)
 		var oh config.Hooks
 		var oret config.Retention
+		var overify string
 		if os != nil {
-			oh, oret = os.Hooks, os.Retention
+			oh, oret, overify = os.Hooks, os.Retention, os.Verify.Hook
 		}
 		for _, h := range []struct{ name, old, new string }{
-			{"start", oh.Start, ns.Hooks.Start}, {"stop", oh.Stop, ns.Hooks.Stop},
-			{"health", oh.Health, ns.Hooks.Health}, {"drill", oh.Drill, ns.Hooks.Drill},
+			{"hooks.start", oh.Start, ns.Hooks.Start}, {"hooks.stop", oh.Stop, ns.Hooks.Stop},
+			{"hooks.health", oh.Health, ns.Hooks.Health}, {"hooks.drill", oh.Drill, ns.Hooks.Drill},
+			{"verify.hook", overify, ns.Verify.Hook},
 		} {
 			if h.old != h.new {
-				out = append(out, fmt.Sprintf("service %s: hooks.%s %q -> %q", ns.Name, h.name, h.old, h.new))
+				out = append(out, fmt.Sprintf("service %s: %s %q -> %q", ns.Name, h.name, h.old, h.new))
 			}
 		}
 		if ns.Retention.Lock < oret.Lock {

@@ -37,6 +37,7 @@ primary = "dc1"
 		{"same", parse("  [service.hooks]\n  start = \"a\"\n  [service.retention]\n  keep_last = 1\n  lock = \"30d\""), ""},
 		{"hook changed", parse("  [service.hooks]\n  start = \"b\"\n  [service.retention]\n  keep_last = 1\n  lock = \"30d\""), "hooks.start"},
 		{"drill hook added", parse("  [service.hooks]\n  start = \"a\"\n  drill = \"x\"\n  [service.retention]\n  keep_last = 1\n  lock = \"30d\""), "hooks.drill"},
+		{"verify hook added", parse("  [service.hooks]\n  start = \"a\"\n  [service.retention]\n  keep_last = 1\n  lock = \"30d\"\n  [service.verify]\n  every = \"1h\"\n  checks = [\"hook\"]\n  hook = \"/bin/probe\""), "verify.hook"},
 		{"lock shortened", parse("  [service.hooks]\n  start = \"a\"\n  [service.retention]\n  keep_last = 1\n  lock = \"1d\""), "retention.lock"},
 		{"lock lengthened", parse("  [service.hooks]\n  start = \"a\"\n  [service.retention]\n  keep_last = 1\n  lock = \"60d\""), ""},
 	}

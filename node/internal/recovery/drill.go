@@ -16,6 +16,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/audit"
+	"github.com/lifeboat-dr/lifeboat/node/internal/checks"
 	"github.com/lifeboat-dr/lifeboat/node/nbd"
 )
 
@@ -102,6 +103,11 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 	env = append(env, "LIFEBOAT_DRILL="+d.ID)
 	env = append(env, nbdEnv...)
 	d.Passed = true
+	// The policy's verify checks, on the images before the hook may
+	// write them (verify.go).
+	if d.Verified = e.drillChecks(ctx, svc, pt, d.ID, dir, images, emit); d.Verified != nil && d.Verified.Result == catalog.VerifyFailed {
+		d.Passed, d.Error = false, "verify checks failed: "+checks.Failed(d.Verified)
+	}
 	if hook == "" {
 		d.Output = "no hook: the images were materialized and nothing else was checked"
 	} else {

@@ -92,6 +92,7 @@ func Build(self mesh.NodeID, site mesh.Site, r Raft, cat *catalog.Catalog, membe
 		if len(svc.Drills) > 0 {
 			ss.Drill = &svc.Drills[len(svc.Drills)-1]
 		}
+		ss.Verified = svc.LastVerified()
 		for _, w := range svc.Watermarks {
 			ss.Watermarks = append(ss.Watermarks, w)
 		}
