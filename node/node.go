@@ -387,7 +387,7 @@ func New(opts Options) (_ *Node, err error) {
 		Clock: opts.Clock, Logs: n.logs, Logger: n.log})
 	if opts.Admin != "" {
 		n.adminSrv = admin.New(admin.Options{Name: opts.Name, Creds: opts.Creds, Backend: adminBackend{n},
-			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Logger: n.log})
+			Store: n.store, Audit: n.audit, Metrics: n.metrics.Handler(), Lifecycle: n.lifeAPI(), Propose: n.Apply, ChoosePoint: n.recovery.ChoosePoint, Logger: n.log})
 	}
 	return n, nil
 }

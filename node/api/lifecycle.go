@@ -7,6 +7,7 @@ import (
 	"net/url"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
+	"github.com/lifeboat-dr/lifeboat/node/catalog"
 	"github.com/lifeboat-dr/lifeboat/node/internal/lifecycle"
 )
 
@@ -19,6 +20,8 @@ type (
 	PruneResult = lifecycle.PruneResult
 	// StoreStats is a node's store, disk and per-service points.
 	StoreStats = lifecycle.Stats
+	// Suspicion is the ransomware signal's figures of a suspect point.
+	Suspicion = catalog.Suspicion
 )
 
 // VerifyResult is a store's verify report with its damage spelled out.
@@ -86,4 +89,21 @@ func (c *Client) Stats(ctx context.Context) (*StoreStats, error) {
 func (c *Client) Verify(ctx context.Context) (*VerifyResult, error) {
 	var r VerifyResult
 	return &r, c.do(ctx, http.MethodPost, "/v1/verify", []byte("{}"), &r)
+}
+
+// ClearSuspect declares a suspect point of service clean (admin role):
+// failover and drill take it again. point is its ID or a unique prefix of
+// at least 8 characters.
+func (c *Client) ClearSuspect(ctx context.Context, service, point string) (*catalog.PointMark, error) {
+	var m catalog.PointMark
+	q := url.Values{"service": {service}, "point": {point}}
+	return &m, c.do(ctx, http.MethodPost, "/v1/points/clear-suspect?"+q.Encode(), []byte("{}"), &m)
+}
+
+// ChoosePoint returns the point of service a failover or drill at the
+// node's site takes for at ("" or "latest": the newest worth having).
+func (c *Client) ChoosePoint(ctx context.Context, service, at string) (*PointChoice, error) {
+	var pc PointChoice
+	q := url.Values{"service": {service}, "at": {at}}
+	return &pc, c.do(ctx, http.MethodGet, "/v1/points/choose?"+q.Encode(), nil, &pc)
 }

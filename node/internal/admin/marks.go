@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -16,22 +17,10 @@ import (
 //	POST /v1/points/clear-suspect?service=S&point=P   admin   catalog.PointMark: the point's suspicion cleared (audited)
 //	GET  /v1/points/choose?service=S&at=X             viewer  api.PointChoice: the point a drill here takes for --at X
 //
-// They are served when the Backend is also a MarksBackend (a node; a
-// witness answers that it holds no store).
-//
 // An operator who found a suspect point's writes expected (a re-encrypted
 // volume, a restore of compressed data) declares it clean: failover and
 // drill take it again and its clean point before stops being pinned. The
 // figures stay in the mark, with who cleared it.
-// MarksBackend is the optional side of a Backend the marks routes use.
-type MarksBackend interface {
-	// Apply writes a command to the catalog and returns once it is
-	// applied on this node.
-	Apply(ctx context.Context, cmd *catalog.Command) error
-	// ChoosePoint is the recovery engine's choice of point for at.
-	ChoosePoint(ctx context.Context, service, at string) (api.PointChoice, error)
-}
-
 func (s *Server) registerMarksAPI(mux *http.ServeMux) {
 	s.route(mux, "POST /v1/points/clear-suspect", mesh.RoleAdmin, auditAlways, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -43,12 +32,11 @@ func (s *Server) registerMarksAPI(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, m)
 	})
 	s.route(mux, "GET /v1/points/choose", mesh.RoleViewer, auditNone, func(w http.ResponseWriter, r *http.Request) {
-		mb, ok := s.b.(MarksBackend)
-		if !ok {
+		if s.o.ChoosePoint == nil {
 			s.writeAPIError(w, api.ErrNoStore)
 			return
 		}
-		c, err := mb.ChoosePoint(r.Context(), r.URL.Query().Get("service"), r.URL.Query().Get("at"))
+		c, err := s.o.ChoosePoint(r.Context(), r.URL.Query().Get("service"), r.URL.Query().Get("at"))
 		if err != nil {
 			s.writeAPIError(w, err)
 			return
@@ -60,9 +48,8 @@ func (s *Server) registerMarksAPI(mux *http.ServeMux) {
 // clearSuspect clears the suspicion of service's point (a unique prefix
 // of its ID of at least 8 characters), as by.
 func (s *Server) clearSuspect(ctx context.Context, service, point, by string) (catalog.PointMark, error) {
-	mb, ok := s.b.(MarksBackend)
-	if !ok {
-		return catalog.PointMark{}, api.ErrNoStore
+	if s.o.Propose == nil {
+		return catalog.PointMark{}, errors.New("this node serves no catalog changes")
 	}
 	if service == "" || len(point) < 8 {
 		return catalog.PointMark{}, fmt.Errorf("%w: want service=SERVICE and point=ID (at least 8 characters of it)", catalog.ErrBadCommand)
@@ -88,7 +75,7 @@ func (s *Server) clearSuspect(ctx context.Context, service, point, by string) (c
 	sus := *m.Suspect
 	sus.Cleared = by
 	m.Suspect = &sus
-	if err := mb.Apply(ctx, &catalog.Command{Op: catalog.OpMarks, Marks: []catalog.PointMark{{Service: service, Point: m.Point, Suspect: &sus}}}); err != nil {
+	if err := s.o.Propose(ctx, &catalog.Command{Op: catalog.OpMarks, Marks: []catalog.PointMark{{Service: service, Point: m.Point, Suspect: &sus}}}); err != nil {
 		return catalog.PointMark{}, fmt.Errorf("clear the suspicion of point %s in the catalog: %w", m.Point, err)
 	}
 	s.log.Info("suspect point cleared", "service", service, "point", m.Point, "by", by)

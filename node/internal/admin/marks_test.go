@@ -8,26 +8,16 @@ import (
 	"testing"
 
 	"github.com/lifeboat-dr/lifeboat/blockstore"
-	"github.com/lifeboat-dr/lifeboat/node/api"
 	"github.com/lifeboat-dr/lifeboat/node/catalog"
 )
 
-// marksBackend is a fakeBackend whose catalog holds marks, and a
-// MarksBackend that records what it is asked to apply.
+// marksBackend is a fakeBackend whose catalog holds marks.
 type marksBackend struct {
 	fakeBackend
-	cat  *catalog.Catalog
-	sent []*catalog.Command
+	cat *catalog.Catalog
 }
 
 func (m *marksBackend) Catalog() *catalog.Catalog { return m.cat }
-func (m *marksBackend) Apply(_ context.Context, c *catalog.Command) error {
-	m.sent = append(m.sent, c)
-	return nil
-}
-func (m *marksBackend) ChoosePoint(context.Context, string, string) (api.PointChoice, error) {
-	return api.PointChoice{}, nil
-}
 
 func TestClearSuspect(t *testing.T) {
 	t.Parallel()
@@ -37,8 +27,9 @@ func TestClearSuspect(t *testing.T) {
 		{Service: "web", Point: "aaaa1111cccc", Suspect: &catalog.Suspicion{Volume: "web/disk", Changed: 0.7}},
 		{Service: "web", Point: "dddd3333eeee", Damaged: map[string]string{"dc2": "web/disk bytes 0-4095"}},
 	}}
-	b := &marksBackend{cat: cat}
-	s := New(Options{Backend: b, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var sent []*catalog.Command
+	s := New(Options{Backend: &marksBackend{cat: cat}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Propose: func(_ context.Context, c *catalog.Command) error { sent = append(sent, c); return nil }})
 	for _, c := range []struct {
 		name, service, point string
 		want                 error
@@ -54,14 +45,14 @@ func TestClearSuspect(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
 	}
-	if len(b.sent) != 0 {
-		t.Fatalf("%d commands proposed for refused calls", len(b.sent))
+	if len(sent) != 0 {
+		t.Fatalf("%d commands proposed for refused calls", len(sent))
 	}
-	if _, err := s.clearSuspect(t.Context(), "web", "aaaa1111b", "alice"); err != nil || len(b.sent) != 1 {
-		t.Fatalf("clear aaaa1111b: %v, %d commands; want one", err, len(b.sent))
+	if _, err := s.clearSuspect(t.Context(), "web", "aaaa1111b", "alice"); err != nil || len(sent) != 1 {
+		t.Fatalf("clear aaaa1111b: %v, %d commands; want one", err, len(sent))
 	}
-	m := b.sent[0].Marks[0]
-	if b.sent[0].Op != catalog.OpMarks || m.Point != "aaaa1111bbbb" || m.Suspect.Cleared != "alice" || m.Suspect.Changed != 0.6 {
-		t.Errorf("proposed %+v %+v: want the mark of aaaa1111bbbb cleared by alice, its figures kept", b.sent[0], m.Suspect)
+	m := sent[0].Marks[0]
+	if sent[0].Op != catalog.OpMarks || m.Point != "aaaa1111bbbb" || m.Suspect.Cleared != "alice" || m.Suspect.Changed != 0.6 {
+		t.Errorf("proposed %+v %+v: want the mark of aaaa1111bbbb cleared by alice, its figures kept", sent[0], m.Suspect)
 	}
 }

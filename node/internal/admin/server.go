@@ -20,6 +20,8 @@
 //	POST /v1/revoke                      admin     body: api.RevokeRequest → []Revocation (audited)
 //	GET  /v1/images                      viewer    []api.Image: failover and drill images (cleanup.go)
 //	POST /v1/images/rm, /v1/node/leave   admin     see cleanup.go (audited)
+//	POST /v1/points/clear-suspect        admin     see marks.go (audited)
+//	GET  /v1/points/choose               viewer    see marks.go
 package admin
 
 import (
@@ -74,7 +76,13 @@ type Options struct {
 	// Lifecycle serves points' keep reasons, prune, stats and verify; nil
 	// on a witness.
 	Lifecycle *lifecycle.Engine
-	Logger    *slog.Logger
+	// Propose writes a command to the catalog (marks.go); nil = the
+	// routes that change point marks refuse.
+	Propose func(context.Context, *catalog.Command) error
+	// ChoosePoint is the recovery engine's choice of point (marks.go);
+	// nil on a witness.
+	ChoosePoint func(ctx context.Context, service, at string) (api.PointChoice, error)
+	Logger      *slog.Logger
 }
 
 // Server is the admin API of one node.

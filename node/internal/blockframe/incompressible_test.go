@@ -40,15 +40,14 @@ func TestIncompressible(t *testing.T) {
 		data []byte
 		want bool
 	}{
-		{"random sent raw", mesh.BlockRecord{Codec: mesh.CodecRaw, Data: random}, random, true},
-		{"text sent raw", mesh.BlockRecord{Codec: mesh.CodecRaw, Data: text}, text, false},
-		{"zeros sent raw", mesh.BlockRecord{Codec: mesh.CodecRaw, Data: make([]byte, 64<<10)}, make([]byte, 64<<10), false},
+		{"random sent raw", mesh.BlockRecord{Codec: mesh.CodecRaw}, random, true},
+		{"text sent raw", mesh.BlockRecord{Codec: mesh.CodecRaw}, text, false},
+		{"zeros sent raw", mesh.BlockRecord{Codec: mesh.CodecRaw}, make([]byte, 64<<10), false},
 		{"text sent s2", mesh.BlockRecord{Codec: mesh.CodecS2, Data: s2text}, text, false},
 		{"random sent s2", mesh.BlockRecord{Codec: mesh.CodecS2, Data: s2random}, random, true},
-		{"tiny", mesh.BlockRecord{Codec: mesh.CodecRaw, Data: random[:10]}, random[:10], false},
+		{"tiny", mesh.BlockRecord{Codec: mesh.CodecRaw}, random[:10], false},
 	} {
-		c.rec.RawLen = len(c.data)
-		if got := Incompressible(c.rec); got != c.want {
+		if got := Incompressible(c.rec, c.data); got != c.want {
 			t.Errorf("%s: Incompressible = %v, want %v", c.name, got, c.want)
 		}
 	}
@@ -64,7 +63,7 @@ func BenchmarkIncompressible(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(c.data)))
 			for b.Loop() {
-				Incompressible(mesh.BlockRecord{Codec: mesh.CodecRaw, RawLen: len(c.data), Data: c.data})
+				Incompressible(mesh.BlockRecord{Codec: mesh.CodecRaw}, c.data)
 			}
 		})
 	}
