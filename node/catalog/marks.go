@@ -33,7 +33,9 @@ type PointMark struct {
 }
 
 // Suspicion is the ransomware signal of one point: its figures and the
-// volume's trailing baseline they were compared with.
+// volume's trailing baseline they were compared with. The shares are the
+// judged window's: the points of the last [service.suspect] window, up to
+// the one that tripped the signal.
 type Suspicion struct {
 	Volume                 string    `json:"volume"`
 	Changed                float64   `json:"changed"`        // share of the volume's blocks the point changed

@@ -358,3 +358,35 @@ func TestRunThinsOnTicker(t *testing.T) {
 		t.Fatalf("summary %+v, want 1 point deleted", sum)
 	}
 }
+
+// Explain carries each point's mark from the catalog: suspect (and the
+// pin of the clean point before it), damaged, verified.
+func TestExplainMarks(t *testing.T) {
+	start := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(start)
+	cat := &catRef{policy(t, `{ keep_last = 1 }`, `{ keep_last = 1 }`)}
+	s := store(t, clk, cat, "dc1")
+	e := New(Options{Site: "dc1", Store: s, Catalog: cat, Clock: clk, Logger: testlog.New(t)})
+	rng := rand.New(rand.NewPCG(9, 9))
+	p1 := commit(t, s, blockstore.VolumeState{}, start, rng)
+	p2 := commit(t, s, p1.Volumes[0], start.Add(time.Minute), rng)
+	p3 := commit(t, s, p2.Volumes[0], start.Add(2*time.Minute), rng)
+	cat.c.Services["erp"].Marks = []catalog.PointMark{
+		{Service: "erp", Point: p2.ID, Time: p2.Time, Suspect: &catalog.Suspicion{Volume: "erp/data", Changed: 0.6, Incompressible: 1}},
+		{Service: "erp", Point: p3.ID, Time: p3.Time, Damaged: map[string]string{"dc2": "erp/data bytes 0-4095"},
+			Verified: &catalog.Verification{Result: catalog.VerifyOK, Site: "dc1"}},
+	}
+	kept, err := e.Explain(t.Context(), "erp", []blockstore.Point{p1, p2, p3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := kept[0]; k.Suspect || !slices.Contains(k.Keep, "pinned: clean before suspect "+p2.ID) {
+		t.Errorf("p1 %+v: want kept as the clean point before suspect p2 (keep_last = 1 would drop it)", k)
+	}
+	if k := kept[1]; !k.Suspect || k.Suspicion == nil || k.Suspicion.Changed != 0.6 {
+		t.Errorf("p2 %+v: want suspect with its figures", k)
+	}
+	if k := kept[2]; k.Suspect || k.Damaged["dc2"] == "" || k.Verified == nil || k.Verified.Result != catalog.VerifyOK {
+		t.Errorf("p3 %+v: want damaged at dc2, verified ok, not suspect", k)
+	}
+}
