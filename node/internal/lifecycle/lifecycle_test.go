@@ -386,7 +386,7 @@ func TestExplainMarks(t *testing.T) {
 	if k := kept[1]; !k.Suspect || k.Suspicion == nil || k.Suspicion.Changed != 0.6 {
 		t.Errorf("p2 %+v: want suspect with its figures", k)
 	}
-	if k := kept[2]; k.Suspect || k.Damaged["dc2"] == "" || k.Verified == nil || k.Verified.Result != catalog.VerifyOK {
+	if k := kept[2]; k.Suspect || k.Damaged["dc2"] == "" || k.Verified.Result != catalog.VerifyOK {
 		t.Errorf("p3 %+v: want damaged at dc2, verified ok, not suspect", k)
 	}
 }
