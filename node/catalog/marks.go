@@ -135,8 +135,14 @@ func (c *Catalog) applyMarks(marks []PointMark) error {
 			k.Damaged = d
 		}
 		s.Marks[i] = k
-		if len(s.Marks) > marksLen {
-			s.Marks = slices.Delete(s.Marks, 0, len(s.Marks)-marksLen)
+		for len(s.Marks) > marksLen {
+			// Drop the oldest mark that only records a verification:
+			// suspect and damaged marks are what failovers must see.
+			i := slices.IndexFunc(s.Marks, func(m PointMark) bool { return !m.IsSuspect() && !m.IsDamaged("") })
+			if i < 0 {
+				i = 0
+			}
+			s.Marks = slices.Delete(s.Marks, i, i+1)
 		}
 	}
 	return nil

@@ -41,7 +41,11 @@ func TestMarksMerge(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(f.Catalog().Services["erp"].Marks); n != marksLen {
+	st := f.Catalog().Services["erp"]
+	if n := len(st.Marks); n != marksLen {
 		t.Errorf("%d marks kept, want %d", n, marksLen)
+	}
+	if m, ok := st.Mark("p1"); !ok || !m.IsSuspect() {
+		t.Error("the suspect mark was dropped for newer plain ones")
 	}
 }
