@@ -279,6 +279,24 @@ func printSpace(c *cli, sp *node.SpaceStatus) {
 	}
 }
 
+func printScrub(c *cli, sc *api.ScrubStatus) {
+	if sc == nil {
+		return
+	}
+	last := "none yet"
+	if !sc.LastCycle.IsZero() {
+		last = sc.LastCycle.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(c.stdout, "\nscrub: %.0f%% of this cycle (every %s), last full cycle %s; %d damaged or missing blocks found, %d repaired from other nodes, %d lost\n",
+		100*sc.Progress, sc.Cycle, last, sc.Found, sc.Repaired, sc.Lost)
+	if sc.Lost > 0 {
+		fmt.Fprintln(c.stdout, "  lost blocks: points that need them are marked damaged here; run `lifeboat verify --admin ADDR --repair` and see docs/operations.md, \"Corrupt pack\"")
+	}
+	if sc.Error != "" {
+		fmt.Fprintf(c.stdout, "  error: %s\n", sc.Error)
+	}
+}
+
 func printStatus(c *cli, st *node.Status) {
 	leader := string(st.Leader)
 	if leader == "" {
@@ -306,6 +324,7 @@ func printStatus(c *cli, st *node.Status) {
 	}
 	tw.Flush()
 	printSpace(c, st.Space)
+	printScrub(c, st.Scrub)
 	if len(st.Services) == 0 {
 		return
 	}
