@@ -27,8 +27,8 @@ import (
 // replication and the catalog's epoch are not touched), then a test hook
 // runs against them. The result goes into the catalog's drill records.
 
-func (e *Engine) drillsDir(service string) string {
-	return filepath.Join(e.o.DataDir, "drills", service)
+func drillsDir(dataDir, service string) string {
+	return filepath.Join(dataDir, "drills", service)
 }
 
 // Drill runs a drill; emit receives progress.
@@ -59,7 +59,7 @@ func (e *Engine) Drill(ctx context.Context, req api.DrillRequest, emit func(api.
 	if len(c.passed) > 0 {
 		d.PassedOver = "passed over " + api.PassedText(c.passed)
 	}
-	dir := filepath.Join(e.drillsDir(req.Service), d.ID)
+	dir := filepath.Join(drillsDir(e.o.DataDir, req.Service), d.ID)
 	defer e.markBusy(dir, "drill "+d.ID+" is running")()
 	emit(api.FailoverEvent{Step: "plan", Message: fmt.Sprintf("drill %s of %s at point %s (%s, %s) into %s", d.ID, req.Service, shortID(pt.ID), pt.Time.Format(time.RFC3339), d.Chosen, dir)})
 	if d.PassedOver != "" {
@@ -204,9 +204,9 @@ func (e *Engine) CleanupDrills(ctx context.Context, service string) ([]catalog.D
 	}
 	// Directories a crashed drill left behind; not those of a drill
 	// running now.
-	ents, _ := os.ReadDir(e.drillsDir(service))
+	ents, _ := os.ReadDir(drillsDir(e.o.DataDir, service))
 	for _, ent := range ents {
-		if dir := filepath.Join(e.drillsDir(service), ent.Name()); e.busyWhy(dir) == "" {
+		if dir := filepath.Join(drillsDir(e.o.DataDir, service), ent.Name()); e.busyWhy(dir) == "" {
 			os.RemoveAll(dir)
 		}
 	}

@@ -196,7 +196,7 @@ func (e *Engine) Failover(ctx context.Context, req api.FailoverRequest, emit fun
 		fillPlanPoint()
 	}
 
-	defer e.markBusy(e.failoverDir(req.Service, pt), "a failover of "+req.Service+" to "+site+" is running on these images")()
+	defer e.markBusy(failoverDir(e.o.DataDir, req.Service, pt), "a failover of "+req.Service+" to "+site+" is running on these images")()
 	dir, images, err := e.failoverImages(ctx, req.Service, pt, plan.Tier, emit)
 	if err != nil {
 		return nil, err
@@ -241,8 +241,8 @@ func joinNodeIDs(ids []mesh.NodeID) string {
 }
 
 // failoverDir is where the failover images of a service at point p live.
-func (e *Engine) failoverDir(service string, p blockstore.Point) string {
-	return filepath.Join(e.o.DataDir, "failover", service, shortID(p.ID))
+func failoverDir(dataDir, service string, p blockstore.Point) string {
+	return filepath.Join(dataDir, "failover", service, shortID(p.ID))
 }
 
 func shortID(id string) string {
@@ -262,7 +262,7 @@ func imageFile(volume string) string { return standby.ImageName(volume) }
 
 // planImages says where each volume's image of p will come from.
 func (e *Engine) planImages(service string, p blockstore.Point, tier config.Tier) []api.PlanImage {
-	dir := e.failoverDir(service, p)
+	dir := failoverDir(e.o.DataDir, service, p)
 	ready := completeAt(dir, p.ID)
 	standby := false
 	if tier == config.TierHot {
@@ -297,7 +297,7 @@ func completeAt(dir, id string) bool {
 // failoverImages makes sure the images of p exist in the failover
 // directory and returns it and the images.
 func (e *Engine) failoverImages(ctx context.Context, service string, p blockstore.Point, tier config.Tier, emit func(api.FailoverEvent)) (string, []api.PlanImage, error) {
-	dir := e.failoverDir(service, p)
+	dir := failoverDir(e.o.DataDir, service, p)
 	images := e.planImages(service, p, tier)
 	if completeAt(dir, p.ID) {
 		emit(api.FailoverEvent{Step: "images", Message: "images at point " + shortID(p.ID) + " are ready from an earlier run: " + dir})

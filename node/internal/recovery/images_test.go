@@ -33,8 +33,8 @@ func TestDrillImagesGoUnlessKept(t *testing.T) {
 	if _, err := f.e.Drill(ctx, api.DrillRequest{Service: "web"}, noEvents); err != nil {
 		t.Fatalf("drill: %v", err)
 	}
-	if ents, _ := os.ReadDir(f.e.drillsDir("web")); len(ents) != 0 {
-		t.Fatalf("a drill without --keep left %d directories in %s", len(ents), f.e.drillsDir("web"))
+	if ents, _ := os.ReadDir(drillsDir(f.e.o.DataDir, "web")); len(ents) != 0 {
+		t.Fatalf("a drill without --keep left %d directories in %s", len(ents), drillsDir(f.e.o.DataDir, "web"))
 	}
 	if ims := images(t, f); len(ims) != 0 {
 		t.Fatalf("images after a drill without --keep: %+v", ims)
@@ -82,7 +82,7 @@ func TestFailoverImagesGoAfterFailback(t *testing.T) {
 	if err != nil {
 		t.Fatalf("failover: %v", err)
 	}
-	dir := f.e.failoverDir("web", f.point)
+	dir := failoverDir(f.e.o.DataDir, "web", f.point)
 	ims := images(t, f)
 	if len(ims) != 1 || ims[0].Kind != api.ImageFailover || !ims[0].InUse || ims[0].Path != dir || !strings.Contains(ims[0].Why, "runs at dc2") {
 		t.Fatalf("images after the failover: %+v; want %s in use", ims, dir)

@@ -161,7 +161,7 @@ func TestFailover(t *testing.T) {
 	if st.Epoch != 2 || st.Active != "dc2" {
 		t.Errorf("catalog after failover: epoch %d, active %q; want 2, dc2", st.Epoch, st.Active)
 	}
-	dir := f.e.failoverDir("web", f.point)
+	dir := failoverDir(f.e.o.DataDir, "web", f.point)
 	if b, err := os.ReadFile(filepath.Join(dir, "started")); err != nil || !bytes.Contains(b, []byte("started")) {
 		t.Errorf("start hook did not run against the images: %v", err)
 	}
