@@ -258,6 +258,7 @@ func (c *copier) wait(ctx context.Context, n int) error {
 // re-points them. A crash before it leaves packs no index entry names,
 // which the next open removes.
 type copyWriter struct {
+	ctx     context.Context // the GC run's
 	w       *packWriter
 	pack    *packFile   // being appended to
 	packs   []*packFile // written since the last commit (pack among them)
@@ -275,8 +276,8 @@ const (
 	copyCommitBytes   = 8 << 20
 )
 
-func newCopyWriter(w *packWriter) *copyWriter {
-	return &copyWriter{w: w, entries: map[ref]location{}}
+func newCopyWriter(ctx context.Context, w *packWriter) *copyWriter {
+	return &copyWriter{ctx: ctx, w: w, entries: map[ref]location{}}
 }
 
 // write appends blocks[i] for i in want, as frames of kind k.
@@ -320,6 +321,9 @@ func (cw *copyWriter) write(k kind, blocks [][]byte, ids []ID, want []int) error
 func (cw *copyWriter) commit() error {
 	if len(cw.packs) == 0 {
 		return nil
+	}
+	if err := cw.w.idx.pace(cw.ctx); err != nil {
+		return err
 	}
 	sizes := make(map[uint32]int64, len(cw.packs))
 	for _, p := range cw.packs {
