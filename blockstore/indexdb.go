@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -138,6 +139,12 @@ func (x *index) locate(r ref) (location, error) {
 // commit records entries and the committed lengths of packs in one synced
 // batch.
 func (x *index) commit(entries map[ref]location, packs map[uint32]int64) error {
+	return x.commitWith(entries, packs, pebble.Sync)
+}
+
+// commitWith is commit with the given durability: pebble.NoSync only for
+// changes that a crash may lose (GC's copies: the old entries stay sound).
+func (x *index) commitWith(entries map[ref]location, packs map[uint32]int64, opt *pebble.WriteOptions) error {
 	b := x.db.NewBatchWithSize(len(entries)*(1+IDSize+maxLocationSize+16) + 1024)
 	defer b.Close()
 	for r, loc := range entries {
@@ -151,7 +158,7 @@ func (x *index) commit(entries map[ref]location, packs map[uint32]int64) error {
 	if err := checkSpace(x.dir, int64(b.Len()), 1<<20, "write index"); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(opt); err != nil {
 		return x.err("write index", err)
 	}
 	return nil
@@ -241,4 +248,27 @@ func (x *index) packLengths() (map[uint32]int64, error) {
 		return nil, x.err("open store", err)
 	}
 	return committed, nil
+}
+
+// pace waits, before a batch of background work (GC's copies and
+// deletions), until Pebble has no memtable waiting to be flushed and its
+// L0 is far from the write stall: a writer's commit never stalls behind a
+// flood of GC's batches (GC.md: writer pause).
+func (x *index) pace(ctx context.Context) error {
+	// At most a second: pacing must never stop GC (an idle store may keep
+	// a memtable that no write fills).
+	for i := 0; i < 200; i++ {
+		m := x.db.Metrics()
+		if m.MemTable.Count <= 1 && m.Levels[0].Sublevels < 8 {
+			return nil
+		}
+		t := time.NewTimer(5 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }

@@ -79,8 +79,15 @@ func (w *packWriter) has(r ref) (bool, error) {
 		// A hit resurrects r for the running GC: note it before the
 		// lookup, and keep the sweep from deleting r between the two.
 		run.hz.RLock()
-		defer run.hz.RUnlock()
 		run.live.add(r.id)
+		if ch := run.deletingNow(r); ch != nil {
+			// Its deletion is being committed: wait, then find it gone.
+			// It is noted now, so no later batch deletes it.
+			run.hz.RUnlock()
+			<-ch
+			run.hz.RLock()
+		}
+		defer run.hz.RUnlock()
 	}
 	if _, ok := w.buffered(r); ok {
 		return true, nil
@@ -140,19 +147,11 @@ func (w *packWriter) write(k kind, blocks [][]byte, ids []ID, want []int) error 
 // (a repair: the pending copy may be the damaged one).
 func (w *packWriter) writeFrames(k kind, blocks [][]byte, ids []ID, want []int, over bool) error {
 	// Group into frames and compress outside the lock.
-	recs, recIDs := w.codec.encode(k, blocks, ids, want)
-	defer func() {
-		for _, rec := range recs {
-			putBuf(rec)
-		}
-	}()
-	var total int64
-	for _, rec := range recs {
-		total += int64(len(rec))
-	}
-	if err := checkSpace(w.dir, total, w.reserve, "write pack"); err != nil {
+	recs, recIDs, release, err := w.encode(k, blocks, ids, want, "write pack")
+	if err != nil {
 		return err
 	}
+	defer release()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.writableLocked(); err != nil {
@@ -200,6 +199,27 @@ func (w *packWriter) writeFrames(k kind, blocks [][]byte, ids []ID, want []int, 
 	return w.err
 }
 
+// encode groups blocks[i] for i in want into frame records of kind k and
+// checks that the disk has room for them; release hands the records'
+// buffers back.
+func (w *packWriter) encode(k kind, blocks [][]byte, ids []ID, want []int, what string) (recs [][]byte, entries [][]frameEntry, release func(), err error) {
+	recs, entries = w.codec.encode(k, blocks, ids, want)
+	release = func() {
+		for _, rec := range recs {
+			putBuf(rec)
+		}
+	}
+	var total int64
+	for _, rec := range recs {
+		total += int64(len(rec))
+	}
+	if err := checkSpace(w.dir, total, w.reserve, what); err != nil {
+		release()
+		return nil, nil, nil, err
+	}
+	return recs, entries, release, nil
+}
+
 // writable reports why the store takes no writes, if it does not.
 func (w *packWriter) writable() error {
 	w.mu.Lock()
@@ -237,6 +257,16 @@ func (w *packWriter) rotateLocked() error {
 	w.dirty = append(w.dirty, p)
 	w.newFiles = true
 	return nil
+}
+
+// allocPack reserves a pack number for packs written outside the writer
+// (GC's copies): above every pack written so far.
+func (w *packWriter) allocPack() uint32 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.nextPack
+	w.nextPack++
+	return n
 }
 
 // sealPack ends appends to the current pack: the next write starts a new
