@@ -255,9 +255,7 @@ func (x *index) packLengths() (map[uint32]int64, error) {
 // L0 is far from the write stall: a writer's commit never stalls behind a
 // flood of GC's batches (GC.md: writer pause).
 func (x *index) pace(ctx context.Context) error {
-	// At most a second: pacing must never stop GC (an idle store may keep
-	// a memtable that no write fills).
-	for i := 0; i < 200; i++ {
+	for {
 		m := x.db.Metrics()
 		if m.MemTable.Count <= 1 && m.Levels[0].Sublevels < 8 {
 			return nil
@@ -270,5 +268,4 @@ func (x *index) pace(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	return nil
 }
