@@ -348,7 +348,7 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 	for _, id := range rewrite {
 		copyTotal += committed[id]
 	}
-	cp := &copier{s: s, out: newCopyWriter(ctx, s.w), run: run, lim: lim, rep: &rep, progress: func(done int64) { progress("copy", done, copyTotal) }}
+	cp := &copier{s: s, out: newCopyWriter(s.w), run: run, lim: lim, rep: &rep, progress: func(done int64) { progress("copy", done, copyTotal) }}
 	defer cp.out.close()
 	for _, id := range rewrite {
 		if err := cp.pack(ctx, id, committed[id]); err != nil {
@@ -384,7 +384,7 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 		if len(batch) == 0 {
 			return nil
 		}
-		if err := s.idx.pace(ctx); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		b := s.idx.db.NewBatch()

@@ -258,7 +258,6 @@ func (c *copier) wait(ctx context.Context, n int) error {
 // re-points them. A crash before it leaves packs no index entry names,
 // which the next open removes.
 type copyWriter struct {
-	ctx     context.Context // the GC run's
 	w       *packWriter
 	pack    *packFile   // being appended to
 	packs   []*packFile // written since the last commit (pack among them)
@@ -276,8 +275,8 @@ const (
 	copyCommitBytes   = 8 << 20
 )
 
-func newCopyWriter(ctx context.Context, w *packWriter) *copyWriter {
-	return &copyWriter{ctx: ctx, w: w, entries: map[ref]location{}}
+func newCopyWriter(w *packWriter) *copyWriter {
+	return &copyWriter{w: w, entries: map[ref]location{}}
 }
 
 // write appends blocks[i] for i in want, as frames of kind k.
@@ -321,9 +320,6 @@ func (cw *copyWriter) write(k kind, blocks [][]byte, ids []ID, want []int) error
 func (cw *copyWriter) commit() error {
 	if len(cw.packs) == 0 {
 		return nil
-	}
-	if err := cw.w.idx.pace(cw.ctx); err != nil {
-		return err
 	}
 	sizes := make(map[uint32]int64, len(cw.packs))
 	for _, p := range cw.packs {

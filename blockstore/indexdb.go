@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync/atomic"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -248,24 +247,4 @@ func (x *index) packLengths() (map[uint32]int64, error) {
 		return nil, x.err("open store", err)
 	}
 	return committed, nil
-}
-
-// pace waits, before a batch of background work (GC's copies and
-// deletions), until Pebble has no memtable waiting to be flushed and its
-// L0 is far from the write stall: a writer's commit never stalls behind a
-// flood of GC's batches (GC.md: writer pause).
-func (x *index) pace(ctx context.Context) error {
-	for {
-		m := x.db.Metrics()
-		if m.MemTable.Count <= 1 && m.Levels[0].Sublevels < 8 {
-			return nil
-		}
-		t := time.NewTimer(5 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }
