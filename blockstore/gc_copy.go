@@ -284,11 +284,19 @@ func (cw *copyWriter) write(k kind, blocks [][]byte, ids []ID, want []int) error
 	if err := cw.w.writable(); err != nil {
 		return err
 	}
-	recs, recIDs, release, err := cw.w.encode(k, blocks, ids, want, "gc: write pack")
-	if err != nil {
+	recs, recIDs := cw.w.codec.encode(k, blocks, ids, want)
+	defer func() {
+		for _, rec := range recs {
+			putBuf(rec)
+		}
+	}()
+	var total int64
+	for _, rec := range recs {
+		total += int64(len(rec))
+	}
+	if err := checkSpace(cw.w.dir, total, cw.w.reserve, "gc: write pack"); err != nil {
 		return err
 	}
-	defer release()
 	for r, rec := range recs {
 		if cw.pack == nil || cw.pack.size+int64(len(rec)) > maxPackSize {
 			p, err := createPack(filepath.Join(cw.w.dir, packsDir), cw.w.allocPack())

@@ -147,11 +147,19 @@ func (w *packWriter) write(k kind, blocks [][]byte, ids []ID, want []int) error 
 // (a repair: the pending copy may be the damaged one).
 func (w *packWriter) writeFrames(k kind, blocks [][]byte, ids []ID, want []int, over bool) error {
 	// Group into frames and compress outside the lock.
-	recs, recIDs, release, err := w.encode(k, blocks, ids, want, "write pack")
-	if err != nil {
+	recs, recIDs := w.codec.encode(k, blocks, ids, want)
+	defer func() {
+		for _, rec := range recs {
+			putBuf(rec)
+		}
+	}()
+	var total int64
+	for _, rec := range recs {
+		total += int64(len(rec))
+	}
+	if err := checkSpace(w.dir, total, w.reserve, "write pack"); err != nil {
 		return err
 	}
-	defer release()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.writableLocked(); err != nil {
@@ -197,27 +205,6 @@ func (w *packWriter) writeFrames(k kind, blocks [][]byte, ids []ID, want []int, 
 		w.flushed.Wait()
 	}
 	return w.err
-}
-
-// encode groups blocks[i] for i in want into frame records of kind k and
-// checks that the disk has room for them; release hands the records'
-// buffers back.
-func (w *packWriter) encode(k kind, blocks [][]byte, ids []ID, want []int, what string) (recs [][]byte, entries [][]frameEntry, release func(), err error) {
-	recs, entries = w.codec.encode(k, blocks, ids, want)
-	release = func() {
-		for _, rec := range recs {
-			putBuf(rec)
-		}
-	}
-	var total int64
-	for _, rec := range recs {
-		total += int64(len(rec))
-	}
-	if err := checkSpace(w.dir, total, w.reserve, what); err != nil {
-		release()
-		return nil, nil, nil, err
-	}
-	return recs, entries, release, nil
 }
 
 // writable reports why the store takes no writes, if it does not.
