@@ -192,15 +192,11 @@
 // and open Image, with an exact set of visited map pages, and again for
 // points committed meanwhile. It accounts live and dead bytes per old pack
 // in one stream of the index, copies the live objects of the packs to
-// rewrite into packs of its own (synced before one index batch names the
-// copies; the writer's flushes never wait for them), then streams the
-// index again and deletes the dead entries of the picked packs in batches
-// of 4096. Each batch is re-checked against the filter while GC holds
-// the run's lock exclusively (a few microseconds) and published as being
-// deleted; the deletion commits outside the lock, and a lookup of one of
-// its entries meanwhile waits for that commit and then finds the entry
-// gone. An entry a writer resurrected before the re-check is copied too
-// (or keeps its pack). One synced
+// rewrite through the writer (synced before the index names the copies),
+// then streams the index again and deletes the dead entries of the picked
+// packs in batches of 256, each re-checked against the filter while it
+// holds the run's lock exclusively (well under 10 ms); an entry a writer
+// resurrected meanwhile is copied too (or keeps its pack). One synced
 // batch then drops the packs' committed lengths, and each file is removed
 // under a lock that readers hold from an index lookup to the end of the
 // read it names. A crash at any step leaves the old pack, the copies in a

@@ -33,16 +33,12 @@ import (
 //     of the index; pick the packs to delete (no live object) and rewrite
 //     (dead share at least the threshold).
 //  6. Copy the live objects of packs to rewrite, frame by frame in pack
-//     order, into packs of GC's own (copyWriter, gc_copy.go), synced
-//     before one index batch re-points the objects at their copies: the
-//     writer's flushes never wait for GC's data.
+//     order, through the normal writer; flush (synced before the index
+//     names the copies).
 //  7. Sweep: stream the index again; entries that still name a picked
-//     pack and are dead are deleted in batches. Each batch is re-checked
-//     against the filter under run.hz held exclusively (a writer may have
-//     resurrected an entry) and published as the run's deleting set; the
-//     deletion then commits outside the hold, and a lookup of an entry in
-//     that set waits for the commit and finds the entry gone (it writes
-//     the object anew). A live entry is copied late or keeps its pack.
+//     pack and are dead are deleted in small batches under run.hz held
+//     exclusively, each re-checked against the filter there (a writer may
+//     have resurrected it); a live one keeps its pack.
 //  8. One synced batch drops the committed lengths of the packs no entry
 //     names; then their files are removed under packReaders.rm, so that
 //     no reader is mid-read of them.
@@ -110,30 +106,10 @@ func (s *Store) Maintenance() Maintenance { return Maintenance{s} }
 // gcRun is one GC in progress, seen by the writer.
 type gcRun struct {
 	// hz is held shared by a lookup from noting its ID to the end of the
-	// index lookup, and exclusively by the sweep while it re-checks a
-	// batch against the filter and publishes it in deleting.
+	// index lookup, and exclusively by the sweep from re-checking a batch
+	// against the filter to committing its deletion.
 	hz   sync.RWMutex
 	live *liveFilter
-
-	// deleting are the entries of the sweep batch being committed (outside
-	// hz); deleted is closed when that commit is done. A lookup of one of
-	// them waits for it: it then finds the entry gone and writes the
-	// object anew. Guarded by dmu.
-	dmu      sync.Mutex
-	deleting map[ref]struct{}
-	deleted  chan struct{}
-}
-
-// deletingNow returns, when r is in the batch being deleted, the channel
-// closed when its deletion is committed; nil otherwise. Called under hz
-// held shared.
-func (run *gcRun) deletingNow(r ref) chan struct{} {
-	run.dmu.Lock()
-	defer run.dmu.Unlock()
-	if _, ok := run.deleting[r]; ok {
-		return run.deleted
-	}
-	return nil
 }
 
 // packUsage is the accounting of one pack below the boundary.
@@ -142,11 +118,10 @@ type packUsage struct {
 	deadN      [3]int64 // dead objects by kind
 }
 
-// sweepBatch is how many deletions one batch commits (its re-check is the
-// only exclusive hold of run.hz, a few microseconds per 1000); maxLate
-// bounds the resurrected objects one run copies late.
+// sweepBatch is how many deletions one exclusive hold of run.hz commits;
+// maxLate bounds the resurrected objects one run copies late.
 const (
-	sweepBatch = 4096
+	sweepBatch = 256
 	maxLate    = 1 << 16
 )
 
@@ -220,7 +195,7 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 	if err != nil {
 		return rep, err
 	}
-	run := &gcRun{live: newLiveFilter(n+n/8+4096, rand.Uint64()), deleting: map[ref]struct{}{}}
+	run := &gcRun{live: newLiveFilter(n+n/8+4096, rand.Uint64())}
 	rep.FilterBytes = run.live.bytes()
 	s.w.gc.Store(run)
 	defer s.w.gc.Store(nil)
@@ -348,8 +323,7 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 	for _, id := range rewrite {
 		copyTotal += committed[id]
 	}
-	cp := &copier{s: s, out: newCopyWriter(s.w), run: run, lim: lim, rep: &rep, progress: func(done int64) { progress("copy", done, copyTotal) }}
-	defer cp.out.close()
+	cp := &copier{s: s, run: run, lim: lim, rep: &rep, progress: func(done int64) { progress("copy", done, copyTotal) }}
 	for _, id := range rewrite {
 		if err := cp.pack(ctx, id, committed[id]); err != nil {
 			return rep, fmt.Errorf("gc: rewrite pack %s: %w", packName(id), err)
@@ -361,7 +335,7 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
-	if err := cp.out.commit(); err != nil {
+	if err := s.w.flush(); err != nil {
 		return rep, err
 	}
 
@@ -373,7 +347,7 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 	var late []lateRef
 	lateAdd := func(k kind, id ID, pack uint32) {
 		if len(late) < maxLate {
-			late = append(late, lateRef{ref: ref{k, id}, pack: pack})
+			late = append(late, lateRef{ref{k, id}, pack})
 		} else {
 			kept[pack] = true
 		}
@@ -389,40 +363,20 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 		}
 		b := s.idx.db.NewBatch()
 		defer b.Close()
-		// Only the re-check is exclusive: a lookup that comes after it
-		// finds its entry in deleting and waits for the commit, which
-		// runs while lookups go on.
-		done := make(chan struct{})
 		run.hz.Lock()
 		t0 := time.Now()
-		run.dmu.Lock()
-		for i := range batch {
-			c := &batch[i]
-			if run.live.has(c.ref.id) {
-				c.live = true // resurrected by a writer
-				continue
-			}
-			run.deleting[c.ref] = struct{}{}
-		}
-		run.deleted = done
-		run.dmu.Unlock()
-		hold := time.Since(t0)
-		run.hz.Unlock()
 		var del [3]int64
 		for _, c := range batch {
-			if c.live {
-				lateAdd(c.ref.kind, c.ref.id, c.pack)
+			if run.live.has(c.ref.id) {
+				lateAdd(c.ref.kind, c.ref.id, c.pack) // resurrected by a writer
 				continue
 			}
 			b.Delete(c.ref.key(), nil)
 			del[c.ref.kind]++
 		}
 		err := b.Commit(pebble.NoSync)
-		run.dmu.Lock()
-		clear(run.deleting)
-		run.deleted = nil
-		run.dmu.Unlock()
-		close(done)
+		hold := time.Since(t0)
+		run.hz.Unlock()
 		rep.MaxHold = max(rep.MaxHold, hold)
 		if err != nil {
 			return s.idx.err("gc: delete index entries", err)
@@ -443,7 +397,7 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 					lateAdd(k, id, loc.pack)
 					return nil
 				}
-				batch = append(batch, lateRef{ref: ref{k, id}, pack: loc.pack})
+				batch = append(batch, lateRef{ref{k, id}, loc.pack})
 				if swept++; swept%65536 == 0 {
 					progress("sweep", swept, rep.Dead)
 				}
@@ -465,7 +419,7 @@ func (m Maintenance) gc(ctx context.Context, o GCOptions, exclude map[string]boo
 		if err := cp.late(ctx, late, kept); err != nil {
 			return rep, err
 		}
-		if err := cp.out.commit(); err != nil {
+		if err := s.w.flush(); err != nil {
 			return rep, err
 		}
 	}

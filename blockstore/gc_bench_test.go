@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -39,11 +38,7 @@ func BenchmarkGC(b *testing.B) {
 		b.StartTimer()
 
 		// The writer alone first: its longest iteration without a GC.
-		baseFor := 500 * time.Millisecond
-		if d, err := time.ParseDuration(os.Getenv("LIFEBOAT_GC_BASE")); err == nil {
-			baseFor = d
-		}
-		bctx, bcancel := context.WithTimeout(b.Context(), baseFor)
+		bctx, bcancel := context.WithTimeout(b.Context(), 500*time.Millisecond)
 		base, _ := gcBenchWriter(bctx, b, s)
 		bcancel()
 
@@ -52,11 +47,8 @@ func BenchmarkGC(b *testing.B) {
 		var worst time.Duration
 		var iters int
 		wg.Go(func() { worst, iters = gcBenchWriter(ctx, b, s) })
-		var mem memSample
-		wg.Go(func() { mem = sampleMemory(ctx, s) })
 		start := time.Now()
-		rate, _ := strconv.ParseInt(os.Getenv("LIFEBOAT_GC_RATE"), 10, 64)
-		rep, err := s.Maintenance().GC(b.Context(), GCOptions{Rate: rate, Progress: func(p GCProgress) { benchPhase.Store(p.Phase) }})
+		rep, err := s.Maintenance().GC(b.Context(), GCOptions{})
 		wall := time.Since(start)
 		cancel()
 		wg.Wait()
@@ -71,8 +63,6 @@ func BenchmarkGC(b *testing.B) {
 		b.ReportMetric(float64(rep.MaxHold.Microseconds())/1000, "hold-ms")
 		b.ReportMetric(float64(rep.FilterBytes)/(1<<20), "filter-MiB")
 		b.Logf("%d blocks: %+v; writer: %d iterations, longest %v", n, rep, iters, worst)
-		b.Logf("memory peaks (MiB): Go heap in use %d, Go heap sys %d, Go total sys %d, Pebble block cache %d, memtables %d",
-			mem.heapInuse>>20, mem.heapSys>>20, mem.sys>>20, mem.cache>>20, mem.memtables>>20)
 		if rep.Dead < n*4/10 {
 			b.Errorf("GC found %d dead of %d, want about half", rep.Dead, n)
 		}
@@ -139,11 +129,6 @@ func buildGCStore(b *testing.B, n int64) (*Store, string) {
 // loop until ctx ends, and returns its longest iteration.
 func gcBenchWriter(ctx context.Context, b *testing.B, s *Store) (time.Duration, int) {
 	var worst time.Duration
-	var worstParts [3]time.Duration // put, map, commit
-	var worstPhase any
-	defer func() {
-		b.Logf("writer: longest iteration %v (GC phase %v): put %v, map page %v, commit %v", worst, worstPhase, worstParts[0], worstParts[1], worstParts[2])
-	}()
 	iters := 0
 	for ctx.Err() == nil {
 		t0 := time.Now()
@@ -158,12 +143,8 @@ func gcBenchWriter(ctx context.Context, b *testing.B, s *Store) (time.Duration, 
 			}
 			blocks[j] = blk
 		}
-		var parts [3]time.Duration
-		tp := time.Now()
 		ids, err := s.Put(ctx, blocks)
-		parts[0] = time.Since(tp)
 		if err == nil {
-			tp = time.Now()
 			w := s.maps.newWriter(Geometry{Size: 8 * 4096, BlockSize: 4096})
 			for _, id := range ids {
 				if err = w.add(id); err != nil {
@@ -174,8 +155,6 @@ func gcBenchWriter(ctx context.Context, b *testing.B, s *Store) (time.Duration, 
 			if err == nil {
 				root, err = w.finish()
 			}
-			parts[1] = time.Since(tp)
-			tp = time.Now()
 			if err == nil {
 				_, err = s.CommitPoint(ctx, Point{Group: "writer", Volumes: []VolumeState{{Name: "w", Root: root, Size: 8 * 4096, BlockSize: 4096, Used: 8}}})
 			}
@@ -187,10 +166,7 @@ func gcBenchWriter(ctx context.Context, b *testing.B, s *Store) (time.Duration, 
 			}
 			break
 		}
-		parts[2] = time.Since(tp)
-		if d := time.Since(t0); d > worst {
-			worst, worstParts, worstPhase = d, parts, benchPhase.Load()
-		}
+		worst = max(worst, time.Since(t0))
 		iters++
 	}
 	return worst, iters
@@ -217,31 +193,3 @@ func peakRSS(b *testing.B) int64 {
 	}
 	return 0
 }
-
-// memSample is the peaks of the Go heap and Pebble's caches during a GC.
-type memSample struct{ heapInuse, heapSys, sys, cache, memtables uint64 }
-
-// sampleMemory samples every 50 ms until ctx ends.
-func sampleMemory(ctx context.Context, s *Store) memSample {
-	var m memSample
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		pm := s.idx.db.Metrics()
-		m.heapInuse = max(m.heapInuse, ms.HeapInuse)
-		m.heapSys = max(m.heapSys, ms.HeapSys)
-		m.sys = max(m.sys, ms.Sys)
-		m.cache = max(m.cache, uint64(pm.BlockCache.Size))
-		m.memtables = max(m.memtables, pm.MemTable.Size)
-		select {
-		case <-ctx.Done():
-			return m
-		case <-t.C:
-		}
-	}
-}
-
-// benchPhase is the GC phase in progress (a string), for the writer's log.
-var benchPhase atomic.Value

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 
-	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/time/rate"
 )
 
@@ -54,11 +52,10 @@ func (m *mapPages) markLive(ctx context.Context, v VolumeState, live *liveFilter
 	return walk(v.Root, g.rootLevel(), 0)
 }
 
-// copier copies the live objects of packs being rewritten into packs of
-// its own (out), in batches of a few MiB of one kind.
+// copier copies the live objects of packs being rewritten through the
+// writer, in batches of a few MiB of one kind.
 type copier struct {
 	s        *Store
-	out      *copyWriter
 	run      *gcRun
 	lim      *rate.Limiter
 	rep      *GCReport
@@ -83,7 +80,7 @@ func (c *copier) put() error {
 	for i := range want {
 		want[i] = i
 	}
-	if err := c.out.write(c.cur, c.blocks, c.ids, want); err != nil {
+	if err := c.s.w.write(c.cur, c.blocks, c.ids, want); err != nil {
 		return fmt.Errorf("gc: copy: %w", err)
 	}
 	c.rep.BytesCopied += int64(c.size)
@@ -189,7 +186,6 @@ func (c *copier) pack(ctx context.Context, id uint32, size int64) error {
 type lateRef struct {
 	ref  ref
 	pack uint32
-	live bool // the sweep's re-check found it resurrected
 }
 
 // late copies objects that writers resurrected in picked packs after the
@@ -247,129 +243,4 @@ func (c *copier) wait(ctx context.Context, n int) error {
 		n -= k
 	}
 	return nil
-}
-
-// copyWriter appends GC's copies to packs of its own, numbered above the
-// run's boundary, and commits them itself: pack bytes synced, then their
-// locations and the packs' lengths in one synced index batch. The
-// writer's flushes (a CommitPoint's) never wait for GC's data, and GC's
-// objects never sit in the writer's pending set. The objects copied are
-// live and indexed at their old location until the commit, which only
-// re-points them. A crash before it leaves packs no index entry names,
-// which the next open removes.
-type copyWriter struct {
-	w       *packWriter
-	pack    *packFile   // being appended to
-	packs   []*packFile // written since the last commit (pack among them)
-	entries map[ref]location
-	bytes   int64 // written since the last commit
-	created bool  // a pack file was created since the last commit
-}
-
-// A copy commit covers at most copyCommitEntries copies and
-// copyCommitBytes of pack data: each is a small index batch and a short
-// sync, so that a writer's commit meanwhile does not queue behind a big
-// one (GC.md: writer pause).
-const (
-	copyCommitEntries = 4096
-	copyCommitBytes   = 8 << 20
-)
-
-func newCopyWriter(w *packWriter) *copyWriter {
-	return &copyWriter{w: w, entries: map[ref]location{}}
-}
-
-// write appends blocks[i] for i in want, as frames of kind k.
-func (cw *copyWriter) write(k kind, blocks [][]byte, ids []ID, want []int) error {
-	if err := cw.w.writable(); err != nil {
-		return err
-	}
-	recs, recIDs := cw.w.codec.encode(k, blocks, ids, want)
-	defer func() {
-		for _, rec := range recs {
-			putBuf(rec)
-		}
-	}()
-	var total int64
-	for _, rec := range recs {
-		total += int64(len(rec))
-	}
-	if err := checkSpace(cw.w.dir, total, cw.w.reserve, "gc: write pack"); err != nil {
-		return err
-	}
-	for r, rec := range recs {
-		if cw.pack == nil || cw.pack.size+int64(len(rec)) > maxPackSize {
-			p, err := createPack(filepath.Join(cw.w.dir, packsDir), cw.w.allocPack())
-			if err != nil {
-				return err
-			}
-			cw.pack = p
-			cw.packs = append(cw.packs, p)
-			cw.created = true
-		}
-		off := cw.pack.size
-		if err := cw.pack.append(rec); err != nil {
-			return err
-		}
-		cw.bytes += int64(len(rec))
-		var plainOff uint32
-		for slot, e := range recIDs[r] {
-			cw.entries[ref{k, e.id}] = location{pack: cw.pack.id, offset: uint64(off), recLen: uint32(len(rec)), slot: uint16(slot), plainOff: plainOff, plainLen: e.len}
-			plainOff += e.len
-		}
-	}
-	if len(cw.entries) >= copyCommitEntries || cw.bytes >= copyCommitBytes {
-		return cw.commit()
-	}
-	return nil
-}
-
-// commit syncs the packs written and records the copies in the index.
-func (cw *copyWriter) commit() error {
-	if len(cw.packs) == 0 {
-		return nil
-	}
-	sizes := make(map[uint32]int64, len(cw.packs))
-	for _, p := range cw.packs {
-		if err := p.f.Sync(); err != nil {
-			return fmt.Errorf("gc: sync pack %s: %w", packName(p.id), err)
-		}
-		sizes[p.id] = p.size
-	}
-	if cw.created {
-		if err := syncDir(filepath.Join(cw.w.dir, packsDir)); err != nil {
-			return err
-		}
-		cw.created = false
-	}
-	// Not synced: a crash that loses it leaves the objects at their old
-	// locations, whose packs are removed only after a synced batch (step
-	// 8); the next synced commit makes it durable after the packs it names.
-	if err := cw.w.idx.commitWith(cw.entries, sizes, pebble.NoSync); err != nil {
-		return err
-	}
-	cw.bytes = 0
-	for _, p := range cw.packs {
-		if p != cw.pack {
-			p.f.Close()
-		}
-	}
-	cw.packs = cw.packs[:0]
-	if cw.pack != nil {
-		cw.packs = append(cw.packs, cw.pack)
-	}
-	clear(cw.entries)
-	return nil
-}
-
-// close closes the pack files (what was not committed is garbage the next
-// open removes).
-func (cw *copyWriter) close() {
-	for _, p := range cw.packs {
-		p.f.Close()
-	}
-	if cw.pack != nil && !slices.Contains(cw.packs, cw.pack) {
-		cw.pack.f.Close()
-	}
-	cw.packs, cw.pack = nil, nil
 }

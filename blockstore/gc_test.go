@@ -13,10 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/lifeboat-dr/lifeboat/blockstore/blockstoretest"
-	"github.com/lifeboat-dr/lifeboat/internal/testwait"
 )
 
 // poolBlock is block j of a shared pool: images built from the pool
@@ -472,52 +469,5 @@ func TestLiveFilterNoFalseNegatives(t *testing.T) {
 	}
 	if fp > 300 {
 		t.Errorf("%d false positives in 10000, want about 1%%", fp)
-	}
-}
-
-// TestLookupWaitsForSweepDeletion: a lookup of an entry in the sweep's
-// batch being deleted waits for the deletion's commit, then finds it gone,
-// and a Put writes the block anew.
-func TestLookupWaitsForSweepDeletion(t *testing.T) {
-	s, _ := newTestStore(t)
-	blk := poolBlock(7)
-	ids, err := s.Put(t.Context(), [][]byte{blk})
-	if err != nil || s.Flush(t.Context()) != nil {
-		t.Fatal(err)
-	}
-	x := ref{kindBlock, ids[0]}
-	run := &gcRun{live: newLiveFilter(1024, 1), deleting: map[ref]struct{}{x: {}}}
-	done := make(chan struct{})
-	run.deleted = done
-	s.w.gc.Store(run)
-	defer s.w.gc.Store(nil)
-	got := make(chan bool, 1)
-	go func() {
-		ok, _ := s.Has(context.Background(), x.id)
-		got <- ok
-	}()
-	testwait.True(t, "the lookup notes the block", 10*time.Second, func() bool { return run.live.has(x.id) })
-	select {
-	case <-got:
-		t.Fatal("the lookup did not wait for the deletion")
-	default:
-	}
-	// The sweep's commit, then its end.
-	if err := s.idx.db.Delete(x.key(), pebble.NoSync); err != nil {
-		t.Fatal(err)
-	}
-	run.dmu.Lock()
-	clear(run.deleting)
-	run.deleted = nil
-	run.dmu.Unlock()
-	close(done)
-	if <-got {
-		t.Fatal("the lookup found a deleted entry")
-	}
-	if _, err := s.Put(t.Context(), [][]byte{blk}); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := s.Get(t.Context(), x.id); err != nil || !bytes.Equal(b, blk) {
-		t.Fatalf("get after the block was written anew: %v", err)
 	}
 }

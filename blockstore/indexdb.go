@@ -138,12 +138,6 @@ func (x *index) locate(r ref) (location, error) {
 // commit records entries and the committed lengths of packs in one synced
 // batch.
 func (x *index) commit(entries map[ref]location, packs map[uint32]int64) error {
-	return x.commitWith(entries, packs, pebble.Sync)
-}
-
-// commitWith is commit with the given durability: pebble.NoSync only for
-// changes that a crash may lose (GC's copies: the old entries stay sound).
-func (x *index) commitWith(entries map[ref]location, packs map[uint32]int64, opt *pebble.WriteOptions) error {
 	b := x.db.NewBatchWithSize(len(entries)*(1+IDSize+maxLocationSize+16) + 1024)
 	defer b.Close()
 	for r, loc := range entries {
@@ -157,7 +151,7 @@ func (x *index) commitWith(entries map[ref]location, packs map[uint32]int64, opt
 	if err := checkSpace(x.dir, int64(b.Len()), 1<<20, "write index"); err != nil {
 		return err
 	}
-	if err := b.Commit(opt); err != nil {
+	if err := b.Commit(pebble.Sync); err != nil {
 		return x.err("write index", err)
 	}
 	return nil

@@ -79,15 +79,8 @@ func (w *packWriter) has(r ref) (bool, error) {
 		// A hit resurrects r for the running GC: note it before the
 		// lookup, and keep the sweep from deleting r between the two.
 		run.hz.RLock()
-		run.live.add(r.id)
-		if ch := run.deletingNow(r); ch != nil {
-			// Its deletion is being committed: wait, then find it gone.
-			// It is noted now, so no later batch deletes it.
-			run.hz.RUnlock()
-			<-ch
-			run.hz.RLock()
-		}
 		defer run.hz.RUnlock()
+		run.live.add(r.id)
 	}
 	if _, ok := w.buffered(r); ok {
 		return true, nil
@@ -244,16 +237,6 @@ func (w *packWriter) rotateLocked() error {
 	w.dirty = append(w.dirty, p)
 	w.newFiles = true
 	return nil
-}
-
-// allocPack reserves a pack number for packs written outside the writer
-// (GC's copies): above every pack written so far.
-func (w *packWriter) allocPack() uint32 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := w.nextPack
-	w.nextPack++
-	return n
 }
 
 // sealPack ends appends to the current pack: the next write starts a new
