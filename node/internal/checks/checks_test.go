@@ -172,7 +172,7 @@ func TestHookAndSkips(t *testing.T) { // not parallel: it sets PATH
 func TestBootCheckLinux(t *testing.T) {
 	kernel, busybox := os.Getenv("LIFEBOAT_TEST_KERNEL"), os.Getenv("LIFEBOAT_TEST_BUSYBOX")
 	if kernel == "" || busybox == "" {
-		t.Skip("set LIFEBOAT_TEST_KERNEL and LIFEBOAT_TEST_BUSYBOX to boot a Linux guest")
+		t.Skip("needs a Linux kernel and a static busybox: set LIFEBOAT_TEST_KERNEL and LIFEBOAT_TEST_BUSYBOX (.ci/run fetches them from Debian)")
 	}
 	need(t, "qemu-system-x86_64", "syslinux", "mcopy", "mkfs.fat")
 	t.Parallel()
